@@ -1,0 +1,40 @@
+//! Herald's core: the [`ChannelLayer`] trait, the [`Message`] and [`Value`] types, Channels'
+//! name rules and an [`InMemoryLayer`].
+//!
+//! Herald replaces Daphne + `channels_redis` for Django apps that push real-time messages with
+//! `channel_layer.group_send(...)`. Everything here is backend-neutral; `herald-redis` provides
+//! layers that are wire-compatible with Python's `channels_redis`.
+//!
+//! # Layout
+//! * [`error`] — the one opaque [`Error`] with [`ErrorKind`], shared across the trait boundary so
+//!   callers can branch on `is_channel_full()` whatever the backend.
+//! * [`value`] — [`Value`], every msgpack value Python can send (str and bytes kept apart).
+//! * [`message`] — [`Message`], the cheaply clonable dict that travels through a layer.
+//! * [`names`] — Channels' channel/group name validation and `non_local_name`.
+//! * [`capacity`] — `channel_capacity` glob/regex rules, first match wins.
+//! * [`layer`] — the [`ChannelLayer`] trait.
+//! * [`memory`] — [`InMemoryLayer`], for tests and single-process use.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use herald_core::{ChannelLayer, InMemoryLayer, Message};
+//! let layer = InMemoryLayer::new(Default::default()).unwrap();
+//! layer.send("test-channel", Message::with_type("hello")).await.unwrap();
+//! let msg = layer.receive("test-channel").await.unwrap();
+//! assert_eq!(msg.msg_type(), Some("hello"));
+//! # });
+//! ```
+
+pub mod capacity;
+pub mod error;
+pub mod layer;
+pub mod memory;
+pub mod message;
+pub mod names;
+pub mod value;
+
+pub use error::{Error, ErrorKind, Result};
+pub use layer::{ChannelLayer, DEFAULT_NEW_CHANNEL_PREFIX, GroupSendReport};
+pub use memory::{InMemoryConfig, InMemoryLayer};
+pub use message::{ASGI_CHANNEL_KEY, Message};
+pub use value::{Map, Value};

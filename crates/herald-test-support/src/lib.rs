@@ -1,0 +1,211 @@
+//! Test support for Herald: a real `redis-server` per test on an ephemeral port.
+//!
+//! # Layout
+//! * [`RedisServer`] — spawns `redis-server` (from `$HERALD_REDIS_SERVER_BIN` or `PATH`), waits
+//!   for `PING`/`+PONG` with a deadline, retries on a port clash, kills it on drop and prints its
+//!   log when the owning test panics.
+//! * [`free_port`] — a loopback port nobody listens on right now.
+//!
+//! It hands out URLs and ports, never layer types, so any crate's tests can use it.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a fresh server may take to answer `PING`.
+const READY_DEADLINE: Duration = Duration::from_secs(5);
+/// How many times a port clash is retried with a new port.
+const PORT_TRIES: usize = 5;
+
+/// A loopback port that was free a moment ago (bind `127.0.0.1:0`, read it, drop the listener).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// The `redis-server` binary: `$HERALD_REDIS_SERVER_BIN`, else `redis-server` on `PATH`.
+///
+/// # Panics
+/// If neither exists, with an install hint: a missing Redis is a failure, never a skip.
+pub fn redis_server_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("HERALD_REDIS_SERVER_BIN") {
+        return PathBuf::from(bin);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join("redis-server");
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "redis-server not found: install it (`apt-get install -y redis-server`) or set \
+         HERALD_REDIS_SERVER_BIN to its path"
+    );
+}
+
+/// A `redis-server` child process on `127.0.0.1:<ephemeral port>`, killed on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts a server with persistence off. Panics (with the server log) if it cannot start.
+    pub fn start() -> RedisServer {
+        Self::start_with_args(&[])
+    }
+
+    /// Starts a server with extra command-line arguments (e.g. `["--requirepass", "x"]`).
+    pub fn start_with_args(extra: &[&str]) -> RedisServer {
+        let bin = redis_server_bin();
+        let mut last_log = String::new();
+        for _ in 0..PORT_TRIES {
+            let port = free_port();
+            let dir = tempfile::tempdir().unwrap();
+            match Self::spawn(&bin, port, dir, extra) {
+                Ok(server) => return server,
+                Err(log) if log.contains("Address already in use") => last_log = log,
+                Err(log) => panic!("redis-server failed to start:\n{log}"),
+            }
+        }
+        panic!("redis-server: no free port after {PORT_TRIES} tries:\n{last_log}");
+    }
+
+    /// Starts a server on a given port (for restart tests that need the same address again).
+    /// Returns the log on failure.
+    pub fn start_on_port(port: u16, extra: &[&str]) -> Result<RedisServer, String> {
+        let dir = tempfile::tempdir().unwrap();
+        Self::spawn(&redis_server_bin(), port, dir, extra)
+    }
+
+    fn spawn(
+        bin: &Path,
+        port: u16,
+        dir: tempfile::TempDir,
+        extra: &[&str],
+    ) -> Result<RedisServer, String> {
+        let log_path = dir.path().join("redis.log");
+        let mut child = Command::new(bin)
+            .arg("--port")
+            .arg(port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .arg("--logfile")
+            .arg(&log_path)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+        let deadline = Instant::now() + READY_DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut stderr = String::new();
+                if let Some(mut err) = child.stderr.take() {
+                    let _ = err.read_to_string(&mut stderr);
+                }
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                return Err(format!("exited with {status}\n{stderr}{log}"));
+            }
+            if ping(port) {
+                return Ok(RedisServer { child, port, dir });
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                return Err(format!("no PONG within {READY_DEADLINE:?}\n{log}"));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `redis://127.0.0.1:<port>/<db>`.
+    pub fn url_db(&self, db: u32) -> String {
+        format!("redis://127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    /// Kills the server now (SIGKILL) and waits for it; the port becomes free.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!(
+                "--- redis-server :{} log (last {} lines) ---",
+                self.port,
+                tail.len()
+            );
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+        self.kill();
+    }
+}
+
+/// Sends one inline `PING` and checks for `+PONG`.
+fn ping(port: u16) -> bool {
+    let Ok(mut stream) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+    else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    let ok = stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n";
+    let _ = stream.shutdown(Shutdown::Both);
+    ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_starts_answers_and_stops() {
+        let mut server = RedisServer::start();
+        assert!(ping(server.port()));
+        assert!(server.url().starts_with("redis://127.0.0.1:"));
+        server.kill();
+        assert!(!ping(server.port()));
+    }
+
+    #[test]
+    fn two_servers_get_different_ports() {
+        let a = RedisServer::start();
+        let b = RedisServer::start();
+        assert_ne!(a.port(), b.port());
+    }
+}
