@@ -5,6 +5,7 @@
 //!   for `PING`/`+PONG` with a deadline, retries on a port clash, kills it on drop and prints its
 //!   log when the owning test panics.
 //! * [`free_port`] — a loopback port nobody listens on right now.
+//! * [`compat_python`] — the Python of the pinned compat venv (`tests/compat/`), or why not.
 //!
 //! It hands out URLs and ports, never layer types, so any crate's tests can use it.
 
@@ -187,6 +188,42 @@ fn ping(port: u16) -> bool {
     let ok = stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n";
     let _ = stream.shutdown(Shutdown::Both);
     ok
+}
+
+/// The workspace root (two levels above this crate's manifest).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The Python interpreter of the compat venv built by `tests/compat/setup.sh`.
+///
+/// `$HERALD_COMPAT_PYTHON` if set, else `<workspace>/tests/compat/.venv/bin/python`.
+/// Returns `None` (after printing why) when it is missing and `HERALD_REQUIRE_COMPAT` is not
+/// `1`, so a local run can go on without Python.
+///
+/// # Panics
+/// When the interpreter is missing and `HERALD_REQUIRE_COMPAT=1` (CI): a compat test that cannot
+/// find Python fails, it never passes silently.
+pub fn compat_python() -> Option<PathBuf> {
+    let python = std::env::var_os("HERALD_COMPAT_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("tests/compat/.venv/bin/python"));
+    if python.is_file() {
+        return Some(python);
+    }
+    let why = format!(
+        "compat python {} not found: run tests/compat/setup.sh (or set HERALD_COMPAT_PYTHON)",
+        python.display()
+    );
+    if std::env::var("HERALD_REQUIRE_COMPAT").as_deref() == Ok("1") {
+        panic!("{why} (HERALD_REQUIRE_COMPAT=1)");
+    }
+    eprintln!("SKIPPING compat test: {why}");
+    None
 }
 
 #[cfg(test)]
