@@ -14,6 +14,8 @@
 //! * [`capacity`] — `channel_capacity` glob/regex rules, first match wins.
 //! * [`layer`] — the [`ChannelLayer`] trait.
 //! * [`memory`] — [`InMemoryLayer`], for tests and single-process use.
+//! * [`messaging`] — the guide's `user.message` / `user.notification` / `user.file` builders and
+//!   [`Messenger`](messaging::Messenger), which sends them like the Python `ws_utils` helpers.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -30,6 +32,7 @@ pub mod error;
 pub mod layer;
 pub mod memory;
 pub mod message;
+pub mod messaging;
 pub mod names;
 pub mod value;
 

@@ -277,7 +277,7 @@ impl ChannelLayer for InMemoryLayer {
     async fn flush(&self) -> Result<()> {
         let mut state = self.state();
         state.groups.clear();
-        // Wake any waiting receivers' queues stay registered; only their contents go.
+        // Queues stay registered so receivers waiting on them keep working; only contents go.
         for queue in state.channels.values_mut() {
             queue.items.clear();
         }
@@ -314,10 +314,7 @@ mod tests {
                 .unwrap();
         }
         for i in 0..3 {
-            assert_eq!(
-                recv(&layer, "test-channel").await.get("n"),
-                Some(&i.into())
-            );
+            assert_eq!(recv(&layer, "test-channel").await.get("n"), Some(&i.into()));
         }
     }
 
@@ -374,8 +371,14 @@ mod tests {
     async fn group_send_skips_full_channels() {
         let layer = layer(1);
         layer.group_add("g", "plain").await.unwrap();
-        let first = layer.group_send("g", Message::with_type("a")).await.unwrap();
-        let second = layer.group_send("g", Message::with_type("b")).await.unwrap();
+        let first = layer
+            .group_send("g", Message::with_type("a"))
+            .await
+            .unwrap();
+        let second = layer
+            .group_send("g", Message::with_type("b"))
+            .await
+            .unwrap();
         assert_eq!(first.over_capacity, 0);
         assert_eq!(second.over_capacity, 1);
         assert_eq!(recv(&layer, "plain").await.msg_type(), Some("a"));
@@ -383,10 +386,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn messages_expire() {
-        let layer = InMemoryLayer::new(
-            InMemoryConfig::default().with_expiry(Duration::from_secs(3)),
-        )
-        .unwrap();
+        let layer =
+            InMemoryLayer::new(InMemoryConfig::default().with_expiry(Duration::from_secs(3)))
+                .unwrap();
         layer.send("c", Message::with_type("first")).await.unwrap();
         tokio::time::advance(Duration::from_secs(2)).await;
         layer.send("c", Message::with_type("second")).await.unwrap();
@@ -396,13 +398,15 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn group_membership_expires() {
-        let layer = InMemoryLayer::new(
-            InMemoryConfig::default().with_group_expiry(Duration::from_secs(5)),
-        )
-        .unwrap();
+        let layer =
+            InMemoryLayer::new(InMemoryConfig::default().with_group_expiry(Duration::from_secs(5)))
+                .unwrap();
         layer.group_add("g", "c").await.unwrap();
         tokio::time::advance(Duration::from_secs(6)).await;
-        let report = layer.group_send("g", Message::with_type("x")).await.unwrap();
+        let report = layer
+            .group_send("g", Message::with_type("x"))
+            .await
+            .unwrap();
         assert_eq!(report.members, 0);
     }
 

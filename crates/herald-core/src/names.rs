@@ -21,8 +21,7 @@ pub const MAX_NAME_LENGTH: usize = 100;
 
 static CHANNEL_NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\A[a-zA-Z\d\-_.]+(![\d\w\-_.]*)?\z").unwrap());
-static GROUP_NAME: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\A[a-zA-Z\d\-_.]+\z").unwrap());
+static GROUP_NAME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\A[a-zA-Z\d\-_.]+\z").unwrap());
 
 fn invalid(what: &str, name: &str) -> Error {
     // Same sentence as Python's TypeError, so operators recognise it; the offending name is
@@ -114,7 +113,14 @@ mod tests {
     #[test]
     fn rejects_what_python_rejects() {
         for name in [
-            "", "=+135!", "!a", "a!b!c", "a b", "a/b", "caf\u{e9}", "a!b c",
+            "",
+            "=+135!",
+            "!a",
+            "a!b!c",
+            "a b",
+            "a/b",
+            "caf\u{e9}",
+            "a!b c",
         ] {
             assert!(!is_valid_channel_name(name), "{name}");
         }
@@ -127,7 +133,10 @@ mod tests {
         assert!(is_valid_group_name(&"a".repeat(99)));
         assert!(!is_valid_group_name(&"a".repeat(100)));
         assert!(is_valid_channel_name(&format!("a!{}", "\u{e9}".repeat(97))));
-        assert!(!is_valid_channel_name(&format!("a!{}", "\u{e9}".repeat(98))));
+        assert!(!is_valid_channel_name(&format!(
+            "a!{}",
+            "\u{e9}".repeat(98)
+        )));
     }
 
     #[test]

@@ -1,0 +1,382 @@
+//! Sending the guide's messages from Rust: `user.message`, `user.notification`, `user.file`.
+//!
+//! The Django guide's helpers (`OptsIO.ws_utils.ws_send_message`, `ws_send_notification`,
+//! `ws_send_file`, `ws_broadcast_message`) each build one dict and `group_send` it to
+//! `user_{username}`. The builders here produce the same dicts, field for field and in the same
+//! order, so a Python consumer or the browser cannot tell who sent them; [`Messenger`] sends them
+//! over any [`ChannelLayer`].
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::layer::{ChannelLayer, GroupSendReport};
+use crate::message::Message;
+use crate::names::require_valid_group_name;
+use crate::value::{Map, Value};
+
+/// The group every socket of `username` joins: `user_{username}`.
+pub fn user_group(username: &str) -> String {
+    format!("user_{username}")
+}
+
+/// The group a task's progress goes to: `task_{task_id}`.
+pub fn task_group(task_id: &str) -> String {
+    format!("task_{task_id}")
+}
+
+/// `datetime.now().isoformat()`: local time without offset, microseconds only when non-zero.
+pub fn python_isoformat_now() -> String {
+    let now = chrono::Local::now().naive_local();
+    python_isoformat(now)
+}
+
+fn python_isoformat(t: chrono::NaiveDateTime) -> String {
+    use chrono::Timelike;
+    let micros = t.nanosecond() / 1_000 % 1_000_000;
+    if micros == 0 {
+        t.format("%Y-%m-%dT%H:%M:%S").to_string()
+    } else {
+        format!("{}.{micros:06}", t.format("%Y-%m-%dT%H:%M:%S"))
+    }
+}
+
+/// The four notification kinds the guide's frontend knows how to colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum NotificationType {
+    /// Green toast.
+    Success,
+    /// Red toast.
+    Error,
+    /// Blue toast (the default, as in the guide).
+    #[default]
+    Info,
+    /// Orange toast.
+    Warning,
+}
+
+impl NotificationType {
+    /// The wire string (`"success"`, `"error"`, `"info"`, `"warning"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationType::Success => "success",
+            NotificationType::Error => "error",
+            NotificationType::Info => "info",
+            NotificationType::Warning => "warning",
+        }
+    }
+}
+
+impl fmt::Display for NotificationType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for NotificationType {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "success" => Ok(NotificationType::Success),
+            "error" => Ok(NotificationType::Error),
+            "info" => Ok(NotificationType::Info),
+            "warning" => Ok(NotificationType::Warning),
+            other => Err(Error::new(
+                ErrorKind::InvalidMessage,
+                format!(
+                    "unknown notification type {other:?}: expected success, error, info or warning"
+                ),
+            )),
+        }
+    }
+}
+
+/// `{"type": "user.message", "username", "message", "data", "timestamp"}`.
+pub fn user_message(username: &str, message: &str, data: Option<Map>) -> Message {
+    Message::with_type("user.message")
+        .with("username", username)
+        .with("message", message)
+        .with("data", Value::Map(data.unwrap_or_default()))
+        .with("timestamp", python_isoformat_now())
+}
+
+/// `{"type": "user.notification", "username", "notification_type", "title", "message", "data",
+/// "timestamp"}`; a missing title is the empty string.
+pub fn user_notification(
+    username: &str,
+    message: &str,
+    notification_type: NotificationType,
+    title: Option<&str>,
+    data: Option<Map>,
+) -> Message {
+    Message::with_type("user.notification")
+        .with("username", username)
+        .with("notification_type", notification_type.as_str())
+        .with("title", title.unwrap_or(""))
+        .with("message", message)
+        .with("data", Value::Map(data.unwrap_or_default()))
+        .with("timestamp", python_isoformat_now())
+}
+
+/// The default text of a file notification, as in the guide.
+pub const DEFAULT_FILE_MESSAGE: &str = "File ready for download";
+
+/// A file-ready notice; build with [`FileNotice::new`] and the `with_*` setters.
+#[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
+pub struct FileNotice {
+    /// URL or path of the file (`file_url`).
+    pub file_url: String,
+    /// Name to show; derived from the URL's last path segment when `None`.
+    pub file_name: Option<String>,
+    /// Text to show; [`DEFAULT_FILE_MESSAGE`] when `None`.
+    pub message: Option<String>,
+    /// Size in bytes, `None` when unknown.
+    pub file_size: Option<u64>,
+    /// Extra data.
+    pub data: Option<Map>,
+}
+
+impl FileNotice {
+    /// A notice for `file_url` with every optional field unset.
+    pub fn new(file_url: &str) -> Self {
+        FileNotice {
+            file_url: file_url.to_owned(),
+            ..FileNotice::default()
+        }
+    }
+
+    /// Sets the displayed file name.
+    pub fn with_file_name(mut self, name: &str) -> Self {
+        self.file_name = Some(name.to_owned());
+        self
+    }
+
+    /// Sets the message text.
+    pub fn with_message(mut self, message: &str) -> Self {
+        self.message = Some(message.to_owned());
+        self
+    }
+
+    /// Sets the size in bytes.
+    pub fn with_file_size(mut self, size: u64) -> Self {
+        self.file_size = Some(size);
+        self
+    }
+
+    /// Sets extra data.
+    pub fn with_data(mut self, data: Map) -> Self {
+        self.data = Some(data);
+        self
+    }
+}
+
+/// The file name a URL points at: its last path segment, query and fragment removed.
+pub fn file_name_from_url(url: &str) -> String {
+    let path = url.split(['?', '#']).next().unwrap_or("");
+    path.rsplit('/').next().unwrap_or("").to_owned()
+}
+
+/// `{"type": "user.file", "username", "message", "file_url", "file_name", "file_size", "data",
+/// "timestamp"}`.
+pub fn user_file(username: &str, notice: FileNotice) -> Message {
+    let file_name = notice
+        .file_name
+        .unwrap_or_else(|| file_name_from_url(&notice.file_url));
+    Message::with_type("user.file")
+        .with("username", username)
+        .with(
+            "message",
+            notice.message.as_deref().unwrap_or(DEFAULT_FILE_MESSAGE),
+        )
+        .with("file_url", notice.file_url)
+        .with("file_name", file_name)
+        .with("file_size", notice.file_size)
+        .with("data", Value::Map(notice.data.unwrap_or_default()))
+        .with("timestamp", python_isoformat_now())
+}
+
+/// Sends the guide's messages over any channel layer.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use herald_core::{ChannelLayer, InMemoryLayer, messaging::Messenger};
+/// let layer = Arc::new(InMemoryLayer::new(Default::default()).unwrap());
+/// let ch = layer.new_channel("specific").await.unwrap();
+/// layer.group_add("user_amadmin", &ch).await.unwrap();
+/// let messenger = Messenger::new(layer.clone());
+/// messenger.send_message("amadmin", "Your report is ready!", None).await.unwrap();
+/// let got = layer.receive(&ch).await.unwrap();
+/// assert_eq!(got.get("message").and_then(|v| v.as_str()), Some("Your report is ready!"));
+/// # });
+/// ```
+#[derive(Debug, Clone)]
+pub struct Messenger {
+    layer: Arc<dyn ChannelLayer>,
+}
+
+impl Messenger {
+    /// A messenger sending through `layer`.
+    pub fn new(layer: Arc<dyn ChannelLayer>) -> Self {
+        Messenger { layer }
+    }
+
+    /// The layer messages go through.
+    pub fn layer(&self) -> &Arc<dyn ChannelLayer> {
+        &self.layer
+    }
+
+    /// `ws_send_message`: a `user.message` to `user_{username}`.
+    ///
+    /// # Errors
+    /// `InvalidName` if `user_{username}` is not a valid group name; layer errors.
+    pub async fn send_message(
+        &self,
+        username: &str,
+        message: &str,
+        data: Option<Map>,
+    ) -> Result<GroupSendReport> {
+        self.to_user(username, user_message(username, message, data))
+            .await
+    }
+
+    /// `ws_send_notification`: a typed `user.notification`.
+    pub async fn send_notification(
+        &self,
+        username: &str,
+        message: &str,
+        notification_type: NotificationType,
+        title: Option<&str>,
+        data: Option<Map>,
+    ) -> Result<GroupSendReport> {
+        let msg = user_notification(username, message, notification_type, title, data);
+        self.to_user(username, msg).await
+    }
+
+    /// `ws_send_file`: a `user.file` download notice.
+    pub async fn send_file(&self, username: &str, notice: FileNotice) -> Result<GroupSendReport> {
+        self.to_user(username, user_file(username, notice)).await
+    }
+
+    /// `ws_broadcast_message`: a `user.message` to each user; returns how many sends succeeded.
+    /// A user whose send fails (e.g. an invalid name) is logged and skipped, as in Python.
+    pub async fn broadcast_message<S: AsRef<str>>(
+        &self,
+        message: &str,
+        usernames: &[S],
+        data: Option<Map>,
+    ) -> usize {
+        let mut ok = 0;
+        for username in usernames {
+            let username = username.as_ref();
+            match self.send_message(username, message, data.clone()).await {
+                Ok(_) => ok += 1,
+                Err(err) => tracing::warn!(error = %err, username, "broadcast send failed"),
+            }
+        }
+        ok
+    }
+
+    /// A raw `group_send` of any message.
+    pub async fn group_send(&self, group: &str, message: Message) -> Result<GroupSendReport> {
+        require_valid_group_name(group)?;
+        self.layer.group_send(group, message).await
+    }
+
+    async fn to_user(&self, username: &str, message: Message) -> Result<GroupSendReport> {
+        self.group_send(&user_group(username), message).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(m: &Message) -> Vec<&str> {
+        m.map().keys().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn message_has_guide_fields_in_order() {
+        let m = user_message("amadmin", "hi", None);
+        assert_eq!(
+            keys(&m),
+            ["type", "username", "message", "data", "timestamp"]
+        );
+        assert_eq!(m.get("data"), Some(&Value::Map(Map::new())));
+    }
+
+    #[test]
+    fn notification_has_guide_fields_in_order() {
+        let m = user_notification("u", "m", NotificationType::Success, Some("T"), None);
+        assert_eq!(
+            keys(&m),
+            [
+                "type",
+                "username",
+                "notification_type",
+                "title",
+                "message",
+                "data",
+                "timestamp"
+            ]
+        );
+        assert_eq!(m.get("notification_type"), Some(&"success".into()));
+    }
+
+    #[test]
+    fn file_name_is_derived_from_url() {
+        let m = user_file("u", FileNotice::new("/media/reports/sales_2025.xlsx?x=1"));
+        assert_eq!(m.get("file_name"), Some(&"sales_2025.xlsx".into()));
+        assert_eq!(m.get("message"), Some(&DEFAULT_FILE_MESSAGE.into()));
+        assert_eq!(m.get("file_size"), Some(&Value::Nil));
+        assert_eq!(
+            keys(&m),
+            [
+                "type",
+                "username",
+                "message",
+                "file_url",
+                "file_name",
+                "file_size",
+                "data",
+                "timestamp"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_notification_type_is_rejected() {
+        assert!("loud".parse::<NotificationType>().is_err());
+        assert_eq!(
+            "warning".parse::<NotificationType>().unwrap(),
+            NotificationType::Warning
+        );
+    }
+
+    #[test]
+    fn isoformat_matches_python() {
+        let t = chrono::NaiveDate::from_ymd_opt(2025, 11, 17)
+            .unwrap()
+            .and_hms_micro_opt(10, 30, 0, 0)
+            .unwrap();
+        assert_eq!(python_isoformat(t), "2025-11-17T10:30:00");
+        let t = t.with_nanosecond(123_456_000).unwrap();
+        assert_eq!(python_isoformat(t), "2025-11-17T10:30:00.123456");
+    }
+
+    use chrono::Timelike;
+
+    #[tokio::test]
+    async fn broadcast_counts_successes_and_skips_invalid_names() {
+        let layer = Arc::new(crate::InMemoryLayer::new(Default::default()).unwrap());
+        let messenger = Messenger::new(layer);
+        let n = messenger
+            .broadcast_message("hi", &["a", "b", "not valid"], None)
+            .await;
+        assert_eq!(n, 2);
+    }
+}
