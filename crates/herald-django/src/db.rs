@@ -1,0 +1,357 @@
+//! Reading `django_session` and the user table, on PostgreSQL (tokio-postgres) or SQLite
+//! (rusqlite, on the blocking pool). Read-only: we never write, so the session is never deleted
+//! or re-keyed the way Channels/Django would on a failed check.
+//!
+//! Expiry follows `SessionStore._get_session_from_db`: a row counts only if
+//! `expire_date > now`. Django (`USE_TZ = True`, the default since 5.0) stores UTC: a
+//! `timestamptz` on PostgreSQL, compared with `now()`; text `YYYY-MM-DD HH:MM:SS[.ffffff]` on
+//! SQLite, compared as text with the current UTC time in the same format, like Django's own query.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{Format, IsNull, ToSql, Type, to_sql_checked};
+
+use crate::config::{DatabaseUrl, DjangoAuthConfig, quote_identifier};
+use crate::error::{Error, ErrorKind, Result};
+use crate::user::UserRow;
+
+/// The SQL both engines run, built once from validated identifiers.
+#[derive(Debug, Clone)]
+struct Queries {
+    session: String,
+    user: String,
+    has_is_active: bool,
+}
+
+impl Queries {
+    fn new(config: &DjangoAuthConfig, postgres: bool) -> Self {
+        let (p1, p2) = if postgres {
+            ("$1", "now()")
+        } else {
+            ("?1", "?2")
+        };
+        let session = format!(
+            "SELECT session_data FROM {} WHERE session_key = {p1} AND expire_date > {p2}",
+            quote_identifier(&config.session_table)
+        );
+        let mut columns = vec![
+            quote_identifier(&config.username_column),
+            quote_identifier(&config.password_column),
+        ];
+        if let Some(active) = &config.is_active_column {
+            columns.push(quote_identifier(active));
+        }
+        let user = format!(
+            "SELECT {} FROM {} WHERE {} = {p1}",
+            columns.join(", "),
+            quote_identifier(&config.user_table),
+            quote_identifier(&config.user_id_column)
+        );
+        Queries {
+            session,
+            user,
+            has_is_active: config.is_active_column.is_some(),
+        }
+    }
+}
+
+/// The session/user database.
+#[derive(Debug)]
+pub(crate) enum Database {
+    Postgres(Box<Postgres>),
+    Sqlite(Sqlite),
+}
+
+impl Database {
+    pub(crate) fn new(url: DatabaseUrl, config: &DjangoAuthConfig) -> Self {
+        match url {
+            DatabaseUrl::Postgres(pg) => Database::Postgres(Box::new(Postgres {
+                config: *pg,
+                queries: Queries::new(config, true),
+                timeout: config.database_timeout,
+                client: tokio::sync::Mutex::new(None),
+            })),
+            DatabaseUrl::Sqlite(path) => Database::Sqlite(Sqlite {
+                path,
+                queries: Queries::new(config, false),
+                timeout: config.database_timeout,
+                conn: Arc::new(Mutex::new(None)),
+            }),
+        }
+    }
+
+    /// `session_data` of an unexpired row, or `None`.
+    pub(crate) async fn session_data(&self, session_key: &str) -> Result<Option<String>> {
+        match self {
+            Database::Postgres(pg) => pg.session_data(session_key).await,
+            Database::Sqlite(sq) => sq.session_data(session_key).await,
+        }
+    }
+
+    /// The user with primary key `user_id`, or `None` (also for an id that is not even of the
+    /// key's type, where Django's `pk.to_python` would have failed).
+    pub(crate) async fn user(&self, user_id: &str) -> Result<Option<UserRow>> {
+        match self {
+            Database::Postgres(pg) => pg.user(user_id).await,
+            Database::Sqlite(sq) => sq.user(user_id).await,
+        }
+    }
+
+    /// Connects (if needed) and runs a trivial query.
+    pub(crate) async fn ping(&self) -> Result<()> {
+        match self {
+            Database::Postgres(pg) => {
+                let client = pg.client().await?;
+                pg.bounded(client.simple_query("SELECT 1")).await?;
+                Ok(())
+            }
+            Database::Sqlite(sq) => sq.run(|conn, _| conn.execute_batch("SELECT 1")).await,
+        }
+    }
+}
+
+fn db_error(what: &str, err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+    Error::with_source(ErrorKind::Database, what.to_owned(), err)
+}
+
+/// A string parameter sent in text format, so PostgreSQL parses it as whatever type the column
+/// has (integer, bigint, uuid, varchar) — the user id arrives as a string from the session.
+#[derive(Debug)]
+struct AsText<'a>(&'a str);
+
+impl ToSql for AsText<'_> {
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(IsNull::No)
+    }
+
+    fn accepts(_ty: &Type) -> bool {
+        true
+    }
+
+    fn encode_format(&self, _ty: &Type) -> Format {
+        Format::Text
+    }
+
+    to_sql_checked!();
+}
+
+/// One lazily (re)connected PostgreSQL client. tokio-postgres pipelines concurrent queries on
+/// one connection, which is plenty for one lookup per handshake.
+#[derive(Debug)]
+pub(crate) struct Postgres {
+    config: tokio_postgres::Config,
+    queries: Queries,
+    timeout: Duration,
+    client: tokio::sync::Mutex<Option<Arc<tokio_postgres::Client>>>,
+}
+
+impl Postgres {
+    async fn bounded<T, E>(&self, fut: impl Future<Output = std::result::Result<T, E>>) -> Result<T>
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(result) => result.map_err(|e| db_error("postgres", e)),
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                "postgres did not answer in time",
+            )),
+        }
+    }
+
+    async fn client(&self) -> Result<Arc<tokio_postgres::Client>> {
+        // Held across the connect on purpose: after a disconnect, concurrent handshakes wait for
+        // one reconnect instead of each opening a connection. Cancel-safe: dropping the future
+        // drops the half-made connection and leaves `None`.
+        let mut slot = self.client.lock().await;
+        if let Some(client) = slot.as_ref()
+            && !client.is_closed()
+        {
+            return Ok(client.clone());
+        }
+        let (client, connection) = self
+            .bounded(self.config.connect(tokio_postgres::NoTls))
+            .await?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::warn!(error = %err, "postgres connection for django auth closed");
+            }
+        });
+        let client = Arc::new(client);
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    async fn session_data(&self, key: &str) -> Result<Option<String>> {
+        let client = self.client().await?;
+        let row = self
+            .bounded(client.query_opt(&self.queries.session, &[&AsText(key)]))
+            .await?;
+        row.map(|r| r.try_get::<_, String>(0))
+            .transpose()
+            .map_err(|e| db_error("django_session.session_data is not text", e))
+    }
+
+    async fn user(&self, user_id: &str) -> Result<Option<UserRow>> {
+        let client = self.client().await?;
+        let id = AsText(user_id);
+        let params: [&(dyn ToSql + Sync); 1] = [&id];
+        let fut = client.query_opt(&self.queries.user, &params);
+        let row = match tokio::time::timeout(self.timeout, fut).await {
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    "postgres did not answer in time",
+                ));
+            }
+            Ok(Err(err))
+                if matches!(
+                    err.code(),
+                    Some(&SqlState::INVALID_TEXT_REPRESENTATION)
+                        | Some(&SqlState::NUMERIC_VALUE_OUT_OF_RANGE)
+                ) =>
+            {
+                // "abc" for an integer key: no such user.
+                return Ok(None);
+            }
+            Ok(result) => result.map_err(|e| db_error("postgres user query", e))?,
+        };
+        let Some(row) = row else { return Ok(None) };
+        let bad = |e| db_error("unexpected user column type", e);
+        Ok(Some(UserRow {
+            username: row.try_get(0).map_err(bad)?,
+            password: row.try_get(1).map_err(bad)?,
+            is_active: if self.queries.has_is_active {
+                Some(row.try_get(2).map_err(bad)?)
+            } else {
+                None
+            },
+        }))
+    }
+}
+
+/// One lazily opened read-only SQLite connection, used from the blocking pool.
+#[derive(Debug)]
+pub(crate) struct Sqlite {
+    path: PathBuf,
+    queries: Queries,
+    timeout: Duration,
+    conn: Arc<Mutex<Option<rusqlite::Connection>>>,
+}
+
+impl Sqlite {
+    /// Runs `f` on the connection in `spawn_blocking`, opening it first if needed.
+    async fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection, &Queries) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        let path = self.path.clone();
+        let queries = self.queries.clone();
+        let busy = self.timeout;
+        let task = tokio::task::spawn_blocking(move || {
+            // A std mutex on the blocking pool: never held across an await.
+            let mut slot = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if slot.is_none() {
+                let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let opened = rusqlite::Connection::open_with_flags(&path, flags)?;
+                opened.busy_timeout(busy)?;
+                *slot = Some(opened);
+            }
+            let result = match slot.as_ref() {
+                Some(c) => f(c, &queries),
+                None => unreachable!("connection opened above"),
+            };
+            if result.is_err() {
+                // Reopen next time: the file may have been replaced or repaired.
+                *slot = None;
+            }
+            result
+        });
+        match tokio::time::timeout(self.timeout, task).await {
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                "sqlite did not answer in time",
+            )),
+            Ok(Err(join)) => Err(db_error("sqlite task failed", join)),
+            Ok(Ok(result)) => result.map_err(|e| db_error("sqlite", e)),
+        }
+    }
+
+    async fn session_data(&self, key: &str) -> Result<Option<String>> {
+        let key = key.to_owned();
+        // Django's SQLite backend stores naive UTC as `str(datetime)`; compare the same text.
+        let now = chrono::Utc::now()
+            .naive_utc()
+            .format("%Y-%m-%d %H:%M:%S%.6f")
+            .to_string();
+        self.run(move |conn, q| {
+            use rusqlite::OptionalExtension as _;
+            conn.prepare_cached(&q.session)?
+                .query_row(rusqlite::params![key, now], |row| row.get::<_, String>(0))
+                .optional()
+        })
+        .await
+    }
+
+    async fn user(&self, user_id: &str) -> Result<Option<UserRow>> {
+        let user_id = user_id.to_owned();
+        self.run(move |conn, q| {
+            use rusqlite::OptionalExtension as _;
+            let has_is_active = q.has_is_active;
+            // SQLite's column affinity turns the text "1" into the integer 1 for an INTEGER key.
+            conn.prepare_cached(&q.user)?
+                .query_row(rusqlite::params![user_id], |row| {
+                    Ok(UserRow {
+                        username: row.get(0)?,
+                        password: row.get(1)?,
+                        is_active: if has_is_active {
+                            Some(row.get::<_, bool>(2)?)
+                        } else {
+                            None
+                        },
+                    })
+                })
+                .optional()
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_quote_configured_identifiers() {
+        let config = DjangoAuthConfig::default()
+            .with_user_table("accounts.member")
+            .with_is_active_column(None);
+        let pg = Queries::new(&config, true);
+        assert_eq!(
+            pg.user,
+            "SELECT \"username\", \"password\" FROM \"accounts\".\"member\" WHERE \"id\" = $1"
+        );
+        assert!(
+            pg.session
+                .ends_with("session_key = $1 AND expire_date > now()")
+        );
+        let sq = Queries::new(&DjangoAuthConfig::default(), false);
+        assert_eq!(
+            sq.user,
+            "SELECT \"username\", \"password\", \"is_active\" FROM \"auth_user\" WHERE \"id\" = ?1"
+        );
+        assert!(sq.session.ends_with("expire_date > ?2"));
+    }
+}
