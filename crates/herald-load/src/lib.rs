@@ -59,5 +59,5 @@ pub use latency::{parse_sent_at, unix_now_secs};
 pub use limits::raise_nofile_limit;
 pub use report::{ConnectReport, LatencyReport, LoadReport};
 pub use rss::read_rss_bytes;
-pub use swarm::Swarm;
+pub use swarm::{Progress, Swarm};
 pub use target::require_loopback;

@@ -55,6 +55,19 @@ enum Connected {
     Failed { reason: String },
 }
 
+/// Reads a running [`Swarm`]'s frame count; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    shared: Arc<Shared>,
+}
+
+impl Progress {
+    /// Frames received so far.
+    pub fn frames(&self) -> u64 {
+        self.shared.frames.load(Ordering::Relaxed)
+    }
+}
+
 /// An open set of load sockets. Created by [`Swarm::connect`], consumed by [`Swarm::finish`].
 #[derive(Debug)]
 pub struct Swarm {
@@ -183,6 +196,14 @@ impl Swarm {
     /// Frames received so far.
     pub fn frames(&self) -> u64 {
         self.shared.frames.load(Ordering::Relaxed)
+    }
+
+    /// A handle that reads the frame count while [`finish`](Self::finish) runs (e.g. to stop
+    /// a run once frames stop arriving).
+    pub fn progress(&self) -> Progress {
+        Progress {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Waits until the expected number of frames arrived or the deadline passed (holding the

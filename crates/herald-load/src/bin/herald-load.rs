@@ -60,6 +60,10 @@ struct Args {
     /// Tokio worker threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// After the sender exited, stop once no frame arrived for this many seconds (messages
+    /// dropped by the server or the layer never come; waiting for the deadline proves nothing).
+    #[arg(long)]
+    quiet_stop: Option<f64>,
     /// Free-form label copied into the output.
     #[arg(long, default_value = "")]
     label: String,
@@ -140,19 +144,34 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let _ = status_tx.send(status);
             child
         });
-        // Stop early only if the sender failed: a successful sender may finish long before
-        // the last frame has been delivered.
-        let mut failed_rx = status_rx.clone();
+        // Stop early if the sender failed. A successful sender may finish long before the
+        // last frame is delivered, so then we only stop once frames have gone quiet.
+        let mut exit_rx = status_rx.clone();
+        let progress = swarm.progress();
+        let quiet = args.quiet_stop.map(Duration::from_secs_f64);
         let abort = async move {
-            loop {
-                if let Some(status) = *failed_rx.borrow_and_update()
-                    && !status.success()
-                {
-                    return;
+            let status = loop {
+                if let Some(status) = *exit_rx.borrow_and_update() {
+                    break status;
                 }
-                if failed_rx.changed().await.is_err() {
+                if exit_rx.changed().await.is_err() {
                     std::future::pending::<()>().await;
                 }
+            };
+            if !status.success() {
+                return;
+            }
+            let Some(quiet) = quiet else {
+                return std::future::pending().await;
+            };
+            let mut seen = progress.frames();
+            loop {
+                tokio::time::sleep(quiet).await;
+                let now = progress.frames();
+                if now == seen {
+                    return;
+                }
+                seen = now;
             }
         };
         let report = swarm.finish_or(abort).await;

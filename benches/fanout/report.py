@@ -1,0 +1,160 @@
+"""Render the fan-out results (JSON lines from herald-load) as the "Fan-out: herald vs Daphne"
+section of docs/benchmarks.md. Only the text between the fanout markers is replaced; the rest
+of the file (e.g. the "Channel layer" section) is left as it is.
+
+    report.py RESULTS.jsonl META.json docs/benchmarks.md
+"""
+import json
+import sys
+from pathlib import Path
+
+BEGIN = "<!-- fanout:begin (written by benches/fanout/run.sh; edit the script, not this text) -->"
+END = "<!-- fanout:end -->"
+HEADING = "## Fan-out: herald vs Daphne"
+
+# (scenario key, title, rows); a row is (metric label, function(result) -> number or None,
+# format, "higher" or "lower" is better, target text for herald)
+def frames_per_s(r):
+    return r["frames_per_s"] if r["frames"] > 1 else None
+
+
+def delivered(r):
+    exp = r.get("expected_frames")
+    return None if not exp else 100.0 * r["frames"] / exp
+
+
+def lat(key):
+    return lambda r: r["latency"][key] if r["latency"]["samples"] else None
+
+
+def kib_per_socket(r):
+    v = r.get("rss_per_socket_bytes")
+    return None if v is None else v / 1024.0
+
+
+def failures(r):
+    return r["connect"]["failed"]
+
+
+def time_to_all(r):
+    c = r["connect"]
+    return c["time_to_all_connected_ms"] / 1000.0 if c["connected"] else None
+
+
+THROUGHPUT = [
+    ("frames/s", frames_per_s, "{:,.0f}", "higher"),
+    ("delivered %", delivered, "{:.1f}", "higher"),
+    ("p50 latency ms", lat("p50_ms"), "{:,.1f}", "lower"),
+    ("p99 latency ms", lat("p99_ms"), "{:,.1f}", "lower"),
+    ("max latency ms", lat("max_ms"), "{:,.1f}", "lower"),
+]
+SCENARIOS = [
+    ("broadcast_py", "Broadcast: 1 group of 1,000 sockets, 100 Python group_sends", THROUGHPUT,
+     {"frames/s": ">= 300k", "p99 latency ms": "<= 50"}),
+    ("broadcast_rust", "Broadcast: 1 group of 1,000 sockets, 100 Rust group_sends", THROUGHPUT,
+     {"frames/s": ">= 300k", "p99 latency ms": "<= 50"}),
+    ("peruser_py", "Per-user: 1,000 users x 10 messages, Python senders", THROUGHPUT, {}),
+    ("peruser_rust", "Per-user: 1,000 users x 10 messages, Rust sender", THROUGHPUT,
+     {"frames/s": ">= 20k"}),
+    ("paced", "Paced: 1,000 msgs/s over 1,000 users for 10 s (Python sender)", THROUGHPUT,
+     {"p99 latency ms": "<= 5"}),
+    ("idle_10k", "Idle: 10,000 authenticated sockets", [
+        ("connected", lambda r: r["connect"]["connected"], "{:,}", "higher"),
+        ("RSS KiB per socket", kib_per_socket, "{:,.1f}", "lower"),
+        ("RSS MiB total", lambda r: r["rss_end_bytes"] / 2**20 if r.get("rss_end_bytes") else None, "{:,.0f}", "lower"),
+    ], {}),
+    ("idle_max", "Idle: the most authenticated sockets the fd limit allows (issue: 50,000)", [
+        ("connected", lambda r: r["connect"]["connected"], "{:,}", "higher"),
+        ("RSS KiB per socket", kib_per_socket, "{:,.1f}", "lower"),
+        ("RSS MiB total", lambda r: r["rss_end_bytes"] / 2**20 if r.get("rss_end_bytes") else None, "{:,.0f}", "lower"),
+    ], {"RSS KiB per socket": "<= 10 (at 50k)"}),
+    ("burst_10k", "Connect burst: 10,000 connects at once", [
+        ("connected", lambda r: r["connect"]["connected"], "{:,}", "higher"),
+        ("failed", failures, "{:,}", "lower"),
+        ("time to all connected s", time_to_all, "{:,.2f}", "lower"),
+        ("handshake p99 ms", lambda r: r["connect"]["handshake_p99_ms"] or None, "{:,.0f}", "lower"),
+    ], {"failed": "0"}),
+]
+
+
+def fmt(value, pattern):
+    return "–" if value is None else pattern.format(value)
+
+
+def ratio(h, d, better):
+    if h is None or d is None:
+        return "–"
+    if d == 0 or h == 0:
+        return "–"
+    return f"{h / d:,.2f}x" if better == "higher" else f"{d / h:,.2f}x better" if h < d else f"{h / d:,.2f}x worse"
+
+
+def render(results, meta):
+    by = {}
+    for r in results:
+        by[(r["server"], r["scenario"])] = r
+    lines = [HEADING, "", BEGIN, ""]
+    lines.append(
+        f"Run {meta['date']} on {meta['machine']}; commit `{meta['commit']}`. "
+        f"Versions: {meta['versions']}."
+    )
+    lines.append("")
+    lines.append(
+        "Same run, same `redis-server`, same Python senders (`benches/fanout/sender.py`), same "
+        "client (`herald-load`, release build, 1 worker thread). Every server is started fresh "
+        "(and Redis flushed) for each scenario. Latency is `sent_at` (set by the sender just "
+        "before `group_send`) to frame arrival at the client. “–” = not measured "
+        "(see the notes). Ratios are herald relative to Daphne."
+    )
+    lines.append("")
+    lines.append("| Scenario | Metric | Daphne | herald | herald vs Daphne | herald target |")
+    lines.append("|---|---|---:|---:|---:|---|")
+    for key, title, rows, targets in SCENARIOS:
+        d_res, h_res = by.get(("daphne", key)), by.get(("herald", key))
+        first = True
+        for label, fn, pattern, better in rows:
+            d = fn(d_res) if d_res else None
+            h = fn(h_res) if h_res else None
+            lines.append(
+                f"| {title if first else ''} | {label} | {fmt(d, pattern)} | {fmt(h, pattern)} | "
+                f"{ratio(h, d, better)} | {targets.get(label, '')} |"
+            )
+            first = False
+    lines.append("")
+    notes = meta.get("notes", [])
+    if notes:
+        lines.append("Notes:")
+        lines.append("")
+        lines.extend(f"* {n}" for n in notes)
+        lines.append("")
+    lines.append("Connect failures by reason (scenario: server → reasons):")
+    lines.append("")
+    for (server, key), r in sorted(by.items()):
+        f = r["connect"]["failures"]
+        if f:
+            lines.append(f"* {key}: {server} → " + ", ".join(f"{k} {v:,}" for k, v in sorted(f.items())))
+    lines.append("")
+    lines.append(f"Raw results: `{meta['raw']}`.")
+    lines.append("")
+    lines.append(END)
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    results_path, meta_path, doc_path = sys.argv[1:4]
+    results = [json.loads(l) for l in Path(results_path).read_text().splitlines() if l.strip()]
+    meta = json.loads(Path(meta_path).read_text())
+    section = render(results, meta)
+    doc = Path(doc_path)
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
+    if BEGIN in text and END in text:
+        start = text.index(HEADING) if HEADING in text else text.index(BEGIN)
+        stop = text.index(END) + len(END) + 1
+        text = text[:start] + section + text[stop:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    doc.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""The minimal /ws/tasks/ consumer described by the WebSocket user messaging guide.
+
+An authenticated socket joins the group ``user_{username}`` and every ``user.message``,
+``user.notification`` or ``user.file`` event sent to that group is forwarded to the browser as
+JSON, with ``type`` written the way the frontend listens for it (``user_message``, ...).
+Anonymous sockets are refused (HTTP 403 from Daphne).
+"""
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+
+class TaskConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self):
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close()
+            return
+        self.user_group = f"user_{user.username}"
+        await self.channel_layer.group_add(self.user_group, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code):
+        group = getattr(self, "user_group", None)
+        if group is not None:
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def receive_json(self, content, **kwargs):
+        # The page may ping to keep proxies from closing an idle socket.
+        if content.get("type") == "ping":
+            await self.send_json({"type": "pong"})
+
+    async def _forward(self, event):
+        await self.send_json({**event, "type": event["type"].replace(".", "_")})
+
+    async def user_message(self, event):
+        await self._forward(event)
+
+    async def user_notification(self, event):
+        await self._forward(event)
+
+    async def user_file(self, event):
+        await self._forward(event)

@@ -1,0 +1,2 @@
+"""No HTTP views: the benchmark only uses the WebSocket route."""
+urlpatterns = []
