@@ -11,6 +11,8 @@
 //! * [`value`] — [`Value`], every msgpack value Python can send (str and bytes kept apart).
 //! * [`message`] — [`Message`], the cheaply clonable dict that travels through a layer.
 //! * [`names`] — Channels' channel/group name validation and `non_local_name`.
+//! * [`presence`] — the [`Presence`](presence::Presence) trait (live sockets per user, with a TTL so
+//!   a crashed instance leaves no ghosts) and its in-memory implementation.
 //! * [`capacity`] — `channel_capacity` glob/regex rules, first match wins.
 //! * [`layer`] — the [`ChannelLayer`] trait.
 //! * [`memory`] — [`InMemoryLayer`], for tests and single-process use.
@@ -34,6 +36,7 @@ pub mod memory;
 pub mod message;
 pub mod messaging;
 pub mod names;
+pub mod presence;
 pub mod value;
 
 pub use error::{Error, ErrorKind, Result};
