@@ -1,0 +1,107 @@
+//! Redis key layout, byte for byte as Python channels_redis 4.3.0 builds it.
+//!
+//! | purpose | key | Python |
+//! |---|---|---|
+//! | channel queue (ZSET) | `prefix + non_local_name(channel)` — **no separator** | `core.py` `send` / `receive_single` |
+//! | group (ZSET) | `prefix + ":group:" + group` | `core.py` `RedisChannelLayer._group_key` |
+//! | receive backup (ZSET, Python receivers only) | channel key + `"$inflight"` | `core.py` `receive_single` |
+//! | flush pattern | `prefix + "*"` | `core.py` `flush` |
+//!
+//! Every other module asks [`Keys`] for a key; nothing else concatenates one.
+
+use herald_core::names::non_local_name;
+
+/// Suffix of Python's receive backup key (`<channel key>$inflight`).
+pub const INFLIGHT_SUFFIX: &str = "$inflight";
+
+/// Builds the Redis keys of one layer prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under `prefix` (Python kwarg `prefix`, default `"asgi"`).
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Keys {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The configured prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The queue key of a channel: `prefix + non_local_name(channel)`, no separator.
+    ///
+    /// All specific channels of one process (`specific.<client prefix>!<local>`) share the key
+    /// `asgispecific.<client prefix>!`. Mirrors `core.py` `send` (`channel_key = self.prefix +
+    /// self.non_local_name(channel)`).
+    pub fn channel_key(&self, channel: &str) -> String {
+        let name = non_local_name(channel);
+        let mut key = String::with_capacity(self.prefix.len() + name.len());
+        key.push_str(&self.prefix);
+        key.push_str(name);
+        key
+    }
+
+    /// The key of a group: `prefix + ":group:" + group`.
+    ///
+    /// Mirrors `core.py` `RedisChannelLayer._group_key` (which returns it UTF-8 encoded).
+    pub fn group_key(&self, group: &str) -> String {
+        format!("{}:group:{group}", self.prefix)
+    }
+
+    /// Python's receive backup key for a channel key (`key + "$inflight"`); Herald never writes
+    /// it, [`flush`](crate::RedisChannelLayer) deletes it with everything else under the prefix.
+    pub fn inflight_key(&self, channel_key: &str) -> String {
+        format!("{channel_key}{INFLIGHT_SUFFIX}")
+    }
+
+    /// The `KEYS` pattern `flush` deletes: `prefix + "*"` (mirrors `core.py` `flush`). Like
+    /// Python, a prefix `asgi` also matches another layer's `asgi2…` keys.
+    pub fn flush_pattern(&self) -> String {
+        format!("{}*", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_key_has_colon_group_colon() {
+        // channels_redis tests: test_default_group_key_format / test_custom_group_key_format.
+        assert_eq!(
+            Keys::new("asgi").group_key("test_group"),
+            "asgi:group:test_group"
+        );
+        assert_eq!(
+            Keys::new("test_prefix").group_key("test_group"),
+            "test_prefix:group:test_group"
+        );
+    }
+
+    #[test]
+    fn channel_key_has_no_separator_and_stops_at_bang() {
+        let keys = Keys::new("asgi");
+        assert_eq!(
+            keys.channel_key(
+                "specific.cc6df996908d40cbbafb93456272a015!af5af32fc479450f83d7b5275e7108cd"
+            ),
+            "asgispecific.cc6df996908d40cbbafb93456272a015!"
+        );
+        assert_eq!(keys.channel_key("plain.channel"), "asgiplain.channel");
+    }
+
+    #[test]
+    fn inflight_and_flush_pattern() {
+        let keys = Keys::new("asgi");
+        assert_eq!(
+            keys.inflight_key("asgispecific.x!"),
+            "asgispecific.x!$inflight"
+        );
+        assert_eq!(keys.flush_pattern(), "asgi*");
+    }
+}

@@ -1,0 +1,623 @@
+//! [`RedisChannelLayer`]: composes keys, hashing, codec, scripts, connections and the receive
+//! path into Channels' layer API, with the semantics of `channels_redis/core.py` 4.3.0.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use herald_core::capacity::Capacities;
+use herald_core::names::{
+    is_specific, non_local_name, random_hex_id, require_valid_channel_name,
+    require_valid_group_name,
+};
+use herald_core::{ASGI_CHANNEL_KEY, ChannelLayer, GroupSendReport, Message};
+use indexmap::IndexMap;
+use redis::Script;
+use tokio::task::JoinHandle;
+use tracing::{Instrument, debug, debug_span, info, warn};
+
+use crate::codec::{Codec, Target};
+use crate::config::RedisLayerConfig;
+use crate::connection::Shard;
+use crate::error::{Error, ErrorKind, Result};
+use crate::hashing::consistent_hash;
+use crate::keys::Keys;
+use crate::membership::Memberships;
+use crate::receive::{self, Counters, General, LayerStats, Router};
+use crate::scripts;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Python `time.time()`.
+fn now_f64() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The state shared by the layer handle and its background tasks.
+pub(crate) struct Inner {
+    pub(crate) keys: Keys,
+    pub(crate) codec: Codec,
+    capacities: Capacities,
+    pub(crate) shards: Vec<Shard>,
+    client_prefix: String,
+    expiry_secs: u64,
+    group_expiry_secs: u64,
+    pub(crate) brpop_timeout: Duration,
+    pub(crate) receive_batch: usize,
+    refresh_interval: Option<Duration>,
+    pub(crate) reconnect_min_delay: Duration,
+    pub(crate) reconnect_max_delay: Duration,
+    send_rr: AtomicUsize,
+    receive_rr: AtomicUsize,
+    pub(crate) router: Router,
+    pub(crate) counters: Counters,
+    memberships: Mutex<Memberships>,
+    generals: Mutex<HashMap<String, Arc<General>>>,
+    tasks: Mutex<Tasks>,
+    send_script: Script,
+    group_send_script: Script,
+    flush_script: Script,
+}
+
+#[derive(Default)]
+struct Tasks {
+    /// Specific-channel readers by non-local name (one per shard each).
+    readers: HashMap<String, Vec<JoinHandle<()>>>,
+    generals: HashMap<String, JoinHandle<()>>,
+    refresher: Option<JoinHandle<()>>,
+    shut_down: bool,
+}
+
+impl Inner {
+    fn ring(&self) -> usize {
+        self.shards.len()
+    }
+
+    fn shard_of(&self, name: &str) -> usize {
+        consistent_hash(name.as_bytes(), self.ring())
+    }
+
+    pub(crate) fn next_receive_shard(&self) -> usize {
+        self.receive_rr.fetch_add(1, Ordering::Relaxed) % self.ring()
+    }
+
+    /// Blocking reads may take `brpop_timeout`; allow a margin before calling the link dead.
+    pub(crate) fn blocking_response_timeout(&self) -> Duration {
+        self.brpop_timeout + Duration::from_secs(5)
+    }
+
+    /// True if `channel` is one of this layer's own process-specific channels.
+    fn is_local(&self, channel: &str) -> bool {
+        is_specific(channel)
+            && non_local_name(channel)
+                .strip_suffix('!')
+                .is_some_and(|head| head.ends_with(&self.client_prefix))
+    }
+
+    /// Starts the readers of a specific-channel key if they are not running yet.
+    fn ensure_reader(self: &Arc<Self>, non_local: &str) {
+        let mut tasks = lock(&self.tasks);
+        if tasks.shut_down || tasks.readers.contains_key(non_local) {
+            return;
+        }
+        let key = self.keys.channel_key(non_local);
+        // With one shard the key lives there; with more, Python's send() may have written it to
+        // any shard (it hashes the full name, channels_redis#221), so drain it everywhere.
+        let handles = (0..self.ring())
+            .map(|shard| {
+                let span = debug_span!("layer.reader", shard, key = %key);
+                tokio::spawn(
+                    receive::specific_reader(self.clone(), shard, key.clone()).instrument(span),
+                )
+            })
+            .collect();
+        tasks.readers.insert(non_local.to_owned(), handles);
+    }
+
+    fn general(self: &Arc<Self>, channel: &str) -> Arc<General> {
+        let mut generals = lock(&self.generals);
+        if let Some(g) = generals.get(channel) {
+            return g.clone();
+        }
+        let general = Arc::new(General::new(self.router.register(channel)));
+        generals.insert(channel.to_owned(), general.clone());
+        let mut tasks = lock(&self.tasks);
+        if !tasks.shut_down {
+            let span = debug_span!("layer.general_reader", channel = %channel);
+            let handle = tokio::spawn(
+                receive::general_reader(self.clone(), channel.to_owned(), general.clone())
+                    .instrument(span),
+            );
+            tasks.generals.insert(channel.to_owned(), handle);
+        }
+        general
+    }
+
+    fn ensure_refresher(self: &Arc<Self>) {
+        let Some(interval) = self.refresh_interval else {
+            return;
+        };
+        let mut tasks = lock(&self.tasks);
+        if tasks.shut_down || tasks.refresher.is_some() {
+            return;
+        }
+        let inner = self.clone();
+        tasks.refresher = Some(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await; // the first tick is immediate
+            loop {
+                ticker.tick().await;
+                inner.refresh_memberships(None).await;
+            }
+        }));
+    }
+
+    /// Re-adds tracked memberships whose group lives on `only_shard` (all shards if `None`):
+    /// `ZADD group <now> ch…` + `EXPIRE group <group_expiry>`, as `group_add` does.
+    pub(crate) async fn refresh_memberships(&self, only_shard: Option<usize>) {
+        let snapshot =
+            lock(&self.memberships).snapshot(|g| only_shard.is_none_or(|s| self.shard_of(g) == s));
+        if snapshot.is_empty() {
+            return;
+        }
+        let mut by_shard: HashMap<usize, Vec<(String, Vec<String>)>> = HashMap::new();
+        for (group, channels) in snapshot {
+            by_shard
+                .entry(self.shard_of(&group))
+                .or_default()
+                .push((group, channels));
+        }
+        for (shard, groups) in by_shard {
+            // Bounded pipelines: a server may track many thousands of memberships.
+            for chunk in groups.chunks(500) {
+                let score = now_f64();
+                let mut pipe = redis::pipe();
+                let mut members = 0u64;
+                for (group, channels) in chunk {
+                    let key = self.keys.group_key(group);
+                    let mut zadd = redis::cmd("ZADD");
+                    zadd.arg(&key);
+                    for channel in channels {
+                        zadd.arg(score).arg(channel);
+                    }
+                    members += channels.len() as u64;
+                    pipe.add_command(zadd).ignore();
+                    pipe.cmd("EXPIRE")
+                        .arg(&key)
+                        .arg(self.group_expiry_secs)
+                        .ignore();
+                }
+                let result = self.shards[shard]
+                    .run("refresh memberships", |mut c| {
+                        let pipe = pipe.clone();
+                        async move { pipe.query_async::<()>(&mut c).await }
+                    })
+                    .await;
+                match result {
+                    Ok(()) => Counters::add(&self.counters.memberships_refreshed, members),
+                    Err(err) => warn!(shard, error = %err, "cannot re-add group memberships"),
+                }
+            }
+        }
+    }
+
+    fn shutdown(&self) {
+        let mut tasks = lock(&self.tasks);
+        tasks.shut_down = true;
+        for handle in tasks.readers.drain().flat_map(|(_, v)| v) {
+            handle.abort();
+        }
+        for (_, handle) in tasks.generals.drain() {
+            handle.abort();
+        }
+        if let Some(handle) = tasks.refresher.take() {
+            handle.abort();
+        }
+    }
+}
+
+/// A channel layer on Redis sorted sets, wire-compatible with Python `channels_redis` 4.3.0's
+/// `RedisChannelLayer`: Python and Herald processes can share one Redis and exchange `send`,
+/// `group_send` and groups in both directions.
+///
+/// ```no_run
+/// # async fn demo() -> herald_redis::Result<()> {
+/// use herald_core::{ChannelLayer, Message};
+/// use herald_redis::{RedisChannelLayer, RedisLayerConfig};
+/// let layer = RedisChannelLayer::new(
+///     RedisLayerConfig::default().with_hosts(["redis://127.0.0.1:6379"]),
+/// )?;
+/// let me = layer.new_channel("specific").await?;
+/// layer.group_add("chat", &me).await?;
+/// layer.group_send("chat", Message::with_type("chat.message").with("text", "hi")).await?;
+/// let msg = layer.receive(&me).await?;
+/// assert_eq!(msg.msg_type(), Some("chat.message"));
+/// # Ok(()) }
+/// ```
+///
+/// Deviations from Python, all deliberate:
+/// * `send` to a specific channel writes to the shard of `hash(non_local_name)`, where the
+///   owner listens, not `hash(full name)` (channels_redis#221, which loses messages with ≥ 2
+///   shards). Herald also drains its own key on every shard, so Python senders still reach it.
+/// * `send` runs its trim/count/add/expire as one atomic script; `group_send` trims each key
+///   inside its script, on the right shard.
+/// * Undecodable messages are logged and skipped instead of raising out of `receive`.
+/// * Memberships of this layer's channels are re-added after a reconnect and periodically.
+/// * Messages for a local channel nobody created or that was closed are dropped (counted),
+///   where Python would buffer them forever.
+///
+/// Dropping the layer stops its background tasks.
+pub struct RedisChannelLayer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RedisChannelLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisChannelLayer")
+            .field("prefix", &self.inner.keys.prefix())
+            .field("client_prefix", &self.inner.client_prefix)
+            .field("shards", &self.inner.ring())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RedisChannelLayer {
+    fn drop(&mut self) {
+        self.inner.shutdown();
+    }
+}
+
+impl RedisChannelLayer {
+    /// Builds a layer. Nothing connects until the first operation.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] for an empty host list, an unparsable host, a zero capacity or
+    /// expiry, and the other checks of [`RedisLayerConfig`].
+    pub fn new(config: RedisLayerConfig) -> Result<Self> {
+        config.validate()?;
+        let shards = config
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, host)| {
+                Shard::new(i, host, config.response_timeout, config.connection_timeout)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let codec = Codec::new(config.serializer_format, config.random_prefix_length)
+            .with_encryption_keys(&config.symmetric_encryption_keys)
+            // Python: MultiFernet.decrypt(ttl=expiry + 10).
+            .with_ttl(Some(config.expiry + Duration::from_secs(10)));
+        let refresh_interval = config.group_refresh_interval.map(|i| {
+            i.min(config.group_expiry / 2)
+                .max(Duration::from_millis(100))
+        });
+        let inner = Inner {
+            keys: Keys::new(config.prefix.clone()),
+            codec,
+            capacities: Capacities::new(config.capacity, config.channel_capacity.clone()),
+            shards,
+            client_prefix: random_hex_id(),
+            expiry_secs: config.expiry.as_secs(),
+            group_expiry_secs: config.group_expiry.as_secs(),
+            brpop_timeout: config.brpop_timeout,
+            receive_batch: config.receive_batch,
+            refresh_interval,
+            reconnect_min_delay: config.reconnect_min_delay,
+            reconnect_max_delay: config.reconnect_max_delay,
+            send_rr: AtomicUsize::new(0),
+            receive_rr: AtomicUsize::new(0),
+            router: Router::new(config.capacity),
+            counters: Counters::default(),
+            memberships: Mutex::new(Memberships::default()),
+            generals: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Tasks::default()),
+            send_script: Script::new(scripts::SEND),
+            group_send_script: Script::new(scripts::GROUP_SEND),
+            flush_script: Script::new(scripts::FLUSH),
+        };
+        Ok(RedisChannelLayer {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// This layer instance's 32-hex process id (Python `client_prefix`).
+    pub fn client_prefix(&self) -> &str {
+        &self.inner.client_prefix
+    }
+
+    /// The key builder of this layer's prefix.
+    pub fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    /// The codec this layer stores messages with.
+    pub fn codec(&self) -> &Codec {
+        &self.inner.codec
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.inner.ring()
+    }
+
+    /// A snapshot of the receive-path counters.
+    pub fn stats(&self) -> LayerStats {
+        self.inner.counters.snapshot()
+    }
+
+    /// Number of (group, channel) memberships this layer keeps alive.
+    pub fn tracked_memberships(&self) -> usize {
+        lock(&self.inner.memberships).len()
+    }
+
+    /// Number of local channels with a buffer.
+    pub fn local_channels(&self) -> usize {
+        self.inner.router.len()
+    }
+
+    /// Re-adds every tracked membership now (also done periodically and after reconnects).
+    pub async fn refresh_memberships(&self) {
+        self.inner.refresh_memberships(None).await;
+    }
+
+    fn check_message(message: &Message) -> Result<()> {
+        if message.contains_key(ASGI_CHANNEL_KEY) {
+            return Err(Error::new(
+                ErrorKind::InvalidMessage,
+                "message must not contain the reserved key __asgi_channel__",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ChannelLayer for RedisChannelLayer {
+    async fn new_channel(&self, prefix: &str) -> Result<String> {
+        let name = format!("{prefix}.{}!{}", self.inner.client_prefix, random_hex_id());
+        require_valid_channel_name(&name)?;
+        self.inner.router.register(&name);
+        self.inner.ensure_reader(non_local_name(&name));
+        Ok(name)
+    }
+
+    async fn send(&self, channel: &str, message: Message) -> Result<()> {
+        require_valid_channel_name(channel)?;
+        Self::check_message(&message)?;
+        let inner = &self.inner;
+        let (target, shard) = if is_specific(channel) {
+            // Deviation from Python (#221): hash the non-local name, where receivers listen.
+            (
+                Target::One(channel),
+                inner.shard_of(non_local_name(channel)),
+            )
+        } else {
+            let shard = inner.send_rr.fetch_add(1, Ordering::Relaxed) % inner.ring();
+            (Target::None, shard)
+        };
+        let key = inner.keys.channel_key(channel);
+        let member = inner.codec.encode_routed(message.map(), target)?;
+        let capacity = inner.capacities.get(channel);
+        let now = now_f64();
+        let trim = now as i64 - inner.expiry_secs as i64;
+        let stored: i64 = inner.shards[shard]
+            .run("send", |mut c| {
+                let mut invocation = inner.send_script.key(&key);
+                invocation
+                    .arg(&member[..])
+                    .arg(capacity)
+                    .arg(now)
+                    .arg(inner.expiry_secs)
+                    .arg(trim);
+                async move { invocation.invoke_async(&mut c).await }
+            })
+            .instrument(debug_span!("layer.send", channel = %channel, shard))
+            .await?;
+        if stored == 0 {
+            return Err(Error::new(
+                ErrorKind::ChannelFull,
+                format!("channel {channel} is full"),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn receive(&self, channel: &str) -> Result<Message> {
+        require_valid_channel_name(channel)?;
+        let inner = &self.inner;
+        if is_specific(channel) {
+            if !inner.is_local(channel) {
+                // Python: AssertionError("Wrong client prefix").
+                return Err(Error::new(
+                    ErrorKind::InvalidName,
+                    format!(
+                        "channel {channel} does not belong to this layer (wrong client prefix)"
+                    ),
+                ));
+            }
+            let buffer = inner.router.register(channel);
+            inner.ensure_reader(non_local_name(channel));
+            buffer.pop().await
+        } else {
+            inner.general(channel).receive().await
+        }
+        .ok_or_else(|| Error::new(ErrorKind::Closed, format!("channel {channel} was closed")))
+    }
+
+    async fn group_add(&self, group: &str, channel: &str) -> Result<()> {
+        require_valid_group_name(group)?;
+        require_valid_channel_name(channel)?;
+        let inner = &self.inner;
+        let shard = inner.shard_of(group);
+        let key = inner.keys.group_key(group);
+        let score = now_f64();
+        let expiry = inner.group_expiry_secs;
+        inner.shards[shard]
+            .run("group_add", |mut c| {
+                let mut pipe = redis::pipe();
+                pipe.cmd("ZADD").arg(&key).arg(score).arg(channel).ignore();
+                pipe.cmd("EXPIRE").arg(&key).arg(expiry).ignore();
+                async move { pipe.query_async::<()>(&mut c).await }
+            })
+            .instrument(debug_span!("layer.group_add", group = %group, shard))
+            .await?;
+        if inner.is_local(channel) {
+            lock(&inner.memberships).add(group, channel);
+            inner.ensure_refresher();
+        }
+        Ok(())
+    }
+
+    async fn group_discard(&self, group: &str, channel: &str) -> Result<()> {
+        require_valid_group_name(group)?;
+        require_valid_channel_name(channel)?;
+        let inner = &self.inner;
+        // Stop tracking first so a concurrent refresh cannot put it back afterwards.
+        lock(&inner.memberships).discard(group, channel);
+        let shard = inner.shard_of(group);
+        let key = inner.keys.group_key(group);
+        inner.shards[shard]
+            .run("group_discard", |mut c| {
+                let cmd = redis::cmd("ZREM").arg(&key).arg(channel).to_owned();
+                async move { cmd.query_async::<()>(&mut c).await }
+            })
+            .instrument(debug_span!("layer.group_discard", group = %group, shard))
+            .await
+    }
+
+    async fn group_send(&self, group: &str, message: Message) -> Result<GroupSendReport> {
+        require_valid_group_name(group)?;
+        Self::check_message(&message)?;
+        let inner = &self.inner;
+        let span = debug_span!("layer.group_send", group = %group, fanout = tracing::field::Empty);
+        async {
+            let group_shard = inner.shard_of(group);
+            let group_key = inner.keys.group_key(group);
+            let trim_group = now_f64() as i64 - inner.group_expiry_secs as i64;
+            let raw: Vec<Vec<u8>> = inner.shards[group_shard]
+                .run("group_send", |mut c| {
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("ZREMRANGEBYSCORE")
+                        .arg(&group_key)
+                        .arg(0)
+                        .arg(trim_group)
+                        .ignore();
+                    pipe.cmd("ZRANGE").arg(&group_key).arg(0).arg(-1);
+                    async move {
+                        let (members,): (Vec<Vec<u8>>,) = pipe.query_async(&mut c).await?;
+                        Ok(members)
+                    }
+                })
+                .await?;
+            let members: Vec<String> = raw
+                .into_iter()
+                .filter_map(|m| match String::from_utf8(m) {
+                    Ok(s) => Some(s),
+                    Err(_) => {
+                        warn!(group, "skipping group member that is not UTF-8");
+                        None
+                    }
+                })
+                .collect();
+            tracing::Span::current().record("fanout", members.len());
+            if members.is_empty() {
+                return Ok(GroupSendReport::new(0, 0));
+            }
+            // Bucket by Redis key, in ZRANGE order (core.py _map_channel_keys_to_connection).
+            let mut by_key: IndexMap<String, Vec<String>> = IndexMap::new();
+            for member in &members {
+                by_key
+                    .entry(inner.keys.channel_key(member))
+                    .or_default()
+                    .push(member.clone());
+            }
+            // Per key: its message (own random prefix / token), capacity of the first member,
+            // shard of hash(non_local_name(first member)).
+            let mut by_shard: IndexMap<usize, Vec<(String, Vec<u8>, usize)>> = IndexMap::new();
+            for (key, names) in &by_key {
+                let first = &names[0];
+                let member = inner
+                    .codec
+                    .encode_routed(message.map(), Target::Many(names))?;
+                by_shard
+                    .entry(inner.shard_of(non_local_name(first)))
+                    .or_default()
+                    .push((key.clone(), member, inner.capacities.get(first)));
+            }
+            let now = now_f64();
+            let trim = now as i64 - inner.expiry_secs as i64;
+            let deliveries = by_shard.into_iter().map(|(shard, entries)| async move {
+                inner.shards[shard]
+                    .run("group_send", |mut c| {
+                        let mut invocation = inner.group_send_script.prepare_invoke();
+                        for (key, _, _) in &entries {
+                            invocation.key(key);
+                        }
+                        for (_, member, _) in &entries {
+                            invocation.arg(&member[..]);
+                        }
+                        for (_, _, capacity) in &entries {
+                            invocation.arg(*capacity);
+                        }
+                        invocation.arg(now).arg(inner.expiry_secs).arg(trim);
+                        async move { invocation.invoke_async::<usize>(&mut c).await }
+                    })
+                    .await
+            });
+            let mut over = 0;
+            for result in futures_util::future::join_all(deliveries).await {
+                over += result?;
+            }
+            if over > 0 {
+                // Python: logger.info("%s of %s channels over capacity in group %s").
+                info!(
+                    group,
+                    over_capacity = over,
+                    members = members.len(),
+                    "{over} of {} channels over capacity in group {group}",
+                    members.len()
+                );
+            }
+            Ok(GroupSendReport::new(members.len(), over))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn flush(&self) -> Result<()> {
+        let inner = &self.inner;
+        lock(&inner.memberships).clear();
+        let pattern = inner.keys.flush_pattern();
+        for shard in &inner.shards {
+            let deleted: i64 = shard
+                .run("flush", |mut c| {
+                    let mut invocation = inner.flush_script.arg(&pattern);
+                    let _ = &mut invocation;
+                    async move { invocation.invoke_async(&mut c).await }
+                })
+                .await?;
+            debug!(shard = shard.index(), deleted, "flushed");
+        }
+        inner.router.clear_all();
+        Ok(())
+    }
+
+    fn close_channel(&self, channel: &str) {
+        let inner = &self.inner;
+        lock(&inner.memberships).forget_channel(channel);
+        inner.router.close(channel);
+        if !is_specific(channel) {
+            lock(&inner.generals).remove(channel);
+            if let Some(handle) = lock(&inner.tasks).generals.remove(channel) {
+                handle.abort();
+            }
+        }
+    }
+}
