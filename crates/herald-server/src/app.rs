@@ -1,0 +1,368 @@
+//! [`App`]: the layer, the authenticator, the config and the routes, built once and shared by
+//! every connection; plus the socket-independent half of a handshake ([`App::connect`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_core::{ChannelLayer, DEFAULT_NEW_CHANNEL_PREFIX};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::auth::{AnonymousAuthenticator, Authenticator, HandshakeRequest};
+use crate::config::ServerConfig;
+use crate::consumer::ConsumerFactory;
+use crate::context::{Context, State};
+use crate::error::{Error, ErrorKind, Result};
+use crate::fanout::FanoutCache;
+use crate::limits::{CapExceeded, ConnectionCaps};
+use crate::metrics::{Metrics, MetricsSource};
+use crate::origin::origin_allowed;
+use crate::routing::{self, Target};
+use crate::runtime::Connection;
+
+/// Shared state behind an [`App`].
+pub(crate) struct AppInner {
+    pub(crate) layer: Arc<dyn ChannelLayer>,
+    pub(crate) authenticator: Arc<dyn Authenticator>,
+    pub(crate) config: ServerConfig,
+    pub(crate) routes: HashMap<String, Arc<dyn ConsumerFactory>>,
+    pub(crate) metrics: Metrics,
+    pub(crate) metrics_sources: Vec<Arc<dyn MetricsSource>>,
+    pub(crate) fanout: FanoutCache,
+    pub(crate) caps: Arc<ConnectionCaps>,
+}
+
+impl std::fmt::Debug for AppInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("layer", &self.layer)
+            .field("authenticator", &self.authenticator)
+            .field("routes", &self.routes.keys().collect::<Vec<_>>())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A configured server application: what [`serve`](crate::serve) runs. Cheap to clone.
+///
+/// ```
+/// use std::sync::Arc;
+/// use herald_core::InMemoryLayer;
+/// use herald_server::{App, ServerConfig, StaticTokenAuthenticator, TasksConsumer, Identity};
+///
+/// let app = App::builder()
+///     .layer(Arc::new(InMemoryLayer::new(Default::default()).unwrap()))
+///     .authenticator(StaticTokenAuthenticator::new().with_token("t", Identity::new("amadmin", "1")))
+///     .config(ServerConfig::default().with_allowed_origins(["localhost"]))
+///     .route("/ws/tasks/", TasksConsumer::default)
+///     .build()
+///     .unwrap();
+/// assert_eq!(app.metrics().connections_current(), 0);
+/// ```
+#[derive(Clone, Debug)]
+pub struct App {
+    pub(crate) inner: Arc<AppInner>,
+}
+
+/// Builds an [`App`]; everything is validated in [`build`](Self::build).
+#[derive(Default)]
+pub struct AppBuilder {
+    layer: Option<Arc<dyn ChannelLayer>>,
+    authenticator: Option<Arc<dyn Authenticator>>,
+    config: ServerConfig,
+    routes: Vec<(String, Arc<dyn ConsumerFactory>)>,
+    metrics_sources: Vec<Arc<dyn MetricsSource>>,
+}
+
+impl std::fmt::Debug for AppBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppBuilder")
+            .field("layer", &self.layer)
+            .field(
+                "routes",
+                &self.routes.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppBuilder {
+    /// The channel layer every consumer uses (required).
+    pub fn layer(mut self, layer: Arc<dyn ChannelLayer>) -> Self {
+        self.layer = Some(layer);
+        self
+    }
+
+    /// The authenticator (default: [`AnonymousAuthenticator`], everyone anonymous).
+    pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
+        self.authenticator = Some(Arc::new(authenticator));
+        self
+    }
+
+    /// An authenticator already behind an `Arc`.
+    pub fn shared_authenticator(mut self, authenticator: Arc<dyn Authenticator>) -> Self {
+        self.authenticator = Some(authenticator);
+        self
+    }
+
+    /// The server configuration (default: [`ServerConfig::default`]).
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Serves WebSocket connections to exactly `path` (e.g. `"/ws/tasks/"`, as in a Channels
+    /// `URLRouter` entry) with consumers made by `factory`.
+    pub fn route(mut self, path: &str, factory: impl ConsumerFactory) -> Self {
+        self.routes.push((path.to_owned(), Arc::new(factory)));
+        self
+    }
+
+    /// Adds lines to `/metrics` (e.g. the Redis layer's pool statistics).
+    pub fn metrics_source(mut self, source: impl MetricsSource) -> Self {
+        self.metrics_sources.push(Arc::new(source));
+        self
+    }
+
+    /// Validates and builds.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] if no layer was given, the config is invalid, or a route path is
+    /// empty, lacks a leading `/`, is reserved (`/healthz`, `/metrics`) or is registered twice.
+    pub fn build(self) -> Result<App> {
+        let Some(layer) = self.layer else {
+            return Err(Error::new(ErrorKind::Config, "App needs a channel layer"));
+        };
+        self.config.validate()?;
+        let mut routes = HashMap::new();
+        for (path, factory) in self.routes {
+            if !path.starts_with('/') {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "route paths must start with '/'",
+                ));
+            }
+            if routing::is_reserved(&path) {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "route path is reserved (/healthz, /metrics)",
+                ));
+            }
+            if routes.insert(path, factory).is_some() {
+                return Err(Error::new(ErrorKind::Config, "route registered twice"));
+            }
+        }
+        Ok(App {
+            inner: Arc::new(AppInner {
+                layer,
+                authenticator: self
+                    .authenticator
+                    .unwrap_or_else(|| Arc::new(AnonymousAuthenticator)),
+                config: self.config,
+                routes,
+                metrics: Metrics::default(),
+                metrics_sources: self.metrics_sources,
+                fanout: FanoutCache::default(),
+                caps: Arc::new(ConnectionCaps::default()),
+            }),
+        })
+    }
+}
+
+/// Why a handshake was refused, and the HTTP status it is answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// No route for the path: 404.
+    NotFound,
+    /// The Origin check failed: 403 (Channels' `WebsocketDenier`).
+    Origin,
+    /// The consumer closed (or did not accept) in `connect`: 403 "Access denied", as Daphne.
+    Denied,
+    /// The authenticator failed: 500, as Daphne when the app raises before accept.
+    AuthError,
+    /// `connect` returned an error: 500.
+    ConsumerError,
+    /// Per-user or per-IP cap reached: 429.
+    ConnectionLimit,
+    /// The handshake timeout elapsed: 403, as Daphne's `websocket_connect_timeout`.
+    Timeout,
+    /// The request is not a valid WebSocket upgrade: 400.
+    BadRequest,
+    /// Unsupported `Sec-WebSocket-Version`: 426 with `Sec-WebSocket-Version: 13`.
+    UnsupportedVersion,
+}
+
+impl Rejection {
+    /// The HTTP status code.
+    pub fn status(self) -> u16 {
+        match self {
+            Rejection::NotFound => 404,
+            Rejection::Origin | Rejection::Denied | Rejection::Timeout => 403,
+            Rejection::AuthError | Rejection::ConsumerError => 500,
+            Rejection::ConnectionLimit => 429,
+            Rejection::BadRequest => 400,
+            Rejection::UnsupportedVersion => 426,
+        }
+    }
+}
+
+/// The outcome of [`App::connect`].
+#[derive(Debug)]
+pub enum Handshake {
+    /// The consumer accepted: run the [`Connection`] on a socket.
+    Accepted(Box<Connection>),
+    /// Refused before accept.
+    Rejected(Rejection),
+}
+
+impl App {
+    /// Starts building an app.
+    pub fn builder() -> AppBuilder {
+        AppBuilder::default()
+    }
+
+    /// The server's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    /// The channel layer.
+    pub fn layer(&self) -> &Arc<dyn ChannelLayer> {
+        &self.inner.layer
+    }
+
+    /// The `/metrics` page: the server's counters followed by every [`MetricsSource`].
+    pub fn render_metrics(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        self.inner.metrics.render(&mut out);
+        for source in &self.inner.metrics_sources {
+            source.extra_metrics(&mut out);
+        }
+        out
+    }
+
+    /// Runs the socket-independent part of a WebSocket handshake: route, Origin check,
+    /// authentication, connection caps, a new channel name, and the consumer's `connect`,
+    /// all within `handshake_timeout`.
+    ///
+    /// The server calls this before answering the upgrade request; tests call it directly
+    /// and then [`Connection::run`] the result over in-memory channels.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Layer`] if the layer cannot create a channel name.
+    pub async fn connect(&self, request: HandshakeRequest) -> Result<Handshake> {
+        let inner = &self.inner;
+        let deadline = Instant::now() + inner.config.handshake_timeout;
+        let metrics = &inner.metrics;
+        let reject = |r: Rejection| {
+            Metrics::incr(&metrics.handshakes_rejected);
+            Ok(Handshake::Rejected(r))
+        };
+
+        let factory = match routing::resolve(inner, request.path()) {
+            Target::WebSocket(factory) => factory,
+            _ => return reject(Rejection::NotFound),
+        };
+        if let Some(patterns) = &inner.config.allowed_origins
+            && !origin_allowed(request.origin().as_deref(), patterns)
+        {
+            Metrics::incr(&metrics.origin_rejects);
+            debug!(path = request.path(), "origin rejected");
+            return reject(Rejection::Origin);
+        }
+
+        let identity =
+            match tokio::time::timeout_at(deadline, inner.authenticator.authenticate(&request))
+                .await
+            {
+                Err(_) => return reject(Rejection::Timeout),
+                Ok(Err(err)) => {
+                    Metrics::incr(&metrics.auth_failures);
+                    warn!(error = %err, "authenticator failed");
+                    return reject(Rejection::AuthError);
+                }
+                Ok(Ok(identity)) => identity,
+            };
+
+        let user_cap = inner
+            .config
+            .max_connections_per_user
+            .zip(identity.as_ref())
+            .map(|(max, id)| (id.username.as_str(), max.get()));
+        let ip_cap = inner
+            .config
+            .max_connections_per_ip
+            .zip(request.client())
+            .map(|(max, addr)| (addr.ip(), max.get()));
+        let permit = match inner.caps.acquire(user_cap, ip_cap) {
+            Ok(permit) => permit,
+            Err(which) => {
+                Metrics::incr(&metrics.connection_limit_rejects);
+                debug!(cap = ?which, "connection cap reached");
+                let _: CapExceeded = which;
+                return reject(Rejection::ConnectionLimit);
+            }
+        };
+
+        let channel_name = inner.layer.new_channel(DEFAULT_NEW_CHANNEL_PREFIX).await?;
+        let anonymous = identity.is_none();
+        let mut ctx = Context::new(Arc::clone(inner), channel_name, request, identity);
+        let mut consumer = factory.create(ctx.request());
+        // The consumer's connect may have joined groups before failing or timing out; ctx stays
+        // outside the timed future so those memberships can be discarded either way.
+        let outcome = tokio::time::timeout_at(deadline, consumer.connect(&mut ctx)).await;
+        let rejection = match (outcome, ctx.state()) {
+            (Ok(Ok(())), State::Open) => None,
+            (Ok(Ok(())), _) => {
+                if anonymous {
+                    Metrics::incr(&metrics.auth_failures);
+                }
+                Some(Rejection::Denied)
+            }
+            (Ok(Err(err)), _) => {
+                warn!(error = %err, "consumer connect failed");
+                Some(Rejection::ConsumerError)
+            }
+            (Err(_), _) => Some(Rejection::Timeout),
+        };
+        if let Some(rejection) = rejection {
+            discard_all(&mut ctx).await;
+            return reject(rejection);
+        }
+        Ok(Handshake::Accepted(Box::new(Connection::new(
+            consumer, ctx, permit,
+        ))))
+    }
+}
+
+/// Discards every group the context joined and forgets its channel; bounded so a stuck layer
+/// cannot hold a connection task forever.
+pub(crate) async fn discard_all(ctx: &mut Context) {
+    let layer = Arc::clone(&ctx.shared().layer);
+    let channel = ctx.channel_name().to_owned();
+    let groups = ctx.take_groups();
+    let cleanup = async {
+        for group in &groups {
+            if let Err(err) = layer.group_discard(group, &channel).await {
+                warn!(error = %err, group = %group, "group_discard failed on disconnect");
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(5), cleanup)
+        .await
+        .is_err()
+    {
+        warn!(
+            groups = groups.len(),
+            "group_discard timed out on disconnect"
+        );
+    }
+    layer.close_channel(&channel);
+}

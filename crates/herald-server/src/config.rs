@@ -1,0 +1,330 @@
+//! [`ServerConfig`]: every knob of the WebSocket server, with Daphne's defaults where Daphne has
+//! the knob.
+//!
+//! The CLI maps flags and `HERALD_*` environment variables onto this struct; the library never
+//! reads the environment. Validation happens in [`AppBuilder::build`](crate::AppBuilder::build).
+
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::time::Duration;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Maximum time a connection may spend before the WebSocket is accepted (Daphne
+/// `--websocket_connect_timeout`, whose CLI default is 5 s). Elapsing answers HTTP 403, as Daphne does.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Maximum lifetime of an accepted socket (Daphne `--websocket_timeout`, 86400 s); on expiry the
+/// server closes with 1000.
+pub const DEFAULT_WEBSOCKET_TIMEOUT: Duration = Duration::from_secs(86_400);
+/// Idle time before the server pings the client (Daphne `--ping-interval`, 20 s).
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(20);
+/// Time to wait for a pong (or any frame) after a ping before dropping the connection (Daphne
+/// `--ping-timeout`, 30 s).
+pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest accepted message, reassembled (Daphne 4.2.2 `--websocket-max-message-size`, 1 MiB).
+/// Larger messages close the socket with 1009.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
+/// Largest accepted single frame (Daphne 4.2.2 `--websocket-max-frame-size`, 1 MiB).
+pub const DEFAULT_MAX_FRAME_SIZE: usize = 1024 * 1024;
+/// Initial read buffer per socket. Herald-specific: kept small so an idle socket is cheap; it
+/// grows while a large frame is read.
+pub const DEFAULT_READ_BUFFER_SIZE: usize = 2 * 1024;
+/// Frames that may wait for a slow client before the socket is closed with
+/// [`CLOSE_SLOW_CONSUMER`](crate::CLOSE_SLOW_CONSUMER). Herald-specific: Daphne buffers without limit.
+pub const DEFAULT_MAX_OUTBOUND_FRAMES: usize = 256;
+/// Sustained inbound frames per second per socket before [`CLOSE_RATE_LIMITED`](crate::CLOSE_RATE_LIMITED).
+/// Herald-specific (Daphne has no limit); generous so browser apps never hit it.
+pub const DEFAULT_RATE_LIMIT_PER_SECOND: u32 = 100;
+/// Inbound burst allowed on top of the sustained rate.
+pub const DEFAULT_RATE_LIMIT_BURST: u32 = 200;
+/// How long a closing socket waits for the client's close reply (and for queued frames to
+/// drain) before the TCP connection is dropped.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long graceful shutdown waits for sockets to close and run `disconnect` (Daphne
+/// `--application-close-timeout`, 10 s).
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An inbound token bucket: `per_second` sustained, `burst` on top.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Tokens refilled per second.
+    pub per_second: NonZeroU32,
+    /// Bucket size.
+    pub burst: NonZeroU32,
+}
+
+impl RateLimit {
+    /// A limit of `per_second` sustained frames with bursts of `burst`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] if either is 0.
+    pub fn new(per_second: u32, burst: u32) -> Result<Self> {
+        match (NonZeroU32::new(per_second), NonZeroU32::new(burst)) {
+            (Some(per_second), Some(burst)) => Ok(RateLimit { per_second, burst }),
+            _ => Err(Error::new(
+                ErrorKind::Config,
+                "rate limit per_second and burst must be at least 1",
+            )),
+        }
+    }
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            per_second: NonZeroU32::new(DEFAULT_RATE_LIMIT_PER_SECOND).unwrap_or(NonZeroU32::MIN),
+            burst: NonZeroU32::new(DEFAULT_RATE_LIMIT_BURST).unwrap_or(NonZeroU32::MIN),
+        }
+    }
+}
+
+/// Configuration of the WebSocket server.
+///
+/// ```
+/// use std::time::Duration;
+/// use herald_server::ServerConfig;
+/// let config = ServerConfig::default()
+///     .with_ping_interval(Duration::from_secs(10))
+///     .with_allowed_origins(["example.com", ".example.org"]);
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// See [`DEFAULT_HANDSHAKE_TIMEOUT`].
+    pub handshake_timeout: Duration,
+    /// See [`DEFAULT_WEBSOCKET_TIMEOUT`]; `None` = unlimited (Daphne `-1`).
+    pub websocket_timeout: Option<Duration>,
+    /// See [`DEFAULT_PING_INTERVAL`].
+    pub ping_interval: Duration,
+    /// See [`DEFAULT_PING_TIMEOUT`].
+    pub ping_timeout: Duration,
+    /// See [`DEFAULT_MAX_MESSAGE_SIZE`]; `None` = unlimited (Daphne `0`).
+    pub max_message_size: Option<usize>,
+    /// See [`DEFAULT_MAX_FRAME_SIZE`]; `None` = unlimited (Daphne `0`).
+    pub max_frame_size: Option<usize>,
+    /// See [`DEFAULT_READ_BUFFER_SIZE`].
+    pub read_buffer_size: usize,
+    /// See [`DEFAULT_MAX_OUTBOUND_FRAMES`].
+    pub max_outbound_frames: NonZeroUsize,
+    /// Inbound rate limit; `None` disables it.
+    pub rate_limit: Option<RateLimit>,
+    /// Accepted sockets per authenticated user; `None` = unlimited. Excess handshakes get HTTP 429.
+    pub max_connections_per_user: Option<NonZeroUsize>,
+    /// Accepted sockets per client IP; `None` = unlimited. Excess handshakes get HTTP 429.
+    pub max_connections_per_ip: Option<NonZeroUsize>,
+    /// Origin patterns checked like Channels' `OriginValidator` (usually Django's
+    /// `ALLOWED_HOSTS`); `None` = no check, which is Daphne's own behaviour.
+    pub allowed_origins: Option<Vec<String>>,
+    /// See [`DEFAULT_CLOSE_TIMEOUT`].
+    pub close_timeout: Duration,
+    /// See [`DEFAULT_SHUTDOWN_TIMEOUT`].
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            websocket_timeout: Some(DEFAULT_WEBSOCKET_TIMEOUT),
+            ping_interval: DEFAULT_PING_INTERVAL,
+            ping_timeout: DEFAULT_PING_TIMEOUT,
+            max_message_size: Some(DEFAULT_MAX_MESSAGE_SIZE),
+            max_frame_size: Some(DEFAULT_MAX_FRAME_SIZE),
+            read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
+            max_outbound_frames: NonZeroUsize::new(DEFAULT_MAX_OUTBOUND_FRAMES)
+                .unwrap_or(NonZeroUsize::MIN),
+            rate_limit: Some(RateLimit::default()),
+            max_connections_per_user: None,
+            max_connections_per_ip: None,
+            allowed_origins: None,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Sets [`handshake_timeout`](Self::handshake_timeout).
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets [`websocket_timeout`](Self::websocket_timeout).
+    pub fn with_websocket_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.websocket_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ping_interval`](Self::ping_interval).
+    pub fn with_ping_interval(mut self, interval: Duration) -> Self {
+        self.ping_interval = interval;
+        self
+    }
+
+    /// Sets [`ping_timeout`](Self::ping_timeout).
+    pub fn with_ping_timeout(mut self, timeout: Duration) -> Self {
+        self.ping_timeout = timeout;
+        self
+    }
+
+    /// Sets [`max_message_size`](Self::max_message_size).
+    pub fn with_max_message_size(mut self, size: Option<usize>) -> Self {
+        self.max_message_size = size;
+        self
+    }
+
+    /// Sets [`max_frame_size`](Self::max_frame_size).
+    pub fn with_max_frame_size(mut self, size: Option<usize>) -> Self {
+        self.max_frame_size = size;
+        self
+    }
+
+    /// Sets [`read_buffer_size`](Self::read_buffer_size).
+    pub fn with_read_buffer_size(mut self, size: usize) -> Self {
+        self.read_buffer_size = size;
+        self
+    }
+
+    /// Sets [`max_outbound_frames`](Self::max_outbound_frames).
+    pub fn with_max_outbound_frames(mut self, frames: NonZeroUsize) -> Self {
+        self.max_outbound_frames = frames;
+        self
+    }
+
+    /// Sets [`rate_limit`](Self::rate_limit).
+    pub fn with_rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.rate_limit = limit;
+        self
+    }
+
+    /// Sets [`max_connections_per_user`](Self::max_connections_per_user).
+    pub fn with_max_connections_per_user(mut self, max: Option<NonZeroUsize>) -> Self {
+        self.max_connections_per_user = max;
+        self
+    }
+
+    /// Sets [`max_connections_per_ip`](Self::max_connections_per_ip).
+    pub fn with_max_connections_per_ip(mut self, max: Option<NonZeroUsize>) -> Self {
+        self.max_connections_per_ip = max;
+        self
+    }
+
+    /// Turns on origin checking with these patterns (see [`crate::origin`]).
+    pub fn with_allowed_origins<I, S>(mut self, patterns: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allowed_origins = Some(patterns.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Turns origin checking off (Daphne's behaviour without `OriginValidator`).
+    pub fn without_origin_check(mut self) -> Self {
+        self.allowed_origins = None;
+        self
+    }
+
+    /// Sets [`close_timeout`](Self::close_timeout).
+    pub fn with_close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// Sets [`shutdown_timeout`](Self::shutdown_timeout).
+    pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Checks the values.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] for a zero duration or size, a frame limit above the message limit,
+    /// or an empty origin pattern.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: &str| Err(Error::new(ErrorKind::Config, msg));
+        if self.handshake_timeout.is_zero() {
+            return bad("handshake_timeout must be positive");
+        }
+        if self.websocket_timeout.is_some_and(|t| t.is_zero()) {
+            return bad("websocket_timeout must be positive (use None for unlimited)");
+        }
+        if self.ping_interval.is_zero() || self.ping_timeout.is_zero() {
+            return bad("ping_interval and ping_timeout must be positive");
+        }
+        if self.max_message_size == Some(0) || self.max_frame_size == Some(0) {
+            return bad(
+                "max_message_size and max_frame_size must be positive (use None for unlimited)",
+            );
+        }
+        if let (Some(frame), Some(message)) = (self.max_frame_size, self.max_message_size)
+            && frame > message
+        {
+            return bad("max_frame_size must not exceed max_message_size");
+        }
+        if self.read_buffer_size < 128 {
+            return bad("read_buffer_size must be at least 128 bytes");
+        }
+        if self.close_timeout.is_zero() || self.shutdown_timeout.is_zero() {
+            return bad("close_timeout and shutdown_timeout must be positive");
+        }
+        if let Some(origins) = &self.allowed_origins
+            && origins.iter().any(|o| o.trim().is_empty())
+        {
+            return bad("allowed_origins must not contain empty patterns");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_daphne_and_validate() {
+        let c = ServerConfig::default();
+        assert_eq!(c.ping_interval, Duration::from_secs(20));
+        assert_eq!(c.ping_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_message_size, Some(1_048_576));
+        assert_eq!(c.max_frame_size, Some(1_048_576));
+        assert_eq!(c.handshake_timeout, Duration::from_secs(5));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn zero_ping_interval_is_rejected() {
+        let err = ServerConfig::default()
+            .with_ping_interval(Duration::ZERO)
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+    }
+
+    #[test]
+    fn frame_limit_above_message_limit_is_rejected() {
+        let err = ServerConfig::default()
+            .with_max_message_size(Some(10))
+            .with_max_frame_size(Some(20))
+            .validate()
+            .unwrap_err();
+        assert!(err.is_config());
+    }
+
+    #[test]
+    fn zero_rate_limit_is_rejected() {
+        assert!(RateLimit::new(0, 5).unwrap_err().is_config());
+        assert!(RateLimit::new(5, 0).unwrap_err().is_config());
+    }
+
+    #[test]
+    fn empty_origin_pattern_is_rejected() {
+        let err = ServerConfig::default()
+            .with_allowed_origins([""])
+            .validate()
+            .unwrap_err();
+        assert!(err.is_config());
+    }
+}

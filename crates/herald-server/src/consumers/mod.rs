@@ -1,0 +1,3 @@
+//! Ready-made consumers.
+
+pub mod tasks;

@@ -1,0 +1,324 @@
+//! [`Context`]: what a consumer can do — Channels' `self.accept()`, `self.send(...)`,
+//! `self.close(code)`, `self.channel_layer.group_*`, `self.channel_name` and `self.scope`.
+//!
+//! Sends never wait for the socket: frames go into a bounded per-socket queue that the
+//! runtime drains. A client that does not read lets the queue fill; the socket is then closed
+//! with [`CLOSE_SLOW_CONSUMER`](crate::CLOSE_SLOW_CONSUMER) and the rest of the server is
+//! unaffected.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use herald_core::{ChannelLayer, GroupSendReport, Message};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tracing::trace;
+
+use crate::app::AppInner;
+use crate::auth::{HandshakeRequest, Identity};
+use crate::consumer::handler_name;
+use crate::error::{Error, ErrorKind, Result};
+use crate::fanout::SharedText;
+use crate::pyjson;
+
+/// Close code sent when a socket's outbound queue overflows (the client reads too slowly).
+/// Herald-specific (4000–4999 is the application range); Daphne buffers without limit.
+pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+/// Close code sent when a client exceeds the inbound rate limit: 1008 "policy violation".
+pub const CLOSE_RATE_LIMITED: u16 = 1008;
+/// Close code for an oversized frame or message: 1009 "message too big".
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code for server shutdown: 1001 "going away".
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code when a consumer handler fails: 1011, as Daphne after accept.
+pub const CLOSE_INTERNAL_ERROR: u16 = 1011;
+/// Close code for a normal close and for `websocket_timeout` expiry (Daphne's default).
+pub const CLOSE_NORMAL: u16 = 1000;
+/// Code reported to `disconnect` when the connection dropped without a close frame.
+pub const CLOSE_ABNORMAL: u16 = 1006;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    Connecting,
+    Open,
+    /// The server decided to close with this code (frames queued before stay queued unless
+    /// the close is for a slow consumer).
+    Closing(u16),
+}
+
+/// A connection's handle to the socket and the channel layer, passed to every
+/// [`Consumer`](crate::Consumer) method.
+pub struct Context {
+    shared: Arc<AppInner>,
+    channel_name: String,
+    request: HandshakeRequest,
+    identity: Option<Identity>,
+    state: State,
+    subprotocol: Option<String>,
+    pub(crate) outbound: VecDeque<WsMessage>,
+    max_outbound: usize,
+    pub(crate) slow_consumer: bool,
+    groups: Vec<String>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("channel_name", &self.channel_name)
+            .field("path", &self.request.path())
+            .field("user", &self.identity.as_ref().map(|i| &i.username))
+            .field("state", &self.state)
+            .field("queued", &self.outbound.len())
+            .field("groups", &self.groups)
+            .finish()
+    }
+}
+
+impl Context {
+    pub(crate) fn new(
+        shared: Arc<AppInner>,
+        channel_name: String,
+        request: HandshakeRequest,
+        identity: Option<Identity>,
+    ) -> Self {
+        let max_outbound = shared.config.max_outbound_frames.get();
+        Context {
+            shared,
+            channel_name,
+            request,
+            identity,
+            state: State::Connecting,
+            subprotocol: None,
+            outbound: VecDeque::new(),
+            max_outbound,
+            slow_consumer: false,
+            groups: Vec::new(),
+        }
+    }
+
+    pub(crate) fn state(&self) -> State {
+        self.state
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<AppInner> {
+        &self.shared
+    }
+
+    pub(crate) fn subprotocol(&self) -> Option<&str> {
+        self.subprotocol.as_deref()
+    }
+
+    pub(crate) fn take_groups(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.groups)
+    }
+
+    /// Marks the socket as closing with `code` without going through the consumer.
+    pub(crate) fn force_close(&mut self, code: u16) {
+        if !matches!(self.state, State::Closing(_)) {
+            self.state = State::Closing(code);
+        }
+    }
+
+    /// This connection's channel name (`self.channel_name`), unique to the socket.
+    pub fn channel_name(&self) -> &str {
+        &self.channel_name
+    }
+
+    /// The authenticated user (`scope["user"]`), `None` if anonymous.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    /// The handshake request (`scope`: path, query string, headers, client address).
+    pub fn request(&self) -> &HandshakeRequest {
+        &self.request
+    }
+
+    /// The channel layer (`self.channel_layer`), for sends to other channels.
+    pub fn layer(&self) -> &Arc<dyn ChannelLayer> {
+        &self.shared.layer
+    }
+
+    /// True once [`accept`](Self::accept) has been called and the socket is not closing.
+    pub fn is_open(&self) -> bool {
+        self.state == State::Open
+    }
+
+    /// Accepts the WebSocket (`self.accept()`). Only meaningful in `connect`; later calls are
+    /// no-ops.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`] if [`close`](Self::close) was already called.
+    pub fn accept(&mut self) -> Result<()> {
+        match self.state {
+            State::Connecting => {
+                self.state = State::Open;
+                Ok(())
+            }
+            State::Open => Ok(()),
+            State::Closing(_) => Err(Error::new(ErrorKind::Closed, "accept after close")),
+        }
+    }
+
+    /// Accepts with a subprotocol (`self.accept(subprotocol)`); it must be one the client
+    /// offered in `Sec-WebSocket-Protocol`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Protocol`] if the client did not offer it; as [`accept`](Self::accept).
+    pub fn accept_subprotocol(&mut self, protocol: &str) -> Result<()> {
+        if !self.request.subprotocols().iter().any(|p| p == protocol) {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                "subprotocol was not offered by the client",
+            ));
+        }
+        self.accept()?;
+        self.subprotocol = Some(protocol.to_owned());
+        Ok(())
+    }
+
+    /// Closes the socket (`self.close(code)`); `None` sends 1000. Before accept, the handshake
+    /// is refused with HTTP 403, as Daphne does. Frames queued earlier are still delivered.
+    pub fn close(&mut self, code: Option<u16>) {
+        match self.state {
+            State::Connecting | State::Open => {
+                self.state = State::Closing(code.unwrap_or(CLOSE_NORMAL));
+            }
+            State::Closing(_) => {}
+        }
+    }
+
+    fn push(&mut self, frame: WsMessage) -> Result<()> {
+        match self.state {
+            State::Open => {}
+            State::Connecting => {
+                // Daphne: websocket.send before accept is a ValueError.
+                return Err(Error::new(ErrorKind::State, "send before accept"));
+            }
+            State::Closing(_) => return Err(Error::new(ErrorKind::Closed, "send after close")),
+        }
+        if self.outbound.len() >= self.max_outbound {
+            // The client is not reading: drop what is queued and close it as a slow consumer.
+            // Its backlog is its own; other sockets never wait for it.
+            self.slow_consumer = true;
+            self.outbound.clear();
+            self.state = State::Closing(CLOSE_SLOW_CONSUMER);
+            return Err(Error::new(
+                ErrorKind::Closed,
+                "outbound queue full: slow consumer",
+            ));
+        }
+        self.outbound.push_back(frame);
+        Ok(())
+    }
+
+    /// Queues a text frame (`self.send(text_data=...)`). An empty text is not sent, as in Daphne.
+    ///
+    /// # Errors
+    /// [`ErrorKind::State`] before accept; [`ErrorKind::Closed`] after close or when the queue
+    /// overflowed (the socket is then being closed with [`CLOSE_SLOW_CONSUMER`]).
+    pub fn send_text(&mut self, text: impl Into<SharedText>) -> Result<()> {
+        let text = text.into();
+        if text.is_empty() {
+            return Ok(());
+        }
+        trace!(bytes = text.len(), "queue text frame");
+        self.push(WsMessage::Text(text.into_inner()))
+    }
+
+    /// Queues a binary frame (`self.send(bytes_data=...)`). Empty bytes are not sent.
+    ///
+    /// # Errors
+    /// As [`send_text`](Self::send_text).
+    pub fn send_binary(&mut self, bytes: impl Into<Bytes>) -> Result<()> {
+        let bytes = bytes.into();
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.push(WsMessage::Binary(bytes))
+    }
+
+    /// Queues `json.dumps(value)` as a text frame (`send_json`), byte-for-byte what Python
+    /// writes (`", "`/`": "` separators, `\uXXXX` escapes).
+    ///
+    /// # Errors
+    /// As [`send_text`](Self::send_text).
+    pub fn send_json(&mut self, value: &serde_json::Value) -> Result<()> {
+        self.send_text(pyjson::dumps(value))
+    }
+
+    /// Forwards a layer message to the client as JSON with `type` in handler form
+    /// (`"user.message"` → `"user_message"`) and every other field unchanged and in order —
+    /// what `await self.send(text_data=json.dumps({**event, "type": ...}))` produces.
+    ///
+    /// When the same message fans out to many sockets it is encoded once and the bytes are
+    /// shared.
+    ///
+    /// # Errors
+    /// As [`send_text`](Self::send_text); [`ErrorKind::Serialization`] if it has no string `type`.
+    pub fn forward_json(&mut self, message: &Message) -> Result<()> {
+        let Some(handler) = message.msg_type().and_then(handler_name) else {
+            return Err(Error::new(
+                ErrorKind::Serialization,
+                "layer message has no valid type",
+            ));
+        };
+        let text = self.shared.fanout.get_or_encode(message, |m| {
+            let mut out = String::with_capacity(128);
+            pyjson::write_map(&mut out, m.map(), Some(&handler));
+            out
+        });
+        self.send_text(text)
+    }
+
+    /// Adds this socket to `group` (`channel_layer.group_add(group, self.channel_name)`).
+    /// Memberships made here are discarded automatically when the socket ends.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidName`] for a name Channels would refuse; [`ErrorKind::Layer`].
+    pub async fn group_add(&mut self, group: &str) -> Result<()> {
+        self.shared
+            .layer
+            .group_add(group, &self.channel_name)
+            .await?;
+        if !self.groups.iter().any(|g| g == group) {
+            self.groups.push(group.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Removes this socket from `group`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidName`]; [`ErrorKind::Layer`].
+    pub async fn group_discard(&mut self, group: &str) -> Result<()> {
+        self.shared
+            .layer
+            .group_discard(group, &self.channel_name)
+            .await?;
+        self.groups.retain(|g| g != group);
+        Ok(())
+    }
+
+    /// Sends `message` to every member of `group` (`channel_layer.group_send`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidName`]; [`ErrorKind::Layer`].
+    pub async fn group_send(&self, group: &str, message: Message) -> Result<GroupSendReport> {
+        Ok(self.shared.layer.group_send(group, message).await?)
+    }
+
+    /// The groups this socket joined through this context, in join order.
+    pub fn groups(&self) -> &[String] {
+        &self.groups
+    }
+}
+
+pub(crate) fn close_frame(code: u16) -> WsMessage {
+    WsMessage::Close(Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: "".into(),
+    }))
+}

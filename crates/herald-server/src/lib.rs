@@ -1,0 +1,119 @@
+//! Herald's WebSocket server and consumer runtime: what Daphne + Channels' consumers do for a
+//! Django app, in Rust, on any [`ChannelLayer`](herald_core::ChannelLayer).
+//!
+//! You write a [`Consumer`] the way you write an `AsyncWebsocketConsumer` (`connect`,
+//! `receive`, `disconnect`, one handler per layer message type), register it on a path of an
+//! [`App`], and [`serve`] the app on a bound listener. The guide's `/ws/tasks/` consumer ships
+//! as [`TasksConsumer`].
+//!
+//! ```
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use futures_util::StreamExt;
+//! use herald_core::{ChannelLayer, InMemoryLayer, messaging};
+//! use herald_server::{App, Identity, ServerConfig, StaticTokenAuthenticator, TasksConsumer};
+//!
+//! let layer: Arc<dyn ChannelLayer> = Arc::new(InMemoryLayer::new(Default::default()).unwrap());
+//! let app = App::builder()
+//!     .layer(Arc::clone(&layer))
+//!     .authenticator(StaticTokenAuthenticator::new().with_token("t0k", Identity::new("amadmin", "1")))
+//!     .config(ServerConfig::default())
+//!     .route("/ws/tasks/", TasksConsumer::default)
+//!     .build()
+//!     .unwrap();
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! let addr = listener.local_addr().unwrap();
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let server = tokio::spawn(herald_server::serve(listener, app, async { stopped.await.ok(); }));
+//!
+//! let url = format!("ws://{addr}/ws/tasks/?token=t0k");
+//! let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+//! // Connected means `user_amadmin` has a member: what `ws_send_message('amadmin', ...)` does.
+//! let msg = messaging::user_message("amadmin", "Your report is ready!", None);
+//! layer.group_send("user_amadmin", msg).await.unwrap();
+//! let frame = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+//! assert!(frame.to_text().unwrap().starts_with(r#"{"type": "user_message", "username": "amadmin""#));
+//!
+//! stop.send(()).unwrap();
+//! tokio::time::timeout(Duration::from_secs(10), server).await.unwrap().unwrap().unwrap();
+//! # });
+//! ```
+//!
+//! # Layout
+//! * [`config`] — [`ServerConfig`]: Daphne's knobs and defaults (ping 20 s/30 s, 1 MiB
+//!   frames, 5 s handshake) plus Herald's limits (queue, rate, caps).
+//! * [`error`] — the one opaque [`Error`] with [`ErrorKind`].
+//! * `server` — [`serve`]: the accept loop on hyper 1, one task per TCP connection.
+//! * `upgrade` — the only code touching hyper upgrades and the tungstenite handshake.
+//! * `routing` — path → WebSocket route, `/healthz`, `/metrics`, 404.
+//! * `app` — [`App`]/[`AppBuilder`] and [`App::connect`], the socket-independent handshake
+//!   (route, origin, auth, caps, `connect`).
+//! * [`consumer`] — the [`Consumer`] trait and Channels' type → handler dispatch.
+//! * [`context`] — [`Context`]: accept, send, close, groups, identity, request.
+//! * `runtime` — [`Connection::run`]: the per-connection `select!` loop and close sequence.
+//! * [`shutdown`] — the shutdown signal and the drain tracker.
+//! * [`metrics`] — atomic counters, Prometheus text, and the [`MetricsSource`] hook.
+//! * [`auth`] — [`HandshakeRequest`], [`Identity`], the [`Authenticator`] hook and two real
+//!   implementations.
+//! * [`origin`] — Channels' `OriginValidator` rules.
+//! * `limits` — the inbound token bucket and per-user / per-IP caps.
+//! * `fanout` — [`SharedText`] and encode-once fan-out.
+//! * `pyjson` — JSON written byte-for-byte like Python's `json.dumps`.
+//! * [`consumers`] — ready-made consumers: [`TasksConsumer`] for the guide's `/ws/tasks/`.
+//!
+//! # Close codes
+//! | code | when |
+//! |------|------|
+//! | 1000 | consumer `close()` without a code; `websocket_timeout` expired (Daphne) |
+//! | 1001 | server shutdown |
+//! | 1008 | [`CLOSE_RATE_LIMITED`]: inbound rate limit exceeded |
+//! | 1009 | [`CLOSE_TOO_BIG`]: frame or message over `max_frame_size` / `max_message_size` |
+//! | 1011 | a consumer handler or the layer failed after accept (Daphne) |
+//! | 4008 | [`CLOSE_SLOW_CONSUMER`]: the client did not read and its outbound queue overflowed |
+//!
+//! A missed pong drops the TCP connection without a close frame (autobahn's behaviour), so
+//! clients and `disconnect` see 1006. Before accept, refusals are HTTP statuses: 403 (origin,
+//! consumer closed, handshake timeout — as Daphne), 404, 429 (caps), 500 (auth backend or
+//! `connect` failed).
+
+pub mod auth;
+pub mod config;
+pub mod consumer;
+pub mod consumers;
+pub mod context;
+pub mod error;
+pub mod metrics;
+pub mod origin;
+pub mod shutdown;
+
+mod app;
+mod fanout;
+mod limits;
+mod pyjson;
+mod routing;
+mod runtime;
+mod server;
+mod upgrade;
+
+pub use app::{App, AppBuilder, Handshake, Rejection};
+pub use auth::{
+    AnonymousAuthenticator, AuthError, Authenticator, HandshakeRequest, Identity,
+    StaticTokenAuthenticator, TrustedHeaderAuthenticator,
+};
+pub use config::{RateLimit, ServerConfig};
+pub use consumer::{Consumer, ConsumerFactory, Frame, Handled, handler_name};
+pub use consumers::tasks::TasksConsumer;
+pub use context::{
+    CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_RATE_LIMITED,
+    CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG, Context,
+};
+pub use error::{Error, ErrorKind, Result};
+pub use fanout::SharedText;
+pub use metrics::{DropReason, Metrics, MetricsSource};
+pub use routing::{HEALTHZ_PATH, METRICS_PATH};
+pub use runtime::{CloseReason, Closed, Connection};
+pub use server::serve;
+/// The WebSocket library used for frames; [`Connection::run`] takes its message type.
+pub use tokio_tungstenite::tungstenite;

@@ -1,0 +1,37 @@
+//! Path → target: the WebSocket routes registered on the [`App`](crate::App), plus the
+//! built-in `/healthz` and `/metrics` (Prometheus text exposition); 404 otherwise.
+//!
+//! Routes match the request path exactly, like a Channels `URLRouter` entry
+//! `path("ws/tasks/", ...)` (Channels strips the leading `/`; Herald keeps it in both).
+
+use std::sync::Arc;
+
+use crate::app::AppInner;
+use crate::consumer::ConsumerFactory;
+
+/// Liveness endpoint: `200 ok`.
+pub const HEALTHZ_PATH: &str = "/healthz";
+/// Prometheus text exposition of the server's counters.
+pub const METRICS_PATH: &str = "/metrics";
+
+pub(crate) enum Target {
+    Health,
+    Metrics,
+    WebSocket(Arc<dyn ConsumerFactory>),
+    NotFound,
+}
+
+pub(crate) fn is_reserved(path: &str) -> bool {
+    path == HEALTHZ_PATH || path == METRICS_PATH
+}
+
+pub(crate) fn resolve(app: &AppInner, path: &str) -> Target {
+    match path {
+        HEALTHZ_PATH => Target::Health,
+        METRICS_PATH => Target::Metrics,
+        _ => app
+            .routes
+            .get(path)
+            .map_or(Target::NotFound, |f| Target::WebSocket(Arc::clone(f))),
+    }
+}

@@ -1,0 +1,477 @@
+//! The per-connection task: one `select!` loop over shutdown, outbound writes, client frames,
+//! layer messages and timers, then the close sequence (close frame, `disconnect`, group
+//! cleanup).
+//!
+//! The loop is generic over any `Sink`/`Stream` of tungstenite messages, so consumers are
+//! tested over in-memory channels; the server passes the two halves of a
+//! `tokio_tungstenite::WebSocketStream`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, ready};
+
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use herald_core::{ChannelLayer, Message};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+use tracing::{Instrument, debug, info_span, trace, warn};
+
+use crate::app::discard_all;
+use crate::consumer::{Consumer, Frame, Handled, handler_name};
+use crate::context::{
+    CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_RATE_LIMITED,
+    CLOSE_TOO_BIG, Context, State, close_frame,
+};
+use crate::fanout::SharedText;
+use crate::limits::{CapPermit, TokenBucket};
+use crate::metrics::{DropReason, Metrics};
+use crate::shutdown::ShutdownSignal;
+
+/// Frames handed to tungstenite between flushes; bounds its internal write buffer.
+const WRITE_BATCH: usize = 16;
+
+/// An accepted connection waiting for its socket. Made by [`App::connect`](crate::App::connect).
+pub struct Connection {
+    consumer: Box<dyn Consumer>,
+    ctx: Context,
+    _permit: crate::limits::CapPermit,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("ctx", &self.ctx)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The client sent a close frame.
+    ClientClosed,
+    /// The consumer called [`Context::close`].
+    ConsumerClosed,
+    /// Server shutdown (close code 1001).
+    Shutdown,
+    /// The outbound queue overflowed ([`CLOSE_SLOW_CONSUMER`](crate::CLOSE_SLOW_CONSUMER)).
+    SlowConsumer,
+    /// The inbound rate limit was exceeded ([`CLOSE_RATE_LIMITED`](crate::CLOSE_RATE_LIMITED)).
+    RateLimited,
+    /// A frame or message exceeded the size limits (1009).
+    TooBig,
+    /// No pong arrived within `ping_timeout`; the TCP connection was dropped.
+    PingTimeout,
+    /// `websocket_timeout` elapsed (1000).
+    Lifetime,
+    /// A consumer handler returned an error (1011).
+    HandlerError,
+    /// The channel layer failed while receiving (1011).
+    LayerError,
+    /// The connection dropped without a close handshake (1006).
+    Dropped,
+}
+
+/// How a connection ended: the reason and the code passed to `disconnect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Closed {
+    /// Why it ended.
+    pub reason: CloseReason,
+    /// The code given to [`Consumer::disconnect`].
+    pub code: Option<u16>,
+}
+
+enum Ending {
+    /// The server closes with `code`; `read_reply` is false when the read side is unusable.
+    Close {
+        code: u16,
+        reason: CloseReason,
+        read_reply: bool,
+    },
+    /// The client sent a close frame (its code, `None` if it had none).
+    ClientClosed(Option<u16>),
+    /// No close handshake possible.
+    Dropped(CloseReason),
+}
+
+type LayerRecv = Pin<Box<dyn Future<Output = herald_core::Result<Message>> + Send>>;
+
+fn layer_recv(layer: &Arc<dyn ChannelLayer>, channel: &Arc<str>) -> LayerRecv {
+    let layer = Arc::clone(layer);
+    let channel = Arc::clone(channel);
+    // Kept alive across loop iterations: `receive` is cancel-safe, but re-creating it for
+    // every select! round would allocate and re-register a waiter each time.
+    Box::pin(async move { layer.receive(&channel).await })
+}
+
+/// Writes queued frames: `poll_ready` before taking a frame from the queue, so a frame leaves
+/// the queue only when the sink has room for it (nothing is lost if this future is dropped).
+fn drive_writes<Si>(
+    sink: &mut Si,
+    queue: &mut std::collections::VecDeque<WsMessage>,
+    needs_flush: &mut bool,
+    metrics: &Metrics,
+    cx: &mut TaskContext<'_>,
+) -> Poll<Result<(), WsError>>
+where
+    Si: Sink<WsMessage, Error = WsError> + Unpin,
+{
+    let mut batch = 0;
+    while !queue.is_empty() {
+        if batch == WRITE_BATCH {
+            ready!(Pin::new(&mut *sink).poll_flush(cx))?;
+            *needs_flush = false;
+            batch = 0;
+        }
+        ready!(Pin::new(&mut *sink).poll_ready(cx))?;
+        let Some(frame) = queue.pop_front() else {
+            break;
+        };
+        if frame.is_text() || frame.is_binary() {
+            Metrics::incr(&metrics.frames_out);
+            trace!(bytes = frame.len(), "write frame");
+        }
+        Pin::new(&mut *sink).start_send(frame)?;
+        *needs_flush = true;
+        batch += 1;
+    }
+    if *needs_flush {
+        ready!(Pin::new(&mut *sink).poll_flush(cx))?;
+        *needs_flush = false;
+    }
+    Poll::Ready(Ok(()))
+}
+
+/// Decrements `connections_current` however the task ends.
+struct LiveGuard<'a>(&'a Metrics);
+
+impl Drop for LiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0
+            .connections_current
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Connection {
+    pub(crate) fn new(consumer: Box<dyn Consumer>, ctx: Context, permit: CapPermit) -> Self {
+        Connection {
+            consumer,
+            ctx,
+            _permit: permit,
+        }
+    }
+
+    /// The subprotocol the consumer accepted, for the `Sec-WebSocket-Protocol` response header.
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.ctx.subprotocol()
+    }
+
+    /// The connection's channel name.
+    pub fn channel_name(&self) -> &str {
+        self.ctx.channel_name()
+    }
+
+    /// Ends a connection whose socket never materialised (the upgrade failed): runs
+    /// `disconnect(1006)` and discards its groups.
+    pub async fn abandon(mut self) {
+        if let Err(err) = self
+            .consumer
+            .disconnect(&mut self.ctx, Some(CLOSE_ABNORMAL))
+            .await
+        {
+            warn!(error = %err, "consumer disconnect failed");
+        }
+        discard_all(&mut self.ctx).await;
+    }
+
+    /// Runs the connection until it closes: client frames go to [`Consumer::receive`], layer
+    /// messages to [`Consumer::handle`], queued frames to the client; then `disconnect` runs
+    /// and every group joined through the [`Context`] is discarded.
+    ///
+    /// `sink`/`stream` are usually the halves of a `WebSocketStream`; tests pass channels.
+    /// The sink must answer pings itself (tungstenite does) — the runtime only flushes.
+    pub async fn run<Si, St>(self, sink: Si, stream: St, shutdown: ShutdownSignal) -> Closed
+    where
+        Si: Sink<WsMessage, Error = WsError> + Unpin + Send,
+        St: Stream<Item = Result<WsMessage, WsError>> + Unpin + Send,
+    {
+        let span = info_span!(
+            "ws.connection",
+            peer = ?self.ctx.request().client(),
+            path = %self.ctx.request().path(),
+            channel = %self.ctx.channel_name(),
+        );
+        self.run_inner(sink, stream, shutdown)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_inner<Si, St>(
+        mut self,
+        mut sink: Si,
+        mut stream: St,
+        mut shutdown: ShutdownSignal,
+    ) -> Closed
+    where
+        Si: Sink<WsMessage, Error = WsError> + Unpin + Send,
+        St: Stream<Item = Result<WsMessage, WsError>> + Unpin + Send,
+    {
+        let shared = Arc::clone(self.ctx.shared());
+        let config = &shared.config;
+        let metrics = &shared.metrics;
+        Metrics::incr(&metrics.connections_total);
+        Metrics::incr(&metrics.connections_current);
+        let _live = LiveGuard(metrics);
+        debug!("websocket accepted");
+
+        let channel: Arc<str> = Arc::from(self.ctx.channel_name());
+        let mut layer_rx = layer_recv(&shared.layer, &channel);
+        let start = Instant::now();
+        let mut bucket = config.rate_limit.map(|l| TokenBucket::new(l, start));
+        let lifetime_deadline = config.websocket_timeout.map(|t| start + t);
+        let mut last_seen = start;
+        let mut ping_sent: Option<Instant> = None;
+        let next_deadline = |last_seen: Instant, ping_sent: Option<Instant>| {
+            let keepalive = match ping_sent {
+                Some(sent) => sent + config.ping_timeout,
+                None => last_seen + config.ping_interval,
+            };
+            lifetime_deadline.map_or(keepalive, |l| l.min(keepalive))
+        };
+        let timer = tokio::time::sleep_until(next_deadline(last_seen, ping_sent));
+        tokio::pin!(timer);
+        let mut needs_flush = false;
+        // Reason for a server-initiated close decided by the runtime (not the consumer).
+        let mut forced: Option<CloseReason> = None;
+
+        let ending = loop {
+            if let State::Closing(code) = self.ctx.state() {
+                let reason = if self.ctx.slow_consumer {
+                    Metrics::incr(&metrics.slow_consumer_closes);
+                    debug!("slow consumer: outbound queue full");
+                    CloseReason::SlowConsumer
+                } else {
+                    forced.unwrap_or(CloseReason::ConsumerClosed)
+                };
+                break Ending::Close {
+                    code,
+                    reason,
+                    read_reply: reason != CloseReason::TooBig,
+                };
+            }
+            let has_output = !self.ctx.outbound.is_empty() || needs_flush;
+            let outbound = &mut self.ctx.outbound;
+
+            // Branch order matters (biased):
+            // 1. shutdown first, so a draining server starts no new work on this socket;
+            // 2. writes before reads: draining the queue is what makes room, and a socket that
+            //    keeps reading without writing would overflow its queue spuriously;
+            // 3. client frames before layer messages, so a busy group cannot starve the
+            //    client's close or pong (the layer buffers, capacity-bounded, meanwhile);
+            // 4. timers last: they only matter when nothing else is ready.
+            tokio::select! {
+                biased;
+
+                () = shutdown.wait() => {
+                    forced = Some(CloseReason::Shutdown);
+                    self.ctx.force_close(CLOSE_GOING_AWAY);
+                }
+
+                res = std::future::poll_fn(|cx| {
+                    drive_writes(&mut sink, outbound, &mut needs_flush, metrics, cx)
+                }), if has_output => {
+                    if let Err(err) = res {
+                        debug!(error = %err, "write failed");
+                        break Ending::Dropped(CloseReason::Dropped);
+                    }
+                }
+
+                frame = stream.next() => {
+                    let msg = match frame {
+                        None => break Ending::Dropped(CloseReason::Dropped),
+                        Some(Err(WsError::Capacity(err))) => {
+                            debug!(error = %err, "frame too big");
+                            Metrics::incr(&metrics.oversize_closes);
+                            forced = Some(CloseReason::TooBig);
+                            self.ctx.force_close(CLOSE_TOO_BIG);
+                            continue;
+                        }
+                        Some(Err(err)) => {
+                            debug!(error = %err, "read failed");
+                            break Ending::Dropped(CloseReason::Dropped);
+                        }
+                        Some(Ok(msg)) => msg,
+                    };
+                    last_seen = Instant::now();
+                    ping_sent = None;
+                    let frame = match msg {
+                        WsMessage::Text(text) => Frame::Text(SharedText::from_inner(text)),
+                        WsMessage::Binary(bytes) => Frame::Binary(bytes),
+                        WsMessage::Ping(_) => {
+                            // tungstenite queued the pong; make sure it gets flushed.
+                            needs_flush = true;
+                            continue;
+                        }
+                        WsMessage::Pong(_) | WsMessage::Frame(_) => continue,
+                        WsMessage::Close(close) => {
+                            // tungstenite queued the close reply; flushed in the close sequence.
+                            break Ending::ClientClosed(close.map(|c| u16::from(c.code)));
+                        }
+                    };
+                    Metrics::incr(&metrics.frames_in);
+                    if let Some(bucket) = bucket.as_mut()
+                        && !bucket.try_take(last_seen)
+                    {
+                        Metrics::incr(&metrics.rate_limit_closes);
+                        debug!("inbound rate limit exceeded");
+                        forced = Some(CloseReason::RateLimited);
+                        self.ctx.force_close(CLOSE_RATE_LIMITED);
+                        continue;
+                    }
+                    if let Err(err) = self.consumer.receive(&mut self.ctx, frame).await
+                        && !self.ctx.slow_consumer
+                    {
+                        Metrics::incr(&metrics.handler_errors);
+                        warn!(error = %err, "consumer receive failed");
+                        forced = Some(CloseReason::HandlerError);
+                        self.ctx.force_close(CLOSE_INTERNAL_ERROR);
+                    }
+                }
+
+                received = &mut layer_rx => {
+                    layer_rx = layer_recv(&shared.layer, &channel);
+                    match received {
+                        Ok(message) => {
+                            self.dispatch(message, metrics, &mut forced).await;
+                        }
+                        Err(err) => {
+                            warn!(error = %err, "channel layer receive failed");
+                            forced = Some(CloseReason::LayerError);
+                            self.ctx.force_close(CLOSE_INTERNAL_ERROR);
+                        }
+                    }
+                }
+
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if lifetime_deadline.is_some_and(|d| now >= d) {
+                        forced = Some(CloseReason::Lifetime);
+                        self.ctx.force_close(CLOSE_NORMAL);
+                    } else if let Some(sent) = ping_sent {
+                        if now >= sent + config.ping_timeout {
+                            // autobahn's autoPingTimeout drops the connection without a close
+                            // handshake; so do we (disconnect sees 1006).
+                            Metrics::incr(&metrics.ping_timeouts);
+                            debug!("ping timeout");
+                            break Ending::Dropped(CloseReason::PingTimeout);
+                        }
+                    } else if now >= last_seen + config.ping_interval {
+                        self.ctx.outbound.push_back(WsMessage::Ping(Default::default()));
+                        ping_sent = Some(now);
+                    }
+                    timer.as_mut().reset(next_deadline(last_seen, ping_sent));
+                }
+            }
+        };
+        drop(layer_rx);
+
+        let closed = match ending {
+            Ending::Close {
+                code,
+                reason,
+                read_reply,
+            } => {
+                self.ctx.outbound.push_back(close_frame(code));
+                let flush_and_wait = async {
+                    let flushed = std::future::poll_fn(|cx| {
+                        drive_writes(
+                            &mut sink,
+                            &mut self.ctx.outbound,
+                            &mut needs_flush,
+                            metrics,
+                            cx,
+                        )
+                    })
+                    .await;
+                    if flushed.is_ok() && read_reply {
+                        // Wait for the client's close reply (data frames after our close are
+                        // ignored, as RFC 6455 allows).
+                        while let Some(Ok(msg)) = stream.next().await {
+                            if msg.is_close() {
+                                break;
+                            }
+                        }
+                    }
+                };
+                if tokio::time::timeout(config.close_timeout, flush_and_wait)
+                    .await
+                    .is_err()
+                {
+                    debug!("close handshake timed out");
+                }
+                Closed {
+                    reason,
+                    code: Some(code),
+                }
+            }
+            Ending::ClientClosed(code) => {
+                // Data queued after the client's close can no longer be sent.
+                self.ctx.outbound.clear();
+                let _ = tokio::time::timeout(config.close_timeout, sink.flush()).await;
+                Closed {
+                    reason: CloseReason::ClientClosed,
+                    code,
+                }
+            }
+            Ending::Dropped(reason) => Closed {
+                reason,
+                code: Some(CLOSE_ABNORMAL),
+            },
+        };
+        drop(sink);
+        drop(stream);
+        if let Err(err) = self.consumer.disconnect(&mut self.ctx, closed.code).await {
+            warn!(error = %err, "consumer disconnect failed");
+        }
+        discard_all(&mut self.ctx).await;
+        debug!(reason = ?closed.reason, code = ?closed.code, "websocket closed");
+        closed
+    }
+
+    /// Channels' dispatch: `type` → handler name → [`Consumer::handle`].
+    async fn dispatch(
+        &mut self,
+        message: Message,
+        metrics: &Metrics,
+        forced: &mut Option<CloseReason>,
+    ) {
+        let Some(msg_type) = message.msg_type() else {
+            metrics.inc_drop(DropReason::MissingType);
+            debug!("layer message without type dropped");
+            return;
+        };
+        let Some(handler) = handler_name(msg_type) else {
+            metrics.inc_drop(DropReason::MalformedType);
+            debug!(msg_type, "layer message with malformed type dropped");
+            return;
+        };
+        match self.consumer.handle(&mut self.ctx, &handler, message).await {
+            Ok(Handled::Yes) => {}
+            Ok(Handled::No) => {
+                metrics.inc_drop(DropReason::UnknownType);
+                debug!(handler = %handler, "no handler for layer message type; dropped");
+            }
+            Err(_) if self.ctx.slow_consumer => {}
+            Err(err) => {
+                Metrics::incr(&metrics.handler_errors);
+                warn!(error = %err, handler = %handler, "consumer handler failed");
+                *forced = Some(CloseReason::HandlerError);
+                self.ctx.force_close(CLOSE_INTERNAL_ERROR);
+            }
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! HTTP request handling, and the only place that touches hyper upgrades and the WebSocket
+//! handshake: validate the upgrade request, run [`App::connect`], answer 101 (or the
+//! rejection status), then wrap the upgraded I/O in a `tokio_tungstenite::WebSocketStream`
+//! tuned so an idle socket is cheap.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tracing::{debug, warn};
+
+use crate::app::{App, Handshake, Rejection};
+use crate::auth::HandshakeRequest;
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use crate::routing::{self, Target};
+use crate::shutdown::{ShutdownSignal, TaskToken};
+
+pub(crate) type Body = Full<Bytes>;
+
+/// tungstenite buffers writes up to this many bytes before writing to the socket; the runtime
+/// flushes after every batch anyway, so this only coalesces small frames.
+const WRITE_BUFFER_SIZE: usize = 4 * 1024;
+
+/// The tungstenite settings for a server socket.
+fn ws_config(config: &ServerConfig) -> WebSocketConfig {
+    WebSocketConfig::default()
+        // Allocated per socket up front: small keeps idle sockets cheap; it grows on demand
+        // while a large frame is read.
+        .read_buffer_size(config.read_buffer_size)
+        .write_buffer_size(WRITE_BUFFER_SIZE)
+        // Frames are bounded by the runtime's outbound queue, not by tungstenite.
+        .max_write_buffer_size(usize::MAX)
+        .max_message_size(config.max_message_size)
+        .max_frame_size(config.max_frame_size)
+}
+
+fn text_response(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn rejection_response(rejection: Rejection) -> Response<Body> {
+    let status = StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::FORBIDDEN);
+    let body = match rejection {
+        Rejection::NotFound => "Not Found\n",
+        Rejection::Origin | Rejection::Denied | Rejection::Timeout => "Access denied\n",
+        Rejection::AuthError | Rejection::ConsumerError => "Internal Server Error\n",
+        Rejection::ConnectionLimit => "Too Many Connections\n",
+        Rejection::UnsupportedVersion => "Unsupported WebSocket version\n",
+        _ => "Bad Request\n",
+    };
+    let mut resp = text_response(status, body);
+    if rejection == Rejection::UnsupportedVersion {
+        resp.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+    }
+    resp
+}
+
+fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
+    req.headers().get_all(name).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|part| part.trim().eq_ignore_ascii_case(token))
+        })
+    })
+}
+
+/// Checks the RFC 6455 handshake fields; returns the client's key.
+fn validate_upgrade(req: &Request<Incoming>) -> Result<HeaderValue, Rejection> {
+    if req.method() != Method::GET
+        || !header_has_token(req, header::UPGRADE, "websocket")
+        || !header_has_token(req, header::CONNECTION, "upgrade")
+    {
+        return Err(Rejection::BadRequest);
+    }
+    if req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err(Rejection::UnsupportedVersion);
+    }
+    match req.headers().get(header::SEC_WEBSOCKET_KEY) {
+        Some(key) if !key.is_empty() => Ok(key.clone()),
+        _ => Err(Rejection::BadRequest),
+    }
+}
+
+fn is_upgrade_request(req: &Request<Incoming>) -> bool {
+    req.headers().contains_key(header::UPGRADE)
+}
+
+/// Everything one HTTP request needs from its connection.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnInfo {
+    pub(crate) app: App,
+    pub(crate) peer: SocketAddr,
+    pub(crate) local: SocketAddr,
+    pub(crate) shutdown: ShutdownSignal,
+    pub(crate) token: Option<TaskToken>,
+}
+
+/// hyper service: `/healthz`, `/metrics`, WebSocket routes, 404.
+pub(crate) async fn handle_request(
+    req: Request<Incoming>,
+    info: ConnInfo,
+) -> Result<Response<Body>, Infallible> {
+    let target = routing::resolve(&info.app.inner, req.uri().path());
+    let resp = match target {
+        Target::Health => text_response(StatusCode::OK, "ok\n"),
+        Target::Metrics => {
+            let mut resp = Response::new(Full::new(Bytes::from(info.app.render_metrics())));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            resp
+        }
+        Target::NotFound if !is_upgrade_request(&req) => {
+            text_response(StatusCode::NOT_FOUND, "Not Found\n")
+        }
+        Target::WebSocket(_) if !is_upgrade_request(&req) => text_response(
+            StatusCode::UPGRADE_REQUIRED,
+            "This path only serves WebSocket connections\n",
+        ),
+        Target::NotFound | Target::WebSocket(_) => websocket(req, info).await,
+    };
+    Ok(resp)
+}
+
+async fn websocket(mut req: Request<Incoming>, info: ConnInfo) -> Response<Body> {
+    let metrics = &info.app.inner.metrics;
+    let key = match validate_upgrade(&req) {
+        Ok(key) => key,
+        Err(rejection) => {
+            Metrics::incr(&metrics.handshakes_rejected);
+            return rejection_response(rejection);
+        }
+    };
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
+    let request = HandshakeRequest::new(&path_and_query)
+        .with_headers(req.headers().clone())
+        .with_client(info.peer)
+        .with_server(info.local);
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    drop(req);
+
+    let connection = match info.app.connect(request).await {
+        Ok(Handshake::Accepted(connection)) => connection,
+        Ok(Handshake::Rejected(rejection)) => {
+            debug!(status = rejection.status(), reason = ?rejection, "handshake refused");
+            return rejection_response(rejection);
+        }
+        Err(err) => {
+            warn!(error = %err, "handshake failed");
+            Metrics::incr(&metrics.handshakes_rejected);
+            return rejection_response(Rejection::ConsumerError);
+        }
+    };
+
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = resp.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if let Some(protocol) = connection.subprotocol()
+        && let Ok(value) = HeaderValue::from_str(protocol)
+    {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+    }
+
+    let ConnInfo {
+        app,
+        shutdown,
+        token,
+        ..
+    } = info;
+    tokio::spawn(async move {
+        // Held until the socket's task ends, so `serve` waits for it on shutdown.
+        let _token = token;
+        let config = app.config();
+        match tokio::time::timeout(config.handshake_timeout, on_upgrade).await {
+            Ok(Ok(upgraded)) => {
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(ws_config(config)),
+                )
+                .await;
+                let (sink, stream) = ws.split();
+                connection.run(sink, stream, shutdown).await;
+            }
+            Ok(Err(err)) => {
+                debug!(error = %err, "upgrade failed");
+                connection.abandon().await;
+            }
+            Err(_) => {
+                debug!("upgrade timed out");
+                connection.abandon().await;
+            }
+        }
+    });
+    resp
+}
