@@ -21,9 +21,11 @@ struct PgDatabase {
 
 impl PgDatabase {
     async fn create() -> Option<PgDatabase> {
-        let connected =
-            tokio::time::timeout(TIMEOUT, tokio_postgres::connect(ADMIN_URL, tokio_postgres::NoTls))
-                .await;
+        let connected = tokio::time::timeout(
+            TIMEOUT,
+            tokio_postgres::connect(ADMIN_URL, tokio_postgres::NoTls),
+        )
+        .await;
         let (client, connection) = match connected {
             Ok(Ok(pair)) => pair,
             other => {
@@ -44,10 +46,13 @@ impl PgDatabase {
         };
         let task = tokio::spawn(connection);
         let name = unique("herald_django_test");
-        tokio::time::timeout(TIMEOUT, client.batch_execute(&format!("CREATE DATABASE {name}")))
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(
+            TIMEOUT,
+            client.batch_execute(&format!("CREATE DATABASE {name}")),
+        )
+        .await
+        .unwrap()
+        .unwrap();
         drop(client);
         let _ = task.await;
         Some(PgDatabase { name })
@@ -116,7 +121,9 @@ scenario_tests!(
 /// and garbage must be "no such user", not an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odd_user_ids_find_no_user_on_an_integer_key() {
-    let Some((db, site)) = site().await else { return };
+    let Some((db, site)) = site().await else {
+        return;
+    };
     let f = site.django.fixture(&[]).await;
     let (client, connection) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls)
         .await
@@ -129,7 +136,10 @@ async fn odd_user_ids_find_no_user_on_an_integer_key() {
         .as_secs() as i64;
     let cases = [
         (serde_json::json!("not-a-number"), Refusal::UserNotFound),
-        (serde_json::json!("99999999999999999999"), Refusal::UserNotFound),
+        (
+            serde_json::json!("99999999999999999999"),
+            Refusal::UserNotFound,
+        ),
         (serde_json::json!("424242"), Refusal::UserNotFound),
         // The real user by number: found, then the fake hash fails.
         (
@@ -186,7 +196,9 @@ async fn unreachable_postgres_is_an_error() {
 /// After the database connection is killed, the next handshake reconnects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_after_the_connection_is_killed() {
-    let Some((db, site)) = site().await else { return };
+    let Some((db, site)) = site().await else {
+        return;
+    };
     let f = site.django.fixture(&[]).await;
     let auth = site.auth();
     let ok = AuthOutcome::Authenticated(f.user.clone());
@@ -205,7 +217,10 @@ async fn reconnects_after_the_connection_is_killed() {
     // sleeps: each try is a real round trip) the client must have reconnected.
     let mut last = None;
     for _ in 0..5 {
-        match tokio::time::timeout(TIMEOUT, auth.check(Some(&f.header()))).await.unwrap() {
+        match tokio::time::timeout(TIMEOUT, auth.check(Some(&f.header())))
+            .await
+            .unwrap()
+        {
             Ok(outcome) => {
                 last = Some(outcome);
                 break;

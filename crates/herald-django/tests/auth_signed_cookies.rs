@@ -47,7 +47,13 @@ async fn session_cookie_age_bounds_the_cookie() {
     let ts = token.rsplit(':').nth(1).unwrap();
     let signed_at = signing::b62_decode(ts).unwrap();
     // Re-sign the same payload one hour in the past, as Django would have an hour ago.
-    let payload = token.rsplit_once(':').unwrap().0.rsplit_once(':').unwrap().0;
+    let payload = token
+        .rsplit_once(':')
+        .unwrap()
+        .0
+        .rsplit_once(':')
+        .unwrap()
+        .0;
     let hour_old = signing::TimestampSigner::with_keys(
         Keys::new(SECRET),
         herald_django::config::SIGNED_COOKIES_SALT,

@@ -55,7 +55,9 @@ async fn missing_database_file_is_an_error_not_anonymous() {
         .unwrap()
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Database);
-    let ping = tokio::time::timeout(Duration::from_secs(10), auth.ping()).await.unwrap();
+    let ping = tokio::time::timeout(Duration::from_secs(10), auth.ping())
+        .await
+        .unwrap();
     assert!(ping.unwrap_err().is_database());
 }
 

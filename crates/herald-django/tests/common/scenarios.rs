@@ -39,9 +39,15 @@ pub async fn missing_and_forged_cookies_are_anonymous(site: &Site) {
     let auth = site.auth();
     assert_eq!(check(&auth, None).await, refused(Refusal::NoCookieHeader));
     let other_cookies = "csrftoken=abcdefabcdef; theme=dark";
-    assert_eq!(check(&auth, Some(other_cookies)).await, refused(Refusal::NoSessionCookie));
+    assert_eq!(
+        check(&auth, Some(other_cookies)).await,
+        refused(Refusal::NoSessionCookie)
+    );
     let short = "sessionid=abc1234";
-    assert_eq!(check(&auth, Some(short)).await, refused(Refusal::InvalidSessionKey));
+    assert_eq!(
+        check(&auth, Some(short)).await,
+        refused(Refusal::InvalidSessionKey)
+    );
     let (forged, reason) = match site.engine {
         SessionEngine::Db => (
             "sessionid=0123456789abcdefghijklmnopqrstuv".to_owned(),
@@ -65,10 +71,15 @@ pub async fn missing_and_forged_cookies_are_anonymous(site: &Site) {
 }
 
 pub async fn session_signed_with_another_secret_is_refused(site: &Site) {
-    let other = site.django.with_env("SECRET_KEY", "another-project-entirely");
+    let other = site
+        .django
+        .with_env("SECRET_KEY", "another-project-entirely");
     let f = other.fixture(&[]).await;
     let auth = site.auth();
-    assert_eq!(check(&auth, Some(&f.header())).await, refused(Refusal::BadSignature));
+    assert_eq!(
+        check(&auth, Some(&f.header())).await,
+        refused(Refusal::BadSignature)
+    );
     assert_django_says_anonymous(site, &f.header()).await;
 }
 
@@ -89,9 +100,15 @@ pub async fn password_changed_after_login_is_anonymous(site: &Site) {
         .fixture(&["--change-password", "a-brand-new-password"])
         .await;
     let auth = site.auth();
-    assert_eq!(check(&auth, Some(&f.header())).await, refused(Refusal::AuthHashMismatch));
+    assert_eq!(
+        check(&auth, Some(&f.header())).await,
+        refused(Refusal::AuthHashMismatch)
+    );
     // Unlike Channels we never flush: the session is still there for a second look.
-    assert_eq!(check(&auth, Some(&f.header())).await, refused(Refusal::AuthHashMismatch));
+    assert_eq!(
+        check(&auth, Some(&f.header())).await,
+        refused(Refusal::AuthHashMismatch)
+    );
     assert_django_says_anonymous(site, &f.header()).await;
 }
 
@@ -103,10 +120,18 @@ pub async fn inactive_user_is_anonymous(site: &Site) {
         .await;
     let deactivated = site
         .django
-        .fixture(&["--username", "deactivated_later", "--no-migrate", "--deactivate"])
+        .fixture(&[
+            "--username",
+            "deactivated_later",
+            "--no-migrate",
+            "--deactivate",
+        ])
         .await;
     for f in [created_inactive, deactivated] {
-        assert_eq!(check(&auth, Some(&f.header())).await, refused(Refusal::UserInactive));
+        assert_eq!(
+            check(&auth, Some(&f.header())).await,
+            refused(Refusal::UserInactive)
+        );
         assert_django_says_anonymous(site, &f.header()).await;
     }
 }
@@ -117,7 +142,10 @@ pub async fn backend_must_be_in_authentication_backends(site: &Site) {
         .fixture(&["--backend", REMOTE_USER_BACKEND])
         .await;
     let auth = site.auth();
-    assert_eq!(check(&auth, Some(&f.header())).await, refused(Refusal::BackendNotAllowed));
+    assert_eq!(
+        check(&auth, Some(&f.header())).await,
+        refused(Refusal::BackendNotAllowed)
+    );
     assert_django_says_anonymous(site, &f.header()).await;
 
     // Listed in AUTHENTICATION_BACKENDS on both sides: accepted by both.
@@ -140,13 +168,15 @@ pub async fn rotated_secret_is_accepted_through_fallbacks(site: &Site) {
         .with_env("SECRET_KEY", OLD_SECRET)
         .fixture(&[])
         .await;
-    let rotated =
-        DjangoAuth::new(site.config().with_secret_key_fallbacks([OLD_SECRET])).unwrap();
+    let rotated = DjangoAuth::new(site.config().with_secret_key_fallbacks([OLD_SECRET])).unwrap();
     let outcome = check(&rotated, Some(&f.header())).await;
     assert_eq!(outcome, AuthOutcome::Authenticated(f.user.clone()));
     // Without the fallback the old session is just a bad signature.
     let unrotated = site.auth();
-    assert_eq!(check(&unrotated, Some(&f.header())).await, refused(Refusal::BadSignature));
+    assert_eq!(
+        check(&unrotated, Some(&f.header())).await,
+        refused(Refusal::BadSignature)
+    );
     // Django HTTP agrees with us; Channels alone logs the user out (the documented difference).
     let oracle = site
         .django
