@@ -158,6 +158,15 @@ impl Shard {
         }
     }
 
+    /// A client for the shard's current address (the Sentinel master is looked up now), for
+    /// connections that are not multiplexed, such as the Pub/Sub layer's subscriber.
+    pub(crate) async fn client(&self) -> redis::RedisResult<Client> {
+        match &self.connector {
+            Connector::Direct(client) => Ok(client.clone()),
+            Connector::Sentinel(client) => client.lock().await.async_get_client().await,
+        }
+    }
+
     /// The shared connection (opened on first use), with its generation.
     async fn shared(&self) -> redis::RedisResult<(u64, MultiplexedConnection)> {
         let mut guard = self.shared.lock().await;

@@ -35,6 +35,7 @@ pub mod hashing;
 pub mod keys;
 mod layer;
 mod membership;
+pub mod pubsub;
 mod receive;
 pub mod scripts;
 
@@ -45,4 +46,5 @@ pub use codec::{Codec, SerializerFormat};
 pub use config::{HostSpec, RedisLayerConfig, SentinelSpec};
 pub use error::{Error, ErrorKind, Result};
 pub use layer::RedisChannelLayer;
+pub use pubsub::{RedisPubSubConfig, RedisPubSubLayer};
 pub use receive::LayerStats;

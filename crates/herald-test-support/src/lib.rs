@@ -4,6 +4,8 @@
 //! * [`RedisServer`] — spawns `redis-server` (from `$HERALD_REDIS_SERVER_BIN` or `PATH`), waits
 //!   for `PING`/`+PONG` with a deadline, retries on a port clash, kills it on drop and prints its
 //!   log when the owning test panics.
+//! * [`SentinelServer`] — `redis-server --sentinel` monitoring a [`RedisServer`], optionally
+//!   password-protected, for Sentinel host tests.
 //! * [`free_port`] — a loopback port nobody listens on right now.
 //! * [`compat_python`] — the Python of the pinned compat venv (`tests/compat/`), or why not.
 //!
@@ -173,6 +175,118 @@ impl Drop for RedisServer {
     }
 }
 
+/// A Redis Sentinel (`redis-server <conf> --sentinel`) on `127.0.0.1:<ephemeral port>`,
+/// monitoring one master; killed on drop.
+#[derive(Debug)]
+pub struct SentinelServer {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl SentinelServer {
+    /// Starts a Sentinel that monitors `127.0.0.1:<master_port>` as `master_name` (quorum 1).
+    /// With `password`, clients must `AUTH` to the Sentinel itself (Python's
+    /// `sentinel_kwargs={"password": …}`). Panics with the log if it cannot start.
+    pub fn start(master_name: &str, master_port: u16, password: Option<&str>) -> SentinelServer {
+        let bin = redis_server_bin();
+        let mut last_log = String::new();
+        for _ in 0..PORT_TRIES {
+            let port = free_port();
+            let dir = tempfile::tempdir().unwrap();
+            let log_path = dir.path().join("sentinel.log");
+            let mut conf = format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nlogfile {}\n\
+                 sentinel monitor {master_name} 127.0.0.1 {master_port} 1\n",
+                dir.path().display(),
+                log_path.display()
+            );
+            if let Some(pw) = password {
+                conf.push_str(&format!("requirepass {pw}\n"));
+            }
+            let conf_path = dir.path().join("sentinel.conf");
+            std::fs::write(&conf_path, conf).unwrap();
+            let mut child = Command::new(&bin)
+                .arg(&conf_path)
+                .arg("--sentinel")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + READY_DEADLINE;
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    last_log = format!(
+                        "exited with {status}\n{}",
+                        std::fs::read_to_string(&log_path).unwrap_or_default()
+                    );
+                    break;
+                }
+                if ping_auth(port, password) {
+                    return SentinelServer { child, port, dir };
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "sentinel: no PONG within {READY_DEADLINE:?}\n{}",
+                        std::fs::read_to_string(&log_path).unwrap_or_default()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if !last_log.contains("Address already in use") {
+                panic!("sentinel failed to start:\n{last_log}");
+            }
+        }
+        panic!("sentinel: no free port after {PORT_TRIES} tries:\n{last_log}");
+    }
+
+    /// The Sentinel's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The Sentinel's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sentinel.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for SentinelServer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- sentinel :{} log ---\n{}", self.port, self.log());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `AUTH <password>` (if any) then `PING`, expecting `+OK` and `+PONG`.
+fn ping_auth(port: u16, password: Option<&str>) -> bool {
+    let Some(password) = password else {
+        return ping(port);
+    };
+    let Ok(mut stream) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+    else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream
+        .write_all(format!("AUTH {password}\r\nPING\r\n").as_bytes())
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = [0u8; 12];
+    let ok = stream.read_exact(&mut buf).is_ok() && &buf == b"+OK\r\n+PONG\r\n";
+    let _ = stream.shutdown(Shutdown::Both);
+    ok
+}
+
 /// Sends one inline `PING` and checks for `+PONG`.
 fn ping(port: u16) -> bool {
     let Ok(mut stream) =
@@ -237,6 +351,14 @@ mod tests {
         assert!(server.url().starts_with("redis://127.0.0.1:"));
         server.kill();
         assert!(!ping(server.port()));
+    }
+
+    #[test]
+    fn sentinel_starts_with_a_password() {
+        let master = RedisServer::start();
+        let sentinel = SentinelServer::start("mymaster", master.port(), Some("pw"));
+        assert!(ping_auth(sentinel.port(), Some("pw")));
+        assert!(!ping(sentinel.port()), "PING without AUTH must be refused");
     }
 
     #[test]
