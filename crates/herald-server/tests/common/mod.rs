@@ -147,7 +147,12 @@ pub async fn send_text(ws: &mut Ws, text: &str) {
 pub async fn close_code(ws: &mut Ws) -> Option<u16> {
     loop {
         match within(ws.next()).await {
-            Some(Ok(WsMessage::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+            Some(Ok(WsMessage::Close(frame))) => {
+                // Keep polling so tungstenite sends our close reply and sees the TCP close,
+                // completing the handshake instead of leaving the server to time out.
+                while let Some(Ok(_)) = within(ws.next()).await {}
+                return frame.map(|f| u16::from(f.code));
+            }
             Some(Ok(_)) => continue,
             Some(Err(_)) | None => return None,
         }

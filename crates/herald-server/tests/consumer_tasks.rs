@@ -1,0 +1,214 @@
+//! `TasksConsumer` and the runtime without sockets: `App::connect` + `Connection::run` over
+//! in-memory channels (axum's "generic over Sink/Stream" testing style).
+
+mod common;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use common::{memory_layer, tasks_builder, within};
+use futures_util::{Sink, Stream};
+use herald_core::{ChannelLayer, Message};
+use herald_server::tungstenite::{Error as WsError, Message as WsMessage};
+use herald_server::{
+    App, CloseReason, Closed, Handshake, HandshakeRequest, Rejection, ServerConfig, shutdown,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// The client's end of an in-memory socket.
+struct Peer {
+    to_server: mpsc::UnboundedSender<Result<WsMessage, WsError>>,
+    from_server: mpsc::UnboundedReceiver<WsMessage>,
+    run: JoinHandle<Closed>,
+    trigger: shutdown::ShutdownTrigger,
+}
+
+struct ChannelSink(mpsc::UnboundedSender<WsMessage>);
+
+impl Sink<WsMessage> for ChannelSink {
+    type Error = WsError;
+    fn poll_ready(self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<Result<(), WsError>> {
+        Poll::Ready(Ok(()))
+    }
+    fn start_send(self: Pin<&mut Self>, item: WsMessage) -> Result<(), WsError> {
+        self.0.send(item).map_err(|_| WsError::ConnectionClosed)
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<Result<(), WsError>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_close(self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<Result<(), WsError>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A sink that never has room: a client that does not read at all.
+struct StuckSink;
+
+impl Sink<WsMessage> for StuckSink {
+    type Error = WsError;
+    fn poll_ready(self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<Result<(), WsError>> {
+        Poll::Pending
+    }
+    fn start_send(self: Pin<&mut Self>, _: WsMessage) -> Result<(), WsError> {
+        Ok(())
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<Result<(), WsError>> {
+        Poll::Pending
+    }
+    fn poll_close(self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<Result<(), WsError>> {
+        Poll::Pending
+    }
+}
+
+struct ChannelStream(mpsc::UnboundedReceiver<Result<WsMessage, WsError>>);
+
+impl Stream for ChannelStream {
+    type Item = Result<WsMessage, WsError>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+fn app(config: ServerConfig, layer: &Arc<dyn ChannelLayer>) -> App {
+    tasks_builder(config)
+        .layer(Arc::clone(layer))
+        .build()
+        .unwrap()
+}
+
+async fn open(app: &App, path: &str) -> Peer {
+    let Handshake::Accepted(conn) = within(app.connect(HandshakeRequest::new(path)))
+        .await
+        .unwrap()
+    else {
+        panic!("handshake refused")
+    };
+    let (to_server, server_rx) = mpsc::unbounded_channel();
+    let (server_tx, from_server) = mpsc::unbounded_channel();
+    let (trigger, signal) = shutdown::channel();
+    let run = tokio::spawn(conn.run(ChannelSink(server_tx), ChannelStream(server_rx), signal));
+    Peer {
+        to_server,
+        from_server,
+        run,
+        trigger,
+    }
+}
+
+impl Peer {
+    fn send(&self, text: &str) {
+        self.to_server.send(Ok(WsMessage::text(text))).unwrap();
+    }
+
+    async fn recv_text(&mut self) -> String {
+        match within(self.from_server.recv()).await.unwrap() {
+            WsMessage::Text(t) => t.as_str().to_owned(),
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+
+    async fn closed(self) -> Closed {
+        within(self.run).await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn anonymous_connect_is_denied_before_accept() {
+    let layer = memory_layer();
+    let app = app(ServerConfig::default(), &layer);
+    let outcome = within(app.connect(HandshakeRequest::new("/ws/tasks/")))
+        .await
+        .unwrap();
+    assert!(matches!(outcome, Handshake::Rejected(Rejection::Denied)));
+    assert_eq!(Rejection::Denied.status(), 403);
+}
+
+#[tokio::test]
+async fn subscribe_forward_and_client_close_over_channels() {
+    let layer = memory_layer();
+    let app = app(ServerConfig::default(), &layer);
+    let mut peer = open(&app, "/ws/tasks/?token=amadmin-token").await;
+
+    peer.send(r#"{"action": "subscribe", "task_id": "42"}"#);
+    assert_eq!(
+        peer.recv_text().await,
+        r#"{"type": "subscribed", "task_id": "42"}"#
+    );
+    let update = Message::with_type("task.update")
+        .with("task_id", "42")
+        .with("progress", 75);
+    within(layer.group_send("task_42", update)).await.unwrap();
+    assert_eq!(
+        peer.recv_text().await,
+        r#"{"type": "task_update", "task_id": "42", "progress": 75}"#
+    );
+
+    peer.to_server.send(Ok(WsMessage::Close(None))).unwrap();
+    let closed = peer.closed().await;
+    assert_eq!(closed.reason, CloseReason::ClientClosed);
+    // A close frame without a status code is reported as None, like Daphne.
+    assert_eq!(closed.code, None);
+    let report = within(layer.group_send("task_42", Message::with_type("x")))
+        .await
+        .unwrap();
+    assert_eq!(report.members, 0);
+}
+
+#[tokio::test]
+async fn stream_end_is_an_abnormal_close_1006() {
+    let layer = memory_layer();
+    let app = app(ServerConfig::default(), &layer);
+    let peer = open(&app, "/ws/tasks/?token=bob-token").await;
+    drop(peer.to_server);
+    let closed = within(peer.run).await.unwrap();
+    assert_eq!(closed.reason, CloseReason::Dropped);
+    assert_eq!(closed.code, Some(1006));
+    drop(peer.trigger);
+}
+
+#[tokio::test]
+async fn shutdown_signal_closes_with_1001() {
+    let layer = memory_layer();
+    let app = app(ServerConfig::default(), &layer);
+    let mut peer = open(&app, "/ws/tasks/?token=amadmin-token").await;
+    peer.trigger.trigger();
+    match within(peer.from_server.recv()).await.unwrap() {
+        WsMessage::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 1001),
+        other => panic!("expected close, got {other:?}"),
+    }
+    // The client answers the close handshake.
+    peer.to_server.send(Ok(WsMessage::Close(None))).unwrap();
+    let closed = peer.closed().await;
+    assert_eq!(closed.reason, CloseReason::Shutdown);
+    assert_eq!(closed.code, Some(1001));
+}
+
+#[tokio::test]
+async fn stuck_sink_is_closed_as_slow_consumer_within_close_timeout() {
+    let layer = memory_layer();
+    let config = ServerConfig::default()
+        .with_max_outbound_frames(std::num::NonZeroUsize::new(4).unwrap())
+        .with_close_timeout(Duration::from_millis(100));
+    let app = app(config, &layer);
+    let Handshake::Accepted(conn) =
+        within(app.connect(HandshakeRequest::new("/ws/tasks/?token=amadmin-token")))
+            .await
+            .unwrap()
+    else {
+        panic!("refused")
+    };
+    let (_to_server, server_rx) = mpsc::unbounded_channel();
+    let (_trigger, signal) = shutdown::channel();
+    let run = tokio::spawn(conn.run(StuckSink, ChannelStream(server_rx), signal));
+    for i in 0..5 {
+        let msg = Message::with_type("user.message").with("n", i);
+        within(layer.group_send("user_amadmin", msg)).await.unwrap();
+    }
+    let closed = within(run).await.unwrap();
+    assert_eq!(closed.reason, CloseReason::SlowConsumer);
+    assert_eq!(closed.code, Some(4008));
+    assert_eq!(app.metrics().slow_consumer_closes(), 1);
+}
