@@ -3,6 +3,7 @@ section of docs/benchmarks.md. Only the text between the fanout markers is repla
 of the file (e.g. the "Channel layer" section) is left as it is.
 
     report.py RESULTS.jsonl META.json docs/benchmarks.md
+    report.py summary '<one herald-load JSON line>'
 """
 import json
 import sys
@@ -92,7 +93,8 @@ def ratio(h, d, better):
 def render(results, meta):
     by = {}
     for r in results:
-        by[(r["server"], r["scenario"])] = r
+        server, scenario = r["label"].split("/", 1)
+        by[(server, scenario)] = r
     lines = [HEADING, "", BEGIN, ""]
     lines.append(
         f"Run {meta['date']} on {meta['machine']}; commit `{meta['commit']}`. "
@@ -140,7 +142,23 @@ def render(results, meta):
     return "\n".join(lines) + "\n"
 
 
+def summary(line):
+    """One human-readable line for a herald-load result (printed by run.sh as it goes)."""
+    r = json.loads(line)
+    c, lat_ = r["connect"], r["latency"]
+    rss = r.get("rss_per_socket_bytes")
+    return (
+        f"connected {c['connected']}/{c['attempted']} (failed {c['failed']}), "
+        f"frames {r['frames']}/{r['expected_frames']}, {r['frames_per_s']:,.0f} frames/s, "
+        f"p50 {lat_['p50_ms']:,.1f} ms, p99 {lat_['p99_ms']:,.1f} ms, "
+        f"rss/socket {'-' if rss is None else f'{rss / 1024:.1f} KiB'}"
+    )
+
+
 def main():
+    if sys.argv[1] == "summary":
+        print(summary(sys.argv[2]))
+        return
     results_path, meta_path, doc_path = sys.argv[1:4]
     results = [json.loads(l) for l in Path(results_path).read_text().splitlines() if l.strip()]
     meta = json.loads(Path(meta_path).read_text())

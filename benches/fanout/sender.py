@@ -2,7 +2,7 @@
 
 Every message is a guide-style ``user.message`` with a ``sent_at`` float Unix timestamp, which
 herald-load turns into delivery latency. The layer comes from the baseline site's settings
-(CHANNEL_LAYERS from BENCH_REDIS_URL), exactly like ``OptsIO.ws_utils`` gets it.
+(CHANNEL_LAYERS from REDIS_URL), exactly like ``OptsIO.ws_utils`` gets it.
 
     sender.py broadcast --group user_bcast00000 --count 100
     sender.py per-user  --users-file users.txt --per-user 10 [--procs 2] [--concurrency 16]

@@ -39,6 +39,8 @@
 //! * `limits` — raises `RLIMIT_NOFILE`, since tens of thousands of sockets need as many fds.
 //! * `swarm` — the connections themselves: connect phase, per-socket reader tasks, finish.
 //! * `report` — [`LoadReport`], the JSON line the benchmark scripts read.
+//! * `send` — the Rust sender: [`run_sender`] sends the Python sender's messages through any
+//!   `ChannelLayer` (herald-redis in the benchmark).
 //! * `error` — the opaque [`Error`] with its [`ErrorKind`].
 
 mod config;
@@ -47,6 +49,7 @@ mod latency;
 mod limits;
 mod report;
 mod rss;
+mod send;
 mod swarm;
 mod target;
 
@@ -59,5 +62,6 @@ pub use latency::{parse_sent_at, unix_now_secs};
 pub use limits::raise_nofile_limit;
 pub use report::{ConnectReport, LatencyReport, LoadReport};
 pub use rss::read_rss_bytes;
+pub use send::{SendPlan, SendReport, bench_message, run_sender};
 pub use swarm::{Progress, Swarm};
 pub use target::require_loopback;

@@ -1,19 +1,22 @@
 """Settings of the Daphne baseline site, all from environment variables (set by run.sh).
 
-BENCH_SECRET_KEY      Django SECRET_KEY (herald must be given the same one to read sessions)
-BENCH_DB              "sqlite" (default) or "postgres"
-BENCH_DB_NAME         SQLite file path, or PostgreSQL database name
-BENCH_PG_HOST/PORT/USER  PostgreSQL connection (default 127.0.0.1 / 5432 / postgres)
-BENCH_REDIS_URL       channels_redis host, e.g. redis://127.0.0.1:6390
+The names match tests/compat/django_project (and so what herald-django reads), so one set of
+variables configures Daphne and herald alike:
+
+DATABASE_URL          sqlite:////abs/path.sqlite3 or postgres://user@host:port/name
+                      (default: sqlite bench.sqlite3 next to manage.py)
+SECRET_KEY            Django SECRET_KEY
+SESSION_ENGINE        db | cached_db | signed_cookies | a module path (default db)
+REDIS_URL             channels_redis host, e.g. redis://127.0.0.1:6390
 BENCH_LAYER_CAPACITY  channels_redis "capacity" (unset = channels_redis default, 100)
-BENCH_SESSION_ENGINE  Django SESSION_ENGINE (default django.contrib.sessions.backends.db)
 """
 import os
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-SECRET_KEY = os.environ.get("BENCH_SECRET_KEY", "herald-fanout-bench-not-secret")
+SECRET_KEY = os.environ.get("SECRET_KEY", "herald-fanout-bench-not-secret")
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 
@@ -31,27 +34,34 @@ MIDDLEWARE = [
 ROOT_URLCONF = "benchsite.urls"
 ASGI_APPLICATION = "benchsite.asgi.application"
 
-if os.environ.get("BENCH_DB", "sqlite") == "postgres":
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": os.environ.get("BENCH_DB_NAME", "herald_fanout_bench"),
-            "HOST": os.environ.get("BENCH_PG_HOST", "127.0.0.1"),
-            "PORT": os.environ.get("BENCH_PG_PORT", "5432"),
-            "USER": os.environ.get("BENCH_PG_USER", "postgres"),
-        }
-    }
-else:
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": os.environ.get("BENCH_DB_NAME", str(BASE_DIR / "bench.sqlite3")),
-        }
+
+def _database(url):
+    """dj-database-url rules for the two forms run.sh uses."""
+    if url.startswith("sqlite://"):
+        path = url[len("sqlite://"):]
+        path = path[1:] if path.startswith("/") else path
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": path}
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ValueError(f"unsupported DATABASE_URL scheme {parts.scheme!r}")
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(parts.path.lstrip("/")),
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(parts.port or ""),
     }
 
-SESSION_ENGINE = os.environ.get("BENCH_SESSION_ENGINE", "django.contrib.sessions.backends.db")
 
-_layer_config = {"hosts": [os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")]}
+DATABASES = {
+    "default": _database(os.environ.get("DATABASE_URL", "sqlite:///" + str(BASE_DIR / "bench.sqlite3")))
+}
+
+_engine = os.environ.get("SESSION_ENGINE", "db")
+SESSION_ENGINE = _engine if "." in _engine else f"django.contrib.sessions.backends.{_engine}"
+
+_layer_config = {"hosts": [os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")]}
 if os.environ.get("BENCH_LAYER_CAPACITY"):
     _layer_config["capacity"] = int(os.environ["BENCH_LAYER_CAPACITY"])
 CHANNEL_LAYERS = {

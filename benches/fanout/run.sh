@@ -1,0 +1,312 @@
+#!/usr/bin/env bash
+# Fan-out benchmark of issue #5: herald vs Daphne 4.2 + Channels + channels_redis 4.3, measured
+# in the same run, against the same redis-server, with the same Python senders and the same
+# client (herald-load). Everything is set up from scratch in a temporary directory, and the
+# "Fan-out: herald vs Daphne" section of docs/benchmarks.md is rewritten at the end (the rest
+# of that file is left alone). Loopback only; every step is bounded in time.
+#
+# Run with:
+#   benches/fanout/run.sh                      # both servers, full sizes (~10-15 min)
+#   BENCH_QUICK=1 benches/fanout/run.sh        # small sizes, a smoke run (~2-3 min)
+#   BENCH_SERVERS=daphne benches/fanout/run.sh # one server only
+#
+# Environment:
+#   BENCH_SERVERS     servers to measure, in order (default "daphne herald"; herald is skipped
+#                     with a note until `herald serve` exists)
+#   BENCH_SCENARIOS   subset of: broadcast_py broadcast_rust peruser_py peruser_rust paced
+#                     idle_10k idle_max burst_10k (default: all)
+#   BENCH_DB          sqlite (default) or postgres (a fresh database on 127.0.0.1:5432, dropped
+#                     at the end; user from BENCH_PG_USER, default postgres)
+#   BENCH_PYTHON      Python with tests/compat/requirements.txt (default: tests/compat/.venv)
+#   BENCH_TIME_LIMIT  seconds; scenarios that would start after this are skipped (default 1080)
+#   BENCH_NO_DOC=1    do not touch docs/benchmarks.md (results stay in the work directory)
+#   BENCH_KEEP=1      keep the work directory (logs, databases)
+#   HERALD_LOAD_BIN / HERALD_BIN  prebuilt binaries instead of `cargo build --release`
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HERE=$ROOT/benches/fanout
+SITE=$HERE/site
+PY=${BENCH_PYTHON:-$ROOT/tests/compat/.venv/bin/python}
+DAPHNE_BIN=$(dirname "$PY")/daphne
+SERVERS=${BENCH_SERVERS:-daphne herald}
+SCENARIOS=${BENCH_SCENARIOS:-broadcast_py broadcast_rust peruser_py peruser_rust paced idle_10k idle_max burst_10k}
+TIME_LIMIT=${BENCH_TIME_LIMIT:-1080}
+QUICK=${BENCH_QUICK:-0}
+WORK=$(mktemp -d /tmp/herald-fanout.XXXXXX)
+RESULTS=$WORK/results.jsonl
+NOTES=$WORK/notes.txt
+START=$SECONDS
+: >"$RESULTS"
+: >"$NOTES"
+
+log() { printf '[fanout %4ds] %s\n' "$((SECONDS - START))" "$*" >&2; }
+note() { log "note: $*"; printf '%s\n' "$*" >>"$NOTES"; }
+die() { log "error: $*"; exit 1; }
+
+# --- sizes (the issue's numbers; BENCH_QUICK shrinks them for a smoke run) --------------------
+SOCKETS=1000          # broadcast sockets, per-user users, paced users
+BCAST_SENDS=100       # group_sends in the broadcast scenario
+PER_USER=10           # messages per user in the per-user scenario
+PACED_RATE=1000       # msgs/s in the paced scenario
+PACED_SECS=10
+IDLE_SMALL=10000
+IDLE_WANTED=50000
+BURST=10000
+# Handshakes in flight for every scenario except the burst. Daphne's channels_redis pool has
+# 100 connections and fails (HTTP 500, "Too many connections") beyond that: 32 keeps the
+# throughput scenarios about fan-out, not about that failure, which the burst scenario shows.
+CONNECT_CONCURRENCY=32
+if [[ $QUICK == 1 ]]; then
+  SOCKETS=200 BCAST_SENDS=20 PER_USER=5 PACED_RATE=200 PACED_SECS=3 IDLE_SMALL=1000
+  IDLE_WANTED=2000 BURST=1000
+fi
+
+# One process can hold at most RLIMIT_NOFILE sockets. Raise the soft limit to the hard one; the
+# hard limit can only go up with CAP_SYS_RESOURCE, which containers often lack.
+ulimit -n "$(ulimit -Hn)"
+NOFILE=$(ulimit -n)
+IDLE_MAX=$IDLE_WANTED
+if ((IDLE_MAX > NOFILE - 1000)); then
+  IDLE_MAX=$((NOFILE - 1000))
+  note "idle_max: RLIMIT_NOFILE hard limit is $NOFILE here (no CAP_SYS_RESOURCE), so one server process cannot hold $IDLE_WANTED sockets; measured $IDLE_MAX instead."
+fi
+
+# --- cleanup ------------------------------------------------------------------------------------
+SERVER_PID=""
+REDIS_PID=""
+PG_DB=""
+cleanup() {
+  local rc=$?
+  [[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+  [[ -n $REDIS_PID ]] && kill "$REDIS_PID" 2>/dev/null && wait "$REDIS_PID" 2>/dev/null
+  if [[ -n $PG_DB ]]; then
+    psql -h 127.0.0.1 -U "${BENCH_PG_USER:-postgres}" -d postgres -qc "DROP DATABASE IF EXISTS $PG_DB" >/dev/null 2>&1 || true
+  fi
+  if [[ ${BENCH_KEEP:-0} == 1 || $rc != 0 ]]; then
+    log "work directory kept: $WORK"
+  else
+    rm -rf "$WORK"
+  fi
+}
+trap cleanup EXIT
+
+free_port() {
+  "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Polls until something accepts TCP connections on 127.0.0.1:$1, at most $2 seconds.
+wait_port() {
+  local port=$1 deadline=$((SECONDS + $2))
+  while ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    ((SECONDS < deadline)) || return 1
+    kill -0 "$SERVER_PID" 2>/dev/null || return 1
+    sleep 0.1
+  done
+}
+
+# --- tools --------------------------------------------------------------------------------------
+[[ -x $PY ]] || die "no Python at $PY: run tests/compat/setup.sh or set BENCH_PYTHON"
+command -v redis-server >/dev/null || die "redis-server not found (apt-get install -y redis-server)"
+if [[ -z ${HERALD_LOAD_BIN:-} ]]; then
+  log "building herald-load (release)"
+  (cd "$ROOT" && cargo build --release -q -p herald-load) || die "cannot build herald-load"
+  HERALD_LOAD_BIN=$ROOT/target/release/herald-load
+fi
+# SLOT(herald): `herald serve` comes with crates/herald-cli. Until it exists, herald rows are
+# skipped with a note and the script measures Daphne alone.
+if [[ -z ${HERALD_BIN:-} && " $SERVERS " == *" herald "* ]]; then
+  if [[ -d $ROOT/crates/herald-cli ]] && (cd "$ROOT" && cargo build --release -q -p herald-cli); then
+    HERALD_BIN=$ROOT/target/release/herald
+  fi
+fi
+# The Rust sender: `herald-load send` (uses herald-redis), if this build has it.
+RUST_SENDER=0
+if "$HERALD_LOAD_BIN" send --help >/dev/null 2>&1; then RUST_SENDER=1; fi
+
+# --- Redis and the Django database ----------------------------------------------------------
+REDIS_PORT=$(free_port)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+  --dir "$WORK" --logfile "$WORK/redis.log" &
+REDIS_PID=$!
+deadline=$((SECONDS + 10))
+until redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; do
+  ((SECONDS < deadline)) || die "redis-server did not answer PING: $(tail -5 "$WORK/redis.log")"
+  sleep 0.05
+done
+export REDIS_URL=redis://127.0.0.1:$REDIS_PORT
+export SECRET_KEY="herald-fanout-bench-$(date +%s)-$RANDOM"
+export SESSION_ENGINE=db
+export PYTHONPATH=$SITE
+export DJANGO_SETTINGS_MODULE=benchsite.settings
+if [[ ${BENCH_DB:-sqlite} == postgres ]]; then
+  PG_DB=herald_fanout_$$_$RANDOM
+  psql -h 127.0.0.1 -U "${BENCH_PG_USER:-postgres}" -d postgres -qc "CREATE DATABASE $PG_DB" >/dev/null
+  export DATABASE_URL=postgres://${BENCH_PG_USER:-postgres}@127.0.0.1:5432/$PG_DB
+else
+  export DATABASE_URL=sqlite:///$WORK/bench.sqlite3
+fi
+log "redis on $REDIS_PORT, database ${DATABASE_URL%%:*}, work dir $WORK"
+
+manage() { (cd "$SITE" && "$PY" manage.py "$@"); }
+manage migrate -v0
+IDLE_USERS=$((IDLE_SMALL < IDLE_MAX ? IDLE_SMALL : IDLE_MAX))
+manage bench_users --prefix bcast --count 1 --cookies-out "$WORK/bcast.cookies" --users-out "$WORK/bcast.users" >/dev/null
+manage bench_users --prefix u --count "$SOCKETS" --cookies-out "$WORK/u.cookies" --users-out "$WORK/u.users" >/dev/null
+manage bench_users --prefix idle --count "$IDLE_USERS" --cookies-out "$WORK/idle.cookies" --users-out "$WORK/idle.users" >/dev/null
+log "created users: 1 broadcast user, $SOCKETS per-user users, $IDLE_USERS idle users"
+
+# --- servers ------------------------------------------------------------------------------------
+PORT=""
+start_server() { # $1 = server, $2 = log file; sets SERVER_PID and PORT
+  PORT=$(free_port)
+  case $1 in
+    daphne)
+      (cd "$SITE" && exec "$DAPHNE_BIN" -b 127.0.0.1 -p "$PORT" benchsite.asgi:application) >"$2" 2>&1 &
+      SERVER_PID=$!
+      ;;
+    herald)
+      [[ -n ${HERALD_BIN:-} ]] || return 1
+      # SLOT(herald serve): same Redis, same database, same SECRET_KEY and session engine as
+      # Daphne (REDIS_URL, DATABASE_URL, SECRET_KEY, SESSION_ENGINE are exported above).
+      # Adjust the flags here once the CLI is final.
+      "$HERALD_BIN" serve --bind "127.0.0.1:$PORT" >"$2" 2>&1 &
+      SERVER_PID=$!
+      ;;
+    *) die "unknown server $1" ;;
+  esac
+  wait_port "$PORT" 30 || { log "$1 did not start: $(tail -5 "$2")"; stop_server; return 1; }
+}
+stop_server() { # SIGTERM, then SIGKILL if it is still shutting down after 15 s
+  if [[ -n $SERVER_PID ]]; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    local deadline=$((SECONDS + 15))
+    while kill -0 "$SERVER_PID" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+    kill -9 "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+  fi
+}
+
+# Runs one scenario on a fresh server and a flushed Redis, appends herald-load's JSON line
+# (plus the count of application exceptions in the server log) to $RESULTS.
+# Usage: scenario SERVER NAME [herald-load args...] [-- sender command...]
+scenario() {
+  local server=$1 name=$2
+  shift 2
+  if ((SECONDS - START > TIME_LIMIT)); then
+    note "$server/$name skipped: past BENCH_TIME_LIMIT=${TIME_LIMIT}s"
+    return 0
+  fi
+  redis-cli -p "$REDIS_PORT" flushall >/dev/null
+  local slog=$WORK/$server-$name.log
+  if ! start_server "$server" "$slog"; then
+    note "$server/$name not run: $server could not be started"
+    return 0
+  fi
+  log "$server/$name: $*"
+  local out
+  out=$("$HERALD_LOAD_BIN" --url "ws://127.0.0.1:$PORT/ws/tasks/" --server-pid "$SERVER_PID" \
+    --label "$server/$name" "$@" 2>>"$WORK/herald-load.log") || {
+    note "$server/$name: herald-load failed: $(tail -3 "$WORK/herald-load.log")"
+    stop_server
+    return 0
+  }
+  local errors
+  errors=$(grep -c 'Exception inside application' "$slog" || true)
+  printf '%s\n' "$out" | "$PY" -c '
+import json, sys
+r = json.loads(sys.stdin.read()); r["server_exceptions"] = int(sys.argv[1])
+print(json.dumps(r))' "$errors" >>"$RESULTS"
+  log "$server/$name: $("$PY" "$HERE/report.py" summary "$out")"
+  stop_server
+}
+
+want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+
+SEND=("$PY" "$HERE/sender.py")
+for server in $SERVERS; do
+  if [[ $server == herald && -z ${HERALD_BIN:-} ]]; then
+    note "herald: not measured, \`herald serve\` is not available yet (crates/herald-cli)."
+    continue
+  fi
+  common=(--concurrency "$CONNECT_CONCURRENCY" --connect-timeout 30)
+  if want broadcast_py; then
+    scenario "$server" broadcast_py "${common[@]}" --connections "$SOCKETS" \
+      --cookies-file "$WORK/bcast.cookies" --expect-frames $((SOCKETS * BCAST_SENDS)) \
+      --deadline 150 --quiet-stop 10 \
+      -- "${SEND[@]}" broadcast --group user_bcast00000 --count "$BCAST_SENDS"
+  fi
+  if want broadcast_rust; then
+    if ((RUST_SENDER)); then
+      scenario "$server" broadcast_rust "${common[@]}" --connections "$SOCKETS" \
+        --cookies-file "$WORK/bcast.cookies" --expect-frames $((SOCKETS * BCAST_SENDS)) \
+        --deadline 150 --quiet-stop 10 \
+        -- "$HERALD_LOAD_BIN" send broadcast --redis-url "$REDIS_URL" --group user_bcast00000 --count "$BCAST_SENDS"
+    else
+      note "broadcast_rust/peruser_rust: not run, this herald-load has no Rust sender (\`herald-load send\`) yet."
+    fi
+  fi
+  if want peruser_py; then
+    scenario "$server" peruser_py "${common[@]}" --connections "$SOCKETS" \
+      --cookies-file "$WORK/u.cookies" --expect-frames $((SOCKETS * PER_USER)) \
+      --deadline 120 --quiet-stop 10 \
+      -- "${SEND[@]}" per-user --users-file "$WORK/u.users" --per-user "$PER_USER" --procs 2 --concurrency 8
+  fi
+  if want peruser_rust && ((RUST_SENDER)); then
+    scenario "$server" peruser_rust "${common[@]}" --connections "$SOCKETS" \
+      --cookies-file "$WORK/u.cookies" --expect-frames $((SOCKETS * PER_USER)) \
+      --deadline 120 --quiet-stop 10 \
+      -- "$HERALD_LOAD_BIN" send per-user --redis-url "$REDIS_URL" --users-file "$WORK/u.users" --per-user "$PER_USER"
+  fi
+  if want paced; then
+    scenario "$server" paced "${common[@]}" --connections "$SOCKETS" \
+      --cookies-file "$WORK/u.cookies" --expect-frames $((PACED_RATE * PACED_SECS)) \
+      --deadline $((PACED_SECS + 90)) --quiet-stop 10 \
+      -- "${SEND[@]}" paced --users-file "$WORK/u.users" --rate "$PACED_RATE" --duration "$PACED_SECS"
+  fi
+  if want idle_10k; then
+    scenario "$server" idle_10k "${common[@]}" --connections "$IDLE_SMALL" \
+      --cookies-file "$WORK/idle.cookies" --deadline 5
+  fi
+  if want idle_max; then
+    scenario "$server" idle_max "${common[@]}" --connections "$IDLE_MAX" \
+      --cookies-file "$WORK/idle.cookies" --deadline 5
+  fi
+  if want burst_10k; then
+    scenario "$server" burst_10k --burst --connect-timeout 60 --connections "$BURST" \
+      --cookies-file "$WORK/idle.cookies" --expect-frames 0 --deadline 1
+  fi
+done
+
+# --- report ----------------------------------------------------------------------------------------
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- crates benches || echo "+dirty")
+STAMP=$(date -u +%Y-%m-%dT%H:%MZ)
+mkdir -p "$HERE/results"
+RAW=benches/fanout/results/fanout-$(date -u +%Y%m%dT%H%M)-${COMMIT%%+*}.jsonl
+if [[ ${BENCH_NO_DOC:-0} == 1 ]]; then
+  log "BENCH_NO_DOC=1: results in $RESULTS"
+  BENCH_KEEP=1
+  exit 0
+fi
+cp "$RESULTS" "$ROOT/$RAW"
+note "Connect concurrency $CONNECT_CONCURRENCY for every scenario but the burst (Daphne's default channels_redis pool of 100 Redis connections fails connects beyond that: see the burst row)."
+note "Sessions: Django db engine on ${DATABASE_URL%%:*}; idle scenarios cycle $IDLE_USERS users' cookies (several sockets per user); the broadcast group is one user with $SOCKETS sockets."
+note "channels_redis default capacity (100 per process key): messages over it are dropped silently, which shows as delivered < 100 %."
+[[ $QUICK == 1 ]] && note "BENCH_QUICK=1: reduced sizes ($SOCKETS sockets, $BCAST_SENDS broadcasts, $PER_USER per user, $PACED_RATE msgs/s, idle $IDLE_SMALL/$IDLE_MAX, burst $BURST) — not comparable with the issue's numbers."
+versions=$("$PY" - <<'EOF'
+from importlib.metadata import version
+print(", ".join(f"{p} {version(p)}" for p in ["daphne", "channels", "channels-redis", "redis", "Django", "Twisted"]))
+EOF
+)
+versions="$versions, $(redis-server --version | awk '{print $1, $2, $3}' | sed 's/v=//'), $(rustc --version | awk '{print $1, $2}'), Python $("$PY" -c 'import platform; print(platform.python_version())')"
+machine="$(nproc) CPUs ($(lscpu | sed -n 's/^Model name: *//p' | head -1)), $(free -g | awk '/Mem:/{print $2}') GiB RAM, Linux $(uname -r), RLIMIT_NOFILE $NOFILE"
+"$PY" - "$WORK/meta.json" "$STAMP" "$machine" "$COMMIT" "$versions" "$NOTES" "$RAW" <<'EOF'
+import json, sys
+out, date, machine, commit, versions, notes, raw = sys.argv[1:8]
+lines = [l.strip() for l in open(notes) if l.strip()]
+json.dump({"date": date, "machine": machine, "commit": commit, "versions": versions,
+           "notes": list(dict.fromkeys(lines)), "raw": raw}, open(out, "w"))
+EOF
+"$PY" "$HERE/report.py" "$RESULTS" "$WORK/meta.json" "$ROOT/docs/benchmarks.md"
+log "wrote docs/benchmarks.md (section \"Fan-out: herald vs Daphne\") and $RAW in $((SECONDS - START)) s"

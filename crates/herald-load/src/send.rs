@@ -1,0 +1,258 @@
+//! The Rust sender: the same guide-style `user.message` events as the Python sender
+//! (`benches/fanout/sender.py`), stamped with `sent_at`, sent with `group_send` through any
+//! [`ChannelLayer`] — `herald-redis`'s `RedisChannelLayer` in the benchmark, the in-memory
+//! layer in tests.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use herald_core::messaging::{user_group, user_message};
+use herald_core::{ChannelLayer, Map, Message, Value};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tracing::warn;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::latency::unix_now_secs;
+
+/// What to send.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum SendPlan {
+    /// `count` group_sends to one group (e.g. `user_bcast00000` with 1,000 sockets).
+    Broadcast {
+        /// The group, `user_<username>`.
+        group: String,
+        /// How many messages.
+        count: u64,
+    },
+    /// `per_user` messages to each user's group, in rounds (every user gets message 0 first).
+    PerUser {
+        /// Usernames; each message goes to `user_<username>`.
+        users: Vec<String>,
+        /// Messages per user.
+        per_user: u64,
+    },
+    /// Message `i` goes to `users[i % len]` at `i / rate` seconds after the start.
+    Paced {
+        /// Usernames, in round-robin order.
+        users: Vec<String>,
+        /// Messages per second over all users.
+        rate: f64,
+        /// How long to send.
+        duration: Duration,
+    },
+}
+
+/// What a send run did; printed as the sender's JSON line.
+#[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
+pub struct SendReport {
+    /// Plan name: `broadcast`, `per-user` or `paced`.
+    pub mode: &'static str,
+    /// group_sends that returned Ok.
+    pub sent: u64,
+    /// group_sends that failed (Redis errors, invalid names).
+    pub errors: u64,
+    /// Deliveries the layer dropped because a channel (or process key) was at capacity.
+    pub over_capacity: u64,
+    /// Wall time of the run, in seconds.
+    pub elapsed_s: f64,
+    /// `sent / elapsed_s`.
+    pub rate: f64,
+    /// Paced only: the latest a message started after its due time, in milliseconds.
+    pub schedule_slip_max_ms: f64,
+}
+
+/// Totals updated by every in-flight group_send.
+#[derive(Debug, Default)]
+struct Tally {
+    sent: AtomicU64,
+    errors: AtomicU64,
+    over_capacity: AtomicU64,
+}
+
+impl Tally {
+    async fn group_send(&self, layer: &dyn ChannelLayer, group: &str, message: Message) {
+        match layer.group_send(group, message).await {
+            Ok(report) => {
+                self.sent.fetch_add(1, Ordering::Relaxed);
+                self.over_capacity
+                    .fetch_add(report.over_capacity as u64, Ordering::Relaxed);
+            }
+            Err(err) => {
+                // Counted, and logged once per failure at debug level would flood: warn is
+                // rate-limited by the caller's exit on a fully failed run.
+                if self.errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                    warn!(error = %err, group, "group_send failed");
+                }
+            }
+        }
+    }
+}
+
+/// The benchmark message for `username`: `user.message` with `data.seq` and a `sent_at`
+/// stamped now (float Unix seconds), exactly the fields the Python sender sends.
+pub fn bench_message(username: &str, seq: u64) -> Message {
+    let mut data = Map::new();
+    data.insert("seq".to_owned(), Value::from(seq));
+    user_message(username, "bench", Some(data)).with("sent_at", unix_now_secs())
+}
+
+/// Runs `plan` with at most `concurrency` group_sends in flight.
+///
+/// # Errors
+/// [`ErrorKind::Config`] for an empty user list or a non-positive rate. Failed group_sends are
+/// not errors: they are counted in [`SendReport::errors`].
+pub async fn run_sender(
+    layer: Arc<dyn ChannelLayer>,
+    plan: &SendPlan,
+    concurrency: NonZeroUsize,
+) -> Result<SendReport> {
+    let started = Instant::now();
+    let tally = Arc::new(Tally::default());
+    let mut slip = Duration::ZERO;
+    let mode = match plan {
+        SendPlan::Broadcast { group, count } => {
+            let username = group.strip_prefix("user_").unwrap_or(group).to_owned();
+            let jobs: Vec<(String, String, u64)> = (0..*count)
+                .map(|seq| (group.clone(), username.clone(), seq))
+                .collect();
+            run_jobs(&layer, &tally, jobs, concurrency).await;
+            "broadcast"
+        }
+        SendPlan::PerUser { users, per_user } => {
+            require_users(users)?;
+            let jobs = (0..*per_user)
+                .flat_map(|seq| users.iter().map(move |u| (user_group(u), u.clone(), seq)))
+                .collect();
+            run_jobs(&layer, &tally, jobs, concurrency).await;
+            "per-user"
+        }
+        SendPlan::Paced {
+            users,
+            rate,
+            duration,
+        } => {
+            require_users(users)?;
+            if !(rate.is_finite() && *rate > 0.0) {
+                return Err(Error::new(ErrorKind::Config, "rate must be positive"));
+            }
+            slip = run_paced(&layer, &tally, users, *rate, *duration, concurrency).await;
+            "paced"
+        }
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    let sent = tally.sent.load(Ordering::Relaxed);
+    Ok(SendReport {
+        mode,
+        sent,
+        errors: tally.errors.load(Ordering::Relaxed),
+        over_capacity: tally.over_capacity.load(Ordering::Relaxed),
+        elapsed_s: elapsed,
+        rate: if elapsed > 0.0 {
+            sent as f64 / elapsed
+        } else {
+            0.0
+        },
+        schedule_slip_max_ms: slip.as_secs_f64() * 1000.0,
+    })
+}
+
+fn require_users(users: &[String]) -> Result<()> {
+    if users.is_empty() {
+        return Err(Error::new(ErrorKind::Config, "the user list is empty"));
+    }
+    Ok(())
+}
+
+/// `concurrency` workers take jobs (group, username, seq) in order from a shared index.
+async fn run_jobs(
+    layer: &Arc<dyn ChannelLayer>,
+    tally: &Arc<Tally>,
+    jobs: Vec<(String, String, u64)>,
+    concurrency: NonZeroUsize,
+) {
+    let jobs = Arc::new(jobs);
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..concurrency.get().min(jobs.len().max(1)))
+        .map(|_| {
+            let (layer, tally, jobs, next) =
+                (layer.clone(), tally.clone(), jobs.clone(), next.clone());
+            tokio::spawn(async move {
+                while let Some((group, username, seq)) =
+                    jobs.get(next.fetch_add(1, Ordering::Relaxed))
+                {
+                    tally
+                        .group_send(layer.as_ref(), group, bench_message(username, *seq))
+                        .await;
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        if let Err(err) = worker.await {
+            warn!(error = %err, "sender worker failed");
+        }
+    }
+}
+
+/// Starts message `i` at `start + i / rate`; returns the largest start delay past its due time.
+async fn run_paced(
+    layer: &Arc<dyn ChannelLayer>,
+    tally: &Arc<Tally>,
+    users: &[String],
+    rate: f64,
+    duration: Duration,
+    concurrency: NonZeroUsize,
+) -> Duration {
+    let total = (rate * duration.as_secs_f64()) as u64;
+    let permits = Arc::new(Semaphore::new(concurrency.get()));
+    let start = tokio::time::Instant::now();
+    let mut slip = Duration::ZERO;
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due).await;
+        // Waiting for a permit (too many sends in flight) shows up as schedule slip.
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        slip = slip.max(tokio::time::Instant::now().saturating_duration_since(due));
+        let username = users[(i % users.len() as u64) as usize].clone();
+        let (layer, tally) = (layer.clone(), tally.clone());
+        tasks.push(tokio::spawn(async move {
+            let group = user_group(&username);
+            tally
+                .group_send(layer.as_ref(), &group, bench_message(&username, i))
+                .await;
+            drop(permit);
+        }));
+    }
+    for task in tasks {
+        if let Err(err) = task.await {
+            warn!(error = %err, "paced send task failed");
+        }
+    }
+    slip
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::latency::parse_sent_at;
+
+    #[test]
+    fn bench_message_has_the_guide_fields_and_a_fresh_sent_at() {
+        let before = unix_now_secs();
+        let m = bench_message("u00001", 7);
+        assert_eq!(m.msg_type(), Some("user.message"));
+        assert_eq!(m.get("username").and_then(Value::as_str), Some("u00001"));
+        let json = m.to_json().to_string();
+        let sent_at = parse_sent_at(&json).unwrap();
+        assert!(sent_at >= before && sent_at <= unix_now_secs());
+        assert!(json.contains(r#""seq":7"#), "{json}");
+    }
+}
