@@ -1,0 +1,98 @@
+//! The `herald` binary: parses flags and installs logging; everything else lives in the
+//! libraries (`herald-server`, `herald-redis`, `herald-django`).
+//!
+//! # Layout
+//! * `settings` — flags + `HERALD_*` env + TOML file for the channel layer.
+//! * `layer` — builds the channel layer from those settings.
+//! * `serve` — `herald serve`: server and Django options, the auth glue, signals.
+//! * `send` — `herald send | notify | file | broadcast | group-send`.
+
+mod layer;
+mod send;
+mod serve;
+mod settings;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Herald: a Rust drop-in replacement for Daphne + channels_redis.
+#[derive(Parser, Debug)]
+#[command(name = "herald", version, about)]
+struct Cli {
+    #[command(flatten)]
+    config: settings::ConfigFile,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve /ws/tasks/ (plus /healthz and /metrics).
+    Serve(Box<serve::ServeArgs>),
+    /// Send a user.message to a user (ws_send_message).
+    Send(send::SendArgs),
+    /// Send a typed user.notification (ws_send_notification).
+    Notify(send::NotifyArgs),
+    /// Tell a user a file is ready (ws_send_file).
+    File(send::FileArgs),
+    /// Send a user.message to several users (ws_broadcast_message).
+    Broadcast(send::BroadcastArgs),
+    /// group_send any message with a "type" to any group.
+    GroupSend(send::GroupSendArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("herald: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = cli.config.path.clone();
+    let result = runtime.block_on(async move {
+        let file = settings::load_file(config.as_deref())?;
+        match cli.command {
+            Command::Serve(args) => serve::run(*args, config.as_deref()).await,
+            Command::Send(mut a) => {
+                a.common.layer = a.common.layer.or(file.layer);
+                send::send(a).await
+            }
+            Command::Notify(mut a) => {
+                a.common.layer = a.common.layer.or(file.layer);
+                send::notify(a).await
+            }
+            Command::File(mut a) => {
+                a.common.layer = a.common.layer.or(file.layer);
+                send::file(a).await
+            }
+            Command::Broadcast(mut a) => {
+                a.common.layer = a.common.layer.or(file.layer);
+                send::broadcast(a).await
+            }
+            Command::GroupSend(mut a) => {
+                a.layer = a.layer.or(file.layer);
+                send::group_send(a).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("herald: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! `herald serve`: the WebSocket server, configured from flags, `HERALD_*` and the TOML file.
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+use clap::Args;
+use herald_django::{DjangoAuth, DjangoAuthConfig, SessionEngine};
+use herald_redis::RedisChannelLayer;
+use herald_server::{
+    AnonymousAuthenticator, App, AuthError, Authenticator, HandshakeRequest, Identity,
+    MetricsSource, RateLimit, ServerConfig, TasksConsumer, TrustedHeaderAuthenticator,
+};
+use serde::Deserialize;
+use tracing::{info, warn};
+
+use crate::layer;
+use crate::settings::{LayerOpts, load_file, or_vec};
+
+/// The default bind address: Daphne's (`127.0.0.1:8000`).
+pub(crate) const DEFAULT_BIND: &str = "127.0.0.1:8000";
+
+/// `[server]` options.
+#[derive(Args, Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ServerOpts {
+    /// Address to listen on [default: 127.0.0.1:8000].
+    #[arg(long, short = 'b', env = "HERALD_BIND")]
+    pub(crate) bind: Option<SocketAddr>,
+    /// Allowed Origin patterns, like Django's ALLOWED_HOSTS ("example.com", ".example.com",
+    /// "https://example.com:8443", "*"); none = no Origin check (Daphne's behaviour).
+    #[arg(
+        long = "allowed-origin",
+        env = "HERALD_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub(crate) allowed_origins: Vec<String>,
+    /// Seconds between server pings [default: 20].
+    #[arg(long, env = "HERALD_PING_INTERVAL")]
+    pub(crate) ping_interval: Option<u64>,
+    /// Seconds to wait for a pong before dropping the socket [default: 30].
+    #[arg(long, env = "HERALD_PING_TIMEOUT")]
+    pub(crate) ping_timeout: Option<u64>,
+    /// Seconds a handshake may take [default: 5].
+    #[arg(long, env = "HERALD_HANDSHAKE_TIMEOUT")]
+    pub(crate) handshake_timeout: Option<u64>,
+    /// Largest message in bytes, 0 = unlimited [default: 1048576].
+    #[arg(long, env = "HERALD_MAX_MESSAGE_SIZE")]
+    pub(crate) max_message_size: Option<usize>,
+    /// Largest frame in bytes, 0 = unlimited [default: 1048576].
+    #[arg(long, env = "HERALD_MAX_FRAME_SIZE")]
+    pub(crate) max_frame_size: Option<usize>,
+    /// Frames queued per socket before it is closed as a slow consumer.
+    #[arg(long, env = "HERALD_MAX_OUTBOUND_FRAMES")]
+    pub(crate) max_outbound_frames: Option<NonZeroUsize>,
+    /// Inbound frames per second per socket (0 = no limit).
+    #[arg(long, env = "HERALD_RATE_LIMIT")]
+    pub(crate) rate_limit: Option<u32>,
+    /// Inbound burst size per socket.
+    #[arg(long, env = "HERALD_RATE_BURST")]
+    pub(crate) rate_burst: Option<u32>,
+    /// Sockets per user (excess handshakes get HTTP 429).
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_USER")]
+    pub(crate) max_connections_per_user: Option<NonZeroUsize>,
+    /// Sockets per client IP (excess handshakes get HTTP 429).
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_IP")]
+    pub(crate) max_connections_per_ip: Option<NonZeroUsize>,
+    /// Trust a reverse proxy's user header (e.g. X-Remote-User) instead of Django sessions.
+    #[arg(long, env = "HERALD_TRUSTED_USER_HEADER")]
+    pub(crate) trusted_user_header: Option<String>,
+}
+
+impl ServerOpts {
+    fn or(self, file: ServerOpts) -> ServerOpts {
+        ServerOpts {
+            bind: self.bind.or(file.bind),
+            allowed_origins: or_vec(self.allowed_origins, file.allowed_origins),
+            ping_interval: self.ping_interval.or(file.ping_interval),
+            ping_timeout: self.ping_timeout.or(file.ping_timeout),
+            handshake_timeout: self.handshake_timeout.or(file.handshake_timeout),
+            max_message_size: self.max_message_size.or(file.max_message_size),
+            max_frame_size: self.max_frame_size.or(file.max_frame_size),
+            max_outbound_frames: self.max_outbound_frames.or(file.max_outbound_frames),
+            rate_limit: self.rate_limit.or(file.rate_limit),
+            rate_burst: self.rate_burst.or(file.rate_burst),
+            max_connections_per_user: self
+                .max_connections_per_user
+                .or(file.max_connections_per_user),
+            max_connections_per_ip: self.max_connections_per_ip.or(file.max_connections_per_ip),
+            trusted_user_header: self.trusted_user_header.or(file.trusted_user_header),
+        }
+    }
+
+    fn server_config(&self) -> anyhow::Result<ServerConfig> {
+        let mut c = ServerConfig::default();
+        if !self.allowed_origins.is_empty() {
+            c = c.with_allowed_origins(self.allowed_origins.clone());
+        }
+        if let Some(s) = self.ping_interval {
+            c = c.with_ping_interval(Duration::from_secs(s));
+        }
+        if let Some(s) = self.ping_timeout {
+            c = c.with_ping_timeout(Duration::from_secs(s));
+        }
+        if let Some(s) = self.handshake_timeout {
+            c = c.with_handshake_timeout(Duration::from_secs(s));
+        }
+        if let Some(n) = self.max_message_size {
+            c = c.with_max_message_size((n > 0).then_some(n));
+        }
+        if let Some(n) = self.max_frame_size {
+            c = c.with_max_frame_size((n > 0).then_some(n));
+        }
+        if let Some(n) = self.max_outbound_frames {
+            c = c.with_max_outbound_frames(n);
+        }
+        match (self.rate_limit, self.rate_burst) {
+            (Some(0), _) => c = c.with_rate_limit(None),
+            (None, None) => {}
+            (rate, burst) => {
+                let d = RateLimit::default();
+                let rate = rate.unwrap_or(d.per_second.get());
+                let limit = RateLimit::new(rate, burst.unwrap_or(rate.max(d.burst.get())))?;
+                c = c.with_rate_limit(Some(limit));
+            }
+        }
+        c = c.with_max_connections_per_user(self.max_connections_per_user);
+        c = c.with_max_connections_per_ip(self.max_connections_per_ip);
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// `[django]` options: how sockets are authenticated.
+#[derive(Args, Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct DjangoOpts {
+    /// Django's SECRET_KEY (enables session-cookie authentication).
+    #[arg(long, env = "HERALD_SECRET_KEY", hide_env_values = true)]
+    pub(crate) secret_key: Option<String>,
+    /// Django's SECRET_KEY_FALLBACKS.
+    #[arg(
+        long = "secret-key-fallback",
+        env = "HERALD_SECRET_KEY_FALLBACKS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub(crate) secret_key_fallbacks: Vec<String>,
+    /// SESSION_ENGINE: db, cached_db or signed_cookies [default: db].
+    #[arg(long, env = "HERALD_SESSION_ENGINE")]
+    pub(crate) session_engine: Option<String>,
+    /// SESSION_COOKIE_NAME [default: sessionid].
+    #[arg(long, env = "HERALD_SESSION_COOKIE_NAME")]
+    pub(crate) session_cookie_name: Option<String>,
+    /// The Django database: postgres://user@host/db or sqlite:///path/to/db.sqlite3.
+    #[arg(long = "django-db", env = "HERALD_DJANGO_DB", hide_env_values = true)]
+    pub(crate) database_url: Option<String>,
+    /// The user table [default: auth_user].
+    #[arg(long, env = "HERALD_USER_TABLE")]
+    pub(crate) user_table: Option<String>,
+    /// The username column [default: username].
+    #[arg(long, env = "HERALD_USERNAME_COLUMN")]
+    pub(crate) username_column: Option<String>,
+    /// AUTHENTICATION_BACKENDS [default: django.contrib.auth.backends.ModelBackend].
+    #[arg(
+        long = "auth-backend",
+        env = "HERALD_AUTH_BACKENDS",
+        value_delimiter = ','
+    )]
+    pub(crate) authentication_backends: Vec<String>,
+    /// Ask this Django URL who the cookie belongs to instead of reading sessions directly.
+    #[arg(long, env = "HERALD_AUTH_CALLBACK")]
+    pub(crate) auth_callback: Option<String>,
+}
+
+impl DjangoOpts {
+    fn or(self, file: DjangoOpts) -> DjangoOpts {
+        DjangoOpts {
+            secret_key: self.secret_key.or(file.secret_key),
+            secret_key_fallbacks: or_vec(self.secret_key_fallbacks, file.secret_key_fallbacks),
+            session_engine: self.session_engine.or(file.session_engine),
+            session_cookie_name: self.session_cookie_name.or(file.session_cookie_name),
+            database_url: self.database_url.or(file.database_url),
+            user_table: self.user_table.or(file.user_table),
+            username_column: self.username_column.or(file.username_column),
+            authentication_backends: or_vec(
+                self.authentication_backends,
+                file.authentication_backends,
+            ),
+            auth_callback: self.auth_callback.or(file.auth_callback),
+        }
+    }
+
+    /// True if any Django authentication is configured.
+    pub(crate) fn configured(&self) -> bool {
+        self.secret_key.is_some() || self.auth_callback.is_some()
+    }
+
+    pub(crate) fn auth_config(&self) -> anyhow::Result<DjangoAuthConfig> {
+        let mut c = DjangoAuthConfig::default();
+        if let Some(k) = &self.secret_key {
+            c = c.with_secret_key(k.clone());
+        }
+        if !self.secret_key_fallbacks.is_empty() {
+            c = c.with_secret_key_fallbacks(self.secret_key_fallbacks.clone());
+        }
+        if let Some(e) = &self.session_engine {
+            c = c.with_session_engine(e.parse::<SessionEngine>()?);
+        }
+        if let Some(n) = &self.session_cookie_name {
+            c = c.with_session_cookie_name(n.clone());
+        }
+        if let Some(u) = &self.database_url {
+            c = c.with_database_url(u.clone());
+        }
+        if let Some(t) = &self.user_table {
+            c = c.with_user_table(t.clone());
+        }
+        if let Some(col) = &self.username_column {
+            c = c.with_username_column(col.clone());
+        }
+        if !self.authentication_backends.is_empty() {
+            c = c.with_authentication_backends(self.authentication_backends.clone());
+        }
+        if let Some(u) = &self.auth_callback {
+            c = c.with_callback_url(u.clone());
+        }
+        Ok(c)
+    }
+}
+
+/// `herald serve` flags.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    pub(crate) server: ServerOpts,
+    #[command(flatten)]
+    pub(crate) layer: LayerOpts,
+    #[command(flatten)]
+    pub(crate) django: DjangoOpts,
+}
+
+/// Adapts [`DjangoAuth`] to the server's [`Authenticator`] hook.
+#[derive(Debug)]
+struct DjangoAuthenticator(DjangoAuth);
+
+#[async_trait]
+impl Authenticator for DjangoAuthenticator {
+    async fn authenticate(
+        &self,
+        request: &HandshakeRequest,
+    ) -> Result<Option<Identity>, AuthError> {
+        // Channels' CookieMiddleware reads the first Cookie header only.
+        match self.0.authenticate(request.header("cookie")).await {
+            Ok(user) => Ok(user.map(|u| Identity::new(u.username, u.user_id))),
+            Err(err) => Err(AuthError::with_source("django authentication failed", err)),
+        }
+    }
+}
+
+/// Layer statistics on `/metrics`.
+#[derive(Debug)]
+struct RedisMetrics(Arc<RedisChannelLayer>);
+
+impl MetricsSource for RedisMetrics {
+    fn extra_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let s = self.0.stats();
+        let counters = [
+            (
+                "herald_layer_received_total",
+                "Messages popped from Redis and decoded.",
+                s.received,
+            ),
+            (
+                "herald_layer_delivered_total",
+                "Messages handed to local channel buffers.",
+                s.delivered,
+            ),
+            (
+                "herald_layer_buffer_drops_total",
+                "Messages dropped because a local buffer was full.",
+                s.buffer_drops,
+            ),
+            (
+                "herald_layer_unknown_channel_drops_total",
+                "Messages for closed or unknown local channels.",
+                s.unknown_channel_drops,
+            ),
+            (
+                "herald_redis_reconnects_total",
+                "Reader reconnects after a Redis failure.",
+                s.reconnects,
+            ),
+            (
+                "herald_layer_memberships_refreshed_total",
+                "Group memberships re-added.",
+                s.memberships_refreshed,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP herald_layer_decode_errors_total Redis members that could not be decoded.\n\
+             # TYPE herald_layer_decode_errors_total counter"
+        );
+        for (reason, value) in [
+            ("short_member", s.decode_short_member),
+            ("fernet", s.decode_fernet),
+            ("body", s.decode_body),
+            ("channel", s.decode_channel),
+        ] {
+            let _ = writeln!(
+                out,
+                "herald_layer_decode_errors_total{{reason=\"{reason}\"}} {value}"
+            );
+        }
+    }
+}
+
+/// The merged options `serve` runs with.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    pub(crate) server: ServerOpts,
+    pub(crate) layer: LayerOpts,
+    pub(crate) django: DjangoOpts,
+}
+
+pub(crate) fn resolve(
+    args: ServeArgs,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<Resolved> {
+    let file = load_file(config)?;
+    Ok(Resolved {
+        server: args.server.or(file.server),
+        layer: args.layer.or(file.layer),
+        django: args.django.or(file.django),
+    })
+}
+
+/// Builds the app `serve` runs.
+pub(crate) fn build_app(r: &Resolved) -> anyhow::Result<App> {
+    let built = layer::build(&r.layer, true)?;
+    let authenticator: Arc<dyn Authenticator> = if let Some(header) = &r.server.trusted_user_header
+    {
+        if r.django.configured() {
+            bail!("--trusted-user-header and Django authentication are mutually exclusive");
+        }
+        let name = header
+            .to_ascii_lowercase()
+            .parse()
+            .with_context(|| format!("invalid header name {header:?}"))?;
+        Arc::new(TrustedHeaderAuthenticator::new().with_user_header(name))
+    } else if r.django.configured() {
+        Arc::new(DjangoAuthenticator(DjangoAuth::new(
+            r.django.auth_config()?,
+        )?))
+    } else {
+        warn!(
+            "no authentication configured (--secret-key, --auth-callback or \
+             --trusted-user-header): every /ws/tasks/ handshake will be refused with 403"
+        );
+        Arc::new(AnonymousAuthenticator)
+    };
+    let mut builder = App::builder()
+        .layer(built.layer.clone())
+        .shared_authenticator(authenticator)
+        .config(r.server.server_config()?)
+        .route("/ws/tasks/", TasksConsumer::default);
+    if let Some(redis) = built.redis {
+        builder = builder.metrics_source(RedisMetrics(redis));
+    }
+    Ok(builder.build()?)
+}
+
+/// Resolves once SIGTERM or Ctrl-C arrives.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            warn!(error = %err, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(err) => {
+                warn!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    info!("shutdown signal received");
+}
+
+pub(crate) async fn run(args: ServeArgs, config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let resolved = resolve(args, config)?;
+    let app = build_app(&resolved)?;
+    let bind = resolved
+        .server
+        .bind
+        .unwrap_or_else(|| DEFAULT_BIND.parse().unwrap());
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind}"))?;
+    info!(
+        addr = %listener.local_addr()?,
+        backend = ?resolved.layer.backend(),
+        "herald serving /ws/tasks/, /healthz and /metrics"
+    );
+    herald_server::serve(listener, app, shutdown_signal()).await?;
+    Ok(())
+}

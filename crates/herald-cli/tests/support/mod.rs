@@ -1,0 +1,173 @@
+//! Shared helpers for the CLI tests: run the real `herald` binary.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// Every await in these tests is bounded by this.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The `herald` binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_herald")
+}
+
+/// Runs `herald ARGS` to completion.
+pub async fn herald(args: &[&str]) -> Output {
+    let child = Command::new(bin())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::timeout(TIMEOUT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// A running `herald serve` on a free loopback port, killed on drop.
+#[derive(Debug)]
+pub struct Herald {
+    pub addr: SocketAddr,
+    pub child: Child,
+}
+
+impl Herald {
+    /// Starts `herald serve --bind 127.0.0.1:<free> ARGS` and waits until /healthz answers.
+    pub async fn start(args: &[&str]) -> Herald {
+        Self::start_with_env(args, &[]).await
+    }
+
+    /// As [`Herald::start`] with extra environment variables.
+    pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Herald {
+        let port = herald_test_support::free_port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut child = Command::new(bin())
+            .arg("serve")
+            .args(["--bind", &addr.to_string()])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("herald serve exited early with {status}");
+            }
+            let probe =
+                tokio::time::timeout(Duration::from_secs(1), try_http_get(addr, "/healthz")).await;
+            if let Ok(Ok(resp)) = probe
+                && resp.starts_with("HTTP/1.1 200")
+            {
+                return Herald { addr, child };
+            }
+            assert!(
+                Instant::now() < deadline,
+                "herald serve did not become healthy"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().unwrap();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        tokio::time::timeout(TIMEOUT, self.child.wait())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+}
+
+async fn try_http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// A plain HTTP GET, returning the raw response.
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    tokio::time::timeout(TIMEOUT, try_http_get(addr, path))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Connects to /ws/tasks/ as `user` through the trusted-header authenticator.
+pub async fn ws_connect_as(addr: SocketAddr, user: &str) -> Ws {
+    let mut req = format!("ws://{addr}/ws/tasks/")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("x-remote-user", user.parse().unwrap());
+    ws_connect(req).await
+}
+
+/// Connects to /ws/tasks/ with a Cookie header.
+pub async fn ws_connect_with_cookie(addr: SocketAddr, cookie: &str) -> Ws {
+    let mut req = format!("ws://{addr}/ws/tasks/")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert("cookie", cookie.parse().unwrap());
+    ws_connect(req).await
+}
+
+async fn ws_connect(req: tokio_tungstenite::tungstenite::handshake::client::Request) -> Ws {
+    let (ws, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(req))
+        .await
+        .unwrap()
+        .unwrap();
+    ws
+}
+
+/// The next text frame, parsed as JSON (pings and pongs skipped).
+pub async fn recv_json(ws: &mut Ws) -> serde_json::Value {
+    loop {
+        let msg = tokio::time::timeout(TIMEOUT, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match msg {
+            WsMessage::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+/// Sends a JSON text frame.
+pub async fn send_json(ws: &mut Ws, value: serde_json::Value) {
+    tokio::time::timeout(TIMEOUT, ws.send(WsMessage::text(value.to_string())))
+        .await
+        .unwrap()
+        .unwrap();
+}
