@@ -74,6 +74,7 @@ import asyncio
 import json
 import logging
 import sys
+import threading
 
 INT_MIN = -(2**63)
 INT_END = 2**64
@@ -292,18 +293,42 @@ async def new_channel(layer, prefix):
     return await layer.new_channel(prefix)
 
 
-async def wait_for_eof():
+def stdin_lines():
+    """An asyncio.Queue fed with stdin's lines, then None at EOF.
+
+    A daemon thread blocks on stdin so the event loop never does, and it cannot keep the
+    process alive at exit (an executor thread would: asyncio.run waits for it).
+    """
     loop = asyncio.get_running_loop()
-    # A thread blocks on stdin so the event loop never does; EOF means the parent went away.
-    while await loop.run_in_executor(None, sys.stdin.readline):
+    queue = asyncio.Queue()
+
+    def put(item):
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the loop is already closed
+            pass
+
+    def pump():
+        for line in sys.stdin:
+            put(line)
+        put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return queue
+
+
+async def wait_for_eof():
+    # EOF on stdin means the parent went away.
+    lines = stdin_lines()
+    while await lines.get() is not None:
         pass
 
 
 async def repl(layer):
-    loop = asyncio.get_running_loop()
+    lines = stdin_lines()
     while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        if not line:
+        line = await lines.get()
+        if line is None:
             return 0
         if not line.strip():
             continue
