@@ -184,6 +184,8 @@ impl DjangoAuth {
     }
 
     /// The user behind the **first** `Cookie` header of a handshake, `Ok(None)` for anonymous.
+    /// Channels decodes the header as latin-1; a server holding raw bytes can use
+    /// [`cookie::latin1`](crate::cookie::latin1) to do the same.
     ///
     /// # Errors
     /// Only when our side fails: [`ErrorKind::Database`](crate::ErrorKind::Database),

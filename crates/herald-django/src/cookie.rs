@@ -33,6 +33,17 @@ fn py_strip(s: &str) -> &str {
     s.trim_matches(|c: char| c.is_whitespace() || ('\x1c'..='\x1f').contains(&c))
 }
 
+/// Decodes raw header bytes as latin-1, like Channels' `CookieMiddleware` (every byte is one
+/// code point), for servers that hold the `Cookie` header as bytes.
+///
+/// ```
+/// use herald_django::cookie::latin1;
+/// assert_eq!(latin1(b"sessionid=abc\xe9"), "sessionid=abc\u{e9}");
+/// ```
+pub fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| char::from(b)).collect()
+}
+
 /// `http.cookies._unquote`: a value wrapped in double quotes loses them, and inside, `\ooo`
 /// (first digit 0-3) becomes that octal code point and `\c` becomes `c`.
 fn unquote(value: &str) -> String {

@@ -3,7 +3,7 @@
 //!
 //! * `db` / `cached_db`: the cookie holds a session key; `django_session.session_data` holds
 //!   `signing.dumps(dict, salt=<session key salt>, compress=True)`, no `max_age` (the row's
-//!   `expire_date` is the expiry). The row lookup lives in [`db`](crate::db).
+//!   `expire_date` is the expiry). The row lookup lives in the private `db` module.
 //! * `signed_cookies`: the cookie *is* `signing.dumps(dict, salt=SIGNED_COOKIES_SALT,
 //!   compress=True)`, loaded with `max_age = SESSION_COOKIE_AGE`.
 //!
