@@ -202,3 +202,96 @@ async fn encrypted_layers_interoperate_and_store_ciphertext() {
     timeout(T, a.send(&ch, msg.clone())).await.unwrap().unwrap();
     assert_eq!(timeout(T, b.receive(&ch)).await.unwrap().unwrap(), msg);
 }
+
+/// `rediss://` with a self-signed certificate made by the `openssl` CLI; `#insecure` skips
+/// verification like redis-py's `ssl_cert_reqs=None`.
+#[tokio::test]
+async fn send_receive_over_rediss() {
+    let dir = tempfile_dir();
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "openssl could not make a certificate");
+    let tls_port = herald_test_support::free_port().to_string();
+    let cert = dir.join("cert.pem").display().to_string();
+    let key = dir.join("key.pem").display().to_string();
+    let server = RedisServer::start_with_args(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &cert,
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let layer = RedisChannelLayer::new(
+        RedisLayerConfig::default()
+            .with_hosts([format!("rediss://127.0.0.1:{tls_port}/#insecure")])
+            .with_brpop_timeout(Duration::from_secs(1)),
+    )
+    .unwrap();
+    let ch = layer.new_channel("specific").await.unwrap();
+    timeout(T, layer.send(&ch, Message::with_type("over.tls")))
+        .await
+        .unwrap()
+        .unwrap();
+    let got = timeout(T, layer.receive(&ch)).await.unwrap().unwrap();
+    assert_eq!(got.msg_type(), Some("over.tls"));
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "herald-tls-{}",
+        herald_core::names::random_hex_id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `unix://` sockets, with redis-py's `?db=` query.
+#[tokio::test]
+async fn send_receive_over_a_unix_socket() {
+    let dir = tempfile_dir();
+    let sock = dir.join("redis.sock").display().to_string();
+    let server = RedisServer::start_with_args(&["--unixsocket", &sock, "--unixsocketperm", "700"]);
+    let layer = RedisChannelLayer::new(
+        RedisLayerConfig::default()
+            .with_hosts([format!("unix://{sock}?db=2")])
+            .with_brpop_timeout(Duration::from_secs(1)),
+    )
+    .unwrap();
+    let ch = layer.new_channel("specific").await.unwrap();
+    timeout(T, layer.group_add("g", &ch))
+        .await
+        .unwrap()
+        .unwrap();
+    timeout(T, layer.group_send("g", Message::with_type("over.unix")))
+        .await
+        .unwrap()
+        .unwrap();
+    let got = timeout(T, layer.receive(&ch)).await.unwrap().unwrap();
+    assert_eq!(got.msg_type(), Some("over.unix"));
+    let client = redis::Client::open(server.url_db(2)).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let n: i64 = redis::cmd("ZCARD")
+        .arg("asgi:group:g")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "db 2 from the query string");
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}

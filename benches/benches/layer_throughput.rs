@@ -1,0 +1,141 @@
+//! Macro benchmarks against a real redis-server (started here unless
+//! `HERALD_BENCH_REDIS_URL` points at one, e.g. to share it with
+//! `benches/python/channel_layer_bench.py`):
+//!
+//! * `receive_drain`: 20 000 messages for 1 000 local channels are already in the process key;
+//!   time until the reader has routed all of them into the channels' buffers.
+//! * `group_send_1_member`: `group_send` to a group with one (local, drained) member,
+//!   sequentially and 64 at a time.
+
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use futures_util::FutureExt as _;
+use herald_benches::sample_message;
+use herald_core::{ChannelLayer, Message};
+use herald_redis::codec::Target;
+use herald_redis::{RedisChannelLayer, RedisLayerConfig};
+use herald_test_support::RedisServer;
+
+const DRAIN_MESSAGES: usize = 20_000;
+const DRAIN_CHANNELS: usize = 1_000;
+
+fn redis_url() -> (Option<RedisServer>, String) {
+    match std::env::var("HERALD_BENCH_REDIS_URL") {
+        Ok(url) => (None, url),
+        Err(_) => {
+            let server = RedisServer::start();
+            let url = server.url();
+            (Some(server), url)
+        }
+    }
+}
+
+fn layer(url: &str) -> RedisChannelLayer {
+    RedisChannelLayer::new(
+        RedisLayerConfig::default()
+            .with_hosts([url])
+            .with_prefix("benchrs")
+            .with_brpop_timeout(Duration::from_secs(1)),
+    )
+    .unwrap()
+}
+
+async fn drain_once(url: &str) -> Duration {
+    let layer = layer(url);
+    let names: Vec<String> = (0..DRAIN_CHANNELS)
+        .map(|i| format!("bench.{}!c{i}", layer.client_prefix()))
+        .collect();
+    let key = layer.keys().channel_key(&names[0]);
+    // Fill the key like a Python sender would, before any reader exists.
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let msg = sample_message();
+    let base = 1.0e9;
+    for chunk in (0..DRAIN_MESSAGES).collect::<Vec<_>>().chunks(1000) {
+        let mut pipe = redis::pipe();
+        for &i in chunk {
+            let member = layer
+                .codec()
+                .encode_routed(msg.map(), Target::One(&names[i % DRAIN_CHANNELS]))
+                .unwrap();
+            pipe.cmd("ZADD")
+                .arg(&key)
+                .arg(base + i as f64)
+                .arg(member)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await.unwrap();
+    }
+    // Register every channel (a pending receive registers its buffer and starts the reader;
+    // dropping it is cancel-safe). On this current-thread runtime the reader cannot run before
+    // the clock starts.
+    for name in &names {
+        assert!(layer.receive(name).now_or_never().is_none());
+    }
+    let start = Instant::now();
+    while (layer.stats().delivered as usize) < DRAIN_MESSAGES {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    let elapsed = start.elapsed();
+    assert_eq!(layer.stats().buffer_drops, 0);
+    elapsed
+}
+
+fn receive_drain(c: &mut Criterion) {
+    let (_server, url) = redis_url();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("layer");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    group.throughput(Throughput::Elements(DRAIN_MESSAGES as u64));
+    group.bench_function("receive_drain", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                total += rt.block_on(drain_once(&url));
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+fn group_send(c: &mut Criterion) {
+    let (_server, url) = redis_url();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let layer = layer(&url);
+    rt.block_on(async {
+        let ch = layer.new_channel("specific").await.unwrap();
+        layer.group_add("bench-group", &ch).await.unwrap();
+    });
+    let msg: Message = sample_message();
+    let mut group = c.benchmark_group("layer");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("group_send_1_member/sequential", |b| {
+        b.to_async(&rt)
+            .iter(|| async { layer.group_send("bench-group", msg.clone()).await.unwrap() })
+    });
+    group.throughput(Throughput::Elements(64));
+    group.bench_function("group_send_1_member/64_concurrent", |b| {
+        b.to_async(&rt).iter(|| async {
+            let sends = (0..64).map(|_| layer.group_send("bench-group", msg.clone()));
+            for r in futures_util::future::join_all(sends).await {
+                r.unwrap();
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, receive_drain, group_send);
+criterion_main!(benches);
