@@ -171,3 +171,34 @@ pub async fn send_json(ws: &mut Ws, value: serde_json::Value) {
         .unwrap()
         .unwrap();
 }
+
+pub mod django;
+pub mod postgres;
+
+/// Performs a raw WebSocket handshake on /ws/tasks/ and returns the HTTP status code.
+pub async fn handshake_status(addr: SocketAddr, cookie: Option<&str>, origin: Option<&str>) -> u16 {
+    let mut req = format!(
+        "GET /ws/tasks/ HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    );
+    if let Some(c) = cookie {
+        req.push_str(&format!("Cookie: {c}\r\n"));
+    }
+    if let Some(o) = origin {
+        req.push_str(&format!("Origin: {o}\r\n"));
+    }
+    req.push_str("\r\n");
+    let status = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 64];
+        let n = s.read(&mut buf).await.unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+        head.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u16>()
+            .unwrap()
+    };
+    tokio::time::timeout(TIMEOUT, status).await.unwrap()
+}

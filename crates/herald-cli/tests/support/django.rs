@@ -1,0 +1,84 @@
+//! The Django test project (`tests/compat/django_project`) run with the compat venv's Python.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+/// `SECRET_KEY` the test sites share with herald.
+pub const SECRET: &str = "django-insecure-herald-cli-e2e";
+/// How long one `manage.py` run may take (migrate on PostgreSQL is the slowest).
+pub const MANAGE_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The project directory.
+pub fn project_dir() -> PathBuf {
+    herald_test_support::workspace_root().join("tests/compat/django_project")
+}
+
+/// One Django site: a database URL, a Redis URL and any extra settings.
+#[derive(Debug, Clone)]
+pub struct Django {
+    python: PathBuf,
+    env: BTreeMap<String, String>,
+}
+
+/// What `herald_fixture` printed.
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    pub cookie: String,
+    pub user_id: String,
+    pub username: String,
+}
+
+impl Django {
+    pub fn new(python: PathBuf, database_url: &str, redis_url: &str) -> Django {
+        let mut env = BTreeMap::new();
+        env.insert("DATABASE_URL".to_owned(), database_url.to_owned());
+        env.insert("REDIS_URL".to_owned(), redis_url.to_owned());
+        env.insert("SECRET_KEY".to_owned(), SECRET.to_owned());
+        Django { python, env }
+    }
+
+    /// Runs `manage.py ARGS`; panics with stderr on failure; returns stdout.
+    pub async fn manage(&self, args: &[&str]) -> String {
+        let mut cmd = tokio::process::Command::new(&self.python);
+        cmd.arg("manage.py")
+            .args(args)
+            .current_dir(project_dir())
+            .env_remove("SECRET_KEY_FALLBACKS")
+            .env_remove("SESSION_ENGINE")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .envs(&self.env)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(MANAGE_TIMEOUT, cmd.output())
+            .await
+            .unwrap_or_else(|_| panic!("manage.py {args:?} timed out"))
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "manage.py {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `herald_fixture ARGS`: a user logged in through django.contrib.auth.login.
+    pub async fn fixture(&self, args: &[&str]) -> Fixture {
+        let mut full = vec!["herald_fixture"];
+        full.extend_from_slice(args);
+        let out = self.manage(&full).await;
+        let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let field = |k: &str| json[k].as_str().unwrap().to_owned();
+        Fixture {
+            cookie: field("cookie"),
+            user_id: field("user_id"),
+            username: field("username"),
+        }
+    }
+
+    /// Runs Python code in `manage.py shell` (the guide's "from the Django shell").
+    pub async fn shell(&self, code: &str) -> String {
+        self.manage(&["shell", "-c", code]).await
+    }
+}
