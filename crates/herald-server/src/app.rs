@@ -31,6 +31,8 @@ pub(crate) struct AppInner {
     pub(crate) metrics_sources: Vec<Arc<dyn MetricsSource>>,
     pub(crate) fanout: FanoutCache,
     pub(crate) caps: Arc<ConnectionCaps>,
+    /// Serve the demo page (`/demo/`); see [`AppBuilder::demo_page`].
+    pub(crate) demo_page: bool,
 }
 
 impl std::fmt::Debug for AppInner {
@@ -73,6 +75,7 @@ pub struct AppBuilder {
     config: ServerConfig,
     routes: Vec<(String, Arc<dyn ConsumerFactory>)>,
     metrics_sources: Vec<Arc<dyn MetricsSource>>,
+    demo_page: bool,
 }
 
 impl std::fmt::Debug for AppBuilder {
@@ -125,11 +128,18 @@ impl AppBuilder {
         self
     }
 
+    /// Serves the demo page at [`DEMO_PATH`](crate::DEMO_PATH) (default: off). The page only
+    /// shows what `/ws/tasks/` sends; who may connect is still the authenticator's decision.
+    pub fn demo_page(mut self, enabled: bool) -> Self {
+        self.demo_page = enabled;
+        self
+    }
+
     /// Validates and builds.
     ///
     /// # Errors
     /// [`ErrorKind::Config`] if no layer was given, the config is invalid, or a route path is
-    /// empty, lacks a leading `/`, is reserved (`/healthz`, `/metrics`) or is registered twice.
+    /// empty, lacks a leading `/`, is reserved (`/healthz`, `/metrics`, the asset paths) or is registered twice.
     pub fn build(self) -> Result<App> {
         let Some(layer) = self.layer else {
             return Err(Error::new(ErrorKind::Config, "App needs a channel layer"));
@@ -146,7 +156,7 @@ impl AppBuilder {
             if routing::is_reserved(&path) {
                 return Err(Error::new(
                     ErrorKind::Config,
-                    "route path is reserved (/healthz, /metrics)",
+                    "route path is reserved (/healthz, /metrics, herald assets)",
                 ));
             }
             if routes.insert(path, factory).is_some() {
@@ -165,6 +175,7 @@ impl AppBuilder {
                 metrics_sources: self.metrics_sources,
                 fanout: FanoutCache::default(),
                 caps: Arc::new(ConnectionCaps::default()),
+                demo_page: self.demo_page,
             }),
         })
     }

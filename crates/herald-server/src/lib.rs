@@ -47,7 +47,8 @@
 //! * [`error`] — the one opaque [`Error`] with [`ErrorKind`].
 //! * `server` — [`serve`]: the accept loop on hyper 1, one task per TCP connection.
 //! * `upgrade` — the only code touching hyper upgrades and the tungstenite handshake.
-//! * `routing` — path → WebSocket route, `/healthz`, `/metrics`, 404.
+//! * `routing` — path → WebSocket route, `/healthz`, `/metrics`, assets, 404.
+//! * `assets` — the browser client [`CLIENT_JS_PATH`] and the opt-in demo page [`DEMO_PATH`].
 //! * `app` — [`App`]/[`AppBuilder`] and [`App::connect`], the socket-independent handshake
 //!   (route, origin, auth, caps, `connect`).
 //! * [`consumer`] — the [`Consumer`] trait and Channels' type → handler dispatch.
@@ -89,6 +90,7 @@ pub mod origin;
 pub mod shutdown;
 
 mod app;
+mod assets;
 mod fanout;
 mod limits;
 mod pyjson;
@@ -98,6 +100,7 @@ mod server;
 mod upgrade;
 
 pub use app::{App, AppBuilder, Handshake, Rejection};
+pub use assets::{CLIENT_JS, CLIENT_JS_PATH, CLIENT_MAX_AGE_SECS, DEMO_JS_PATH, DEMO_PATH};
 pub use auth::{
     AnonymousAuthenticator, AuthError, Authenticator, HandshakeRequest, Identity,
     StaticTokenAuthenticator, TrustedHeaderAuthenticator,

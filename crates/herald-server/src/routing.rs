@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use crate::app::AppInner;
+use crate::assets::{self, Asset};
 use crate::consumer::ConsumerFactory;
 
 /// Liveness endpoint: `200 ok`.
@@ -18,20 +19,24 @@ pub(crate) enum Target {
     Health,
     Metrics,
     WebSocket(Arc<dyn ConsumerFactory>),
+    Asset(&'static Asset),
     NotFound,
 }
 
 pub(crate) fn is_reserved(path: &str) -> bool {
-    path == HEALTHZ_PATH || path == METRICS_PATH
+    path == HEALTHZ_PATH || path == METRICS_PATH || assets::is_asset_path(path)
 }
 
 pub(crate) fn resolve(app: &AppInner, path: &str) -> Target {
     match path {
         HEALTHZ_PATH => Target::Health,
         METRICS_PATH => Target::Metrics,
-        _ => app
-            .routes
-            .get(path)
-            .map_or(Target::NotFound, |f| Target::WebSocket(Arc::clone(f))),
+        _ => match assets::lookup(path, app.demo_page) {
+            Some(asset) => Target::Asset(asset),
+            None => app
+                .routes
+                .get(path)
+                .map_or(Target::NotFound, |f| Target::WebSocket(Arc::clone(f))),
+        },
     }
 }

@@ -141,7 +141,8 @@ pub(crate) async fn handle_request(
             StatusCode::UPGRADE_REQUIRED,
             "This path only serves WebSocket connections\n",
         ),
-        Target::NotFound | Target::WebSocket(_) => websocket(req, info).await,
+        Target::Asset(asset) if !is_upgrade_request(&req) => crate::assets::response(asset, &req),
+        Target::NotFound | Target::WebSocket(_) | Target::Asset(_) => websocket(req, info).await,
     };
     Ok(resp)
 }
