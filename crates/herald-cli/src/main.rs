@@ -6,7 +6,9 @@
 //! * `layer` — builds the channel layer from those settings.
 //! * `serve` — `herald serve`: server and Django options, the auth glue, signals.
 //! * `send` — `herald send | notify | file | broadcast | group-send`.
+//! * `check` — `herald check`: configuration, Redis, Django database and a cookie.
 
+mod check;
 mod layer;
 mod send;
 mod serve;
@@ -41,6 +43,8 @@ enum Command {
     Broadcast(send::BroadcastArgs),
     /// group_send any message with a "type" to any group.
     GroupSend(send::GroupSendArgs),
+    /// Check the configuration, Redis, the Django database and (optionally) a cookie.
+    Check(Box<check::CheckArgs>),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
         let file = settings::load_file(config.as_deref())?;
         match cli.command {
             Command::Serve(args) => serve::run(*args, config.as_deref()).await,
+            Command::Check(args) => check::run(*args, config.as_deref()).await,
             Command::Send(mut a) => {
                 a.common.layer = a.common.layer.or(file.layer);
                 send::send(a).await

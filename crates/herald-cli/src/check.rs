@@ -1,0 +1,237 @@
+//! `herald check`: tells a new user what is wrong before they start.
+//!
+//! Each check prints `ok`, `warn` or `FAIL` with what it found; the exit code is non-zero if any
+//! check failed. Nothing is written to Redis except a short-lived round-trip message and a group
+//! membership that is removed again; nothing is written to the Django database.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use herald_core::Message;
+use herald_django::{AuthOutcome, DjangoAuth};
+
+use crate::layer;
+use crate::serve::{DjangoOpts, ServeArgs, resolve};
+use crate::settings::Backend;
+
+/// How long each network check may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `herald check` flags: everything `serve` takes, plus a cookie to try.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct CheckArgs {
+    #[command(flatten)]
+    pub(crate) serve: ServeArgs,
+    /// A Cookie header (or just `sessionid=…`) copied from a logged-in browser: checks that the
+    /// secret key and database can authenticate it.
+    #[arg(long)]
+    pub(crate) cookie: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Report {
+    failed: usize,
+}
+
+impl Report {
+    fn ok(&mut self, what: &str, detail: &str) {
+        println!("ok    {what}: {detail}");
+    }
+    fn warn(&mut self, what: &str, detail: &str) {
+        println!("warn  {what}: {detail}");
+    }
+    fn fail(&mut self, what: &str, detail: &str) {
+        self.failed += 1;
+        println!("FAIL  {what}: {detail}");
+    }
+}
+
+pub(crate) async fn run(args: CheckArgs, config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let mut report = Report::default();
+    let resolved = match resolve(args.serve, config) {
+        Ok(r) => {
+            report.ok("config", "flags, HERALD_* variables and config file parse");
+            r
+        }
+        Err(err) => {
+            report.fail("config", &format!("{err:#}"));
+            anyhow::bail!("1 check failed");
+        }
+    };
+
+    check_layer(&mut report, &resolved.layer).await;
+    if resolved.layer.backend() == Backend::Core {
+        check_prefixes(&mut report, &resolved.layer).await;
+    }
+    check_django(&mut report, &resolved.django, args.cookie.as_deref()).await;
+
+    if report.failed > 0 {
+        anyhow::bail!("{} check(s) failed", report.failed);
+    }
+    Ok(())
+}
+
+/// A full round trip through the layer: new channel, group_add, group_send, receive, discard.
+async fn check_layer(report: &mut Report, opts: &crate::settings::LayerOpts) {
+    let built = match layer::build(opts, true) {
+        Ok(b) => b,
+        Err(err) => return report.fail("channel layer", &format!("{err:#}")),
+    };
+    if opts.backend() == Backend::Memory {
+        return report.warn(
+            "channel layer",
+            "no Redis configured: in-memory layer, Python processes cannot reach herald",
+        );
+    }
+    let layer = built.layer;
+    let started = Instant::now();
+    let result = tokio::time::timeout(CHECK_TIMEOUT, async {
+        let channel = layer.new_channel("specific").await?;
+        let group = format!("herald-check-{}", herald_core::names::random_hex_id());
+        layer.group_add(&group, &channel).await?;
+        layer
+            .group_send(&group, Message::with_type("herald.check"))
+            .await?;
+        let got = layer.receive(&channel).await;
+        layer.group_discard(&group, &channel).await?;
+        layer.close_channel(&channel);
+        got
+    })
+    .await;
+    match result {
+        Ok(Ok(msg)) if msg.msg_type() == Some("herald.check") => report.ok(
+            "channel layer",
+            &format!(
+                "{} host(s), group_send round trip in {} ms",
+                opts.hosts.len(),
+                started.elapsed().as_millis()
+            ),
+        ),
+        Ok(Ok(other)) => report.fail(
+            "channel layer",
+            &format!(
+                "round trip returned an unexpected message type {:?}",
+                other.msg_type()
+            ),
+        ),
+        Ok(Err(err)) => report.fail("channel layer", &format!("{err}")),
+        Err(_) => report.fail(
+            "channel layer",
+            &format!("no round trip within {CHECK_TIMEOUT:?} (is every host reachable?)"),
+        ),
+    }
+}
+
+/// Looks at which key prefixes the group keys in Redis use: if Python's groups live under
+/// another prefix than ours, Python and herald will never meet.
+async fn check_prefixes(report: &mut Report, opts: &crate::settings::LayerOpts) {
+    let prefix = opts.prefix.clone().unwrap_or_else(|| "asgi".to_owned());
+    let mut seen = BTreeSet::new();
+    for host in &opts.hosts {
+        if !(host.starts_with("redis://")
+            || host.starts_with("rediss://")
+            || host.starts_with("unix://"))
+        {
+            continue;
+        }
+        let Ok(client) = redis::Client::open(host.as_str()) else {
+            continue;
+        };
+        let scan = async {
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            let mut cursor: u64 = 0;
+            for _ in 0..20 {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg("*:group:*")
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn)
+                    .await?;
+                for key in keys {
+                    if let Some((p, _)) = key.split_once(":group:") {
+                        seen.insert(p.to_owned());
+                    }
+                }
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+            Ok::<_, redis::RedisError>(())
+        };
+        if let Ok(Err(err)) = tokio::time::timeout(CHECK_TIMEOUT, scan).await {
+            report.warn("key prefix", &format!("cannot scan {host}: {err}"));
+        }
+    }
+    if seen.is_empty() {
+        report.ok("key prefix", &format!("{prefix:?}; no groups in Redis yet"));
+    } else if seen.contains(&prefix) {
+        report.ok(
+            "key prefix",
+            &format!("{prefix:?} matches groups already in Redis"),
+        );
+    } else {
+        let others: Vec<_> = seen.into_iter().collect();
+        report.warn(
+            "key prefix",
+            &format!(
+                "herald uses {prefix:?} but the groups in Redis use {others:?}: set --prefix to \
+                 the CHANNEL_LAYERS \"prefix\" your Django settings use"
+            ),
+        );
+    }
+}
+
+async fn check_django(report: &mut Report, opts: &DjangoOpts, cookie: Option<&str>) {
+    if !opts.configured() {
+        report.warn(
+            "django auth",
+            "not configured (--secret-key + --django-db, or --auth-callback): /ws/tasks/ will \
+             refuse every handshake unless --trusted-user-header is used",
+        );
+        if cookie.is_some() {
+            report.fail(
+                "cookie",
+                "cannot check a cookie without Django authentication settings",
+            );
+        }
+        return;
+    }
+    let auth = match opts.auth_config().and_then(|c| Ok(DjangoAuth::new(c)?)) {
+        Ok(a) => a,
+        Err(err) => return report.fail("django auth", &format!("{err:#}")),
+    };
+    match tokio::time::timeout(CHECK_TIMEOUT, auth.ping()).await {
+        Ok(Ok(())) => report.ok(
+            "django database",
+            "reachable, session and user tables readable",
+        ),
+        Ok(Err(err)) => report.fail("django database", &err.to_string()),
+        Err(_) => report.fail("django database", "no answer within 10 s"),
+    }
+    let Some(cookie) = cookie else { return };
+    let header = if cookie.contains('=') {
+        cookie.to_owned()
+    } else {
+        let name = opts.session_cookie_name.as_deref().unwrap_or("sessionid");
+        format!("{name}={cookie}")
+    };
+    match tokio::time::timeout(CHECK_TIMEOUT, auth.check(Some(&header))).await {
+        Ok(Ok(AuthOutcome::Authenticated(user))) => report.ok(
+            "cookie",
+            &format!(
+                "authenticates user {:?} (id {})",
+                user.username, user.user_id
+            ),
+        ),
+        Ok(Ok(AuthOutcome::Anonymous(why))) => {
+            report.fail("cookie", &format!("refused: {}", why.as_str()))
+        }
+        Ok(Ok(_)) => report.fail("cookie", "refused"),
+        Ok(Err(err)) => report.fail("cookie", &err.to_string()),
+        Err(_) => report.fail("cookie", "no answer within 10 s"),
+    }
+}

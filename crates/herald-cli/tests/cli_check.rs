@@ -1,0 +1,97 @@
+//! `herald check` against real Redis and a real Django database.
+
+mod support;
+
+use herald_test_support::{RedisServer, compat_python, free_port};
+use support::django::{Django, SECRET};
+use support::herald;
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_passes_a_working_setup_and_names_the_cookies_user() {
+    let Some(python) = compat_python() else {
+        return;
+    };
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite:///{}", dir.path().join("db.sqlite3").display());
+    let django = Django::new(python, &db_url, &redis.url());
+    let fixture = django.fixture(&["--username", "amadmin"]).await;
+    let url = redis.url();
+    let base = ["check", "--redis", &url, "--django-db", &db_url];
+
+    let mut args = base.to_vec();
+    args.extend(["--secret-key", SECRET, "--cookie", &fixture.cookie]);
+    let out = herald(&args).await;
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    assert!(text.contains("ok    channel layer"), "{text}");
+    assert!(text.contains("ok    django database"), "{text}");
+    assert!(text.contains("authenticates user \"amadmin\""), "{text}");
+
+    // The wrong SECRET_KEY is named as the reason the cookie is refused.
+    let mut args = base.to_vec();
+    args.extend([
+        "--secret-key",
+        "not-the-secret",
+        "--cookie",
+        &fixture.cookie,
+    ]);
+    let out = herald(&args).await;
+    assert!(!out.status.success());
+    assert!(
+        stdout(&out).contains("FAIL  cookie: refused: bad_signature"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_fails_on_unreachable_redis() {
+    let url = format!("redis://127.0.0.1:{}", free_port());
+    let out = herald(&["check", "--redis", &url]).await;
+    assert!(!out.status.success());
+    assert!(
+        stdout(&out).contains("FAIL  channel layer"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_warns_when_python_uses_another_prefix() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    // A group written under the prefix "myapp", as a Python site with prefix="myapp" would.
+    let status = tokio::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port().to_string(),
+            "ZADD",
+            "myapp:group:g",
+            "1",
+            "specific.x!y",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(status.status.success());
+    let out = herald(&["check", "--redis", &url]).await;
+    let text = stdout(&out);
+    assert!(text.contains("warn  key prefix"), "{text}");
+    assert!(text.contains("myapp"), "{text}");
+    let out = herald(&["check", "--redis", &url, "--prefix", "myapp"]).await;
+    assert!(
+        stdout(&out).contains("ok    key prefix"),
+        "{}",
+        stdout(&out)
+    );
+}
