@@ -4,11 +4,13 @@
 //! # Layout
 //! * `settings` — flags + `HERALD_*` env + TOML file for the channel layer.
 //! * `layer` — builds the channel layer from those settings.
+//! * `demo` — `herald serve --demo`: the demo page and the loopback-only `demo` user.
 //! * `serve` — `herald serve`: server and Django options, the auth glue, signals.
 //! * `send` — `herald send | notify | file | broadcast | group-send`.
 //! * `check` — `herald check`: configuration, Redis, Django database and a cookie.
 
 mod check;
+mod demo;
 mod layer;
 mod send;
 mod serve;

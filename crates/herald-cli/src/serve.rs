@@ -17,6 +17,7 @@ use herald_server::{
 use serde::Deserialize;
 use tracing::{info, warn};
 
+use crate::demo;
 use crate::layer;
 use crate::settings::{LayerOpts, load_file, or_vec};
 
@@ -241,6 +242,10 @@ pub(crate) struct ServeArgs {
     pub(crate) layer: LayerOpts,
     #[command(flatten)]
     pub(crate) django: DjangoOpts,
+    /// Serve the demo page at /demo/ and let anonymous browsers on this machine in as user
+    /// "demo" (local trials only; requires a loopback --bind).
+    #[arg(long)]
+    pub(crate) demo: bool,
 }
 
 /// Adapts [`DjangoAuth`] to the server's [`Authenticator`] hook.
@@ -332,6 +337,7 @@ pub(crate) struct Resolved {
     pub(crate) server: ServerOpts,
     pub(crate) layer: LayerOpts,
     pub(crate) django: DjangoOpts,
+    pub(crate) demo: bool,
 }
 
 pub(crate) fn resolve(
@@ -343,6 +349,7 @@ pub(crate) fn resolve(
         server: args.server.or(file.server),
         layer: args.layer.or(file.layer),
         django: args.django.or(file.django),
+        demo: args.demo,
     })
 }
 
@@ -364,17 +371,25 @@ pub(crate) fn build_app(r: &Resolved) -> anyhow::Result<App> {
             r.django.auth_config()?,
         )?))
     } else {
-        warn!(
-            "no authentication configured (--secret-key, --auth-callback or \
-             --trusted-user-header): every /ws/tasks/ handshake will be refused with 403"
-        );
+        if !r.demo {
+            warn!(
+                "no authentication configured (--secret-key, --auth-callback or \
+                 --trusted-user-header): every /ws/tasks/ handshake will be refused with 403"
+            );
+        }
         Arc::new(AnonymousAuthenticator)
+    };
+    let authenticator = if r.demo {
+        demo::authenticator(authenticator)
+    } else {
+        authenticator
     };
     let mut builder = App::builder()
         .layer(built.layer.clone())
         .shared_authenticator(authenticator)
         .config(r.server.server_config()?)
-        .route("/ws/tasks/", TasksConsumer::default);
+        .route("/ws/tasks/", TasksConsumer::default)
+        .demo_page(r.demo);
     if let Some(redis) = built.redis {
         builder = builder.metrics_source(RedisMetrics(redis));
     }
@@ -417,6 +432,9 @@ pub(crate) async fn run(args: ServeArgs, config: Option<&std::path::Path>) -> an
         .server
         .bind
         .unwrap_or_else(|| DEFAULT_BIND.parse().unwrap());
+    if resolved.demo {
+        demo::check_bind(bind)?;
+    }
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
@@ -425,6 +443,9 @@ pub(crate) async fn run(args: ServeArgs, config: Option<&std::path::Path>) -> an
         backend = ?resolved.layer.backend(),
         "herald serving /ws/tasks/, /healthz and /metrics"
     );
+    if resolved.demo {
+        demo::announce(listener.local_addr()?, &resolved.layer);
+    }
     herald_server::serve(listener, app, shutdown_signal()).await?;
     Ok(())
 }
