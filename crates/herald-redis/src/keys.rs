@@ -59,6 +59,21 @@ impl Keys {
         format!("{channel_key}{INFLIGHT_SUFFIX}")
     }
 
+    /// Herald presence: the live connections of one user, `prefix + ":presence:user:" + name`.
+    ///
+    /// A sorted set of connection (channel) names scored by the Unix time their record lapses;
+    /// no Python counterpart (channels_redis has no presence). Read it from Python with
+    /// `ZCOUNT asgi:presence:user:<name> <now> +inf`.
+    pub fn presence_user_key(&self, username: &str) -> String {
+        format!("{}:presence:user:{username}", self.prefix)
+    }
+
+    /// Herald presence: every user with a live connection, `prefix + ":presence:users"`,
+    /// scored by the Unix time the user's latest record lapses.
+    pub fn presence_users_key(&self) -> String {
+        format!("{}:presence:users", self.prefix)
+    }
+
     /// The `KEYS` pattern `flush` deletes: `prefix + "*"` (mirrors `core.py` `flush`). Like
     /// Python, a prefix `asgi` also matches another layer's `asgi2…` keys.
     pub fn flush_pattern(&self) -> String {
@@ -103,5 +118,15 @@ mod tests {
             "asgispecific.x!$inflight"
         );
         assert_eq!(keys.flush_pattern(), "asgi*");
+    }
+
+    #[test]
+    fn presence_keys_live_under_the_prefix() {
+        let keys = Keys::new("asgi");
+        assert_eq!(
+            keys.presence_user_key("amadmin"),
+            "asgi:presence:user:amadmin"
+        );
+        assert_eq!(keys.presence_users_key(), "asgi:presence:users");
     }
 }

@@ -33,7 +33,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Python `time.time()`.
-fn now_f64() -> f64 {
+pub(crate) fn now_f64() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
@@ -340,6 +340,11 @@ impl RedisChannelLayer {
     /// The codec this layer stores messages with.
     pub fn codec(&self) -> &Codec {
         &self.inner.codec
+    }
+
+    /// One shard's connection, for modules that keep their own keys (presence).
+    pub(crate) fn shard(&self, index: usize) -> &Shard {
+        &self.inner.shards[index]
     }
 
     /// Number of shards.

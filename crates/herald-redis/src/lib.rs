@@ -13,6 +13,8 @@
 //! * `connection` — per-shard connections (URL, host params, Sentinel; blocking reads apart).
 //! * `receive` — reader tasks and the router into per-channel buffers; [`LayerStats`].
 //! * `membership` — memberships of local channels, re-added after reconnects and periodically.
+//! * `presence` — [`Presence`](herald_core::presence::Presence) for the layer: live sockets per
+//!   user under `prefix:presence:*`, lapsing when an instance stops refreshing them.
 //! * `layer` — [`RedisChannelLayer`], composing all of the above.
 //!
 //! ```no_run
@@ -35,6 +37,7 @@ pub mod hashing;
 pub mod keys;
 mod layer;
 mod membership;
+mod presence;
 pub mod pubsub;
 mod receive;
 pub mod scripts;
