@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald_core::presence::Presence;
 use herald_core::{ChannelLayer, DEFAULT_NEW_CHANNEL_PREFIX};
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -18,6 +19,7 @@ use crate::fanout::FanoutCache;
 use crate::limits::{CapExceeded, ConnectionCaps};
 use crate::metrics::{Metrics, MetricsSource};
 use crate::origin::origin_allowed;
+use crate::presence::PresenceRegistry;
 use crate::routing::{self, Target};
 use crate::runtime::Connection;
 
@@ -33,6 +35,8 @@ pub(crate) struct AppInner {
     pub(crate) caps: Arc<ConnectionCaps>,
     /// Serve the demo page (`/demo/`); see [`AppBuilder::demo_page`].
     pub(crate) demo_page: bool,
+    /// Live sockets mirrored into a presence store; see [`AppBuilder::presence`].
+    pub(crate) presence: Option<Arc<PresenceRegistry>>,
 }
 
 impl std::fmt::Debug for AppInner {
@@ -76,6 +80,7 @@ pub struct AppBuilder {
     routes: Vec<(String, Arc<dyn ConsumerFactory>)>,
     metrics_sources: Vec<Arc<dyn MetricsSource>>,
     demo_page: bool,
+    presence: Option<(Arc<dyn Presence>, Duration)>,
 }
 
 impl std::fmt::Debug for AppBuilder {
@@ -135,6 +140,13 @@ impl AppBuilder {
         self
     }
 
+    /// Records every accepted, authenticated socket in `store` for `ttl`, refreshed while it
+    /// lives and removed when it closes (default: no presence).
+    pub fn presence(mut self, store: Arc<dyn Presence>, ttl: Duration) -> Self {
+        self.presence = Some((store, ttl));
+        self
+    }
+
     /// Validates and builds.
     ///
     /// # Errors
@@ -176,6 +188,9 @@ impl AppBuilder {
                 fanout: FanoutCache::default(),
                 caps: Arc::new(ConnectionCaps::default()),
                 demo_page: self.demo_page,
+                presence: self
+                    .presence
+                    .map(|(store, ttl)| PresenceRegistry::new(store, ttl)),
             }),
         })
     }

@@ -60,6 +60,8 @@
 //!   implementations.
 //! * [`origin`] — Channels' `OriginValidator` rules.
 //! * `limits` — the inbound token bucket and per-user / per-IP caps.
+//! * `presence` — live sockets mirrored into a [`Presence`](herald_core::presence::Presence)
+//!   store (see [`AppBuilder::presence`]).
 //! * `fanout` — [`SharedText`] and encode-once fan-out.
 //! * `pyjson` — JSON written byte-for-byte like Python's `json.dumps`.
 //! * [`consumers`] — ready-made consumers: [`TasksConsumer`] for the guide's `/ws/tasks/`.
@@ -93,6 +95,7 @@ mod app;
 mod assets;
 mod fanout;
 mod limits;
+mod presence;
 mod pyjson;
 mod routing;
 mod runtime;

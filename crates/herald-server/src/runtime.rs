@@ -229,6 +229,12 @@ impl Connection {
         debug!("websocket accepted");
 
         let channel: Arc<str> = Arc::from(self.ctx.channel_name());
+        // Held for the life of the socket: presence is removed however the task ends.
+        let _presence = shared
+            .presence
+            .as_ref()
+            .zip(self.ctx.identity())
+            .map(|(registry, id)| registry.open(Arc::clone(&channel), &id.username));
         let mut layer_rx = layer_recv(&shared.layer, &channel);
         let start = Instant::now();
         let mut bucket = config.rate_limit.map(|l| TokenBucket::new(l, start));

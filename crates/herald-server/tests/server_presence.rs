@@ -1,0 +1,60 @@
+//! Presence: accepted, authenticated sockets are recorded while they live, and only then.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{TestServer, connect, eventually, memory_layer, tasks_builder, within};
+use herald_core::presence::{InMemoryPresence, Presence};
+use herald_server::ServerConfig;
+
+#[tokio::test]
+async fn sockets_are_online_while_open_and_offline_after_close() {
+    let store = Arc::new(InMemoryPresence::new());
+    let builder = tasks_builder(ServerConfig::default())
+        .presence(store.clone() as Arc<dyn Presence>, Duration::from_secs(30));
+    let server = TestServer::start(builder, memory_layer()).await;
+
+    let mut first = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let _second = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let _bob = connect(&server.url("/ws/tasks/?token=bob-token")).await;
+    eventually(|| async { store.connections("amadmin").await.unwrap() == 2 }).await;
+    assert_eq!(
+        within(store.online_users()).await.unwrap(),
+        ["amadmin", "bob"]
+    );
+
+    within(first.close(None)).await.unwrap();
+    eventually(|| async { store.connections("amadmin").await.unwrap() == 1 }).await;
+    drop(_second);
+    eventually(|| async { store.connections("amadmin").await.unwrap() == 0 }).await;
+    assert_eq!(within(store.online_users()).await.unwrap(), ["bob"]);
+}
+
+#[tokio::test]
+async fn records_are_refreshed_before_the_ttl_lapses() {
+    let store = Arc::new(InMemoryPresence::new());
+    let ttl = Duration::from_millis(600);
+    let builder =
+        tasks_builder(ServerConfig::default()).presence(store.clone() as Arc<dyn Presence>, ttl);
+    let server = TestServer::start(builder, memory_layer()).await;
+    let _ws = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    eventually(|| async { store.connections("amadmin").await.unwrap() == 1 }).await;
+    // Three TTLs later the socket is still online: the refresher keeps touching it.
+    tokio::time::sleep(ttl * 3).await;
+    assert_eq!(within(store.connections("amadmin")).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn refused_handshakes_leave_no_presence() {
+    let store = Arc::new(InMemoryPresence::new());
+    let builder = tasks_builder(ServerConfig::default())
+        .presence(store.clone() as Arc<dyn Presence>, Duration::from_secs(30));
+    let server = TestServer::start(builder, memory_layer()).await;
+    let status = common::refused_status(&server.url("/ws/tasks/?token=wrong")).await;
+    assert_eq!(status, 403);
+    let _ok = connect(&server.url("/ws/tasks/?token=bob-token")).await;
+    eventually(|| async { store.connections("bob").await.unwrap() == 1 }).await;
+    assert_eq!(within(store.online_users()).await.unwrap(), ["bob"]);
+}
