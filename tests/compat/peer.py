@@ -11,6 +11,12 @@ i.e. ``RedisChannelLayer(**config)`` (``--layer core``, the default) or
 ``RedisPubSubChannelLayer(**config)`` (``--layer pubsub``). CONFIG keys are passed verbatim, so a
 key channels_redis does not know fails the way it fails in a Django project.
 
+Hosts and redis-py 8: redis-py 8 defaults ``socket_timeout`` to 5 s, the same as the
+``BZPOPMIN ... 5`` of channels_redis 4.3.0's ``receive()``, so with bare URL hosts an idle
+``receive()`` raises ``redis.exceptions.TimeoutError`` after ~5 s (django/channels_redis#422).
+The Rust tests therefore pass hosts as ``{"address": URL, "socket_timeout": null}``, the form a
+Django project on these pins needs too (channels_redis forwards extra keys to redis-py).
+
 Actions
 -------
 One-shot (one layer, one operation, one JSON line on stdout, then exit). ``send``,

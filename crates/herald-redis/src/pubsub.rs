@@ -46,7 +46,7 @@ use herald_core::{
 };
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
-use tracing::{debug, info, trace, warn};
+use tracing::{Instrument, debug, debug_span, info, trace, warn};
 
 use redis::aio::{PubSubSink, PubSubStream};
 
@@ -646,7 +646,11 @@ impl ChannelLayer for RedisPubSubLayer {
         require_valid_channel_name(channel)?;
         check_message(&message)?;
         let payload = self.inner.codec.encode(&message)?;
-        self.inner.publish(channel, &payload).await?;
+        let shard = self.inner.shard_of(channel);
+        self.inner
+            .publish(channel, &payload)
+            .instrument(debug_span!("pubsub.send", channel = %channel, shard))
+            .await?;
         Ok(())
     }
 
@@ -692,8 +696,8 @@ impl ChannelLayer for RedisPubSubLayer {
                 .or_default()
                 .insert(channel.to_owned())
         };
-        debug!(group, "pubsub group_add");
-        if let Err(err) = self.inner.subscribe(&name).await {
+        let span = debug_span!("pubsub.group_add", group = %group, shard = self.shard_of(&name));
+        if let Err(err) = self.inner.subscribe(&name).instrument(span).await {
             if added {
                 let mut local = self.inner.local.lock().unwrap();
                 if let Some(members) = local.groups.get_mut(&name) {
@@ -727,9 +731,13 @@ impl ChannelLayer for RedisPubSubLayer {
             }
             empty
         };
-        debug!(group, "pubsub group_discard");
         if now_empty {
-            self.inner.unsubscribe_if_unused(&name).await?;
+            let span =
+                debug_span!("pubsub.group_discard", group = %group, shard = self.shard_of(&name));
+            self.inner
+                .unsubscribe_if_unused(&name)
+                .instrument(span)
+                .await?;
         }
         Ok(())
     }
@@ -742,11 +750,19 @@ impl ChannelLayer for RedisPubSubLayer {
         require_valid_group_name(group)?;
         check_message(&message)?;
         let payload = self.inner.codec.encode(&message)?;
+        let name = self.group_channel(group);
+        let span = debug_span!(
+            "pubsub.group_send",
+            group = %group,
+            shard = self.shard_of(&name),
+            fanout = tracing::field::Empty
+        );
         let receivers = self
             .inner
-            .publish(&self.group_channel(group), &payload)
+            .publish(&name, &payload)
+            .instrument(span.clone())
             .await?;
-        debug!(group, fanout = receivers, "pubsub group_send");
+        span.record("fanout", receivers);
         Ok(GroupSendReport::new(receivers, 0))
     }
 

@@ -176,6 +176,13 @@ struct Setup {
     json: bool,
     capacity: Option<usize>,
     channel_capacity: Vec<(String, usize)>,
+    prefix: Option<String>,
+    random_prefix_length: Option<usize>,
+    expiry: Option<u64>,
+    group_expiry: Option<u64>,
+    /// Give Python bare URL hosts, keeping redis-py 8's 5 s default `socket_timeout` (which
+    /// breaks idle receivers, see `python_hosts`).
+    redis_py_default_timeout: bool,
 }
 
 impl Setup {
@@ -186,7 +193,24 @@ impl Setup {
             json: false,
             capacity: None,
             channel_capacity: Vec::new(),
+            prefix: None,
+            random_prefix_length: None,
+            expiry: None,
+            group_expiry: None,
+            redis_py_default_timeout: false,
         }
+    }
+
+    /// A non-default key prefix and random prefix length, so both sides must agree on them.
+    fn custom_layout(mut self) -> Self {
+        self.prefix = Some("herald_interop".to_owned());
+        self.random_prefix_length = Some(4);
+        self
+    }
+
+    /// The layer prefix in force (Python's default `"asgi"` when unset).
+    fn layer_prefix(&self) -> &str {
+        self.prefix.as_deref().unwrap_or("asgi")
     }
 
     fn encrypted(mut self) -> Self {
@@ -204,17 +228,49 @@ impl Setup {
         self
     }
 
+    /// Python's `hosts`: the same URLs in the same order, as `{"address": url,
+    /// "socket_timeout": None}` dicts.
+    ///
+    /// redis-py 8 made `socket_timeout` default to 5 s, the same as channels_redis 4.3.0's
+    /// `BZPOPMIN … 5`, so an idle `receive()` raises `redis.exceptions.TimeoutError` after ~5 s
+    /// (django/channels_redis#422; see `python_idle_receive_fails_without_socket_timeout_fix`).
+    /// A Django project on these pins needs this same host form; the extra key is passed to
+    /// `ConnectionPool.from_url` by channels_redis' `create_pool`.
+    fn python_hosts(&self) -> J {
+        if self.redis_py_default_timeout {
+            return json!(self.hosts);
+        }
+        J::Array(
+            self.hosts
+                .iter()
+                .map(|url| json!({"address": url, "socket_timeout": null}))
+                .collect(),
+        )
+    }
+
     /// The `CHANNEL_LAYERS["default"]["CONFIG"]` a Django project would write.
     fn python_config(&self, pubsub: bool) -> J {
         let mut config = serde_json::Map::new();
-        config.insert("hosts".into(), json!(self.hosts));
+        config.insert("hosts".into(), self.python_hosts());
         if !self.keys.is_empty() {
             config.insert("symmetric_encryption_keys".into(), json!(self.keys));
         }
         if self.json {
             config.insert("serializer_format".into(), json!("json"));
         }
+        if let Some(prefix) = &self.prefix {
+            config.insert("prefix".into(), json!(prefix));
+        }
         if !pubsub {
+            if let Some(length) = self.random_prefix_length {
+                config.insert("random_prefix_length".into(), json!(length));
+            }
+            if let Some(expiry) = self.expiry {
+                config.insert("expiry".into(), json!(expiry));
+            }
+            if let Some(group_expiry) = self.group_expiry {
+                config.insert("group_expiry".into(), json!(group_expiry));
+            }
             if let Some(capacity) = self.capacity {
                 config.insert("capacity".into(), json!(capacity));
             }
@@ -733,6 +789,18 @@ fn rust_layer(setup: &Setup) -> RedisChannelLayer {
     if let Some(capacity) = setup.capacity {
         config = config.with_capacity(capacity);
     }
+    if let Some(prefix) = &setup.prefix {
+        config = config.with_prefix(prefix);
+    }
+    if let Some(length) = setup.random_prefix_length {
+        config = config.with_random_prefix_length(length);
+    }
+    if let Some(expiry) = setup.expiry {
+        config = config.with_expiry(Duration::from_secs(expiry));
+    }
+    if let Some(group_expiry) = setup.group_expiry {
+        config = config.with_group_expiry(Duration::from_secs(group_expiry));
+    }
     for (pattern, capacity) in &setup.channel_capacity {
         config = config.with_channel_capacity(CapacityRule::glob(pattern, *capacity).unwrap());
     }
@@ -747,6 +815,9 @@ fn rust_pubsub(setup: &Setup) -> RedisPubSubLayer {
     }
     if setup.json {
         config = config.with_serializer_format(SerializerFormat::Json);
+    }
+    if let Some(prefix) = &setup.prefix {
+        config = config.with_prefix(prefix);
     }
     RedisPubSubLayer::new(config).unwrap()
 }
@@ -973,8 +1044,9 @@ async fn pubsub_send_both_ways(setup: Setup) {
 
     let mut listener = peer.listen(1, &[], &[]).await;
     let python_channel = listener.channels[0].clone();
+    let python_prefix = format!("{}specific.", setup.layer_prefix());
     assert!(
-        python_channel.starts_with("asgispecific."),
+        python_channel.starts_with(&python_prefix),
         "{python_channel}"
     );
     let msg = Message::with_type("pubsub.message").with("text", "from rust");
@@ -998,7 +1070,9 @@ async fn pubsub_mixed_group(setup: Setup) {
     layer.group_add("pubsub-group", &rust_a).await.unwrap();
     layer.group_add("pubsub-group", &rust_b).await.unwrap();
     // One subscription per process, on the group's shard.
-    assert_eq!(numsub(&setup.hosts, "asgi__group__pubsub-group").await, 2);
+    let group_channel = format!("{}__group__pubsub-group", setup.layer_prefix());
+    assert_eq!(layer.group_channel("pubsub-group"), group_channel);
+    assert_eq!(numsub(&setup.hosts, &group_channel).await, 2);
 
     let from_python = Message::with_type("group.message").with("from", "python");
     peer.group_send("pubsub-group", &from_python).await.unwrap();
@@ -1036,7 +1110,7 @@ async fn pubsub_mixed_group(setup: Setup) {
 
     layer.group_discard("pubsub-group", &rust_a).await.unwrap();
     layer.group_discard("pubsub-group", &rust_b).await.unwrap();
-    wait_numsub(&setup.hosts, "asgi__group__pubsub-group", 1).await;
+    wait_numsub(&setup.hosts, &group_channel, 1).await;
 }
 
 /// A general name is a broadcast in Pub/Sub: a Python and a Rust receiver both get it.
@@ -1086,6 +1160,78 @@ async fn pubsub_values_round_trip(setup: Setup) {
         .await
         .unwrap();
     assert_same_message(&rust_receive(&layer, &rust_channel).await, &zoo);
+}
+
+/// `expiry` and `group_expiry` mean the same on both sides: a message left longer than
+/// `expiry` is gone for either receiver, and a membership older than `group_expiry` no longer
+/// receives `group_send`s from either sender.
+async fn expiry_agrees_with_python(setup: Setup) {
+    let mut setup = setup;
+    setup.expiry = Some(1);
+    setup.group_expiry = Some(1);
+    let Some(peer) = setup.peer() else { return };
+    let layer = rust_layer(&setup);
+    let rust_channel = layer.new_channel("specific").await.unwrap();
+    // Memberships made by each side, then messages left unread by each side.
+    peer.run(&["group_add", "expiring", &rust_channel])
+        .await
+        .unwrap();
+    peer.send("exp.for-rust", &Message::with_type("stale"))
+        .await
+        .unwrap();
+    layer
+        .send("exp.for-python", Message::with_type("stale"))
+        .await
+        .unwrap();
+    // Waiting for time to pass is the behaviour under test (EXPIRE 1 / trims by whole
+    // seconds), not a readiness wait.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+
+    rust_expect_silence(&layer, "exp.for-rust").await;
+    assert_eq!(
+        peer.receive("exp.for-python", 0.5).await.error(),
+        Some("Timeout")
+    );
+    let report = layer
+        .group_send("expiring", Message::with_type("late"))
+        .await
+        .unwrap();
+    assert_eq!(report.members, 0, "expired membership still listed");
+    peer.group_send("expiring", &Message::with_type("late"))
+        .await
+        .unwrap();
+    rust_expect_silence(&layer, &rust_channel).await;
+}
+
+/// Any valid channel name may be a group member: a general channel in a group gets the
+/// list-form `__asgi_channel__` on its own key, whichever side sends or receives.
+///
+/// One host only: with several, `group_send` writes a general member to the shard of
+/// crc32(name) while each `receive()` of a general channel polls the *next* round-robin shard
+/// until something arrives there (Python's `receive_single`, mirrored by Herald's general
+/// reader), so consecutive receives miss deliveries on other shards, on both sides.
+async fn group_with_general_channel_members(setup: Setup) {
+    let Some(peer) = setup.peer() else { return };
+    let layer = rust_layer(&setup);
+    layer.group_add("with-general", "gen.rust").await.unwrap();
+    peer.run(&["group_add", "with-general", "gen.for-python"])
+        .await
+        .unwrap();
+    let from_python = Message::with_type("general.member").with("from", "python");
+    peer.group_send("with-general", &from_python).await.unwrap();
+    assert_same_message(&rust_receive(&layer, "gen.rust").await, &from_python);
+    let reply = peer.receive("gen.for-python", 10.0).await;
+    assert_same_message(&message_from(reply.unwrap()), &from_python);
+
+    let from_rust = Message::with_type("general.member").with("from", "rust");
+    let report = layer
+        .group_send("with-general", from_rust.clone())
+        .await
+        .unwrap();
+    assert_eq!(report.members, 2);
+    assert_same_message(&rust_receive(&layer, "gen.rust").await, &from_rust);
+    let reply = peer.receive("gen.for-python", 10.0).await;
+    assert_same_message(&message_from(reply.unwrap()), &from_rust);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1154,6 +1300,7 @@ macro_rules! interop_suite {
 interop_suite!(one_host, hosts = 1);
 interop_suite!(one_host_encrypted, hosts = 1, encrypted);
 interop_suite!(one_host_json, hosts = 1, json);
+interop_suite!(one_host_custom_layout, hosts = 1, custom_layout);
 interop_suite!(three_hosts, hosts = 3);
 interop_suite!(three_hosts_encrypted_json, hosts = 3, encrypted, json);
 
@@ -1179,6 +1326,36 @@ async fn capacity_of_process_keys_on_three_hosts() {
 async fn channel_capacity_patterns_agree_with_python() {
     let servers = servers(1);
     channel_capacity_patterns_agree(Setup::new(&servers)).await;
+}
+
+#[tokio::test]
+async fn expiry_and_group_expiry_agree_with_python() {
+    let servers = servers(1);
+    expiry_agrees_with_python(Setup::new(&servers)).await;
+}
+
+#[tokio::test]
+async fn group_with_general_channel_members_on_one_host() {
+    let servers = servers(1);
+    group_with_general_channel_members(Setup::new(&servers).encrypted()).await;
+}
+
+/// Canary for the pinned Python stack: with bare URL hosts (redis-py 8's default 5 s
+/// `socket_timeout`), channels_redis 4.3.0's `receive()` on an idle channel raises
+/// `TimeoutError` instead of waiting (django/channels_redis#422). Every other test uses the
+/// `socket_timeout: None` host form; if this starts passing a receive, the workaround can go.
+#[tokio::test]
+async fn python_idle_receive_fails_without_socket_timeout_fix() {
+    let servers = servers(1);
+    let mut setup = Setup::new(&servers);
+    setup.redis_py_default_timeout = true;
+    let Some(peer) = setup.peer() else { return };
+    let reply = peer.receive("idle.channel", 8.0).await;
+    assert_eq!(reply.error(), Some("TimeoutError"), "{}", reply.json);
+    let fixed = Setup::new(&servers).peer().unwrap();
+    let reply = fixed.receive("idle.channel", 6.0).await;
+    // Only the peer's own wait_for ends it: no error from redis-py.
+    assert_eq!(reply.error(), Some("Timeout"), "{}", reply.json);
 }
 
 #[tokio::test]
