@@ -120,6 +120,10 @@ pub fn user_notification(
         .with("timestamp", python_isoformat_now())
 }
 
+/// The key that asks herald's `/ws/tasks/` consumer to acknowledge delivery (see
+/// [`Messenger::test_connection`]).
+pub const ACK_KEY: &str = "herald_ack";
+
 /// The default text of a file notification, as in the guide.
 pub const DEFAULT_FILE_MESSAGE: &str = "File ready for download";
 
@@ -278,6 +282,46 @@ impl Messenger {
             }
         }
         ok
+    }
+
+    /// `test_websocket_connection`, with an answer: sends the guide's test notification to
+    /// `user_{username}` and counts the sockets that acknowledge it within `wait`.
+    ///
+    /// Herald's `/ws/tasks/` consumer acknowledges a message carrying `herald_ack` (a general
+    /// channel name made here) once it was written to the socket; Python consumers ignore the
+    /// key. Returns 0 when the user has no socket (or only non-herald ones).
+    pub async fn test_connection(
+        &self,
+        username: &str,
+        wait: std::time::Duration,
+    ) -> Result<usize> {
+        let ack_channel = format!("herald.ack.{}", crate::names::random_hex_id());
+        let mut data = Map::new();
+        data.insert("test".to_owned(), Value::Bool(true));
+        let msg = user_notification(
+            username,
+            &format!("WebSocket connection test for {username}"),
+            NotificationType::Info,
+            Some("WebSocket Test"),
+            Some(data),
+        )
+        .with(ACK_KEY, ack_channel.as_str());
+        let report = self.to_user(username, msg).await?;
+        let mut acked = 0;
+        let deadline = tokio::time::Instant::now() + wait;
+        while acked < report.members {
+            match tokio::time::timeout_at(deadline, self.layer.receive(&ack_channel)).await {
+                Ok(Ok(m)) if m.msg_type() == Some("herald.ack") => acked += 1,
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => {
+                    self.layer.close_channel(&ack_channel);
+                    return Err(err);
+                }
+                Err(_) => break,
+            }
+        }
+        self.layer.close_channel(&ack_channel);
+        Ok(acked)
     }
 
     /// A raw `group_send` of any message.

@@ -20,6 +20,7 @@ use crate::limits::{CapExceeded, ConnectionCaps};
 use crate::metrics::{Metrics, MetricsSource};
 use crate::origin::origin_allowed;
 use crate::presence::PresenceRegistry;
+use crate::publish::PublishAccess;
 use crate::routing::{self, Target};
 use crate::runtime::Connection;
 
@@ -37,6 +38,8 @@ pub(crate) struct AppInner {
     pub(crate) demo_page: bool,
     /// Live sockets mirrored into a presence store; see [`AppBuilder::presence`].
     pub(crate) presence: Option<Arc<PresenceRegistry>>,
+    /// Who may use the publish API; `None` = off. See [`AppBuilder::publish`].
+    pub(crate) publish: Option<PublishAccess>,
 }
 
 impl std::fmt::Debug for AppInner {
@@ -81,6 +84,7 @@ pub struct AppBuilder {
     metrics_sources: Vec<Arc<dyn MetricsSource>>,
     demo_page: bool,
     presence: Option<(Arc<dyn Presence>, Duration)>,
+    publish: Option<PublishAccess>,
 }
 
 impl std::fmt::Debug for AppBuilder {
@@ -147,6 +151,13 @@ impl AppBuilder {
         self
     }
 
+    /// Enables the HTTP publish API (`POST /api/publish`, `GET /api/presence`) for callers
+    /// with `access` (default: off, and the paths answer 404).
+    pub fn publish(mut self, access: PublishAccess) -> Self {
+        self.publish = Some(access);
+        self
+    }
+
     /// Validates and builds.
     ///
     /// # Errors
@@ -191,6 +202,7 @@ impl AppBuilder {
                 presence: self
                     .presence
                     .map(|(store, ttl)| PresenceRegistry::new(store, ttl)),
+                publish: self.publish,
             }),
         })
     }

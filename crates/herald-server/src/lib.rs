@@ -62,6 +62,7 @@
 //! * `limits` — the inbound token bucket and per-user / per-IP caps.
 //! * `presence` — live sockets mirrored into a [`Presence`](herald_core::presence::Presence)
 //!   store (see [`AppBuilder::presence`]).
+//! * `publish` — the opt-in HTTP publish API ([`PublishAccess`]): JSON in, counts out.
 //! * `fanout` — [`SharedText`] and encode-once fan-out.
 //! * `pyjson` — JSON written byte-for-byte like Python's `json.dumps`.
 //! * [`consumers`] — ready-made consumers: [`TasksConsumer`] for the guide's `/ws/tasks/`.
@@ -96,6 +97,7 @@ mod assets;
 mod fanout;
 mod limits;
 mod presence;
+mod publish;
 mod pyjson;
 mod routing;
 mod runtime;
@@ -118,6 +120,7 @@ pub use context::{
 pub use error::{Error, ErrorKind, Result};
 pub use fanout::SharedText;
 pub use metrics::{DropReason, Metrics, MetricsSource};
+pub use publish::{MAX_PUBLISH_BODY, PRESENCE_PATH, PUBLISH_PATH, PublishAccess};
 pub use routing::{HEALTHZ_PATH, METRICS_PATH};
 pub use runtime::{CloseReason, Closed, Connection};
 pub use server::serve;

@@ -30,6 +30,11 @@ impl PresenceRegistry {
         })
     }
 
+    /// The store presence is written to.
+    pub(crate) fn store(&self) -> &Arc<dyn Presence> {
+        &self.store
+    }
+
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, String>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -20,17 +20,22 @@ pub(crate) enum Target {
     Metrics,
     WebSocket(Arc<dyn ConsumerFactory>),
     Asset(&'static Asset),
+    Api,
     NotFound,
 }
 
 pub(crate) fn is_reserved(path: &str) -> bool {
-    path == HEALTHZ_PATH || path == METRICS_PATH || assets::is_asset_path(path)
+    path == HEALTHZ_PATH
+        || path == METRICS_PATH
+        || assets::is_asset_path(path)
+        || crate::publish::is_api_path(path)
 }
 
 pub(crate) fn resolve(app: &AppInner, path: &str) -> Target {
     match path {
         HEALTHZ_PATH => Target::Health,
         METRICS_PATH => Target::Metrics,
+        p if crate::publish::is_api_path(p) => Target::Api,
         _ => match assets::lookup(path, app.demo_page) {
             Some(asset) => Target::Asset(asset),
             None => app

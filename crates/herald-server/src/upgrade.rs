@@ -142,7 +142,12 @@ pub(crate) async fn handle_request(
             "This path only serves WebSocket connections\n",
         ),
         Target::Asset(asset) if !is_upgrade_request(&req) => crate::assets::response(asset, &req),
-        Target::NotFound | Target::WebSocket(_) | Target::Asset(_) => websocket(req, info).await,
+        Target::Api if !is_upgrade_request(&req) => {
+            crate::publish::handle(&info.app.inner, req, info.peer).await
+        }
+        Target::NotFound | Target::WebSocket(_) | Target::Asset(_) | Target::Api => {
+            websocket(req, info).await
+        }
     };
     Ok(resp)
 }

@@ -9,6 +9,9 @@
 //! | `{"action": "ping"}`                          | `{"type": "pong"}`                           |
 //! | anything else (bad JSON, unknown action, a `task_id` that makes an invalid group name) | `{"type": "error", "message": "..."}`; the socket stays open |
 //!
+//! A layer message with a `herald_ack` key (see [`ACK_KEY`]) is acknowledged to that channel once
+//! it was queued to the socket; the key itself is not forwarded.
+//!
 //! Server → client: the layer messages `user.message`, `user.notification`, `user.file`,
 //! `task.update`, `task.complete` and `task.error`, as JSON with `type` in handler form
 //! (`"user_message"`) and every other field unchanged. All JSON is written exactly as Python's
@@ -38,6 +41,25 @@ pub const FORWARDED_HANDLERS: [&str; 6] = [
     "task_complete",
     "task_error",
 ];
+
+/// A message carrying this key (a general channel name) is acknowledged after it was queued to
+/// the socket: `{"type": "herald.ack", "username", "channel"}` is sent to that channel. Used by
+/// [`Messenger::test_connection`](herald_core::messaging::Messenger::test_connection).
+pub const ACK_KEY: &str = herald_core::messaging::ACK_KEY;
+
+async fn acknowledge(ctx: &Context, ack_channel: &str) {
+    let username = ctx
+        .identity()
+        .map(|i| i.username.clone())
+        .unwrap_or_default();
+    let ack = Message::with_type("herald.ack")
+        .with("username", username)
+        .with("channel", ctx.channel_name());
+    // Best effort: a probe whose sender stopped waiting must not hurt the socket.
+    if let Err(err) = ctx.layer().send(ack_channel, ack).await {
+        tracing::debug!(error = %err, "delivery ack not sent");
+    }
+}
 
 /// The guide's `/ws/tasks/` consumer. One per connection; use `TasksConsumer::default` as the
 /// route factory.
@@ -115,7 +137,21 @@ impl Consumer for TasksConsumer {
         message: Message,
     ) -> Result<Handled> {
         if FORWARDED_HANDLERS.contains(&handler) {
-            ctx.forward_json(&message)?;
+            match message
+                .get(ACK_KEY)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+            {
+                None => ctx.forward_json(&message)?,
+                Some(ack_channel) => {
+                    // A delivery probe (`test_connection`): the browser gets the message without
+                    // the probe key, then the sender hears that this socket was written to.
+                    let mut message = message;
+                    message.remove(ACK_KEY);
+                    ctx.forward_json(&message)?;
+                    acknowledge(ctx, &ack_channel).await;
+                }
+            }
             Ok(Handled::Yes)
         } else {
             Ok(Handled::No)

@@ -1,0 +1,305 @@
+//! The HTTP publish API, for backends that are not Python: JSON in, counts out.
+//!
+//! Off unless [`AppBuilder::publish`](crate::AppBuilder::publish) enables it.
+//!
+//! | request | body / query | answer |
+//! |---|---|---|
+//! | `POST /api/publish` | `{"user": "u"}` or `{"users": ["a","b"]}` or `{"group": "task_1"}` or `{"online": true}`, plus `"message": {"type": "user.message", ...}` | `{"ok": true, "groups": n, "members": m, "over_capacity": k}` |
+//! | `GET /api/presence?user=u` | | `{"user": "u", "online": true, "connections": 2}` |
+//! | `GET /api/presence` | | `{"users": ["a", "b"], "count": 2}` |
+//!
+//! Users map to their `user_{username}` groups, exactly like the guide's Python helpers; the
+//! message is sent as given (it must be a JSON object with a string `"type"`). `online` sends to
+//! every user the presence store lists. Every request needs `Authorization: Bearer <token>`
+//! (401 otherwise), or, for the loopback-only demo mode, a loopback client address.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Value as Json, json};
+use subtle::ConstantTimeEq;
+use tracing::{debug, warn};
+
+use herald_core::Message;
+use herald_core::messaging::user_group;
+use herald_core::names::require_valid_group_name;
+
+use crate::app::AppInner;
+
+/// `POST` a message here.
+pub const PUBLISH_PATH: &str = "/api/publish";
+/// `GET` presence here.
+pub const PRESENCE_PATH: &str = "/api/presence";
+/// Largest accepted request body.
+pub const MAX_PUBLISH_BODY: usize = 1024 * 1024;
+
+/// Who may call the publish API.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum PublishAccess {
+    /// Requests must carry `Authorization: Bearer <token>`.
+    Bearer(String),
+    /// Any client on a loopback address (for `herald serve --demo`, which only binds loopback).
+    LoopbackOnly,
+}
+
+impl std::fmt::Debug for PublishAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        match self {
+            PublishAccess::Bearer(_) => f.write_str("Bearer(***)"),
+            PublishAccess::LoopbackOnly => f.write_str("LoopbackOnly"),
+        }
+    }
+}
+
+pub(crate) fn is_api_path(path: &str) -> bool {
+    path == PUBLISH_PATH || path == PRESENCE_PATH
+}
+
+type Body = Full<Bytes>;
+
+fn json_response(status: StatusCode, value: &Json) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    json_response(status, &json!({"ok": false, "error": message}))
+}
+
+fn allowed(access: &PublishAccess, req: &Request<Incoming>, peer: SocketAddr) -> bool {
+    match access {
+        PublishAccess::LoopbackOnly => peer.ip().is_loopback(),
+        PublishAccess::Bearer(token) => req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| bool::from(given.as_bytes().ct_eq(token.as_bytes()))),
+    }
+}
+
+/// Serves one API request (the path is already known to be an API path).
+pub(crate) async fn handle(
+    app: &Arc<AppInner>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let Some(access) = &app.publish else {
+        return error(StatusCode::NOT_FOUND, "the publish API is not enabled");
+    };
+    if !allowed(access, &req, peer) {
+        debug!(%peer, "publish api: unauthorized");
+        let mut resp = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return resp;
+    }
+    match (req.method(), req.uri().path()) {
+        (&Method::POST, PUBLISH_PATH) => publish(app, req).await,
+        (&Method::GET, PRESENCE_PATH) => presence(app, req.uri().query()).await,
+        _ => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use POST /api/publish or GET /api/presence",
+        ),
+    }
+}
+
+async fn publish(app: &Arc<AppInner>, req: Request<Incoming>) -> Response<Body> {
+    let body = match Limited::new(req.into_body(), MAX_PUBLISH_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body over 1 MiB or unreadable",
+            );
+        }
+    };
+    let Ok(Json::Object(body)) = serde_json::from_slice::<Json>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "body must be a JSON object");
+    };
+    let Some(message) = body.get("message").and_then(Message::from_json) else {
+        return error(StatusCode::BAD_REQUEST, "\"message\" must be a JSON object");
+    };
+    if message.msg_type().is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "\"message\" needs a string \"type\"",
+        );
+    }
+    let groups = match targets(app, &body).await {
+        Ok(g) => g,
+        Err(resp) => return resp,
+    };
+    let (mut members, mut over) = (0, 0);
+    for group in &groups {
+        match app.layer.group_send(group, message.clone()).await {
+            Ok(r) => {
+                members += r.members;
+                over += r.over_capacity;
+            }
+            Err(err) => {
+                warn!(error = %err, group, "publish api: group_send failed");
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("group_send failed: {err}"),
+                );
+            }
+        }
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({"ok": true, "groups": groups.len(), "members": members, "over_capacity": over}),
+    )
+}
+
+/// The groups a publish body names; a bad name is a 400 before anything is sent.
+async fn targets(
+    app: &Arc<AppInner>,
+    body: &serde_json::Map<String, Json>,
+) -> Result<Vec<String>, Response<Body>> {
+    let bad = |m: &str| error(StatusCode::BAD_REQUEST, m);
+    let mut groups = Vec::new();
+    if let Some(user) = body.get("user") {
+        groups.push(user_group(
+            user.as_str()
+                .ok_or_else(|| bad("\"user\" must be a string"))?,
+        ));
+    }
+    if let Some(users) = body.get("users") {
+        let users = users
+            .as_array()
+            .ok_or_else(|| bad("\"users\" must be a list of strings"))?;
+        for u in users {
+            groups.push(user_group(
+                u.as_str()
+                    .ok_or_else(|| bad("\"users\" must be a list of strings"))?,
+            ));
+        }
+    }
+    if let Some(group) = body.get("group") {
+        groups.push(
+            group
+                .as_str()
+                .ok_or_else(|| bad("\"group\" must be a string"))?
+                .to_owned(),
+        );
+    }
+    if body.get("online").and_then(Json::as_bool) == Some(true) {
+        let Some(registry) = &app.presence else {
+            return Err(error(
+                StatusCode::NOT_IMPLEMENTED,
+                "presence is not enabled",
+            ));
+        };
+        let users = registry.store().online_users().await.map_err(|e| {
+            error(
+                StatusCode::BAD_GATEWAY,
+                &format!("presence lookup failed: {e}"),
+            )
+        })?;
+        groups.extend(users.iter().map(|u| user_group(u)));
+    } else if groups.is_empty() {
+        return Err(bad(
+            "name a target: \"user\", \"users\", \"group\" or \"online\": true",
+        ));
+    }
+    for g in &groups {
+        require_valid_group_name(g).map_err(|e| bad(&e.to_string()))?;
+    }
+    groups.sort();
+    groups.dedup();
+    Ok(groups)
+}
+
+async fn presence(app: &Arc<AppInner>, query: Option<&str>) -> Response<Body> {
+    let Some(registry) = &app.presence else {
+        return error(StatusCode::NOT_IMPLEMENTED, "presence is not enabled");
+    };
+    let user = query.and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "user")
+            .map(|(_, v)| percent_decode(v))
+    });
+    let store = registry.store();
+    match user {
+        Some(user) => match store.connections(&user).await {
+            Ok(n) => json_response(
+                StatusCode::OK,
+                &json!({"user": user, "online": n > 0, "connections": n}),
+            ),
+            Err(e) => error(
+                StatusCode::BAD_GATEWAY,
+                &format!("presence lookup failed: {e}"),
+            ),
+        },
+        None => match store.online_users().await {
+            Ok(users) => json_response(
+                StatusCode::OK,
+                &json!({"count": users.len(), "users": users}),
+            ),
+            Err(e) => error(
+                StatusCode::BAD_GATEWAY,
+                &format!("presence lookup failed: {e}"),
+            ),
+        },
+    }
+}
+
+/// `%XX` and `+` decoding for one query value.
+fn percent_decode(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%40b+c"), "a@b c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+
+    #[test]
+    fn token_is_never_printed() {
+        let s = format!("{:?}", PublishAccess::Bearer("s3cret".into()));
+        assert!(!s.contains("s3cret"));
+    }
+}
