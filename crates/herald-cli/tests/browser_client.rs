@@ -1,0 +1,609 @@
+//! The browser client `task-notifications.js` in a real headless Chromium: a real
+//! `redis-server`, the real `herald serve --demo --redis`, Debian's `/usr/bin/chromium` driven
+//! by `tests/browser/driver.mjs` (playwright-core, never a downloaded browser), and real
+//! senders: the Django test project's `OptsIO.ws_utils` through Python channels_redis, and the
+//! `herald notify | send | file | group-send` CLI. Screenshots go to `target/browser/`.
+//!
+//! Needs `chromium` (apt), `node` and `npm ci` in `tests/browser`, plus the compat venv. When one
+//! is missing the tests print why and pass locally; under `HERALD_REQUIRE_COMPAT=1` (CI) they
+//! fail with an install hint.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use herald_test_support::{RedisServer, compat_python, free_port, workspace_root};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use support::{TIMEOUT, bin, herald};
+
+/// Upper bound for one browser command (each also has its own, shorter, in-page timeout).
+const BROWSER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Starting Chromium.
+const LAUNCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// A Django shell start plus one send.
+const PYTHON_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn required() -> bool {
+    std::env::var("HERALD_REQUIRE_COMPAT").as_deref() == Ok("1")
+}
+
+/// Panics under `HERALD_REQUIRE_COMPAT=1`, else says why the test does nothing.
+fn missing(why: &str) {
+    let hint = "install with: apt-get install chromium nodejs npm && (cd tests/browser && npm ci)";
+    assert!(!required(), "{why}; {hint} (HERALD_REQUIRE_COMPAT=1)");
+    eprintln!("SKIPPING browser test: {why}; {hint}");
+}
+
+fn browser_dir() -> PathBuf {
+    workspace_root().join("tests/browser")
+}
+
+fn screenshot_path(name: &str) -> String {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let target = if target.is_absolute() {
+        target
+    } else {
+        workspace_root().join(target)
+    };
+    target
+        .join("browser")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A headless Chromium behind the JSON-lines driver; killed on drop.
+struct Browser {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+    next_id: u64,
+}
+
+impl Browser {
+    /// Launches the driver, or returns `None` (after [`missing`]) if a prerequisite is absent.
+    async fn launch() -> Option<Browser> {
+        let chromium =
+            std::env::var("HERALD_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        if !Path::new(&chromium).is_file() {
+            missing(&format!("no Chromium at {chromium}"));
+            return None;
+        }
+        if !browser_dir().join("node_modules/playwright-core").is_dir() {
+            missing("tests/browser/node_modules/playwright-core is not installed");
+            return None;
+        }
+        let spawned = Command::new("node")
+            .arg("driver.mjs")
+            .current_dir(browser_dir())
+            .env("HERALD_CHROMIUM", &chromium)
+            .env("HERALD_BROWSER_MAX_SECS", "240")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(err) => {
+                missing(&format!("cannot run node: {err}"));
+                return None;
+            }
+        };
+        let stdin = child.stdin.take().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = tokio::time::timeout(LAUNCH_TIMEOUT, lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_or_default();
+        let ready: Value = serde_json::from_str(&first).unwrap_or(Value::Null);
+        assert_eq!(
+            ready["ready"], true,
+            "browser driver failed to start: {first}"
+        );
+        eprintln!("chromium {}", ready["version"]);
+        Some(Browser {
+            child,
+            stdin,
+            lines,
+            next_id: 0,
+        })
+    }
+
+    async fn call(&mut self, mut cmd: Value) -> Result<Value, String> {
+        self.next_id += 1;
+        cmd["id"] = json!(self.next_id);
+        let line = format!("{cmd}\n");
+        let exchange = async {
+            self.stdin.write_all(line.as_bytes()).await.unwrap();
+            self.stdin.flush().await.unwrap();
+            loop {
+                let Some(reply) = self.lines.next_line().await.unwrap() else {
+                    return Err("browser driver exited".to_owned());
+                };
+                let reply: Value = serde_json::from_str(&reply).unwrap();
+                if reply["id"] == cmd["id"] {
+                    return if reply["ok"] == true {
+                        Ok(reply["result"].clone())
+                    } else {
+                        Err(reply["error"].as_str().unwrap_or("?").to_owned())
+                    };
+                }
+            }
+        };
+        tokio::time::timeout(BROWSER_CALL_TIMEOUT, exchange)
+            .await
+            .unwrap_or_else(|_| Err(format!("no reply within {BROWSER_CALL_TIMEOUT:?}")))
+    }
+
+    /// Runs `cmd`; on failure panics with the error and the page's console log.
+    async fn ok(&mut self, cmd: Value) -> Value {
+        match self.call(cmd.clone()).await {
+            Ok(v) => v,
+            Err(err) => {
+                let logs = self.call(json!({"op": "logs"})).await;
+                panic!("browser {cmd} failed: {err}\npage console: {logs:#?}");
+            }
+        }
+    }
+
+    async fn open(&mut self, url: &str) {
+        let r = self.ok(json!({"op": "open", "url": url})).await;
+        assert_eq!(r["status"], 200, "{url}");
+    }
+
+    async fn eval(&mut self, expr: &str) -> Value {
+        self.ok(json!({"op": "eval", "expr": expr})).await
+    }
+
+    async fn wait(&mut self, expr: &str) -> Value {
+        self.ok(json!({"op": "wait", "expr": expr, "timeout": 15000}))
+            .await
+    }
+
+    /// The last visible element matching `selector` that contains `text`.
+    async fn element(&mut self, selector: &str, text: &str) -> Value {
+        self.ok(json!({"op": "element", "selector": selector, "text": text}))
+            .await
+    }
+
+    async fn screenshot(&mut self, name: &str) {
+        let path = screenshot_path(name);
+        self.ok(json!({"op": "screenshot", "path": path})).await;
+        eprintln!("screenshot: {path}");
+    }
+
+    /// The console log; fails the test on page errors or CSP violations.
+    async fn assert_clean_console(&mut self) -> Vec<String> {
+        let logs: Vec<String> =
+            serde_json::from_value(self.ok(json!({"op": "logs"})).await).unwrap();
+        for line in &logs {
+            assert!(
+                !line.starts_with("pageerror") && !line.contains("Content Security Policy"),
+                "page reported: {line}\nfull console: {logs:#?}"
+            );
+        }
+        logs
+    }
+
+    async fn quit(mut self) {
+        let _ = self.call(json!({"op": "quit"})).await;
+        let _ = tokio::time::timeout(TIMEOUT, self.child.wait()).await;
+    }
+}
+
+/// `herald serve --demo --redis URL --bind ADDR`, killed on drop.
+struct Served {
+    addr: SocketAddr,
+    child: Child,
+}
+
+impl Served {
+    async fn start(addr: SocketAddr, redis_url: &str) -> Served {
+        let mut child = Command::new(bin())
+            .args(["serve", "--demo", "--bind", &addr.to_string()])
+            .args(["--redis", redis_url])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("herald serve exited early with {status}");
+            }
+            if healthy(addr).await {
+                return Served { addr, child };
+            }
+            assert!(
+                Instant::now() < deadline,
+                "herald serve did not become healthy"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL: the browser sees its socket drop without a close frame (1006).
+    async fn kill(mut self) {
+        self.child.start_kill().unwrap();
+        tokio::time::timeout(TIMEOUT, self.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+async fn healthy(addr: SocketAddr) -> bool {
+    let probe = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await?;
+        Ok::<_, std::io::Error>(out.starts_with(b"HTTP/1.1 200"))
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), probe).await,
+        Ok(Ok(true))
+    )
+}
+
+/// Runs `code` in `manage.py shell` of the Django test project with channels_redis on
+/// `redis_url`; returns stdout.
+async fn django_shell(python: &Path, redis_url: &str, code: &str) -> String {
+    let db = tempfile::tempdir().unwrap();
+    let child = Command::new(python)
+        .args(["manage.py", "shell", "--no-imports", "-c", code])
+        .current_dir(workspace_root().join("tests/compat/django_project"))
+        .env_remove("SESSION_ENGINE")
+        .env_remove("SECRET_KEY_FALLBACKS")
+        .env_remove("AUTHENTICATION_BACKENDS")
+        .env("REDIS_URL", redis_url)
+        .env(
+            "DATABASE_URL",
+            format!("sqlite:///{}", db.path().join("db.sqlite3").display()),
+        )
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let out = tokio::time::timeout(PYTHON_TIMEOUT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "django shell failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Runs the herald CLI against `redis_url` and checks it reported success.
+async fn herald_cli(redis_url: &str, args: &[&str]) {
+    let mut all = vec![args[0], "--redis", redis_url];
+    all.extend_from_slice(&args[1..]);
+    let out = herald(&all).await;
+    assert!(
+        out.status.success(),
+        "herald {all:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const WS_OPEN: &str =
+    "window.taskNotifications && taskNotifications.ws && taskNotifications.ws.readyState === 1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_page_shows_toasts_and_the_file_dialog_for_python_and_cli_senders() {
+    let Some(python) = compat_python() else {
+        return;
+    };
+    let Some(mut browser) = Browser::launch().await else {
+        return;
+    };
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let server = Served::start(([127, 0, 0, 1], free_port()).into(), &url).await;
+
+    browser.open(&server.url("/demo/")).await;
+    browser.wait(WS_OPEN).await;
+    browser.element("#state", "open").await;
+
+    // Python: the guide's Django shell flow through channels_redis.
+    let said = django_shell(
+        &python,
+        &url,
+        "from OptsIO.ws_utils import ws_send_notification as n, ws_send_message as m\n\
+         print(n('demo', 'Report generated successfully!', 'success', 'Report Ready'))\n\
+         print(m('demo', 'Hello from the Django shell!'))",
+    )
+    .await;
+    assert_eq!(
+        said.split_whitespace().collect::<Vec<_>>(),
+        ["True", "True"]
+    );
+    let ok = browser
+        .element(
+            ".herald-toast.herald-toast-success",
+            "Report generated successfully!",
+        )
+        .await;
+    assert_eq!(ok["attrs"]["role"], "status");
+    let title = browser
+        .eval("document.querySelector('.herald-toast-success .herald-toast-title').textContent")
+        .await;
+    assert_eq!(title, "Report Ready");
+    browser
+        .element(
+            ".herald-toast.herald-toast-info",
+            "Hello from the Django shell!",
+        )
+        .await;
+
+    // CLI: every notification colour.
+    herald_cli(
+        &url,
+        &[
+            "notify",
+            "--user",
+            "demo",
+            "--type",
+            "error",
+            "--title",
+            "Error",
+            "Failed to process file",
+        ],
+    )
+    .await;
+    let err = browser
+        .element(".herald-toast.herald-toast-error", "Failed to process file")
+        .await;
+    assert_eq!(err["attrs"]["role"], "alert");
+    herald_cli(
+        &url,
+        &[
+            "notify",
+            "--user",
+            "demo",
+            "--type",
+            "warning",
+            "Disk space low",
+        ],
+    )
+    .await;
+    browser
+        .element(".herald-toast.herald-toast-warning", "Disk space low")
+        .await;
+
+    // Message text is text, never markup.
+    let evil = r#"<img src=x onerror="window.__xss=1">pwned"#;
+    herald_cli(&url, &["send", "--user", "demo", evil]).await;
+    let toast = browser.element(".herald-toast-info", "pwned").await;
+    assert!(toast["text"].as_str().unwrap().contains(evil), "{toast}");
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('.herald-toasts img').length")
+            .await,
+        0
+    );
+    assert_eq!(browser.eval("window.__xss === undefined").await, true);
+
+    // The demo page's '*' handler saw every message.
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('#events .event').length")
+            .await,
+        5
+    );
+    browser.screenshot("toasts.png").await;
+
+    // user_file: the modal with name, human size and a new-tab Download link.
+    herald_cli(
+        &url,
+        &[
+            "file",
+            "--user",
+            "demo",
+            "/media/reports/sales_2025.xlsx",
+            "--name",
+            "sales_2025.xlsx",
+            "--size",
+            "156789",
+            "--message",
+            "Your export is ready",
+        ],
+    )
+    .await;
+    browser
+        .element(".herald-modal .herald-modal-title", "Your export is ready")
+        .await;
+    let name = browser.element(".herald-modal .herald-file-name", "").await;
+    assert_eq!(name["text"], "sales_2025.xlsx");
+    let size = browser.element(".herald-modal .herald-file-size", "").await;
+    assert_eq!(size["text"], "153.1 KB");
+    let link = browser
+        .element(".herald-modal a.herald-download", "Download")
+        .await;
+    assert_eq!(
+        link["attrs"]["href"],
+        server.url("/media/reports/sales_2025.xlsx")
+    );
+    assert_eq!(link["attrs"]["target"], "_blank");
+    assert!(link["attrs"]["rel"].as_str().unwrap().contains("noopener"));
+    assert_eq!(
+        browser.eval("document.activeElement.className").await,
+        "herald-download"
+    );
+    browser.screenshot("file-dialog.png").await;
+    browser
+        .ok(json!({"op": "click", "selector": ".herald-modal .herald-close"}))
+        .await;
+    browser
+        .wait("document.querySelectorAll('.herald-modal').length === 0")
+        .await;
+
+    // Python's ws_send_file without a name: derived from the URL, no size line.
+    let said = django_shell(
+        &python,
+        &url,
+        "from OptsIO.ws_utils import ws_send_file\n\
+         print(ws_send_file('demo', '/media/reports/monthly_report.xlsx'))",
+    )
+    .await;
+    assert_eq!(said.trim(), "True");
+    let name = browser.element(".herald-modal .herald-file-name", "").await;
+    assert_eq!(name["text"], "monthly_report.xlsx");
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('.herald-modal .herald-file-size').length")
+            .await,
+        0
+    );
+    browser
+        .ok(json!({"op": "click", "selector": ".herald-modal .herald-close"}))
+        .await;
+
+    // A javascript: URL is never made a link.
+    herald_cli(
+        &url,
+        &[
+            "file",
+            "--user",
+            "demo",
+            "javascript:window.__xss=2",
+            "--name",
+            "x.txt",
+        ],
+    )
+    .await;
+    browser
+        .element(".herald-modal .herald-file-name", "x.txt")
+        .await;
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('.herald-modal .herald-download').length")
+            .await,
+        0
+    );
+    browser
+        .ok(json!({"op": "click", "selector": ".herald-modal .herald-close"}))
+        .await;
+
+    // Toasts dismiss themselves.
+    browser
+        .eval("taskNotifications.configure({toastDuration: 600}), true")
+        .await;
+    herald_cli(&url, &["send", "--user", "demo", "short-lived"]).await;
+    browser.element(".herald-toast-info", "short-lived").await;
+    browser
+        .wait("![...document.querySelectorAll('.herald-toast')].some(t => t.textContent.includes('short-lived'))")
+        .await;
+
+    let logs = browser.assert_clean_console().await;
+    assert!(
+        logs.iter().any(|l| l.contains("WebSocket connected")),
+        "{logs:#?}"
+    );
+    browser.quit().await;
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_reconnects_after_a_server_restart_and_resubscribes_its_tasks() {
+    let Some(python) = compat_python() else {
+        return;
+    };
+    let Some(mut browser) = Browser::launch().await else {
+        return;
+    };
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let server = Served::start(addr, &url).await;
+
+    browser.open(&server.url("/demo/")).await;
+    browser.wait(WS_OPEN).await;
+    // Short backoff so the test is quick; counters for the lifecycle and the subscribe acks.
+    browser
+        .eval(
+            "taskNotifications.configure({initialDelay: 100, maxDelay: 800});\
+             window.__n = {open: 0, close: 0, reconnecting: 0, subscribed: 0};\
+             ['open', 'close', 'reconnecting', 'subscribed'].forEach(\
+               t => taskNotifications.on(t, () => { window.__n[t] += 1; }));\
+             taskNotifications.subscribeTask('build-42');\
+             window.__first = taskNotifications.ws;",
+        )
+        .await;
+    browser.wait("window.__n.subscribed === 1").await;
+
+    server.kill().await;
+    browser
+        .wait("window.__n.close >= 1 && window.__n.reconnecting >= 2")
+        .await;
+    browser.element("#state", "reconnecting").await;
+    assert_eq!(
+        browser.eval("taskNotifications.ws.readyState === 1").await,
+        false
+    );
+    browser.screenshot("reconnecting.png").await;
+
+    let server = Served::start(addr, &url).await;
+    browser
+        .wait("taskNotifications.ws !== window.__first && taskNotifications.ws.readyState === 1")
+        .await;
+    // The page subscribed once; the client restored it on the new socket by itself.
+    browser
+        .wait("window.__n.subscribed === 2 && window.__n.open === 1")
+        .await;
+    browser.element("#state", "open").await;
+
+    herald_cli(
+        &url,
+        &["group-send", "task_build-42",
+          r#"{"type": "task.complete", "task_id": "build-42", "status": "completed", "message": "Build 42 finished"}"#],
+    )
+    .await;
+    browser
+        .element(".herald-toast-success", "Build 42 finished")
+        .await;
+    let said = django_shell(
+        &python,
+        &url,
+        "from OptsIO.ws_utils import ws_send_notification\n\
+         print(ws_send_notification('demo', 'Back online', 'info', 'Notice'))",
+    )
+    .await;
+    assert_eq!(said.trim(), "True");
+    browser.element(".herald-toast-info", "Back online").await;
+    browser.screenshot("reconnected.png").await;
+
+    // Unsubscribing is also remembered: the next reconnect does not resubscribe.
+    let left = browser
+        .eval("(taskNotifications.unsubscribeTask('build-42'), taskNotifications.subscribedTasks().length)")
+        .await;
+    assert_eq!(left, 0);
+    browser.assert_clean_console().await;
+    browser.quit().await;
+    drop(server);
+}
