@@ -1234,6 +1234,34 @@ async fn group_with_general_channel_members(setup: Setup) {
     assert_same_message(&message_from(reply.unwrap()), &from_rust);
 }
 
+/// After Redis restarts, the Rust Pub/Sub layer resubscribes by itself and a Python
+/// publisher (a fresh process, as after a Django worker restart) reaches it again, for a
+/// channel and a group.
+#[tokio::test]
+async fn pubsub_rust_resubscribes_after_redis_restart_and_python_reaches_it() {
+    let mut server = RedisServer::start();
+    let port = server.port();
+    let setup = Setup::new(std::slice::from_ref(&server));
+    let Some(peer) = setup.pubsub_peer() else {
+        return;
+    };
+    let layer = rust_pubsub(&setup);
+    let channel = layer.new_channel("specific").await.unwrap();
+    layer.group_add("restart-group", &channel).await.unwrap();
+
+    server.kill();
+    let _restarted = RedisServer::start_on_port(port, &[]).unwrap();
+    wait_numsub(&setup.hosts, &channel, 1).await;
+    wait_numsub(&setup.hosts, "asgi__group__restart-group", 1).await;
+
+    let direct = Message::with_type("after.restart").with("via", "send");
+    peer.send(&channel, &direct).await.unwrap();
+    assert_same_message(&rust_receive(&layer, &channel).await, &direct);
+    let grouped = Message::with_type("after.restart").with("via", "group_send");
+    peer.group_send("restart-group", &grouped).await.unwrap();
+    assert_same_message(&rust_receive(&layer, &channel).await, &grouped);
+}
+
 // ------------------------------------------------------------------------------------------
 // The matrix
 // ------------------------------------------------------------------------------------------
