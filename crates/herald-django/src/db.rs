@@ -73,7 +73,7 @@ impl Database {
                 config: *pg,
                 queries: Queries::new(config, true),
                 timeout: config.database_timeout,
-                client: tokio::sync::Mutex::new(None),
+                conn: tokio::sync::Mutex::new(None),
             })),
             DatabaseUrl::Sqlite(path) => Database::Sqlite(Sqlite {
                 path,
@@ -105,8 +105,8 @@ impl Database {
     pub(crate) async fn ping(&self) -> Result<()> {
         match self {
             Database::Postgres(pg) => {
-                let client = pg.client().await?;
-                pg.bounded(client.simple_query("SELECT 1")).await?;
+                let conn = pg.client().await?;
+                pg.bounded(conn.client.simple_query("SELECT 1")).await?;
                 Ok(())
             }
             Database::Sqlite(sq) => sq.run(|conn, _| conn.execute_batch("SELECT 1")).await,
@@ -151,7 +151,15 @@ pub(crate) struct Postgres {
     config: tokio_postgres::Config,
     queries: Queries,
     timeout: Duration,
-    client: tokio::sync::Mutex<Option<Arc<tokio_postgres::Client>>>,
+    conn: tokio::sync::Mutex<Option<Arc<PgConn>>>,
+}
+
+/// A connection with both statements prepared once (one round trip per lookup afterwards).
+#[derive(Debug)]
+struct PgConn {
+    client: tokio_postgres::Client,
+    session: tokio_postgres::Statement,
+    user: tokio_postgres::Statement,
 }
 
 impl Postgres {
@@ -168,15 +176,15 @@ impl Postgres {
         }
     }
 
-    async fn client(&self) -> Result<Arc<tokio_postgres::Client>> {
+    async fn client(&self) -> Result<Arc<PgConn>> {
         // Held across the connect on purpose: after a disconnect, concurrent handshakes wait for
         // one reconnect instead of each opening a connection. Cancel-safe: dropping the future
         // drops the half-made connection and leaves `None`.
-        let mut slot = self.client.lock().await;
-        if let Some(client) = slot.as_ref()
-            && !client.is_closed()
+        let mut slot = self.conn.lock().await;
+        if let Some(conn) = slot.as_ref()
+            && !conn.client.is_closed()
         {
-            return Ok(client.clone());
+            return Ok(conn.clone());
         }
         let (client, connection) = self
             .bounded(self.config.connect(tokio_postgres::NoTls))
@@ -186,15 +194,21 @@ impl Postgres {
                 tracing::warn!(error = %err, "postgres connection for django auth closed");
             }
         });
-        let client = Arc::new(client);
-        *slot = Some(client.clone());
-        Ok(client)
+        let session = self.bounded(client.prepare(&self.queries.session)).await?;
+        let user = self.bounded(client.prepare(&self.queries.user)).await?;
+        let conn = Arc::new(PgConn {
+            client,
+            session,
+            user,
+        });
+        *slot = Some(conn.clone());
+        Ok(conn)
     }
 
     async fn session_data(&self, key: &str) -> Result<Option<String>> {
-        let client = self.client().await?;
+        let conn = self.client().await?;
         let row = self
-            .bounded(client.query_opt(&self.queries.session, &[&AsText(key)]))
+            .bounded(conn.client.query_opt(&conn.session, &[&AsText(key)]))
             .await?;
         row.map(|r| r.try_get::<_, String>(0))
             .transpose()
@@ -202,10 +216,10 @@ impl Postgres {
     }
 
     async fn user(&self, user_id: &str) -> Result<Option<UserRow>> {
-        let client = self.client().await?;
+        let conn = self.client().await?;
         let id = AsText(user_id);
         let params: [&(dyn ToSql + Sync); 1] = [&id];
-        let fut = client.query_opt(&self.queries.user, &params);
+        let fut = conn.client.query_opt(&conn.user, &params);
         let row = match tokio::time::timeout(self.timeout, fut).await {
             Err(_) => {
                 return Err(Error::new(
