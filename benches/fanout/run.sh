@@ -113,9 +113,10 @@ if [[ -z ${HERALD_LOAD_BIN:-} ]]; then
   (cd "$ROOT" && cargo build --release -q -p herald-load) || die "cannot build herald-load"
   HERALD_LOAD_BIN=$ROOT/target/release/herald-load
 fi
-# SLOT(herald): `herald serve` comes with crates/herald-cli. Until it exists, herald rows are
-# skipped with a note and the script measures Daphne alone.
+# herald: `herald serve` from crates/herald-cli. Without it, herald rows are skipped with a
+# note and the script measures Daphne alone.
 if [[ -z ${HERALD_BIN:-} && " $SERVERS " == *" herald "* ]]; then
+  log "building herald (release)"
   if [[ -d $ROOT/crates/herald-cli ]] && (cd "$ROOT" && cargo build --release -q -p herald-cli); then
     HERALD_BIN=$ROOT/target/release/herald
   fi
@@ -167,10 +168,11 @@ start_server() { # $1 = server, $2 = log file; sets SERVER_PID and PORT
       ;;
     herald)
       [[ -n ${HERALD_BIN:-} ]] || return 1
-      # SLOT(herald serve): same Redis, same database, same SECRET_KEY and session engine as
-      # Daphne (REDIS_URL, DATABASE_URL, SECRET_KEY, SESSION_ENGINE are exported above).
-      # Adjust the flags here once the CLI is final.
-      "$HERALD_BIN" serve --bind "127.0.0.1:$PORT" >"$2" 2>&1 &
+      # Same Redis, same database, same SECRET_KEY and session engine as Daphne, and the
+      # same Origin rule as the site's AllowedHostsOriginValidator.
+      "$HERALD_BIN" serve --bind "127.0.0.1:$PORT" --redis "$REDIS_URL" \
+        --secret-key "$SECRET_KEY" --session-engine "$SESSION_ENGINE" --django-db "$DATABASE_URL" \
+        --allowed-origin 127.0.0.1,localhost >"$2" 2>&1 &
       SERVER_PID=$!
       ;;
     *) die "unknown server $1" ;;

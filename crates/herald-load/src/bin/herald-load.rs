@@ -1,18 +1,23 @@
 //! `herald-load`: open N WebSocket connections to a loopback server, optionally run a sender
 //! command once they are all open, count frames and latency, print one JSON line.
+//! `herald-load send ...` is the Rust sender: guide-style messages through herald-redis.
 //!
 //! Run with e.g.
 //! `herald-load --url ws://127.0.0.1:8000/ws/tasks/ --connections 1000 --cookies-file c.txt
 //!  --expect-frames 100000 --deadline 120 --server-pid 1234 -- python sender.py broadcast`
+//! `herald-load send broadcast --redis-url redis://127.0.0.1:6379 --group user_x --count 100`
 
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::Parser;
-use herald_load::{LoadConfig, Swarm, raise_nofile_limit};
+use clap::{Parser, Subcommand};
+use herald_core::ChannelLayer;
+use herald_load::{LoadConfig, SendPlan, Swarm, raise_nofile_limit, require_loopback, run_sender};
+use herald_redis::{HostSpec, RedisChannelLayer, RedisLayerConfig};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 use tracing_subscriber::EnvFilter;
@@ -21,7 +26,82 @@ use tracing_subscriber::EnvFilter;
 const SENDER_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Parser)]
-#[command(name = "herald-load", version, about)]
+#[command(
+    name = "herald-load",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    load: Args,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The Rust sender: group_send guide-style `user.message`s with `sent_at` via herald-redis.
+    Send {
+        #[command(subcommand)]
+        plan: PlanArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PlanArgs {
+    /// `--count` group_sends to one group.
+    Broadcast {
+        /// Group name, `user_<username>`.
+        #[arg(long)]
+        group: String,
+        /// Messages to send.
+        #[arg(long, default_value_t = 100)]
+        count: u64,
+        #[command(flatten)]
+        common: SendCommon,
+    },
+    /// `--per-user` messages to every user in `--users-file`.
+    PerUser {
+        /// One username per line.
+        #[arg(long)]
+        users_file: PathBuf,
+        /// Messages per user.
+        #[arg(long, default_value_t = 10)]
+        per_user: u64,
+        #[command(flatten)]
+        common: SendCommon,
+    },
+    /// `--rate` messages/s, round-robin over the users, for `--duration` seconds.
+    Paced {
+        /// One username per line.
+        #[arg(long)]
+        users_file: PathBuf,
+        /// Messages per second.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// Seconds.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        #[command(flatten)]
+        common: SendCommon,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct SendCommon {
+    /// channels_redis host (loopback only).
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// group_sends in flight.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// channels_redis `capacity` (default: channels_redis's 100).
+    #[arg(long)]
+    capacity: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
 struct Args {
     /// Target URL; must be ws:// on a loopback address.
     #[arg(long, default_value = "ws://127.0.0.1:8000/ws/tasks/")]
@@ -77,7 +157,15 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    let cli = Cli::parse();
+    if let Some(Command::Send { plan }) = cli.command {
+        return tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?
+            .block_on(send(plan));
+    }
+    let args = cli.load;
     if args.threads == 0 {
         bail!("--threads must be at least 1");
     }
@@ -210,7 +298,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_cookies(path: &PathBuf) -> anyhow::Result<Vec<String>> {
+fn read_cookies(path: &Path) -> anyhow::Result<Vec<String>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read cookies file {}", path.display()))?;
     let cookies: Vec<String> = text
@@ -229,4 +317,79 @@ fn read_cookies(path: &PathBuf) -> anyhow::Result<Vec<String>> {
         bail!("cookies file {} has no cookies", path.display());
     }
     Ok(cookies)
+}
+
+async fn send(plan: PlanArgs) -> anyhow::Result<()> {
+    let (plan, common) = match plan {
+        PlanArgs::Broadcast {
+            group,
+            count,
+            common,
+        } => (SendPlan::Broadcast { group, count }, common),
+        PlanArgs::PerUser {
+            users_file,
+            per_user,
+            common,
+        } => (
+            SendPlan::PerUser {
+                users: read_lines(&users_file)?,
+                per_user,
+            },
+            common,
+        ),
+        PlanArgs::Paced {
+            users_file,
+            rate,
+            duration,
+            common,
+        } => (
+            SendPlan::Paced {
+                users: read_lines(&users_file)?,
+                rate,
+                duration: Duration::from_secs_f64(duration),
+            },
+            common,
+        ),
+    };
+    require_loopback_redis(&common.redis_url)?;
+    let mut config =
+        RedisLayerConfig::default().with_hosts([HostSpec::url(common.redis_url.clone())]);
+    if let Some(capacity) = common.capacity {
+        config = config.with_capacity(capacity);
+    }
+    let layer: Arc<dyn ChannelLayer> = Arc::new(RedisChannelLayer::new(config)?);
+    let concurrency = NonZeroUsize::new(common.concurrency).unwrap_or(NonZeroUsize::MIN);
+    let report = run_sender(layer, &plan, concurrency).await?;
+    println!("{}", serde_json::to_string(&report)?);
+    if report.sent == 0 && report.errors > 0 {
+        bail!("every group_send failed ({} errors)", report.errors);
+    }
+    Ok(())
+}
+
+/// The Redis URL must point at loopback too: checked with the ws:// rule on its host part.
+fn require_loopback_redis(url: &str) -> anyhow::Result<()> {
+    let rest = url
+        .strip_prefix("redis://")
+        .with_context(|| format!("only redis:// URLs are supported: {url}"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    let host = if host.contains(':') || host.starts_with('[') {
+        host.to_owned()
+    } else {
+        format!("{host}:6379")
+    };
+    require_loopback(&format!("ws://{host}/"))?;
+    Ok(())
+}
+
+fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
 }
