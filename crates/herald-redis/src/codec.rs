@@ -199,6 +199,27 @@ impl Codec {
         Ok(out)
     }
 
+    /// The msgpack map *entries* of `map` (no header), for scripts that assemble the envelope
+    /// server-side; `None` if this codec does not write plain msgpack (JSON or encrypted).
+    pub(crate) fn msgpack_entries(&self, map: &Map) -> Result<Option<Vec<u8>>> {
+        if self.format != SerializerFormat::Msgpack || self.fernet.is_some() {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(64);
+        for (k, v) in map {
+            msgpack::pack_str(&mut out, k)?;
+            msgpack::pack(&mut out, v)?;
+        }
+        Ok(Some(out))
+    }
+
+    /// Fresh random prefix bytes.
+    pub(crate) fn random_prefix(&self) -> Vec<u8> {
+        let mut out = vec![0; self.random_prefix_length];
+        rand::rng().fill_bytes(&mut out);
+        out
+    }
+
     fn write_body(&self, out: &mut Vec<u8>, map: &Map, target: Target<'_>) -> Result<()> {
         match self.format {
             SerializerFormat::Msgpack => msgpack::write_message(out, map, target),
@@ -371,7 +392,7 @@ pub mod msgpack {
         }
     }
 
-    fn pack_str(out: &mut Vec<u8>, s: &str) -> Result<()> {
+    pub(super) fn pack_str(out: &mut Vec<u8>, s: &str) -> Result<()> {
         let n = len32(s.len())?;
         if n < 32 {
             out.push(0xa0 | n as u8);

@@ -39,11 +39,25 @@ pub(crate) fn now_f64() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// Python: `logger.info("%s of %s channels over capacity in group %s")` on `channels_redis.core`.
+fn log_over_capacity(group: &str, over: usize, members: usize) {
+    if over > 0 {
+        info!(
+            group,
+            over_capacity = over,
+            members,
+            "{over} of {members} channels over capacity in group {group}"
+        );
+    }
+}
+
 /// The state shared by the layer handle and its background tasks.
 pub(crate) struct Inner {
     pub(crate) keys: Keys,
     pub(crate) codec: Codec,
     capacities: Capacities,
+    /// True if `channel_capacity` has rules (then capacities differ per name).
+    has_capacity_rules: bool,
     pub(crate) shards: Vec<Shard>,
     client_prefix: String,
     expiry_secs: u64,
@@ -63,6 +77,7 @@ pub(crate) struct Inner {
     send_script: Script,
     group_send_script: Script,
     flush_script: Script,
+    group_send_one_trip_script: Script,
 }
 
 #[derive(Default)]
@@ -302,6 +317,7 @@ impl RedisChannelLayer {
             keys: Keys::new(config.prefix.clone()),
             codec,
             capacities: Capacities::new(config.capacity, config.channel_capacity.clone()),
+            has_capacity_rules: !config.channel_capacity.is_empty(),
             shards,
             client_prefix: random_hex_id(),
             expiry_secs: config.expiry.as_secs(),
@@ -321,6 +337,7 @@ impl RedisChannelLayer {
             send_script: Script::new(scripts::SEND),
             group_send_script: Script::new(scripts::GROUP_SEND),
             flush_script: Script::new(scripts::FLUSH),
+            group_send_one_trip_script: Script::new(scripts::GROUP_SEND_ONE_TRIP),
         };
         Ok(RedisChannelLayer {
             inner: Arc::new(inner),
@@ -370,6 +387,50 @@ impl RedisChannelLayer {
     /// Re-adds every tracked membership now (also done periodically and after reconnects).
     pub async fn refresh_memberships(&self) {
         self.inner.refresh_memberships(None).await;
+    }
+
+    /// `group_send` in one round trip (`scripts::GROUP_SEND_ONE_TRIP`) when everything lives
+    /// on one shard, messages are plain msgpack and every channel has the default capacity.
+    /// `None` when that does not apply; the general path then does the same in two trips.
+    async fn group_send_one_trip(
+        &self,
+        group: &str,
+        message: &Message,
+    ) -> Result<Option<GroupSendReport>> {
+        let inner = &self.inner;
+        if inner.ring() != 1 || inner.has_capacity_rules {
+            return Ok(None);
+        }
+        let Some(entries) = inner.codec.msgpack_entries(message.map())? else {
+            return Ok(None);
+        };
+        if message.len() >= usize::from(u16::MAX) {
+            return Ok(None);
+        }
+        let group_key = inner.keys.group_key(group);
+        let random = inner.codec.random_prefix();
+        let now = now_f64();
+        let trim = now as i64 - inner.expiry_secs as i64;
+        let trim_group = now as i64 - inner.group_expiry_secs as i64;
+        let (members, over): (usize, usize) = inner.shards[0]
+            .run("group_send", |mut c| {
+                let mut invocation = inner.group_send_one_trip_script.key(&group_key);
+                invocation
+                    .arg(inner.keys.prefix())
+                    .arg(&random[..])
+                    .arg(&entries[..])
+                    .arg(message.len())
+                    .arg(inner.capacities.default_capacity())
+                    .arg(now)
+                    .arg(inner.expiry_secs)
+                    .arg(trim)
+                    .arg(trim_group);
+                async move { invocation.invoke_async(&mut c).await }
+            })
+            .await?;
+        tracing::Span::current().record("fanout", members);
+        log_over_capacity(group, over, members);
+        Ok(Some(GroupSendReport::new(members, over)))
     }
 
     fn check_message(message: &Message) -> Result<()> {
@@ -503,6 +564,9 @@ impl ChannelLayer for RedisChannelLayer {
         let inner = &self.inner;
         let span = debug_span!("layer.group_send", group = %group, fanout = tracing::field::Empty);
         async {
+            if let Some(report) = self.group_send_one_trip(group, &message).await? {
+                return Ok(report);
+            }
             let group_shard = inner.shard_of(group);
             let group_key = inner.keys.group_key(group);
             let trim_group = now_f64() as i64 - inner.group_expiry_secs as i64;
@@ -580,16 +644,7 @@ impl ChannelLayer for RedisChannelLayer {
             for result in futures_util::future::join_all(deliveries).await {
                 over += result?;
             }
-            if over > 0 {
-                // Python: logger.info("%s of %s channels over capacity in group %s").
-                info!(
-                    group,
-                    over_capacity = over,
-                    members = members.len(),
-                    "{over} of {} channels over capacity in group {group}",
-                    members.len()
-                );
-            }
+            log_over_capacity(group, over, members.len());
             Ok(GroupSendReport::new(members.len(), over))
         }
         .instrument(span)

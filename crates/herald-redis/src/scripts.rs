@@ -54,3 +54,74 @@ for i = 1, #keys, 5000 do
 end
 return #keys
 "#;
+
+/// The whole `group_send` in one round trip, for the common single-shard, msgpack,
+/// unencrypted, no-`channel_capacity` configuration.
+///
+/// Same effects as `core.py` `group_send` (trim the group, read it, bucket members by channel
+/// key, one member per key carrying `__asgi_channel__: [names]` appended last, capacity-checked
+/// `ZADD` + `EXPIRE`), done server-side: the client sends the message's msgpack map *entries*
+/// and the script adds the map header, the routing entry and the random prefix. All keys get
+/// the same random prefix in one call; members of one key stay unique because each call adds
+/// at most one member per key. The channel keys are derived in the script (not declared in
+/// `KEYS`), which standalone and Sentinel-managed Redis allow; Redis Cluster is not supported
+/// by channels_redis either.
+///
+/// `KEYS[1]` group key; `ARGV`: layer prefix, random prefix, map entries, entry count,
+/// capacity, score, expiry, trim threshold, group trim threshold.
+/// Returns `{members, over_capacity}`.
+pub const GROUP_SEND_ONE_TRIP: &str = r#"
+local function head(len, fix, fixmax, b16, b32)
+    if len <= fixmax then
+        return string.char(fix + len)
+    elseif len < 65536 then
+        return string.char(b16, math.floor(len / 256), len % 256)
+    end
+    return string.char(b32, math.floor(len / 16777216) % 256, math.floor(len / 65536) % 256,
+        math.floor(len / 256) % 256, len % 256)
+end
+local function str(s)
+    local len = #s
+    if len < 32 then
+        return string.char(0xa0 + len) .. s
+    elseif len < 256 then
+        return string.char(0xd9, len) .. s
+    end
+    return head(len, 0, -1, 0xda, 0xdb) .. s
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[9])
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+if #members == 0 then
+    return {0, 0}
+end
+local order, buckets = {}, {}
+for _, name in ipairs(members) do
+    local bang = string.find(name, '!', 1, true)
+    local key = ARGV[1] .. (bang and string.sub(name, 1, bang) or name)
+    local bucket = buckets[key]
+    if not bucket then
+        bucket = {}
+        buckets[key] = bucket
+        order[#order + 1] = key
+    end
+    bucket[#bucket + 1] = name
+end
+local map_head = head(tonumber(ARGV[4]) + 1, 0x80, 15, 0xde, 0xdf)
+local capacity = tonumber(ARGV[5])
+local over = 0
+for _, key in ipairs(order) do
+    local names = buckets[key]
+    local parts = {ARGV[2], map_head, ARGV[3], str('__asgi_channel__'), head(#names, 0x90, 15, 0xdc, 0xdd)}
+    for _, name in ipairs(names) do
+        parts[#parts + 1] = str(name)
+    end
+    redis.call('ZREMRANGEBYSCORE', key, 0, ARGV[8])
+    if redis.call('ZCOUNT', key, '-inf', '+inf') < capacity then
+        redis.call('ZADD', key, ARGV[6], table.concat(parts))
+        redis.call('EXPIRE', key, ARGV[7])
+    else
+        over = over + 1
+    end
+end
+return {#members, over}
+"#;

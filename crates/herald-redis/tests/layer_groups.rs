@@ -168,3 +168,47 @@ async fn group_members_older_than_group_expiry_are_skipped() {
     assert_eq!(report.members, 0);
     recv_nothing(&layer, &ch, Duration::from_millis(300)).await;
 }
+
+/// The one-round-trip group_send builds its members in Lua; they must be the very bytes the
+/// codec (and Python's `packb`) would write, after the random prefix.
+#[tokio::test]
+async fn server_side_group_send_members_match_the_codec_bytes() {
+    use herald_core::{Message, Value};
+    use herald_redis::codec::Target;
+    let server = RedisServer::start();
+    let layer = layer(&server);
+    let mut conn = raw(&server.url()).await;
+    // 20 names on one foreign key (array16 header) and a 17-entry message (map16 header).
+    let names: Vec<String> = (0..20)
+        .map(|i| format!("specific.feedface!n{i:02}"))
+        .collect();
+    for n in &names {
+        layer.group_add("wire", n).await.unwrap();
+    }
+    layer.group_add("wire", "plain.channel").await.unwrap();
+    let mut msg = Message::with_type("wire.check").with("bytes", vec![0u8, 1, 2]);
+    for i in 0..15 {
+        msg.insert(&format!("k{i}"), Value::Float(f64::from(i) / 3.0));
+    }
+    let report = layer.group_send("wire", msg.clone()).await.unwrap();
+    assert_eq!(report.members, 21);
+    // ZRANGE order: equal scores would sort by name; ours differ, so sort to compare.
+    let mut listed: Vec<String> = conn.zrange("asgi:group:wire", 0, -1).await.unwrap();
+    listed.retain(|n| n.starts_with("specific."));
+    let codec = herald_redis::Codec::new(herald_redis::SerializerFormat::Msgpack, 12);
+    let expected = codec
+        .encode_routed(msg.map(), Target::Many(&listed))
+        .unwrap();
+    let stored: Vec<Vec<u8>> = conn.zrange("asgispecific.feedface!", 0, -1).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(&stored[0][12..], &expected[12..]);
+    let plain: Vec<Vec<u8>> = conn.zrange("asgiplain.channel", 0, -1).await.unwrap();
+    let expected = codec
+        .encode_routed(msg.map(), Target::Many(&["plain.channel".to_owned()]))
+        .unwrap();
+    assert_eq!(&plain[0][12..], &expected[12..]);
+    assert_eq!(
+        layer.codec().decode(&plain[0]).unwrap().get("k14"),
+        msg.get("k14")
+    );
+}
