@@ -7,6 +7,7 @@
 // {"id": N, "ok": true, "result": ...} or {"id": N, "ok": false, "error": "..."}. The first
 // line printed is {"ready": true, "version": "<browser version>"}.
 //
+//   init       {script}                       run a script before every page's own scripts
 //   open       {url}                          load a page (waits for "load")
 //   eval       {expr}                         evaluate a JS expression, return its JSON value
 //   wait       {expr, timeout}                wait until the expression is truthy, return it
@@ -73,6 +74,10 @@ function asFunction(expr) {
 }
 
 const ops = {
+  async init(cmd) {
+    await page.addInitScript({ content: cmd.script });
+    return null;
+  },
   async open(cmd) {
     const resp = await page.goto(cmd.url, { waitUntil: 'load', timeout: cmd.timeout || DEFAULT_TIMEOUT });
     return { status: resp ? resp.status() : null };

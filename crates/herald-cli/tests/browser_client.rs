@@ -607,3 +607,138 @@ async fn client_reconnects_after_a_server_restart_and_resubscribes_its_tasks() {
     browser.quit().await;
     drop(server);
 }
+
+/// What a host app (the guide's `UiB.Msg*` helpers) sets up before the client loads.
+const HOST_APP: &str = r#"
+window.taskNotificationsConfig = {autoConnect: false};
+window.UiB = {
+  calls: [],
+  MsgInfo(m, t) { this.calls.push(['info', m, t]); },
+  MsgSuccess(m, t) { this.calls.push(['success', m, t]); },
+  MsgError(m, t) { this.calls.push(['error', m, t]); },
+  MsgWarning(m, t) { this.calls.push(['warning', m, t]); },
+  MsgSwall(f) { this.calls.push(['file', f.fileName, f.sizeText, f.url, f.message]); },
+};
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_app_can_delay_connecting_and_replace_the_ui() {
+    if compat_python().is_none() {
+        return;
+    }
+    let Some(mut browser) = Browser::launch().await else {
+        return;
+    };
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let server = Served::start(([127, 0, 0, 1], free_port()).into(), &url).await;
+
+    browser.ok(json!({"op": "init", "script": HOST_APP})).await;
+    browser.open(&server.url("/demo/")).await;
+    // autoConnect: false holds across the load event and the client's deferred start.
+    let idle = browser
+        .wait(
+            "new Promise(r => setTimeout(() => r(document.readyState === 'complete' && \
+             taskNotifications.ws === null && taskNotifications.state === 'idle'), 300))",
+        )
+        .await;
+    assert_eq!(idle, true);
+
+    browser
+        .eval(
+            "taskNotifications.configure({ui: {\
+               info: (m, t) => UiB.MsgInfo(m, t), success: (m, t) => UiB.MsgSuccess(m, t),\
+               error: (m, t) => UiB.MsgError(m, t), warning: (m, t) => UiB.MsgWarning(m, t),\
+               file: (f) => UiB.MsgSwall(f)}});\
+             window.__removed = 0;\
+             window.__gone = () => { window.__removed += 1; };\
+             taskNotifications.on('user_notification', window.__gone);\
+             taskNotifications.off('user_notification', window.__gone);\
+             taskNotifications.connect();",
+        )
+        .await;
+    browser.wait(WS_OPEN).await;
+
+    herald_cli(
+        &url,
+        &[
+            "notify",
+            "--user",
+            "demo",
+            "--type",
+            "success",
+            "--title",
+            "Sync Complete",
+            "Synchronized 100 records",
+        ],
+    )
+    .await;
+    herald_cli(
+        &url,
+        &["send", "--user", "demo", "Starting data synchronization..."],
+    )
+    .await;
+    herald_cli(
+        &url,
+        &[
+            "file",
+            "--user",
+            "demo",
+            "/media/exports/data.csv",
+            "--size",
+            "156789",
+            "--message",
+            "Your export is ready",
+        ],
+    )
+    .await;
+    let calls = browser.wait("UiB.calls.length === 3 && UiB.calls").await;
+    assert_eq!(
+        calls,
+        json!([
+            ["success", "Synchronized 100 records", "Sync Complete"],
+            ["info", "Starting data synchronization...", ""],
+            [
+                "file",
+                "data.csv",
+                "153.1 KB",
+                server.url("/media/exports/data.csv"),
+                "Your export is ready"
+            ],
+        ])
+    );
+    // The host's UI replaced the built-in one, and a removed handler stays removed.
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('.herald-toast, .herald-modal').length")
+            .await,
+        0
+    );
+    assert_eq!(browser.eval("window.__removed").await, 0);
+    browser.assert_clean_console().await;
+    browser.quit().await;
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_page_needs_the_flag_but_the_client_script_is_always_served() {
+    let plain = support::Herald::start(&[]).await;
+    let demo = support::http_get(plain.addr, "/demo/").await;
+    assert!(demo.starts_with("HTTP/1.1 404"), "{demo}");
+    let js = support::http_get(plain.addr, "/static/herald/task-notifications.js").await;
+    assert!(js.starts_with("HTTP/1.1 200"), "{js}");
+    assert!(
+        js.to_ascii_lowercase()
+            .contains("content-type: text/javascript; charset=utf-8")
+    );
+    assert!(js.contains("window.taskNotifications") || js.contains("global.taskNotifications"));
+    plain.terminate().await;
+
+    let refused = herald(&["serve", "--demo", "--bind", "0.0.0.0:0"]).await;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--demo only binds to loopback"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
