@@ -310,7 +310,8 @@ impl HandshakeRequest {
         self
     }
 
-    /// Replaces all headers (names with `_` are dropped like Daphne).
+    /// Replaces all headers (names with `_` are dropped like Daphne). Values are copied, so
+    /// the request does not keep the connection's read buffer alive.
     pub fn with_headers(mut self, headers: HeaderMap) -> Self {
         let mut kept = HeaderMap::with_capacity(headers.len());
         let mut last_name = None;
@@ -321,7 +322,14 @@ impl HandshakeRequest {
             if let Some(name) = &last_name
                 && !name.as_str().contains('_')
             {
-                kept.append(name.clone(), value);
+                // Copy the value: hyper's values are slices of the connection's 8 KiB read
+                // buffer, and keeping one alive for the socket's lifetime would pin that
+                // whole buffer to every idle WebSocket.
+                let Ok(mut copied) = HeaderValue::from_bytes(value.as_bytes()) else {
+                    continue;
+                };
+                copied.set_sensitive(value.is_sensitive());
+                kept.append(name.clone(), copied);
             }
         }
         self.headers = kept;
