@@ -1262,6 +1262,58 @@ async fn pubsub_rust_resubscribes_after_redis_restart_and_python_reaches_it() {
     assert_same_message(&rust_receive(&layer, &channel).await, &grouped);
 }
 
+/// What the Rust Pub/Sub layer publishes is byte for byte what Python's serializer makes of
+/// the same message (no prefix, no encryption, so the bytes are comparable): the whole value
+/// zoo, in msgpack and in JSON.
+async fn pubsub_payload_is_python_serialize(setup: Setup) {
+    use futures_util::StreamExt;
+    let Some(peer) = setup.pubsub_peer() else {
+        return;
+    };
+    let zoo = value_zoo(setup.json);
+    let layer = rust_pubsub(&setup);
+    let client = redis::Client::open(setup.hosts[0].as_str()).unwrap();
+    let mut raw = timeout(ARRIVAL, client.get_async_pubsub())
+        .await
+        .unwrap()
+        .unwrap();
+    timeout(ARRIVAL, raw.subscribe("bytes.check"))
+        .await
+        .unwrap()
+        .unwrap();
+    layer.send("bytes.check", zoo.clone()).await.unwrap();
+    let published = timeout(ARRIVAL, raw.on_message().next())
+        .await
+        .unwrap()
+        .unwrap()
+        .get_payload_bytes()
+        .to_vec();
+    let mut repl = peer.repl().await;
+    let reply = repl
+        .call(json!({"op": "serialize", "message": message_json(&zoo)}))
+        .await;
+    let python = unhex(reply.unwrap()["$bytes"].as_str().unwrap());
+    assert!(
+        published == python,
+        "rust and python bytes differ (lengths {} vs {}); first difference at {:?}",
+        published.len(),
+        python.len(),
+        published.iter().zip(&python).position(|(a, b)| a != b)
+    );
+}
+
+#[tokio::test]
+async fn pubsub_msgpack_payload_is_python_serialize() {
+    let servers = servers(1);
+    pubsub_payload_is_python_serialize(Setup::new(&servers)).await;
+}
+
+#[tokio::test]
+async fn pubsub_json_payload_is_python_serialize() {
+    let servers = servers(1);
+    pubsub_payload_is_python_serialize(Setup::new(&servers).json()).await;
+}
+
 // ------------------------------------------------------------------------------------------
 // The matrix
 // ------------------------------------------------------------------------------------------
