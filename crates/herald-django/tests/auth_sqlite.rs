@@ -135,3 +135,140 @@ async fn hand_written_sessions_with_odd_user_ids_find_no_user() {
         assert_eq!(outcome, AuthOutcome::Anonymous(expected), "user id {i}");
     }
 }
+
+/// A project whose session store class is not called `SessionStore` signs with another salt
+/// (`django.contrib.sessions.<ClassName>`); `with_session_key_salt` follows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_store_class_needs_its_session_key_salt() {
+    let Some((_dir, site)) = site() else { return };
+    let site = Site {
+        django: site
+            .django
+            .with_env("SESSION_ENGINE", "OptsIO.custom_session"),
+        ..site
+    };
+    let f = site.django.fixture(&[]).await;
+    let default_salt = site.auth();
+    assert_eq!(
+        check(&default_salt, Some(&f.header())).await,
+        AuthOutcome::Anonymous(Refusal::BadSignature)
+    );
+    let custom = DjangoAuth::new(
+        site.config()
+            .with_session_key_salt("django.contrib.sessions.MyStore"),
+    )
+    .unwrap();
+    assert_eq!(
+        check(&custom, Some(&f.header())).await,
+        AuthOutcome::Authenticated(f.user.clone())
+    );
+    let oracle = site.django.whoami(&f.header()).await;
+    assert_eq!(oracle.django.as_ref(), Some(&f.user));
+}
+
+/// `cached_db` writes every session through to `django_session`, so the `db` reader serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_db_sessions_are_read_from_the_table() {
+    let Some((_dir, site)) = site() else { return };
+    let site = Site {
+        django: site.django.with_env("SESSION_ENGINE", "cached_db"),
+        ..site
+    };
+    let f = site.django.fixture(&[]).await;
+    let auth = DjangoAuth::new(
+        site.config().with_session_engine(
+            "django.contrib.sessions.backends.cached_db"
+                .parse()
+                .unwrap(),
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        check(&auth, Some(&f.header())).await,
+        AuthOutcome::Authenticated(f.user.clone())
+    );
+}
+
+/// Everything is logged at TRACE here, yet no secret, cookie, session key, session data or
+/// password hash reaches the log; the refusal reason does.
+#[tokio::test]
+async fn logs_carry_reasons_never_secrets() {
+    let Some((dir, site)) = site() else { return };
+    let good = site.django.fixture(&[]).await;
+    let changed = site
+        .django
+        .fixture(&[
+            "--username",
+            "changed",
+            "--no-migrate",
+            "--change-password",
+            "x",
+        ])
+        .await;
+    let conn = rusqlite::Connection::open(dir.path().join("db.sqlite3")).unwrap();
+    let (session_data, password): (String, String) = conn
+        .query_row(
+            "SELECT s.session_data, u.password FROM django_session s, auth_user u \
+             WHERE s.session_key = ?1 AND u.username = 'amadmin'",
+            [&good.session_key],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+
+    let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let writer = {
+        let buffer = buffer.clone();
+        move || LogWriter(buffer.clone())
+    };
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(writer)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let auth = DjangoAuth::new(
+        site.config()
+            .with_secret_key_fallbacks([common::OLD_SECRET]),
+    )
+    .unwrap();
+    let forged = "sessionid=0123456789abcdefghijklmnopqrstuv";
+    assert!(check(&auth, Some(&good.header())).await.user().is_some());
+    assert_eq!(
+        check(&auth, Some(forged)).await.refusal(),
+        Some(Refusal::SessionNotFound)
+    );
+    assert_eq!(
+        check(&auth, Some(&changed.header())).await.refusal(),
+        Some(Refusal::AuthHashMismatch)
+    );
+    drop(_guard);
+
+    let log = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("auth_hash_mismatch"), "{log}");
+    assert!(log.contains("session_not_found"), "{log}");
+    for secret in [
+        SECRET,
+        common::OLD_SECRET,
+        good.session_key.as_str(),
+        changed.session_key.as_str(),
+        "0123456789abcdefghijklmnopqrstuv",
+        session_data.as_str(),
+        password.as_str(),
+    ] {
+        assert!(!log.contains(secret), "log leaks {secret:?}:\n{log}");
+    }
+}
+
+struct LogWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
