@@ -5,7 +5,13 @@
 //! `redis-server`, and checks that what one side sends the other receives unchanged:
 //! Python → Rust and Rust → Python, `send` and `group_send`, groups mixing Python and Rust
 //! channels, with and without `symmetric_encryption_keys`, on 1 and 3 hosts, msgpack and
-//! JSON serializers, capacity, and the same for the Pub/Sub layers.
+//! JSON serializers, a custom prefix and random prefix length, capacity, expiry, key
+//! rotation, byte-identical payloads, and the same for the Pub/Sub layers (plus a Redis
+//! restart).
+//!
+//! Layout: tagged-JSON helpers (the encoding `peer.py` documents), the peer wrappers
+//! (`Setup` configures both sides identically, `Peer`/`Listener`/`Repl`), then scenarios as
+//! `async fn`s, and at the end the matrix that runs them per configuration.
 //!
 //! Without the venv a test prints why and returns; with `HERALD_REQUIRE_COMPAT=1` (CI) it
 //! fails instead. Build the venv with `tests/compat/setup.sh`.
