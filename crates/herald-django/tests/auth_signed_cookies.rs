@@ -74,10 +74,15 @@ async fn session_cookie_age_bounds_the_cookie() {
         check(&half_hour, Some(&header)).await,
         AuthOutcome::Anonymous(Refusal::SessionExpired)
     );
-    // Django with SESSION_COOKIE_AGE = 1800 agrees... but the test project does not expose that
-    // setting; Django's default (two weeks) accepts it like our default does.
+    // Django agrees under both settings.
     let oracle = site.django.whoami(&header).await;
     assert_eq!(oracle.django.as_ref(), Some(&f.user));
+    let oracle = site
+        .django
+        .with_env("SESSION_COOKIE_AGE", "1800")
+        .whoami(&header)
+        .await;
+    assert_eq!(oracle.django, None);
 }
 
 /// A db-engine config cannot read a signed-cookie session (it looks for a row keyed by the

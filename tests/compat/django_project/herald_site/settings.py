@@ -6,6 +6,7 @@ DATABASE_URL            sqlite:///relative.sqlite3, sqlite:////abs/path.sqlite3 
 SECRET_KEY              default "django-insecure-herald-test-secret-key".
 SECRET_KEY_FALLBACKS    a JSON list, or comma-separated keys. Default: none.
 SESSION_ENGINE          db | cached_db | signed_cookies | a full module path. Default: db.
+SESSION_COOKIE_AGE      seconds (Django's default 1209600).
 AUTHENTICATION_BACKENDS a JSON list or comma-separated paths. Default: ModelBackend.
 REDIS_URL               redis://host:port[/db] for channels_redis; unset = InMemoryChannelLayer.
 CHANNEL_LAYERS_PREFIX   channels_redis "prefix" (default "asgi").
@@ -73,6 +74,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 
 _engine = os.environ.get("SESSION_ENGINE", "db")
 SESSION_ENGINE = _engine if "." in _engine else f"django.contrib.sessions.backends.{_engine}"
+SESSION_COOKIE_AGE = int(os.environ.get("SESSION_COOKIE_AGE", 1209600))
 AUTHENTICATION_BACKENDS = _env_list(
     "AUTHENTICATION_BACKENDS", ["django.contrib.auth.backends.ModelBackend"]
 )
