@@ -2,9 +2,9 @@
 //! machine, so a newcomer can see notifications without a Django login:
 //!
 //! ```text
-//! herald serve --demo --redis redis://127.0.0.1:6379
-//! # open http://127.0.0.1:8000/demo/, then:
-//! herald send --redis redis://127.0.0.1:6379 --user demo "Hello"
+//! herald serve --demo
+//! # open http://127.0.0.1:8000/demo/, then (through the loopback-only publish API):
+//! herald send --user demo "Hello"
 //! ```
 //!
 //! Safety: the flag is off by default and refuses a non-loopback `--bind`; the `demo` identity
@@ -46,10 +46,9 @@ pub(crate) fn announce(addr: SocketAddr, layer: &LayerOpts) {
          never use --demo in production"
     );
     if layer.backend() == Backend::Memory {
-        warn!(
-            "demo mode without --redis: the channel layer lives inside this process, so \
-             `herald send --user demo` from another terminal cannot reach it; \
-             start both with --redis redis://127.0.0.1:6379"
+        info!(
+            "try it: herald send --server http://{addr} --user {DEMO_USER} \"Hello\" \
+             (no Redis: senders go through this server's loopback-only publish API)"
         );
     } else {
         info!("try it: herald send --redis <same URL> --user {DEMO_USER} \"Hello\"");

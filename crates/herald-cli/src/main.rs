@@ -7,9 +7,11 @@
 //! * `demo` — `herald serve --demo`: the demo page and the loopback-only `demo` user.
 //! * `serve` — `herald serve`: server and Django options, the auth glue, signals.
 //! * `send` — `herald send | notify | file | broadcast | group-send`.
+//! * `client` — the publish-API client senders use when no Redis is configured.
 //! * `check` — `herald check`: configuration, Redis, Django database and a cookie.
 
 mod check;
+mod client;
 mod demo;
 mod layer;
 mod send;
@@ -45,6 +47,10 @@ enum Command {
     Broadcast(send::BroadcastArgs),
     /// group_send any message with a "type" to any group.
     GroupSend(send::GroupSendArgs),
+    /// Is a user online (how many sockets)? Without USER: everyone online.
+    Online(send::OnlineArgs),
+    /// Send the guide's test notification and count the sockets that received it.
+    TestConnection(send::TestConnectionArgs),
     /// Check the configuration, Redis, the Django database and (optionally) a cookie.
     Check(Box<check::CheckArgs>),
 }
@@ -88,6 +94,14 @@ fn main() -> ExitCode {
             Command::Broadcast(mut a) => {
                 a.common.layer = a.common.layer.or(file.layer);
                 send::broadcast(a).await
+            }
+            Command::Online(mut a) => {
+                a.layer = a.layer.or(file.layer);
+                send::online(a).await
+            }
+            Command::TestConnection(mut a) => {
+                a.layer = a.layer.or(file.layer);
+                send::test_connection(a).await
             }
             Command::GroupSend(mut a) => {
                 a.layer = a.layer.or(file.layer);

@@ -3,17 +3,20 @@
 use anyhow::{Context, bail};
 use clap::Args;
 use herald_core::Message;
-use herald_core::messaging::{FileNotice, Messenger, NotificationType};
+use herald_core::messaging::{self, FileNotice, Messenger, NotificationType};
 use herald_core::value::Map;
 
+use crate::client::ApiOpts;
 use crate::layer;
-use crate::settings::LayerOpts;
+use crate::settings::{Backend, LayerOpts};
 
 /// Options every sender shares.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct SendCommon {
     #[command(flatten)]
     pub(crate) layer: LayerOpts,
+    #[command(flatten)]
+    pub(crate) api: ApiOpts,
     /// Extra data as a JSON object (the guide's `data=`).
     #[arg(long)]
     pub(crate) data: Option<String>,
@@ -94,6 +97,8 @@ pub(crate) struct GroupSendArgs {
     pub(crate) message: String,
     #[command(flatten)]
     pub(crate) layer: LayerOpts,
+    #[command(flatten)]
+    pub(crate) api: ApiOpts,
     /// Print a JSON report instead of `True`.
     #[arg(long)]
     pub(crate) json: bool,
@@ -120,10 +125,10 @@ fn parse_message(text: &str) -> anyhow::Result<Message> {
     Ok(msg)
 }
 
-fn report(json: bool, group: &str, r: herald_core::GroupSendReport) {
+fn report(json: bool, r: &Sent) {
     if json {
         let out = serde_json::json!({
-            "ok": true, "group": group, "members": r.members, "over_capacity": r.over_capacity,
+            "ok": true, "groups": r.groups, "members": r.members, "over_capacity": r.over_capacity,
         });
         println!("{out}");
     } else {
@@ -132,34 +137,81 @@ fn report(json: bool, group: &str, r: herald_core::GroupSendReport) {
     }
 }
 
-async fn messenger(opts: &LayerOpts) -> anyhow::Result<Messenger> {
-    Ok(Messenger::new(layer::build(opts, false)?.layer))
+/// What a send did, whichever way it went.
+#[derive(Debug, Default)]
+struct Sent {
+    groups: usize,
+    members: usize,
+    over_capacity: usize,
+}
+
+/// Where messages go: straight into Redis, or through a herald's publish API when no Redis is
+/// configured (e.g. next to `herald serve --demo`).
+enum Route {
+    Layer(Messenger),
+    Api(ApiOpts),
+}
+
+fn route(layer_opts: &LayerOpts, api: &ApiOpts) -> anyhow::Result<Route> {
+    if layer_opts.backend() == Backend::Memory {
+        return Ok(Route::Api(api.clone()));
+    }
+    Ok(Route::Layer(Messenger::new(
+        layer::build(layer_opts, false)?.layer,
+    )))
+}
+
+impl Route {
+    /// `group_send` of `message` to each group (already validated names).
+    async fn send(&self, groups: &[String], message: Message) -> anyhow::Result<Sent> {
+        for g in groups {
+            herald_core::names::require_valid_group_name(g)?;
+        }
+        match self {
+            Route::Layer(m) => {
+                let mut sent = Sent::default();
+                for g in groups {
+                    let r = m.group_send(g, message.clone()).await?;
+                    sent.groups += 1;
+                    sent.members += r.members;
+                    sent.over_capacity += r.over_capacity;
+                }
+                Ok(sent)
+            }
+            Route::Api(api) => {
+                let out = api
+                    .publish(&serde_json::json!({"groups": groups, "message": message.to_json()}))
+                    .await?;
+                let n = |k: &str| out[k].as_u64().unwrap_or(0) as usize;
+                Ok(Sent {
+                    groups: n("groups"),
+                    members: n("members"),
+                    over_capacity: n("over_capacity"),
+                })
+            }
+        }
+    }
 }
 
 pub(crate) async fn send(args: SendArgs) -> anyhow::Result<()> {
     let data = parse_data(args.common.data.as_deref())?;
-    let m = messenger(&args.common.layer).await?;
-    let r = m.send_message(&args.user, &args.message, data).await?;
-    report(
-        args.common.json,
-        &herald_core::messaging::user_group(&args.user),
-        r,
-    );
+    let msg = messaging::user_message(&args.user, &args.message, data);
+    let r = route(&args.common.layer, &args.common.api)?
+        .send(&[messaging::user_group(&args.user)], msg)
+        .await?;
+    report(args.common.json, &r);
     Ok(())
 }
 
 pub(crate) async fn notify(args: NotifyArgs) -> anyhow::Result<()> {
     let kind: NotificationType = args.notification_type.parse()?;
     let data = parse_data(args.common.data.as_deref())?;
-    let m = messenger(&args.common.layer).await?;
-    let r = m
-        .send_notification(&args.user, &args.message, kind, args.title.as_deref(), data)
+    let msg =
+        messaging::user_notification(&args.user, &args.message, kind, args.title.as_deref(), data);
+    let r = route(&args.common.layer, &args.common.api)?
+        .send(&[messaging::user_group(&args.user)], msg)
         .await?;
-    report(
-        args.common.json,
-        &herald_core::messaging::user_group(&args.user),
-        r,
-    );
+    report(args.common.json, &r);
     Ok(())
 }
 
@@ -177,20 +229,26 @@ pub(crate) async fn file(args: FileArgs) -> anyhow::Result<()> {
     if let Some(data) = parse_data(args.common.data.as_deref())? {
         notice = notice.with_data(data);
     }
-    let m = messenger(&args.common.layer).await?;
-    let r = m.send_file(&args.user, notice).await?;
-    report(
-        args.common.json,
-        &herald_core::messaging::user_group(&args.user),
-        r,
-    );
+    let msg = messaging::user_file(&args.user, notice);
+    let r = route(&args.common.layer, &args.common.api)?
+        .send(&[messaging::user_group(&args.user)], msg)
+        .await?;
+    report(args.common.json, &r);
     Ok(())
 }
 
 pub(crate) async fn broadcast(args: BroadcastArgs) -> anyhow::Result<()> {
     let data = parse_data(args.common.data.as_deref())?;
-    let m = messenger(&args.common.layer).await?;
-    let sent = m.broadcast_message(&args.message, &args.users, data).await;
+    let route = route(&args.common.layer, &args.common.api)?;
+    // One user at a time, like ws_broadcast_message: a bad name fails only that user.
+    let mut sent = 0;
+    for user in &args.users {
+        let msg = messaging::user_message(user, &args.message, data.clone());
+        match route.send(&[messaging::user_group(user)], msg).await {
+            Ok(_) => sent += 1,
+            Err(err) => eprintln!("herald: send to {user:?} failed: {err:#}"),
+        }
+    }
     if args.common.json {
         println!(
             "{}",
@@ -211,9 +269,87 @@ pub(crate) async fn broadcast(args: BroadcastArgs) -> anyhow::Result<()> {
 
 pub(crate) async fn group_send(args: GroupSendArgs) -> anyhow::Result<()> {
     let msg = parse_message(&args.message)?;
-    let m = messenger(&args.layer).await?;
-    let r = m.group_send(&args.group, msg).await?;
-    report(args.json, &args.group, r);
+    let r = route(&args.layer, &args.api)?
+        .send(std::slice::from_ref(&args.group), msg)
+        .await?;
+    report(args.json, &r);
+    Ok(())
+}
+
+/// `herald online [USER]`: presence, from Redis or from a herald's API.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct OnlineArgs {
+    /// The user to ask about; none = list everyone online.
+    pub(crate) user: Option<String>,
+    #[command(flatten)]
+    pub(crate) layer: LayerOpts,
+    #[command(flatten)]
+    pub(crate) api: ApiOpts,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+pub(crate) async fn online(args: OnlineArgs) -> anyhow::Result<()> {
+    use herald_core::presence::Presence;
+    let answer = if args.layer.backend() == Backend::Memory {
+        args.api.presence(args.user.as_deref()).await?
+    } else {
+        let built = layer::build(&args.layer, false)?;
+        let Some(redis) = built.redis else {
+            bail!("presence needs the core Redis backend (or --server)");
+        };
+        match &args.user {
+            Some(u) => {
+                let n = redis.connections(u).await?;
+                serde_json::json!({"user": u, "online": n > 0, "connections": n})
+            }
+            None => {
+                let users = redis.online_users().await?;
+                serde_json::json!({"count": users.len(), "users": users})
+            }
+        }
+    };
+    if args.json {
+        println!("{answer}");
+    } else if args.user.is_some() {
+        let n = answer["connections"].as_u64().unwrap_or(0);
+        let state = if n > 0 { "online" } else { "offline" };
+        println!("{state} ({n} connection{})", if n == 1 { "" } else { "s" });
+    } else if let Some(users) = answer["users"].as_array() {
+        for u in users {
+            println!("{}", u.as_str().unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+/// `herald test-connection USER`: does a socket of USER actually receive messages?
+#[derive(Args, Debug, Clone)]
+pub(crate) struct TestConnectionArgs {
+    /// The user to test.
+    pub(crate) user: String,
+    /// Seconds to wait for acknowledgements.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) wait: u64,
+    #[command(flatten)]
+    pub(crate) layer: LayerOpts,
+}
+
+pub(crate) async fn test_connection(args: TestConnectionArgs) -> anyhow::Result<()> {
+    let built = layer::build(&args.layer, false)?;
+    let messenger = Messenger::new(built.layer);
+    let n = messenger
+        .test_connection(&args.user, std::time::Duration::from_secs(args.wait))
+        .await?;
+    println!("{n}");
+    if n == 0 {
+        bail!(
+            "no socket of {:?} received the test message within {} s",
+            args.user,
+            args.wait
+        );
+    }
     Ok(())
 }
 

@@ -8,11 +8,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 use clap::Args;
+use herald_core::presence::{DEFAULT_PRESENCE_TTL, InMemoryPresence, Presence};
 use herald_django::{DjangoAuth, DjangoAuthConfig, SessionEngine};
 use herald_redis::RedisChannelLayer;
 use herald_server::{
     AnonymousAuthenticator, App, AuthError, Authenticator, HandshakeRequest, Identity,
-    MetricsSource, RateLimit, ServerConfig, TasksConsumer, TrustedHeaderAuthenticator,
+    MetricsSource, PublishAccess, RateLimit, ServerConfig, TasksConsumer,
+    TrustedHeaderAuthenticator,
 };
 use serde::Deserialize;
 use tracing::{info, warn};
@@ -72,6 +74,14 @@ pub(crate) struct ServerOpts {
     /// Trust a reverse proxy's user header (e.g. X-Remote-User) instead of Django sessions.
     #[arg(long, env = "HERALD_TRUSTED_USER_HEADER")]
     pub(crate) trusted_user_header: Option<String>,
+    /// Enable the HTTP publish API (POST /api/publish, GET /api/presence) for callers sending
+    /// `Authorization: Bearer TOKEN`.
+    #[arg(long, env = "HERALD_PUBLISH_TOKEN", hide_env_values = true)]
+    pub(crate) publish_token: Option<String>,
+    /// Seconds a presence record lives without refresh (a crashed instance's users go offline
+    /// after this) [default: 30].
+    #[arg(long, env = "HERALD_PRESENCE_TTL")]
+    pub(crate) presence_ttl: Option<u64>,
 }
 
 impl ServerOpts {
@@ -92,6 +102,8 @@ impl ServerOpts {
                 .or(file.max_connections_per_user),
             max_connections_per_ip: self.max_connections_per_ip.or(file.max_connections_per_ip),
             trusted_user_header: self.trusted_user_header.or(file.trusted_user_header),
+            publish_token: self.publish_token.or(file.publish_token),
+            presence_ttl: self.presence_ttl.or(file.presence_ttl),
         }
     }
 
@@ -390,6 +402,27 @@ pub(crate) fn build_app(r: &Resolved) -> anyhow::Result<App> {
         .config(r.server.server_config()?)
         .route("/ws/tasks/", TasksConsumer::default)
         .demo_page(r.demo);
+    let ttl = r
+        .server
+        .presence_ttl
+        .map_or(DEFAULT_PRESENCE_TTL, Duration::from_secs);
+    if ttl < Duration::from_secs(1) {
+        bail!("--presence-ttl must be at least 1 second");
+    }
+    let presence: Arc<dyn Presence> = match &built.redis {
+        // Redis: every herald instance and Python read the same records.
+        Some(redis) => redis.clone(),
+        None => Arc::new(InMemoryPresence::new()),
+    };
+    builder = builder.presence(presence, ttl);
+    match (&r.server.publish_token, r.demo) {
+        (Some(token), _) if token.is_empty() => bail!("--publish-token must not be empty"),
+        (Some(token), _) => builder = builder.publish(PublishAccess::Bearer(token.clone())),
+        // The demo binds loopback only; its publish API is what `herald send` uses when there
+        // is no Redis.
+        (None, true) => builder = builder.publish(PublishAccess::LoopbackOnly),
+        (None, false) => {}
+    }
     if let Some(redis) = built.redis {
         builder = builder.metrics_source(RedisMetrics(redis));
     }

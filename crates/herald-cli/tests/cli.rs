@@ -141,6 +141,7 @@ async fn broadcast_counts_like_python_and_reaches_each_user() {
 async fn bad_arguments_fail_with_a_clear_error() {
     let redis = RedisServer::start();
     let url = redis.url();
+    let dead = format!("http://127.0.0.1:{}", herald_test_support::free_port());
     let cases: [(&[&str], &str); 6] = [
         (
             &[
@@ -172,7 +173,10 @@ async fn bad_arguments_fail_with_a_clear_error() {
             &["group-send", "--redis", &url, "g", r#"{"no": "type"}"#],
             "\"type\"",
         ),
-        (&["send", "--user", "u", "x"], "no Redis configured"),
+        (
+            &["send", "--server", &dead, "--user", "u", "x"],
+            "no Redis configured",
+        ),
     ];
     for (args, expected) in cases {
         let out = herald(args).await;

@@ -4,7 +4,7 @@
 //!
 //! | request | body / query | answer |
 //! |---|---|---|
-//! | `POST /api/publish` | `{"user": "u"}` or `{"users": ["a","b"]}` or `{"group": "task_1"}` or `{"online": true}`, plus `"message": {"type": "user.message", ...}` | `{"ok": true, "groups": n, "members": m, "over_capacity": k}` |
+//! | `POST /api/publish` | `{"user": "u"}` or `{"users": ["a","b"]}` or `{"group": "task_1"}` or `{"groups": [...]}` or `{"online": true}`, plus `"message": {"type": "user.message", ...}` | `{"ok": true, "groups": n, "members": m, "over_capacity": k}` |
 //! | `GET /api/presence?user=u` | | `{"user": "u", "online": true, "connections": 2}` |
 //! | `GET /api/presence` | | `{"users": ["a", "b"], "count": 2}` |
 //!
@@ -191,6 +191,17 @@ async fn targets(
             ));
         }
     }
+    if let Some(list) = body.get("groups") {
+        let list = list
+            .as_array()
+            .ok_or_else(|| bad("\"groups\" must be a list of strings"))?;
+        for g in list {
+            let g = g
+                .as_str()
+                .ok_or_else(|| bad("\"groups\" must be a list of strings"))?;
+            groups.push(g.to_owned());
+        }
+    }
     if let Some(group) = body.get("group") {
         groups.push(
             group
@@ -215,7 +226,7 @@ async fn targets(
         groups.extend(users.iter().map(|u| user_group(u)));
     } else if groups.is_empty() {
         return Err(bad(
-            "name a target: \"user\", \"users\", \"group\" or \"online\": true",
+            "name a target: \"user\", \"users\", \"group\", \"groups\" or \"online\": true",
         ));
     }
     for g in &groups {
