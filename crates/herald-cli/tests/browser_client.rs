@@ -549,6 +549,8 @@ async fn client_reconnects_after_a_server_restart_and_resubscribes_its_tasks() {
         .eval(
             "taskNotifications.configure({initialDelay: 100, maxDelay: 800});\
              window.__n = {open: 0, close: 0, reconnecting: 0, subscribed: 0};\
+             window.__delays = [];\
+             taskNotifications.on('reconnecting', e => window.__delays.push(e.delay));\
              ['open', 'close', 'reconnecting', 'subscribed'].forEach(\
                t => taskNotifications.on(t, () => { window.__n[t] += 1; }));\
              taskNotifications.subscribeTask('build-42');\
@@ -562,6 +564,15 @@ async fn client_reconnects_after_a_server_restart_and_resubscribes_its_tasks() {
         .wait("window.__n.close >= 1 && window.__n.reconnecting >= 2")
         .await;
     browser.element("#state", "reconnecting").await;
+    // Equal jitter: attempt n waits between half and all of min(800, 100 * 2^n) ms.
+    let delays: Vec<u64> = serde_json::from_value(browser.eval("window.__delays").await).unwrap();
+    for (n, d) in delays.iter().enumerate() {
+        let cap = (100u64 << n.min(10)).min(800);
+        assert!(
+            (cap / 2..=cap).contains(d),
+            "attempt {n} waited {d} ms: {delays:?}"
+        );
+    }
     assert_eq!(
         browser.eval("taskNotifications.ws.readyState === 1").await,
         false
@@ -715,6 +726,13 @@ async fn host_app_can_delay_connecting_and_replace_the_ui() {
         0
     );
     assert_eq!(browser.eval("window.__removed").await, 0);
+    let sizes = browser
+        .eval("[0, 1023, 1024, 156789, 5 * 1024 ** 3, null, -1].map(taskNotifications.formatFileSize)")
+        .await;
+    assert_eq!(
+        sizes,
+        json!(["0 B", "1023 B", "1.0 KB", "153.1 KB", "5.0 GB", "", ""])
+    );
     browser.assert_clean_console().await;
     browser.quit().await;
     drop(server);

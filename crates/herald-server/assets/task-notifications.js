@@ -16,8 +16,10 @@
  *
  * API
  *   taskNotifications.on(type | '*', fn)      listen ('*' = every server message)
- *   taskNotifications.off(type | '*', fn)
- *   taskNotifications.on('open' | 'close' | 'reconnecting', fn)   connection lifecycle
+ *   taskNotifications.off(type | '*', fn)     (without fn: remove every handler of type)
+ *   taskNotifications.on('open' | 'close' | 'reconnecting', fn)   connection lifecycle, not
+ *                                             sent to '*'; 'close' fires for every socket that
+ *                                             closes, failed reconnect attempts included
  *   taskNotifications.subscribeTask(id) / unsubscribeTask(id)    task_{id} progress
  *   taskNotifications.send(obj)               send a JSON frame if open; returns true if sent
  *   taskNotifications.connect() / close()     manual control (close() stops reconnecting)
