@@ -6,7 +6,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use herald_core::capacity::CapacityRule;
 use herald_core::{ChannelLayer, InMemoryConfig, InMemoryLayer};
-use herald_redis::{HostSpec, RedisChannelLayer, RedisLayerConfig, SentinelSpec, SerializerFormat};
+use herald_redis::{
+    HostSpec, RedisChannelLayer, RedisLayerConfig, RedisPubSubConfig, RedisPubSubLayer,
+    SentinelSpec, SerializerFormat,
+};
 
 use crate::settings::{Backend, LayerOpts, parse_capacity};
 
@@ -163,7 +166,39 @@ pub(crate) fn build(opts: &LayerOpts, allow_memory: bool) -> anyhow::Result<Buil
                 redis: Some(layer),
             })
         }
-        Backend::Pubsub => bail!("the pubsub backend is not available in this build yet"),
+        Backend::Pubsub => {
+            // channels_redis.pubsub takes only hosts, prefix, keys and serializer; the
+            // core-only options would silently do nothing, so they are refused.
+            if opts.expiry.is_some()
+                || opts.group_expiry.is_some()
+                || opts.capacity.is_some()
+                || !opts.channel_capacity.is_empty()
+                || opts.random_prefix_length.is_some()
+            {
+                bail!(
+                    "--backend pubsub takes only hosts, prefix, encryption keys and serializer \
+                     (expiry, group expiry, capacity and random prefix length are core-only)"
+                );
+            }
+            let core = redis_config(opts)?;
+            let hosts = opts
+                .hosts
+                .iter()
+                .map(|h| parse_host(h))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let mut config = RedisPubSubConfig::default().with_hosts(hosts);
+            if let Some(prefix) = &opts.prefix {
+                config = config.with_prefix(prefix.clone());
+            }
+            if !opts.symmetric_encryption_keys.is_empty() {
+                config = config.with_symmetric_encryption_keys(&opts.symmetric_encryption_keys);
+            }
+            config = config.with_serializer_format(core.serializer_format);
+            Ok(BuiltLayer {
+                layer: Arc::new(RedisPubSubLayer::new(config)?),
+                redis: None,
+            })
+        }
     }
 }
 
