@@ -51,11 +51,22 @@ impl Django {
         copy
     }
 
+    /// `python manage.py <args>` in the project directory with the site's settings.
     pub fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(&self.python);
-        cmd.arg("manage.py")
-            .args(args)
-            .current_dir(project_dir())
+        let mut cmd = self.program(&self.python);
+        cmd.arg("manage.py").args(args);
+        cmd
+    }
+
+    /// The venv's `daphne` executable.
+    pub fn daphne(&self) -> PathBuf {
+        self.python.with_file_name("daphne")
+    }
+
+    /// `program` (from the venv) in the project directory with the site's settings.
+    pub fn program(&self, program: &std::path::Path) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.current_dir(project_dir())
             // Settings come from these variables only, never from the caller's environment.
             .env_remove("SECRET_KEY_FALLBACKS")
             .env_remove("SESSION_ENGINE")
