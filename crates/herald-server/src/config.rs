@@ -119,6 +119,10 @@ pub struct ServerConfig {
     pub close_timeout: Duration,
     /// See [`DEFAULT_SHUTDOWN_TIMEOUT`].
     pub shutdown_timeout: Duration,
+    /// Take the client address from `X-Forwarded-For` (first entry) and `X-Forwarded-Port`
+    /// (else port 0), like Daphne `--proxy-headers`. Only enable behind a proxy that sets them:
+    /// the per-IP cap and `scope["client"]` then trust those headers. Default off, as Daphne.
+    pub proxy_headers: bool,
 }
 
 impl Default for ServerConfig {
@@ -139,6 +143,7 @@ impl Default for ServerConfig {
             allowed_origins: None,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            proxy_headers: false,
         }
     }
 }
@@ -235,6 +240,12 @@ impl ServerConfig {
     /// Sets [`shutdown_timeout`](Self::shutdown_timeout).
     pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Sets [`proxy_headers`](Self::proxy_headers).
+    pub fn with_proxy_headers(mut self, enabled: bool) -> Self {
+        self.proxy_headers = enabled;
         self
     }
 

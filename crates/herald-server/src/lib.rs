@@ -36,6 +36,7 @@
 //! let frame = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
 //! assert!(frame.to_text().unwrap().starts_with(r#"{"type": "user_message", "username": "amadmin""#));
 //!
+//! ws.close(None).await.unwrap();
 //! stop.send(()).unwrap();
 //! tokio::time::timeout(Duration::from_secs(10), server).await.unwrap().unwrap().unwrap();
 //! # });

@@ -145,6 +145,11 @@ where
     Poll::Ready(Ok(()))
 }
 
+/// Takes a token for one inbound frame; true when the bucket is empty.
+fn rate_limited(bucket: &mut Option<TokenBucket>, now: Instant) -> bool {
+    bucket.as_mut().is_some_and(|b| !b.try_take(now))
+}
+
 /// Decrements `connections_current` however the task ends.
 struct LiveGuard<'a>(&'a Metrics);
 
@@ -318,8 +323,15 @@ impl Connection {
                         WsMessage::Text(text) => Frame::Text(SharedText::from_inner(text)),
                         WsMessage::Binary(bytes) => Frame::Binary(bytes),
                         WsMessage::Ping(_) => {
-                            // tungstenite queued the pong; make sure it gets flushed.
+                            // tungstenite queued the pong; make sure it gets flushed. Pings
+                            // spend rate-limit tokens too: each one makes us write a pong.
                             needs_flush = true;
+                            if rate_limited(&mut bucket, last_seen) {
+                                Metrics::incr(&metrics.rate_limit_closes);
+                                debug!("inbound rate limit exceeded by pings");
+                                forced = Some(CloseReason::RateLimited);
+                                self.ctx.force_close(CLOSE_RATE_LIMITED);
+                            }
                             continue;
                         }
                         WsMessage::Pong(_) | WsMessage::Frame(_) => continue,
@@ -329,9 +341,7 @@ impl Connection {
                         }
                     };
                     Metrics::incr(&metrics.frames_in);
-                    if let Some(bucket) = bucket.as_mut()
-                        && !bucket.try_take(last_seen)
-                    {
+                    if rate_limited(&mut bucket, last_seen) {
                         Metrics::incr(&metrics.rate_limit_closes);
                         debug!("inbound rate limit exceeded");
                         forced = Some(CloseReason::RateLimited);

@@ -212,3 +212,26 @@ async fn stuck_sink_is_closed_as_slow_consumer_within_close_timeout() {
     assert_eq!(closed.code, Some(4008));
     assert_eq!(app.metrics().slow_consumer_closes(), 1);
 }
+
+#[tokio::test]
+async fn one_group_send_is_encoded_once_and_shared_by_every_socket() {
+    let layer = memory_layer();
+    let app = app(ServerConfig::default(), &layer);
+    let mut a = open(&app, "/ws/tasks/?token=amadmin-token").await;
+    let mut b = open(&app, "/ws/tasks/?token=amadmin-token").await;
+    let msg = Message::with_type("user.message").with("message", "shared");
+    let report = within(layer.group_send("user_amadmin", msg)).await.unwrap();
+    assert_eq!(report.members, 2);
+    let (WsMessage::Text(ta), WsMessage::Text(tb)) = (
+        within(a.from_server.recv()).await.unwrap(),
+        within(b.from_server.recv()).await.unwrap(),
+    ) else {
+        panic!("expected text frames")
+    };
+    assert_eq!(
+        ta.as_str(),
+        r#"{"type": "user_message", "message": "shared"}"#
+    );
+    // Same allocation: the JSON was encoded once for both sockets.
+    assert_eq!(ta.as_str().as_ptr(), tb.as_str().as_ptr());
+}

@@ -180,3 +180,17 @@ async fn websocket_timeout_closes_with_1000() {
     let mut ws = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
     assert_eq!(close_code(&mut ws).await, Some(1000));
 }
+
+#[tokio::test]
+async fn ping_flood_is_rate_limited_too() {
+    let config = ServerConfig::default().with_rate_limit(Some(RateLimit::new(5, 10).unwrap()));
+    let server = TestServer::tasks(config).await;
+    let mut ws = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    for _ in 0..100 {
+        if ws.send(WsMessage::Ping(Default::default())).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(close_code(&mut ws).await, Some(1008));
+    assert_eq!(server.app.metrics().rate_limit_closes(), 1);
+}
