@@ -137,5 +137,40 @@ fn group_send(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, receive_drain, group_send);
+/// The same sequential group_send on a current-thread runtime (one worker: fewer cross-thread
+/// wake-ups per round trip, as in a single-core deployment).
+fn group_send_current_thread(c: &mut Criterion) {
+    let (_server, url) = redis_url();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let layer = rt.block_on(async {
+        let layer = layer(&url);
+        let ch = layer.new_channel("specific").await.unwrap();
+        layer.group_add("bench-group-ct", &ch).await.unwrap();
+        layer
+    });
+    let msg: Message = sample_message();
+    let mut group = c.benchmark_group("layer");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("group_send_1_member/sequential_current_thread", |b| {
+        b.to_async(&rt).iter(|| async {
+            layer
+                .group_send("bench-group-ct", msg.clone())
+                .await
+                .unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    receive_drain,
+    group_send,
+    group_send_current_thread
+);
 criterion_main!(benches);
