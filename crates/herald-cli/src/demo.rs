@@ -45,14 +45,17 @@ pub(crate) fn announce(addr: SocketAddr, layer: &LayerOpts) {
         "demo mode: anonymous browsers on this machine connect as the demo user; \
          never use --demo in production"
     );
-    if layer.backend() == Backend::Memory {
-        info!(
-            "try it: herald send --server http://{addr} --user {DEMO_USER} \"Hello\" \
-             (no Redis: senders go through this server's loopback-only publish API)"
-        );
+    let how = if layer.backend() == Backend::Memory {
+        // No Redis: `herald send` goes through this server's loopback-only publish API.
+        if addr == crate::serve::DEFAULT_BIND.parse().unwrap() {
+            String::new()
+        } else {
+            format!(" --server http://{addr}")
+        }
     } else {
-        info!("try it: herald send --redis <same URL> --user {DEMO_USER} \"Hello\"");
-    }
+        " --redis <the same URL>".to_owned()
+    };
+    info!("try it: herald send{how} --user {DEMO_USER} \"Hello\"");
 }
 
 /// Wraps the configured authenticator: its users stay who they are, and an anonymous local

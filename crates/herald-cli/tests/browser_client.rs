@@ -172,7 +172,7 @@ impl Browser {
 
     /// The last visible element matching `selector` that contains `text`.
     async fn element(&mut self, selector: &str, text: &str) -> Value {
-        self.ok(json!({"op": "element", "selector": selector, "text": text}))
+        self.ok(json!({"op": "element", "selector": selector, "text": text, "timeout": 15000}))
             .await
     }
 
@@ -201,17 +201,22 @@ impl Browser {
     }
 }
 
-/// `herald serve --demo --redis URL --bind ADDR`, killed on drop.
+/// `herald serve --demo --bind ADDR [--redis URL]`, killed on drop.
 struct Served {
     addr: SocketAddr,
     child: Child,
 }
 
 impl Served {
+    /// With `--redis redis_url`.
     async fn start(addr: SocketAddr, redis_url: &str) -> Served {
+        Self::start_with(addr, &["--redis", redis_url]).await
+    }
+
+    async fn start_with(addr: SocketAddr, args: &[&str]) -> Served {
         let mut child = Command::new(bin())
             .args(["serve", "--demo", "--bind", &addr.to_string()])
-            .args(["--redis", redis_url])
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -759,4 +764,32 @@ async fn demo_page_needs_the_flag_but_the_client_script_is_always_served() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+}
+
+/// The README's newcomer flow: `herald serve --demo` (no Redis), open `/demo/`, then
+/// `herald send --user demo "Hello"` from another process (through the publish API).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newcomer_flow_without_redis_shows_the_message() {
+    let Some(mut browser) = Browser::launch().await else {
+        return;
+    };
+    let server = Served::start_with(([127, 0, 0, 1], free_port()).into(), &[]).await;
+    browser.open(&server.url("/demo/")).await;
+    browser.wait(WS_OPEN).await;
+    let base = server.url("");
+    let out = herald(&["send", "--server", &base, "--user", "demo", "Hello"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "True");
+    browser.element(".herald-toast-info", "Hello").await;
+    browser
+        .element("#events .event-user_message", "Hello")
+        .await;
+    browser.screenshot("newcomer.png").await;
+    browser.assert_clean_console().await;
+    browser.quit().await;
+    drop(server);
 }
