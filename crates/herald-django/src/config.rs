@@ -102,6 +102,16 @@ impl DatabaseUrl {
             let config = tokio_postgres::Config::from_str(url).map_err(|e| {
                 Error::with_source(ErrorKind::Config, "database URL: invalid postgres URL", e)
             })?;
+            // We connect without TLS: refuse a URL that demands it rather than fail per handshake.
+            if !matches!(
+                config.get_ssl_mode(),
+                tokio_postgres::config::SslMode::Disable | tokio_postgres::config::SslMode::Prefer
+            ) {
+                return Err(bad(
+                    "sslmode=require is not supported (no TLS client); use \
+                     sslmode=disable/prefer on a trusted network or the HTTP callback",
+                ));
+            }
             return Ok(DatabaseUrl::Postgres(Box::new(config)));
         }
         if let Some(rest) = url.strip_prefix("sqlite://") {
@@ -153,6 +163,7 @@ pub struct DjangoAuthConfig {
     pub session_engine: SessionEngine,
     /// `DATABASES["default"]` as a URL: `postgres://user:pass@host:port/name` or
     /// `sqlite:////absolute/path.sqlite3` (dj-database-url rules; three slashes = relative).
+    /// PostgreSQL is reached without TLS: `sslmode=require` is rejected.
     pub database_url: Option<String>,
     /// Salt of the session data; default [`DEFAULT_SESSION_KEY_SALT`].
     pub session_key_salt: String,
@@ -475,6 +486,9 @@ mod tests {
             DatabaseUrl::Sqlite(_) => panic!("not sqlite"),
         }
         assert!(DatabaseUrl::parse("postgresql://u@h/d").is_ok());
+        assert!(DatabaseUrl::parse("postgres://u@h/d?sslmode=disable").is_ok());
+        let tls = DatabaseUrl::parse("postgres://u@h/d?sslmode=require").unwrap_err();
+        assert!(tls.is_config());
         assert!(DatabaseUrl::parse("mysql://u@h/d").unwrap_err().is_config());
     }
 
