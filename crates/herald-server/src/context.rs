@@ -3,7 +3,7 @@
 //!
 //! Sends never wait for the socket: frames go into a bounded per-socket queue that the
 //! runtime drains. A client that does not read lets the queue fill; the socket is then closed
-//! with [`CLOSE_SLOW_CONSUMER`](crate::CLOSE_SLOW_CONSUMER) and the rest of the server is
+//! with [`CLOSE_SLOW_CONSUMER`] and the rest of the server is
 //! unaffected.
 
 use std::collections::VecDeque;
