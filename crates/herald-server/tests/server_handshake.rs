@@ -224,3 +224,38 @@ async fn metrics_page_exposes_counters_in_prometheus_text() {
     assert!(body.contains("herald_auth_failures_total 1\n"), "{body}");
     assert!(body.contains("herald_layer_test 7\n"), "{body}");
 }
+
+#[tokio::test]
+async fn silent_tcp_connection_is_closed_after_the_handshake_timeout() {
+    use tokio::io::AsyncReadExt;
+    let config = ServerConfig::default().with_handshake_timeout(Duration::from_millis(200));
+    let server = TestServer::tasks(config).await;
+    let mut stream = within(tokio::net::TcpStream::connect(server.addr))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    // The server gives up on a client that never sends its request head (slowloris).
+    let read = within(stream.read(&mut buf)).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
+#[tokio::test]
+async fn partial_request_head_is_closed_after_the_handshake_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = ServerConfig::default().with_handshake_timeout(Duration::from_millis(200));
+    let server = TestServer::tasks(config).await;
+    let mut stream = within(tokio::net::TcpStream::connect(server.addr))
+        .await
+        .unwrap();
+    within(stream.write_all(b"GET /ws/tasks/ HTTP/1.1\r\nHost: x\r\n"))
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    // `within` fails the test if the server keeps the connection open; a reset is fine too.
+    let _ = within(stream.read_to_end(&mut buf)).await;
+    // Either a 408 or a plain close, but the connection must end.
+    assert!(
+        buf.is_empty() || buf.starts_with(b"HTTP/1.1 408"),
+        "{buf:?}"
+    );
+}
