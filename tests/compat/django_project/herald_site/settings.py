@@ -81,7 +81,12 @@ AUTHENTICATION_BACKENDS = _env_list(
 
 _redis = os.environ.get("REDIS_URL")
 if _redis:
-    _layer_config = {"hosts": [_redis], "prefix": os.environ.get("CHANNEL_LAYERS_PREFIX", "asgi")}
+    # redis-py 8 defaults socket_timeout to 5 s, the same as channels_redis's BZPOPMIN timeout,
+    # so an idle receive() raises TimeoutError (django/channels_redis#422); None restores blocking.
+    _layer_config = {
+        "hosts": [{"address": _redis, "socket_timeout": None}],
+        "prefix": os.environ.get("CHANNEL_LAYERS_PREFIX", "asgi"),
+    }
     _keys = _env_list("CHANNEL_LAYERS_SYMMETRIC_ENCRYPTION_KEYS")
     if _keys:
         _layer_config["symmetric_encryption_keys"] = _keys
