@@ -53,6 +53,22 @@ pub enum SessionEngine {
     SignedCookies,
 }
 
+impl SessionEngine {
+    /// The Django module path (`SESSION_ENGINE` value) of this engine.
+    pub fn django_path(self) -> &'static str {
+        match self {
+            SessionEngine::Db => "django.contrib.sessions.backends.db",
+            SessionEngine::SignedCookies => "django.contrib.sessions.backends.signed_cookies",
+        }
+    }
+}
+
+impl fmt::Display for SessionEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.django_path())
+    }
+}
+
 impl FromStr for SessionEngine {
     type Err = Error;
 
@@ -457,6 +473,9 @@ mod tests {
             ),
         ] {
             assert_eq!(s.parse::<SessionEngine>().unwrap(), e, "{s}");
+        }
+        for e in [SessionEngine::Db, SessionEngine::SignedCookies] {
+            assert_eq!(e.to_string().parse::<SessionEngine>().unwrap(), e);
         }
         let err = "django.contrib.sessions.backends.cache"
             .parse::<SessionEngine>()
