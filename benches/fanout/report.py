@@ -42,9 +42,18 @@ def time_to_all(r):
     return c["time_to_all_connected_ms"] / 1000.0 if c["connected"] else None
 
 
+def sender_field(key):
+    def get(r):
+        out = (r.get("sender") or {}).get("output")
+        return out.get(key) if isinstance(out, dict) else None
+    return get
+
+
 THROUGHPUT = [
     ("frames/s", frames_per_s, "{:,.0f}", "higher"),
     ("delivered %", delivered, "{:.1f}", "higher"),
+    ("failed group_sends", sender_field("errors"), "{:,}", "lower"),
+    ("dropped over capacity (Rust sender only)", sender_field("over_capacity"), "{:,}", "lower"),
     ("p50 latency ms", lat("p50_ms"), "{:,.1f}", "lower"),
     ("p99 latency ms", lat("p99_ms"), "{:,.1f}", "lower"),
     ("max latency ms", lat("max_ms"), "{:,.1f}", "lower"),

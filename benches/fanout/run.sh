@@ -37,6 +37,7 @@ WORK=$(mktemp -d /tmp/herald-fanout.XXXXXX)
 RESULTS=$WORK/results.jsonl
 NOTES=$WORK/notes.txt
 START=$SECONDS
+LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
 : >"$RESULTS"
 : >"$NOTES"
 
@@ -121,6 +122,10 @@ if [[ -z ${HERALD_BIN:-} && " $SERVERS " == *" herald "* ]]; then
     HERALD_BIN=$ROOT/target/release/herald
   fi
 fi
+# Private copies, so a rebuild in the shared target directory cannot swap a binary mid-run.
+mkdir -p "$WORK/bin"
+cp "$HERALD_LOAD_BIN" "$WORK/bin/herald-load" && HERALD_LOAD_BIN=$WORK/bin/herald-load
+if [[ -n ${HERALD_BIN:-} ]]; then cp "$HERALD_BIN" "$WORK/bin/herald" && HERALD_BIN=$WORK/bin/herald; fi
 # The Rust sender: `herald-load send` (uses herald-redis), if this build has it.
 RUST_SENDER=0
 if "$HERALD_LOAD_BIN" send --help >/dev/null 2>&1; then RUST_SENDER=1; fi
@@ -295,6 +300,7 @@ cp "$RESULTS" "$ROOT/$RAW"
 note "Connect concurrency $CONNECT_CONCURRENCY for every scenario but the burst (Daphne's default channels_redis pool of 100 Redis connections fails connects beyond that: see the burst row)."
 note "Sessions: Django db engine on ${DATABASE_URL%%:*}; idle scenarios cycle $IDLE_USERS users' cookies (several sockets per user); the broadcast group is one user with $SOCKETS sockets."
 note "channels_redis default capacity (100 per process key): messages over it are dropped silently, which shows as delivered < 100 %."
+note "Load average (1/5/15 min) at start: $LOAD_AT_START, at end: $(cut -d' ' -f1-3 /proc/loadavg) (2 cores; anything else running skews both servers' numbers)."
 [[ $QUICK == 1 ]] && note "BENCH_QUICK=1: reduced sizes ($SOCKETS sockets, $BCAST_SENDS broadcasts, $PER_USER per user, $PACED_RATE msgs/s, idle $IDLE_SMALL/$IDLE_MAX, burst $BURST) — not comparable with the issue's numbers."
 versions=$("$PY" - <<'EOF'
 from importlib.metadata import version

@@ -49,25 +49,42 @@ def read_users(path):
     return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+# channels_redis' Redis pool has 100 connections and raises MaxConnectionsError beyond that, so
+# no sender keeps more group_sends in flight than this.
+MAX_IN_FLIGHT = 64
+
+
+async def group_send(layer, style, group, msg):
+    """One group_send; returns 1 on success, 0 on an error (counted, not fatal)."""
+    try:
+        if style == "sync":
+            await asyncio.to_thread(async_to_sync(layer.group_send), group, msg)
+        else:
+            await layer.group_send(group, msg)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a failed send is a measurement, not a crash
+        print(f"group_send failed: {exc!r}", file=sys.stderr)
+        return 0
+
+
 async def send_all(jobs, concurrency, style):
     """Send (group, username, seq) jobs with at most `concurrency` group_sends in flight."""
     layer = get_channel_layer()
     queue = list(reversed(jobs))
+    ok = 0
 
     async def worker():
+        nonlocal ok
         while queue:
             group, username, seq = queue.pop()
-            if style == "sync":
-                await asyncio.to_thread(async_to_sync(layer.group_send), group, message(username, seq))
-            else:
-                await layer.group_send(group, message(username, seq))
+            ok += await group_send(layer, style, group, message(username, seq))
 
-    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, MAX_IN_FLIGHT)))))
+    return ok
 
 
 def run_jobs(jobs, concurrency, style):
-    asyncio.run(send_all(jobs, concurrency, style))
-    return len(jobs)
+    return asyncio.run(send_all(jobs, concurrency, style)), len(jobs)
 
 
 async def paced(users, rate, duration, offset, stride, style):
@@ -76,28 +93,27 @@ async def paced(users, rate, duration, offset, stride, style):
     total = int(rate * duration)
     loop = asyncio.get_running_loop()
     t0 = loop.time() + 0.05
-    inflight = set()
+    slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+    tasks = []
     slip_max = 0.0
-    sent = 0
+
+    async def one(user, i):
+        try:
+            return await group_send(layer, style, f"user_{user}", message(user, i))
+        finally:
+            slots.release()
+
     for i in range(offset, total, stride):
         due = t0 + i / rate
         now = loop.time()
         if due > now:
             await asyncio.sleep(due - now)
-        else:
-            slip_max = max(slip_max, now - due)
-        user = users[i % len(users)]
-        if style == "sync":
-            coro = asyncio.to_thread(async_to_sync(layer.group_send), f"user_{user}", message(user, i))
-        else:
-            coro = layer.group_send(f"user_{user}", message(user, i))
-        task = asyncio.ensure_future(coro)
-        inflight.add(task)
-        task.add_done_callback(inflight.discard)
-        sent += 1
-    if inflight:
-        await asyncio.gather(*inflight)
-    return sent, slip_max
+        # Waiting for a free slot (too many sends in flight) shows up as schedule slip.
+        await slots.acquire()
+        slip_max = max(slip_max, loop.time() - due)
+        tasks.append(asyncio.ensure_future(one(users[i % len(users)], i)))
+    results = await asyncio.gather(*tasks)
+    return sum(results), len(results), slip_max
 
 
 def paced_proc(args_tuple):
@@ -123,29 +139,34 @@ def main():
     extra = {}
     if a.mode == "broadcast":
         username = a.group.removeprefix("user_")
-        sent = run_jobs([(a.group, username, i) for i in range(a.count)], a.concurrency, a.style)
+        results = [run_jobs([(a.group, username, i) for i in range(a.count)], a.concurrency, a.style)]
     elif a.mode == "per-user":
         users = read_users(a.users_file)
         jobs = [(f"user_{u}", u, r) for r in range(a.per_user) for u in users]
         slices = [jobs[k :: a.procs] for k in range(a.procs)]
         if a.procs == 1:
-            sent = run_jobs(jobs, a.concurrency, a.style)
+            results = [run_jobs(jobs, a.concurrency, a.style)]
         else:
             with multiprocessing.get_context("fork").Pool(a.procs) as pool:
-                sent = sum(pool.starmap(run_jobs, [(s, a.concurrency, a.style) for s in slices]))
+                results = pool.starmap(run_jobs, [(s, a.concurrency, a.style) for s in slices])
     else:
         users = read_users(a.users_file)
         work = [(users, a.rate, a.duration, k, a.procs, a.style) for k in range(a.procs)]
         if a.procs == 1:
-            results = [paced_proc(work[0])]
+            paced_results = [paced_proc(work[0])]
         else:
             with multiprocessing.get_context("fork").Pool(a.procs) as pool:
-                results = pool.map(paced_proc, work)
-        sent = sum(r[0] for r in results)
-        extra["schedule_slip_max_ms"] = round(max(r[1] for r in results) * 1000, 1)
+                paced_results = pool.map(paced_proc, work)
+        results = [(ok, n) for ok, n, _ in paced_results]
+        extra["schedule_slip_max_ms"] = round(max(r[2] for r in paced_results) * 1000, 1)
+    sent = sum(ok for ok, _ in results)
+    errors = sum(n - ok for ok, n in results)
     elapsed = time.time() - started
     print(json.dumps({"mode": a.mode, "style": a.style, "procs": a.procs, "sent": sent,
-                      "elapsed_s": round(elapsed, 3), "rate": round(sent / elapsed, 1), **extra}))
+                      "errors": errors, "elapsed_s": round(elapsed, 3),
+                      "rate": round(sent / elapsed, 1), **extra}))
+    if sent == 0 and errors:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -128,7 +128,7 @@ impl Swarm {
             let socket = SocketPlan {
                 url: config.url.clone(),
                 addr,
-                source: sources[i % sources.len()],
+                source: (sources.len() > 1).then(|| sources[i % sources.len()]),
                 cookie,
                 origin: origin.clone(),
                 subscribe: config.subscribe.clone(),
@@ -334,7 +334,8 @@ fn source_addresses(target: SocketAddr, n: usize, wanted: Option<usize>) -> Vec<
 struct SocketPlan {
     url: String,
     addr: SocketAddr,
-    source: SocketAddr,
+    /// `None`: let `connect()` pick the source address and port.
+    source: Option<SocketAddr>,
     cookie: Option<String>,
     origin: String,
     subscribe: Option<String>,
@@ -434,7 +435,13 @@ async fn open(plan: &SocketPlan) -> std::result::Result<WsStream, String> {
         SocketAddr::V6(_) => TcpSocket::new_v6(),
     }
     .map_err(|e| io_reason(&e))?;
-    socket.bind(plan.source).map_err(|e| io_reason(&e))?;
+    // Only bind when spreading over several source addresses: bind(port 0) searches the
+    // ephemeral range for a port no bound socket uses, which gets slower with every open
+    // socket (minutes at 20k) and fails with EADDRINUSE under a burst, while connect() picks
+    // ports by 4-tuple and stays fast.
+    if let Some(source) = plan.source {
+        socket.bind(source).map_err(|e| io_reason(&e))?;
+    }
     let stream = socket.connect(plan.addr).await.map_err(|e| io_reason(&e))?;
     let _ = stream.set_nodelay(true);
     let mut request = plan
