@@ -25,7 +25,7 @@ use std::time::Duration;
 use herald_core::{ASGI_CHANNEL_KEY, Message, Value};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::Notify;
-use tracing::{debug, trace, warn};
+use tracing::{info, trace, warn};
 
 use crate::codec::DecodeError;
 use crate::layer::Inner;
@@ -413,7 +413,7 @@ pub(crate) async fn specific_reader(inner: Arc<Inner>, shard: usize, key: String
         };
         if failed {
             Counters::add(&inner.counters.reconnects, 1);
-            debug!(shard, key = %key, "reader reconnected");
+            info!(shard, key = %key, "reader reconnected to redis");
             // Redis may have restarted without persistence: put our memberships back.
             inner.refresh_memberships(Some(shard)).await;
         }
