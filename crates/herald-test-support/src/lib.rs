@@ -23,9 +23,23 @@ const READY_DEADLINE: Duration = Duration::from_secs(5);
 const PORT_TRIES: usize = 5;
 
 /// A loopback port that was free a moment ago (bind `127.0.0.1:0`, read it, drop the listener).
+///
+/// A machine whose ephemeral range is momentarily exhausted (a load test next door leaving
+/// thousands of sockets in TIME_WAIT) answers `AddrInUse` even for port 0; that is retried for a
+/// few seconds before failing.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match TcpListener::bind("127.0.0.1:0") {
+            Ok(listener) => return listener.local_addr().unwrap().port(),
+            Err(err)
+                if err.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(err) => panic!("cannot bind 127.0.0.1:0 (ephemeral ports exhausted?): {err}"),
+        }
+    }
 }
 
 /// The `redis-server` binary: `$HERALD_REDIS_SERVER_BIN`, else `redis-server` on `PATH`.
