@@ -5,8 +5,9 @@
 //!   one `new_channel` prefix share one Redis key (`asgispecific.<cp>!`). One reader task per
 //!   key *per shard* drains it — every shard when there are ≥ 2, because Python's `send()`
 //!   hashes the full channel name (channels_redis#221) and so writes to arbitrary shards. A
-//!   reader pops many messages per round trip (`ZPOPMIN key N`, falling back to a blocking
-//!   `BZPOPMIN key <brpop_timeout>` when the key is empty) and routes each by its
+//!   reader pops many messages per round trip (`BZMPOP <brpop_timeout> 1 key MIN COUNT N` on
+//!   Redis ≥ 7; `ZPOPMIN key N` then `BZPOPMIN key <brpop_timeout>` when empty on older
+//!   servers) and routes each by its
 //!   `__asgi_channel__` (a string after `send`, a list after `group_send`) into bounded
 //!   buffers. A full buffer drops its oldest message (Python's `BoundedQueue`), so a slow
 //!   channel never blocks the others or the reader.
@@ -336,14 +337,60 @@ fn timeout_arg(timeout: Duration) -> String {
     }
 }
 
+/// Members of a `BZMPOP … MIN COUNT n` reply: `nil` on timeout, else
+/// `[key, [[member, score], …]]`.
+fn bzmpop_members(reply: redis::Value) -> Vec<Vec<u8>> {
+    match reply {
+        redis::Value::Array(items) => match items.into_iter().nth(1) {
+            Some(pairs) => popped_members(pairs),
+            None => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
+/// True for Redis's reply to a command it does not know (BZMPOP before 7.0).
+fn is_unknown_command(err: &redis::RedisError) -> bool {
+    err.to_string()
+        .to_ascii_lowercase()
+        .contains("unknown command")
+}
+
 /// Drains `key` on one connection until it fails.
+///
+/// Redis ≥ 7: `BZMPOP <timeout> 1 key MIN COUNT <batch>`, one round trip per wake-up or per
+/// batch. Older servers: `ZPOPMIN key <batch>`, and `BZPOPMIN key <timeout>` when it was empty.
 async fn drain(
     inner: &Inner,
     conn: &mut MultiplexedConnection,
     key: &str,
 ) -> redis::RedisResult<()> {
     let timeout = timeout_arg(inner.brpop_timeout);
+    let mut bzmpop = true;
     loop {
+        if bzmpop {
+            let reply: redis::RedisResult<redis::Value> = redis::cmd("BZMPOP")
+                .arg(&timeout)
+                .arg(1)
+                .arg(key)
+                .arg("MIN")
+                .arg("COUNT")
+                .arg(inner.receive_batch)
+                .query_async(conn)
+                .await;
+            match reply {
+                Ok(reply) => {
+                    let members = bzmpop_members(reply);
+                    trace!(key, count = members.len(), "popped batch");
+                    for member in &members {
+                        route(inner, key, member);
+                    }
+                }
+                Err(err) if is_unknown_command(&err) => bzmpop = false,
+                Err(err) => return Err(err),
+            }
+            continue;
+        }
         let reply: redis::Value = redis::cmd("ZPOPMIN")
             .arg(key)
             .arg(inner.receive_batch)
@@ -568,6 +615,18 @@ mod tests {
         ])]);
         assert_eq!(popped_members(resp3), vec![b"a".to_vec()]);
         assert_eq!(blocked_member(V::Nil), None);
+        let bzmpop = V::Array(vec![
+            V::BulkString(b"key".to_vec()),
+            V::Array(vec![
+                V::Array(vec![
+                    V::BulkString(b"a".to_vec()),
+                    V::BulkString(b"1".to_vec()),
+                ]),
+                V::Array(vec![V::BulkString(b"b".to_vec()), V::Double(2.0)]),
+            ]),
+        ]);
+        assert_eq!(bzmpop_members(bzmpop), vec![b"a".to_vec(), b"b".to_vec()]);
+        assert!(bzmpop_members(V::Nil).is_empty());
     }
 
     #[test]
