@@ -34,7 +34,7 @@ pub(crate) struct ServerOpts {
     #[arg(long, short = 'b', env = "HERALD_BIND")]
     pub(crate) bind: Option<SocketAddr>,
     /// Allowed Origin patterns, like Django's ALLOWED_HOSTS ("example.com", ".example.com",
-    /// "https://example.com:8443", "*"); none = no Origin check (Daphne's behaviour).
+    /// `https://example.com:8443`, "*"); none = no Origin check (Daphne's behaviour).
     #[arg(
         long = "allowed-origin",
         env = "HERALD_ALLOWED_ORIGINS",

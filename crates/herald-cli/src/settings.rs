@@ -163,7 +163,7 @@ pub(crate) fn load_file(path: Option<&Path>) -> anyhow::Result<FileSettings> {
 /// The `--config` flag, shared by every subcommand.
 #[derive(Args, Debug, Default, Clone)]
 pub(crate) struct ConfigFile {
-    /// TOML file with [layer], [server] and [django] tables; flags and HERALD_* win over it.
+    /// TOML file with `[layer]`, `[server]` and `[django]` tables; flags and `HERALD_*` win over it.
     #[arg(long = "config", env = "HERALD_CONFIG", global = true)]
     pub(crate) path: Option<PathBuf>,
 }

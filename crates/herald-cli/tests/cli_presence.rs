@@ -146,3 +146,19 @@ async fn demo_quick_start_works_without_redis() {
     assert_eq!(frame["type"], "user_message");
     assert_eq!(frame["message"], "Hello");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_connection_works_across_three_shards() {
+    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let hosts = urls.join(",");
+    let server =
+        Herald::start(&["--redis", &hosts, "--trusted-user-header", "x-remote-user"]).await;
+    let _ws = ws_connect_as(server.addr, "amadmin").await;
+    for _ in 0..3 {
+        // Each run picks a new ack channel; whichever shard the ack lands on, it is read.
+        let out = herald(&["test-connection", "--redis", &hosts, "amadmin"]).await;
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(stdout(&out), "1");
+    }
+}

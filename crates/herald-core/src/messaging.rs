@@ -287,15 +287,18 @@ impl Messenger {
     /// `test_websocket_connection`, with an answer: sends the guide's test notification to
     /// `user_{username}` and counts the sockets that acknowledge it within `wait`.
     ///
-    /// Herald's `/ws/tasks/` consumer acknowledges a message carrying `herald_ack` (a general
-    /// channel name made here) once it was written to the socket; Python consumers ignore the
+    /// Herald's `/ws/tasks/` consumer acknowledges a message carrying `herald_ack` (a channel
+    /// of this layer made here) once it was written to the socket; Python consumers ignore the
     /// key. Returns 0 when the user has no socket (or only non-herald ones).
     pub async fn test_connection(
         &self,
         username: &str,
         wait: std::time::Duration,
     ) -> Result<usize> {
-        let ack_channel = format!("herald.ack.{}", crate::names::random_hex_id());
+        // A process-specific channel of this layer: its reader drains the process key on every
+        // shard, so the ack arrives whichever shard the consumer's send lands on (a general
+        // channel is polled one shard at a time and can miss it with several hosts).
+        let ack_channel = self.layer.new_channel("herald.ack").await?;
         let mut data = Map::new();
         data.insert("test".to_owned(), Value::Bool(true));
         let msg = user_notification(

@@ -42,7 +42,7 @@ pub const FORWARDED_HANDLERS: [&str; 6] = [
     "task_error",
 ];
 
-/// A message carrying this key (a general channel name) is acknowledged after it was queued to
+/// A message carrying this key (the sender's channel name) is acknowledged after it was queued to
 /// the socket: `{"type": "herald.ack", "username", "channel"}` is sent to that channel. Used by
 /// [`Messenger::test_connection`](herald_core::messaging::Messenger::test_connection).
 pub const ACK_KEY: &str = herald_core::messaging::ACK_KEY;
