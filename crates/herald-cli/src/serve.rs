@@ -429,6 +429,24 @@ pub(crate) fn build_app(r: &Resolved) -> anyhow::Result<App> {
     Ok(builder.build()?)
 }
 
+/// The accept backlog. tokio's default (1024) overflows when thousands of browsers reconnect at
+/// once (e.g. after a deploy), and overflowing SYNs turn into client-side connect failures; the
+/// kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 8192;
+
+fn listen(bind: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if bind.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // Like std's bind: a restarted herald can take its port back while old sockets linger in
+    // TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(bind)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Resolves once SIGTERM or Ctrl-C arrives.
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -468,9 +486,7 @@ pub(crate) async fn run(args: ServeArgs, config: Option<&std::path::Path>) -> an
     if resolved.demo {
         demo::check_bind(bind)?;
     }
-    let listener = tokio::net::TcpListener::bind(bind)
-        .await
-        .with_context(|| format!("cannot listen on {bind}"))?;
+    let listener = listen(bind).with_context(|| format!("cannot listen on {bind}"))?;
     info!(
         addr = %listener.local_addr()?,
         backend = ?resolved.layer.backend(),
