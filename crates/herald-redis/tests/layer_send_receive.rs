@@ -181,8 +181,14 @@ async fn closed_channel_wakes_its_receiver_with_closed() {
     let l = layer.clone();
     let c = ch.clone();
     let waiter = tokio::spawn(async move { l.receive(&c).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    layer.close_channel(&ch);
+    // The receiver may not be waiting yet (a receive after a close re-opens the channel), so
+    // close until it has been woken.
+    let deadline = std::time::Instant::now() + T;
+    while !waiter.is_finished() {
+        assert!(std::time::Instant::now() < deadline, "receiver never woke");
+        layer.close_channel(&ch);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let err = timeout(T, waiter).await.unwrap().unwrap().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Closed);
 }
