@@ -748,14 +748,221 @@ pub mod json {
         out
     }
 
-    /// Parses a JSON document like `json.loads` (via `serde_json`): integers stay integers,
-    /// other numbers become floats. Returns `None` on invalid input.
+    /// Parses a JSON document like Python's `json.loads`: integers (`-?(0|[1-9]\d*)` without
+    /// fraction or exponent) stay integers, other numbers become floats, and `NaN`,
+    /// `Infinity`, `-Infinity` are accepted. Returns `None` on invalid input.
     ///
-    /// Deviation: Python also accepts `NaN`/`Infinity` and integers beyond 64 bits; those are
-    /// rejected here (Herald never writes them; a Python peer only does for such values).
+    /// Differences left: integers beyond 64 bits and lone surrogate escapes (both valid for
+    /// Python, not representable in [`Value`]) are rejected; nesting is limited to
+    /// [`MAX_DEPTH`].
     pub fn parse(data: &[u8]) -> Option<Value> {
-        let json: serde_json::Value = serde_json::from_slice(data).ok()?;
-        Some(Value::from_json(&json))
+        let text = std::str::from_utf8(data).ok()?;
+        let mut parser = Parser {
+            s: text.as_bytes(),
+            pos: 0,
+        };
+        parser.ws();
+        let value = parser.value(0)?;
+        parser.ws();
+        (parser.pos == parser.s.len()).then_some(value)
+    }
+
+    struct Parser<'a> {
+        s: &'a [u8],
+        pos: usize,
+    }
+
+    impl Parser<'_> {
+        fn ws(&mut self) {
+            while matches!(self.s.get(self.pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+                self.pos += 1;
+            }
+        }
+
+        fn eat(&mut self, lit: &str) -> bool {
+            if self.s[self.pos..].starts_with(lit.as_bytes()) {
+                self.pos += lit.len();
+                true
+            } else {
+                false
+            }
+        }
+
+        fn value(&mut self, depth: usize) -> Option<Value> {
+            if depth > MAX_DEPTH {
+                return None;
+            }
+            match *self.s.get(self.pos)? {
+                b'{' => {
+                    self.pos += 1;
+                    let mut map = Map::new();
+                    self.ws();
+                    if self.eat("}") {
+                        return Some(Value::Map(map));
+                    }
+                    loop {
+                        self.ws();
+                        if self.s.get(self.pos) != Some(&b'"') {
+                            return None;
+                        }
+                        let key = self.string()?;
+                        self.ws();
+                        if !self.eat(":") {
+                            return None;
+                        }
+                        self.ws();
+                        let value = self.value(depth + 1)?;
+                        map.insert(key, value);
+                        self.ws();
+                        if self.eat("}") {
+                            return Some(Value::Map(map));
+                        }
+                        if !self.eat(",") {
+                            return None;
+                        }
+                    }
+                }
+                b'[' => {
+                    self.pos += 1;
+                    let mut items = Vec::new();
+                    self.ws();
+                    if self.eat("]") {
+                        return Some(Value::Array(items));
+                    }
+                    loop {
+                        self.ws();
+                        items.push(self.value(depth + 1)?);
+                        self.ws();
+                        if self.eat("]") {
+                            return Some(Value::Array(items));
+                        }
+                        if !self.eat(",") {
+                            return None;
+                        }
+                    }
+                }
+                b'"' => self.string().map(Value::Str),
+                b'n' if self.eat("null") => Some(Value::Nil),
+                b't' if self.eat("true") => Some(Value::Bool(true)),
+                b'f' if self.eat("false") => Some(Value::Bool(false)),
+                b'N' if self.eat("NaN") => Some(Value::Float(f64::NAN)),
+                b'I' if self.eat("Infinity") => Some(Value::Float(f64::INFINITY)),
+                b'-' if self.eat("-Infinity") => Some(Value::Float(f64::NEG_INFINITY)),
+                b'-' | b'0'..=b'9' => self.number(),
+                _ => None,
+            }
+        }
+
+        fn digits(&mut self) -> usize {
+            let start = self.pos;
+            while self.s.get(self.pos).is_some_and(u8::is_ascii_digit) {
+                self.pos += 1;
+            }
+            self.pos - start
+        }
+
+        fn number(&mut self) -> Option<Value> {
+            let start = self.pos;
+            self.eat("-");
+            let int_start = self.pos;
+            let n = self.digits();
+            // Python's NUMBER_RE: 0 or [1-9]\d*; "01" parses as 0 followed by junk.
+            if n == 0 || (n > 1 && self.s[int_start] == b'0') {
+                if n > 1 {
+                    self.pos = int_start + 1;
+                } else {
+                    return None;
+                }
+            }
+            let mut float = false;
+            if self.s.get(self.pos) == Some(&b'.')
+                && self.s.get(self.pos + 1).is_some_and(u8::is_ascii_digit)
+            {
+                self.pos += 1;
+                self.digits();
+                float = true;
+            }
+            if matches!(self.s.get(self.pos), Some(b'e' | b'E')) {
+                let save = self.pos;
+                self.pos += 1;
+                if matches!(self.s.get(self.pos), Some(b'+' | b'-')) {
+                    self.pos += 1;
+                }
+                if self.digits() == 0 {
+                    self.pos = save;
+                } else {
+                    float = true;
+                }
+            }
+            let text = std::str::from_utf8(&self.s[start..self.pos]).ok()?;
+            if float {
+                return text.parse::<f64>().ok().map(Value::Float);
+            }
+            if let Ok(i) = text.parse::<i64>() {
+                return Some(Value::Int(i));
+            }
+            text.parse::<u64>().ok().map(Value::UInt)
+        }
+
+        fn hex4(&mut self) -> Option<u32> {
+            let digits = self.s.get(self.pos..self.pos + 4)?;
+            let text = std::str::from_utf8(digits).ok()?;
+            let v = u32::from_str_radix(text, 16).ok()?;
+            self.pos += 4;
+            Some(v)
+        }
+
+        fn string(&mut self) -> Option<String> {
+            self.pos += 1; // the opening quote
+            let mut out = String::new();
+            loop {
+                let start = self.pos;
+                while let Some(&b) = self.s.get(self.pos) {
+                    // Python (strict=True) rejects raw control characters inside strings.
+                    if b == b'"' || b == b'\\' || b < 0x20 {
+                        break;
+                    }
+                    self.pos += 1;
+                }
+                out.push_str(std::str::from_utf8(&self.s[start..self.pos]).ok()?);
+                match *self.s.get(self.pos)? {
+                    b'"' => {
+                        self.pos += 1;
+                        return Some(out);
+                    }
+                    b'\\' => {
+                        self.pos += 1;
+                        let esc = *self.s.get(self.pos)?;
+                        self.pos += 1;
+                        match esc {
+                            b'"' => out.push('"'),
+                            b'\\' => out.push('\\'),
+                            b'/' => out.push('/'),
+                            b'b' => out.push('\u{8}'),
+                            b'f' => out.push('\u{c}'),
+                            b'n' => out.push('\n'),
+                            b'r' => out.push('\r'),
+                            b't' => out.push('\t'),
+                            b'u' => {
+                                let hi = self.hex4()?;
+                                let code = if (0xd800..0xdc00).contains(&hi) && self.eat("\\u") {
+                                    let lo = self.hex4()?;
+                                    if !(0xdc00..0xe000).contains(&lo) {
+                                        return None;
+                                    }
+                                    0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00)
+                                } else {
+                                    hi
+                                };
+                                out.push(char::from_u32(code)?);
+                            }
+                            _ => return None,
+                        }
+                    }
+                    _ => return None,
+                }
+            }
+        }
     }
 }
 

@@ -257,3 +257,46 @@ fn float32_is_widened() {
     let value = msgpack::unpack(&[0xca, 0x3f, 0xc0, 0x00, 0x00]).unwrap();
     assert_eq!(value, Value::Float(1.5));
 }
+
+#[test]
+fn json_parse_accepts_what_python_json_loads_accepts() {
+    let v = json::parse(
+        br#" {"a": [NaN, Infinity, -Infinity, -0.5, 1e3, 7, -8], "s": "\u00e9\ud83d\ude00\n\/"} "#,
+    )
+    .unwrap();
+    let Value::Map(map) = v else {
+        panic!("not a map")
+    };
+    let Value::Array(items) = &map["a"] else {
+        panic!("not a list")
+    };
+    assert!(matches!(items[0], Value::Float(f) if f.is_nan()));
+    assert_eq!(items[1], Value::Float(f64::INFINITY));
+    assert_eq!(items[2], Value::Float(f64::NEG_INFINITY));
+    assert_eq!(items[3], Value::Float(-0.5));
+    assert_eq!(items[4], Value::Float(1000.0));
+    assert_eq!(items[5], Value::Int(7));
+    assert_eq!(items[6], Value::Int(-8));
+    assert_eq!(map["s"], Value::Str("\u{e9}\u{1f600}\n/".to_owned()));
+    assert_eq!(
+        json::parse(b"18446744073709551615"),
+        Some(Value::UInt(u64::MAX))
+    );
+}
+
+#[test]
+fn json_parse_rejects_what_python_rejects() {
+    for bad in [
+        &b"01"[..],
+        b"[1,]",
+        b"{\"a\" 1}",
+        b"\"raw\ncontrol\"",
+        b"nul",
+        b"1 2",
+        b"-",
+        b"{'a': 1}",
+        b"\"\\x\"",
+    ] {
+        assert_eq!(json::parse(bad), None, "{}", String::from_utf8_lossy(bad));
+    }
+}
