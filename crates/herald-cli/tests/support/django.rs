@@ -39,6 +39,17 @@ impl Django {
         Django { python, env }
     }
 
+    /// A copy with one more environment variable.
+    pub fn with_env(mut self, key: &str, value: &str) -> Django {
+        self.env.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// The environment the project runs with (for other processes of the same site).
+    pub fn env(&self) -> &BTreeMap<String, String> {
+        &self.env
+    }
+
     /// Runs `manage.py ARGS`; panics with stderr on failure; returns stdout.
     pub async fn manage(&self, args: &[&str]) -> String {
         let mut cmd = tokio::process::Command::new(&self.python);

@@ -164,6 +164,22 @@ pub async fn recv_json(ws: &mut Ws) -> serde_json::Value {
     }
 }
 
+/// The next text frame as JSON, waiting at most `wait`.
+pub async fn recv_json_within(ws: &mut Ws, wait: Duration) -> serde_json::Value {
+    loop {
+        let msg = tokio::time::timeout(wait, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match msg {
+            WsMessage::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
 /// Sends a JSON text frame.
 pub async fn send_json(ws: &mut Ws, value: serde_json::Value) {
     tokio::time::timeout(TIMEOUT, ws.send(WsMessage::text(value.to_string())))
