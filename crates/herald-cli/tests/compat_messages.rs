@@ -1,0 +1,176 @@
+//! What `herald send | notify | file | broadcast` put on the wire is exactly what the guide's
+//! Python helpers (`OptsIO.ws_utils`) put there, and a Python consumer receives it.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use herald_test_support::{RedisServer, compat_python, workspace_root};
+use support::django::Django;
+use support::herald;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Python's `datetime.now().isoformat()`: `YYYY-MM-DDTHH:MM:SS[.ffffff]`.
+fn is_isoformat(ts: &str) -> bool {
+    let b = ts.as_bytes();
+    let head = b.len() >= 19
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':';
+    let tail = &ts[19.min(ts.len())..];
+    head && (tail.is_empty() || (tail.len() == 7 && tail.starts_with('.')))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_senders_match_the_python_helpers_and_reach_a_python_consumer() {
+    let Some(python) = compat_python() else {
+        return;
+    };
+    let redis = RedisServer::start();
+    let url = redis.url();
+
+    // A Python consumer (real channels_redis) in both users' groups.
+    let config = serde_json::json!({"hosts": [{"address": url, "socket_timeout": null}]});
+    let mut peer = tokio::process::Command::new(&python)
+        .arg(workspace_root().join("tests/compat/peer.py"))
+        .args([
+            "--config",
+            &config.to_string(),
+            "listen",
+            "--groups",
+            "user_amadmin,user_bob",
+        ])
+        .args(["--count", "6"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(peer.stdout.take().unwrap()).lines();
+    let mut next = async || -> serde_json::Value {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        serde_json::from_str(&line).unwrap()
+    };
+    assert_eq!(next().await["event"], "ready");
+
+    let sends: [&[&str]; 5] = [
+        &[
+            "send",
+            "--user",
+            "amadmin",
+            "--data",
+            r#"{"count": 100, "status": "success"}"#,
+            "Processing complete",
+        ],
+        &[
+            "notify",
+            "--user",
+            "amadmin",
+            "--type",
+            "warning",
+            "--title",
+            "Warning",
+            "Disk space low",
+        ],
+        &[
+            "notify",
+            "--user",
+            "amadmin",
+            "System maintenance scheduled",
+        ],
+        &[
+            "file",
+            "--user",
+            "amadmin",
+            "--message",
+            "Your export is ready",
+            "--size",
+            "156789",
+            "/media/exports/data.csv",
+        ],
+        &[
+            "broadcast",
+            "--user",
+            "amadmin,bob",
+            "New feature deployed!",
+        ],
+    ];
+    for args in sends {
+        let mut full = args.to_vec();
+        full.extend(["--redis", &url]);
+        let out = herald(&full).await;
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+    let mut received = Vec::new();
+    for _ in 0..6 {
+        let event = next().await;
+        assert_eq!(event["event"], "message", "{event}");
+        received.push(event["message"].clone());
+    }
+
+    // The same calls through the guide's Python helpers (message builders only, no send).
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite:///{}", dir.path().join("db.sqlite3").display());
+    let django = Django::new(python, &db_url, &url);
+    let expected = django
+        .shell(
+            "import json\n\
+             from OptsIO.ws_utils import user_message, user_notification, user_file\n\
+             print(json.dumps([\n\
+               user_message('amadmin', 'Processing complete', data={'count': 100, 'status': 'success'}),\n\
+               user_notification('amadmin', 'Disk space low', 'warning', 'Warning'),\n\
+               user_notification('amadmin', 'System maintenance scheduled'),\n\
+               user_file('amadmin', '/media/exports/data.csv', message='Your export is ready', file_size=156789),\n\
+               user_message('amadmin', 'New feature deployed!'),\n\
+               user_message('bob', 'New feature deployed!'),\n\
+             ]))\n",
+        )
+        .await;
+    // `manage.py shell` may print its own lines first (e.g. auto-imports); the JSON is last.
+    let expected: Vec<serde_json::Value> =
+        serde_json::from_str(expected.trim().lines().last().unwrap()).unwrap();
+
+    // The Python consumer may see amadmin's and bob's broadcast copies in either order.
+    let sort_key = |m: &serde_json::Value| {
+        (
+            m["type"].to_string(),
+            m["message"].to_string(),
+            m["username"].to_string(),
+        )
+    };
+    let mut received = received;
+    let mut expected = expected;
+    received.sort_by_key(sort_key);
+    expected.sort_by_key(sort_key);
+    for (got, want) in received.iter().zip(&expected) {
+        let (got, want) = (got.as_object().unwrap(), want.as_object().unwrap());
+        // Same keys in the same order, same values; timestamps differ only in time.
+        let got_keys: Vec<_> = got.keys().collect();
+        let want_keys: Vec<_> = want.keys().collect();
+        assert_eq!(got_keys, want_keys);
+        for (k, v) in want {
+            if k == "timestamp" {
+                assert!(is_isoformat(got[k].as_str().unwrap()), "{}", got[k]);
+            } else {
+                assert_eq!(&got[k], v, "field {k}");
+            }
+        }
+    }
+    let _ = peer.start_kill();
+}
+
+#[test]
+fn isoformat_check_accepts_python_forms_only() {
+    assert!(is_isoformat("2025-11-17T10:30:00"));
+    assert!(is_isoformat("2025-11-17T10:30:00.123456"));
+    assert!(!is_isoformat("2025-11-17 10:30:00"));
+    assert!(!is_isoformat("2025-11-17T10:30:00+00:00"));
+}
