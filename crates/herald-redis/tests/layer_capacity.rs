@@ -159,3 +159,55 @@ async fn capacity_is_shared_by_a_foreign_process_key() {
         .unwrap_err();
     assert!(err.is_channel_full());
 }
+
+/// A `tracing` writer that keeps what it is given.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Python logs `"1 of 1 channels over capacity in group test-group"` at INFO; so do we.
+#[tokio::test(flavor = "current_thread")]
+async fn over_capacity_is_logged_at_info_like_python() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // current_thread runtime: the whole test runs on this thread, under this subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let server = RedisServer::start();
+    let layer = RedisChannelLayer::new(config(&server)).unwrap();
+    layer
+        .group_add("test-group", "test-gr-chan-1")
+        .await
+        .unwrap();
+    for i in 1..=4 {
+        layer
+            .group_send("test-group", msg("message", &i.to_string()))
+            .await
+            .unwrap();
+    }
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("over capacity"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(lines[0].contains("INFO"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("1 of 1 channels over capacity in group test-group"),
+        "{}",
+        lines[0]
+    );
+}

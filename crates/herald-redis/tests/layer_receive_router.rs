@@ -186,3 +186,28 @@ async fn many_channels_receive_concurrently() {
         );
     }
 }
+
+/// Redis < 7 has no BZMPOP: with the command renamed away, readers fall back to
+/// ZPOPMIN + BZPOPMIN and still drain in order.
+#[tokio::test]
+async fn readers_fall_back_when_bzmpop_is_unknown() {
+    let server = RedisServer::start_with_args(&["--rename-command", "BZMPOP", ""]);
+    let layer = RedisChannelLayer::new(config(&server).with_capacity(100)).unwrap();
+    let ch = layer.new_channel("specific").await.unwrap();
+    for i in 0..50 {
+        layer
+            .send(&ch, Message::with_type("m").with("i", i))
+            .await
+            .unwrap();
+    }
+    for i in 0..50 {
+        assert_eq!(
+            recv(&layer, &ch).await.get("i").and_then(Value::as_i64),
+            Some(i)
+        );
+    }
+    // And a later message after the reader went back to blocking.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    layer.send(&ch, Message::with_type("late")).await.unwrap();
+    assert_eq!(recv(&layer, &ch).await.msg_type(), Some("late"));
+}
