@@ -60,6 +60,7 @@ impl PresenceRegistry {
             registry: Arc::clone(self),
             channel,
             username: username.to_owned(),
+            closed: false,
         }
     }
 
@@ -92,16 +93,38 @@ async fn refresh_loop(registry: Weak<PresenceRegistry>) {
     }
 }
 
-/// Removes a socket from presence when the connection ends, however it ends.
+/// Removes a socket from presence when the connection ends: [`close`](Self::close) on the normal
+/// path (awaited, so a graceful shutdown finishes it before the process exits), `Drop` as the
+/// fallback however else the task ends.
 #[derive(Debug)]
 pub(crate) struct PresenceGuard {
     registry: Arc<PresenceRegistry>,
     channel: Arc<str>,
     username: String,
+    closed: bool,
+}
+
+impl PresenceGuard {
+    /// Removes the socket now and waits for the store to confirm.
+    pub(crate) async fn close(mut self) {
+        self.closed = true;
+        self.registry.live().remove(&self.channel);
+        if let Err(err) = self
+            .registry
+            .store
+            .remove(&self.username, &self.channel)
+            .await
+        {
+            warn!(error = %err, "presence remove failed");
+        }
+    }
 }
 
 impl Drop for PresenceGuard {
     fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
         self.registry.live().remove(&self.channel);
         let store = Arc::clone(&self.registry.store);
         let username = std::mem::take(&mut self.username);

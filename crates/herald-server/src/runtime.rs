@@ -235,7 +235,7 @@ impl Connection {
 
         let channel: Arc<str> = Arc::from(self.ctx.channel_name());
         // Held for the life of the socket: presence is removed however the task ends.
-        let _presence = shared
+        let presence = shared
             .presence
             .as_ref()
             .zip(self.ctx.identity())
@@ -454,6 +454,9 @@ impl Connection {
             warn!(error = %err, "consumer disconnect failed");
         }
         discard_all(&mut self.ctx).await;
+        if let Some(presence) = presence {
+            presence.close().await;
+        }
         debug!(reason = ?closed.reason, code = ?closed.code, "websocket closed");
         closed
     }
