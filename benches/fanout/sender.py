@@ -77,7 +77,10 @@ async def send_all(jobs, concurrency, style):
         nonlocal ok
         while queue:
             group, username, seq = queue.pop()
-            ok += await group_send(layer, style, group, message(username, seq))
+            # Await first: `ok += await ...` would read `ok` before the await and lose the
+            # other workers' increments.
+            done = await group_send(layer, style, group, message(username, seq))
+            ok += done
 
     await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, MAX_IN_FLIGHT)))))
     return ok
