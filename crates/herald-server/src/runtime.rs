@@ -14,7 +14,9 @@ use std::task::{Context as TaskContext, Poll, ready};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use herald_core::{ChannelLayer, Message};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+use tokio_tungstenite::tungstenite::{
+    Error as WsError, Message as WsMessage, error::ProtocolError,
+};
 use tracing::{Instrument, debug, info_span, trace, warn};
 
 use crate::app::discard_all;
@@ -46,6 +48,11 @@ impl std::fmt::Debug for Connection {
     }
 }
 
+/// RFC 6455 1007: a text message that is not valid UTF-8.
+const CLOSE_INVALID_PAYLOAD: u16 = 1007;
+/// RFC 6455 1002: a protocol violation (bad opcode, RSV bits, unmasked or stray frame).
+const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -62,6 +69,8 @@ pub enum CloseReason {
     RateLimited,
     /// A frame or message exceeded the size limits (1009).
     TooBig,
+    /// The client broke the protocol (1002) or sent a text message that is not UTF-8 (1007).
+    InvalidFrame,
     /// No pong arrived within `ping_timeout`; the TCP connection was dropped.
     PingTimeout,
     /// `websocket_timeout` elapsed (1000).
@@ -271,7 +280,8 @@ impl Connection {
                 break Ending::Close {
                     code,
                     reason,
-                    read_reply: reason != CloseReason::TooBig,
+                    // After an oversized or invalid frame the read side is unusable.
+                    read_reply: !matches!(reason, CloseReason::TooBig | CloseReason::InvalidFrame),
                 };
             }
             let has_output = !self.ctx.outbound.is_empty() || needs_flush;
@@ -309,6 +319,23 @@ impl Connection {
                             Metrics::incr(&metrics.oversize_closes);
                             forced = Some(CloseReason::TooBig);
                             self.ctx.force_close(CLOSE_TOO_BIG);
+                            continue;
+                        }
+                        // tungstenite reports these but sends no close frame itself;
+                        // RFC 6455 §7.4.1 wants 1007 for a text message that is not UTF-8 and
+                        // 1002 for a protocol violation (Daphne/autobahn send them too).
+                        Some(Err(WsError::Utf8(err))) => {
+                            debug!(error = %err, "text frame is not utf-8");
+                            forced = Some(CloseReason::InvalidFrame);
+                            self.ctx.force_close(CLOSE_INVALID_PAYLOAD);
+                            continue;
+                        }
+                        Some(Err(WsError::Protocol(err)))
+                            if err != ProtocolError::ResetWithoutClosingHandshake =>
+                        {
+                            debug!(error = %err, "protocol violation");
+                            forced = Some(CloseReason::InvalidFrame);
+                            self.ctx.force_close(CLOSE_PROTOCOL_ERROR);
                             continue;
                         }
                         Some(Err(err)) => {
