@@ -73,7 +73,7 @@ impl LayerOpts {
     /// Fills every option not given on the command line from `file`.
     pub(crate) fn or(self, file: LayerOpts) -> LayerOpts {
         LayerOpts {
-            hosts: or_vec(self.hosts, file.hosts),
+            hosts: join_sentinel_pieces(or_vec(self.hosts, file.hosts)),
             backend: self.backend.or(file.backend),
             prefix: self.prefix.or(file.prefix),
             expiry: self.expiry.or(file.expiry),
@@ -97,6 +97,28 @@ impl LayerOpts {
             Backend::Core
         })
     }
+}
+
+/// Re-joins a `sentinel://H:P,H:P/MASTER` host that the comma delimiter of `--redis` and
+/// `HERALD_REDIS` split apart: a piece without `://` continues a preceding Sentinel host whose
+/// `/MASTER` has not been seen yet. Every other piece is a host of its own.
+pub(crate) fn join_sentinel_pieces(pieces: Vec<String>) -> Vec<String> {
+    let mut hosts: Vec<String> = Vec::with_capacity(pieces.len());
+    for piece in pieces {
+        match hosts.last_mut() {
+            Some(last)
+                if !piece.contains("://")
+                    && last
+                        .strip_prefix("sentinel://")
+                        .is_some_and(|rest| !rest.contains('/')) =>
+            {
+                last.push(',');
+                last.push_str(&piece);
+            }
+            _ => hosts.push(piece),
+        }
+    }
+    hosts
 }
 
 /// `cli` unless it is empty, else `file`.
@@ -171,6 +193,26 @@ pub(crate) struct ConfigFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn comma_separated_sentinels_stay_one_host() {
+        let split = |s: &str| s.split(',').map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(
+            join_sentinel_pieces(split(
+                "redis://a:1,sentinel://:pw@h:1,h:2,h:3/mymaster?db=2,redis://b:2"
+            )),
+            [
+                "redis://a:1",
+                "sentinel://:pw@h:1,h:2,h:3/mymaster?db=2",
+                "redis://b:2"
+            ]
+        );
+        // A stray piece after a complete host stays separate (and fails to parse later).
+        assert_eq!(
+            join_sentinel_pieces(split("sentinel://h:1/m,h:2")),
+            ["sentinel://h:1/m", "h:2"]
+        );
+    }
 
     #[test]
     fn flags_beat_file_and_file_fills_gaps() {
