@@ -124,6 +124,12 @@ pub fn user_notification(
 /// [`Messenger::test_connection`]).
 pub const ACK_KEY: &str = "herald_ack";
 
+/// Added to a delivery probe by a herald server that joined the group with one channel for
+/// several local sockets (group multiplexing): `[group channel, local sockets]`. Each socket's
+/// `herald.ack` then carries `via` (that channel) and `fanout` (that count), so
+/// [`Messenger::test_connection`] expects one ack per socket rather than one per group member.
+pub const ACK_FANOUT_KEY: &str = "herald_ack_fanout";
+
 /// The default text of a file notification, as in the guide.
 pub const DEFAULT_FILE_MESSAGE: &str = "File ready for download";
 
@@ -311,10 +317,23 @@ impl Messenger {
         .with(ACK_KEY, ack_channel.as_str());
         let report = self.to_user(username, msg).await?;
         let mut acked = 0;
+        // One ack per member, except that a multiplexed member (see ACK_FANOUT_KEY) stands for
+        // `fanout` sockets, each of which acks.
+        let mut expected = report.members;
+        let mut multiplexed = std::collections::HashSet::new();
         let deadline = tokio::time::Instant::now() + wait;
-        while acked < report.members {
+        while acked < expected {
             match tokio::time::timeout_at(deadline, self.layer.receive(&ack_channel)).await {
-                Ok(Ok(m)) if m.msg_type() == Some("herald.ack") => acked += 1,
+                Ok(Ok(m)) if m.msg_type() == Some("herald.ack") => {
+                    acked += 1;
+                    let via = m.get("via").and_then(Value::as_str);
+                    let fanout = m.get("fanout").and_then(Value::as_i64);
+                    if let (Some(via), Some(fanout)) = (via, fanout)
+                        && multiplexed.insert(via.to_owned())
+                    {
+                        expected += usize::try_from(fanout).unwrap_or(0).saturating_sub(1);
+                    }
+                }
                 Ok(Ok(_)) => {}
                 Ok(Err(err)) => {
                     self.layer.close_channel(&ack_channel);

@@ -16,6 +16,7 @@ use crate::consumer::ConsumerFactory;
 use crate::context::{Context, State};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fanout::FanoutCache;
+use crate::groups::GroupTable;
 use crate::limits::{CapExceeded, ConnectionCaps};
 use crate::metrics::{Metrics, MetricsSource};
 use crate::origin::origin_allowed;
@@ -40,6 +41,8 @@ pub(crate) struct AppInner {
     pub(crate) presence: Option<Arc<PresenceRegistry>>,
     /// Who may use the publish API; `None` = off. See [`AppBuilder::publish`].
     pub(crate) publish: Option<PublishAccess>,
+    /// Local group table; `None` when `group_multiplexing` is off.
+    pub(crate) groups: Option<Arc<GroupTable>>,
 }
 
 impl std::fmt::Debug for AppInner {
@@ -186,8 +189,13 @@ impl AppBuilder {
                 return Err(Error::new(ErrorKind::Config, "route registered twice"));
             }
         }
+        let groups = self
+            .config
+            .group_multiplexing
+            .then(|| GroupTable::new(Arc::clone(&layer)));
         Ok(App {
             inner: Arc::new(AppInner {
+                groups,
                 layer,
                 authenticator: self
                     .authenticator
@@ -384,11 +392,21 @@ impl App {
 /// cannot hold a connection task forever.
 pub(crate) async fn discard_all(ctx: &mut Context) {
     let layer = Arc::clone(&ctx.shared().layer);
+    let table = ctx.shared().groups.clone();
+    let member = ctx.member_id();
     let channel = ctx.channel_name().to_owned();
     let groups = ctx.take_groups();
     let cleanup = async {
         for group in &groups {
-            if let Err(err) = layer.group_discard(group, &channel).await {
+            let discarded = match &table {
+                // The last local member of a group discards the group channel's membership.
+                Some(table) => table.leave(group, member).await,
+                None => layer
+                    .group_discard(group, &channel)
+                    .await
+                    .map_err(Into::into),
+            };
+            if let Err(err) = discarded {
                 warn!(error = %err, group = %group, "group_discard failed on disconnect");
             }
         }

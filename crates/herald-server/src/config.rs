@@ -42,6 +42,14 @@ pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long graceful shutdown waits for sockets to close and run `disconnect` (Daphne
 /// `--application-close-timeout`, 10 s).
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Join layer groups with one channel per (process, group) and fan out locally (Herald-specific,
+/// default on). Python's `group_send` then sends one message per group instead of one listing
+/// every local socket. Off: every socket joins the layer group with its own channel, as Channels.
+pub const DEFAULT_GROUP_MULTIPLEXING: bool = true;
+/// Group messages that may wait for one socket's runtime when [`DEFAULT_GROUP_MULTIPLEXING`] is
+/// on; overflowing closes the socket with [`CLOSE_SLOW_CONSUMER`](crate::CLOSE_SLOW_CONSUMER).
+/// Equal to channels_redis' per-channel `capacity` (100), which bounded a socket's own channel.
+pub const DEFAULT_GROUP_INBOX_CAPACITY: usize = 100;
 
 /// An inbound token bucket: `per_second` sustained, `burst` on top.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +131,10 @@ pub struct ServerConfig {
     /// (else port 0), like Daphne `--proxy-headers`. Only enable behind a proxy that sets them:
     /// the per-IP cap and `scope["client"]` then trust those headers. Default off, as Daphne.
     pub proxy_headers: bool,
+    /// See [`DEFAULT_GROUP_MULTIPLEXING`].
+    pub group_multiplexing: bool,
+    /// See [`DEFAULT_GROUP_INBOX_CAPACITY`].
+    pub group_inbox_capacity: NonZeroUsize,
 }
 
 impl Default for ServerConfig {
@@ -144,6 +156,9 @@ impl Default for ServerConfig {
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             proxy_headers: false,
+            group_multiplexing: DEFAULT_GROUP_MULTIPLEXING,
+            group_inbox_capacity: NonZeroUsize::new(DEFAULT_GROUP_INBOX_CAPACITY)
+                .unwrap_or(NonZeroUsize::MIN),
         }
     }
 }
@@ -246,6 +261,18 @@ impl ServerConfig {
     /// Sets [`proxy_headers`](Self::proxy_headers).
     pub fn with_proxy_headers(mut self, enabled: bool) -> Self {
         self.proxy_headers = enabled;
+        self
+    }
+
+    /// Sets [`group_multiplexing`](Self::group_multiplexing).
+    pub fn with_group_multiplexing(mut self, enabled: bool) -> Self {
+        self.group_multiplexing = enabled;
+        self
+    }
+
+    /// Sets [`group_inbox_capacity`](Self::group_inbox_capacity).
+    pub fn with_group_inbox_capacity(mut self, capacity: NonZeroUsize) -> Self {
+        self.group_inbox_capacity = capacity;
         self
     }
 

@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use herald_core::names::require_valid_group_name;
 use herald_core::{ChannelLayer, GroupSendReport, Message};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -21,6 +22,7 @@ use crate::auth::{HandshakeRequest, Identity};
 use crate::consumer::handler_name;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fanout::SharedText;
+use crate::groups::{Inbox, InboxSender, next_member_id};
 use crate::pyjson;
 
 /// Close code sent when a socket's outbound queue overflows (the client reads too slowly).
@@ -61,6 +63,12 @@ pub struct Context {
     max_outbound: usize,
     pub(crate) slow_consumer: bool,
     groups: Vec<String>,
+    /// This connection's key in the local group table.
+    member_id: u64,
+    /// Group multiplexing only: the inbox group readers deliver to (the sender is cloned into
+    /// each joined group; the receiver is taken by the runtime).
+    inbox_tx: Option<InboxSender>,
+    pub(crate) inbox: Option<Inbox>,
 }
 
 impl std::fmt::Debug for Context {
@@ -84,7 +92,17 @@ impl Context {
         identity: Option<Identity>,
     ) -> Self {
         let max_outbound = shared.config.max_outbound_frames.get();
+        let (inbox_tx, inbox) = match shared.groups {
+            Some(_) => {
+                let (tx, rx) = Inbox::new(shared.config.group_inbox_capacity.get());
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         Context {
+            member_id: next_member_id(),
+            inbox_tx,
+            inbox,
             shared,
             channel_name,
             request,
@@ -108,6 +126,18 @@ impl Context {
 
     pub(crate) fn subprotocol(&self) -> Option<&str> {
         self.subprotocol.as_deref()
+    }
+
+    pub(crate) fn member_id(&self) -> u64 {
+        self.member_id
+    }
+
+    /// The group inbox overflowed: closes the socket as a slow consumer, exactly as an
+    /// outbound queue overflow does.
+    pub(crate) fn inbox_overflowed(&mut self) {
+        self.slow_consumer = true;
+        self.outbound.clear();
+        self.force_close(CLOSE_SLOW_CONSUMER);
     }
 
     pub(crate) fn take_groups(&mut self) -> Vec<String> {
@@ -276,28 +306,50 @@ impl Context {
     /// Adds this socket to `group` (`channel_layer.group_add(group, self.channel_name)`).
     /// Memberships made here are discarded automatically when the socket ends.
     ///
+    /// With [`group_multiplexing`](crate::ServerConfig::group_multiplexing) (the default) the
+    /// layer group gets one channel per process and group, shared by every local socket in
+    /// it; the first local join makes that membership, later ones cost no layer call. Group
+    /// messages then arrive through a bounded per-socket inbox. Deviation from Channels:
+    /// messages of *different* groups (or of a group and this socket's own channel) may reach
+    /// the socket in a different order than they were sent; order within one group is kept.
+    ///
     /// # Errors
     /// [`ErrorKind::InvalidName`] for a name Channels would refuse; [`ErrorKind::Layer`].
     pub async fn group_add(&mut self, group: &str) -> Result<()> {
-        self.shared
-            .layer
-            .group_add(group, &self.channel_name)
-            .await?;
+        match (&self.shared.groups, &self.inbox_tx) {
+            // Multiplexed: the socket joins the process's group channel (see `groups`).
+            (Some(table), Some(inbox)) => table.join(group, self.member_id, inbox).await?,
+            _ => {
+                self.shared
+                    .layer
+                    .group_add(group, &self.channel_name)
+                    .await?
+            }
+        }
         if !self.groups.iter().any(|g| g == group) {
             self.groups.push(group.to_owned());
         }
         Ok(())
     }
 
-    /// Removes this socket from `group`.
+    /// Removes this socket from `group`. Multiplexed, the last local member leaving discards
+    /// the process's membership.
     ///
     /// # Errors
     /// [`ErrorKind::InvalidName`]; [`ErrorKind::Layer`].
     pub async fn group_discard(&mut self, group: &str) -> Result<()> {
-        self.shared
-            .layer
-            .group_discard(group, &self.channel_name)
-            .await?;
+        match &self.shared.groups {
+            Some(table) => {
+                require_valid_group_name(group)?;
+                table.leave(group, self.member_id).await?;
+            }
+            None => {
+                self.shared
+                    .layer
+                    .group_discard(group, &self.channel_name)
+                    .await?
+            }
+        }
         self.groups.retain(|g| g != group);
         Ok(())
     }

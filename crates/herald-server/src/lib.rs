@@ -65,6 +65,8 @@
 //!   store (see [`AppBuilder::presence`]).
 //! * `publish` — the opt-in HTTP publish API ([`PublishAccess`]): JSON in, counts out.
 //! * `fanout` — [`SharedText`] and encode-once fan-out.
+//! * `groups` — group multiplexing: one layer channel per (process, group), fanned out to the
+//!   local sockets' inboxes (see [`ServerConfig::group_multiplexing`]).
 //! * `pyjson` — JSON written byte-for-byte like Python's `json.dumps`.
 //! * [`consumers`] — ready-made consumers: [`TasksConsumer`] for the guide's `/ws/tasks/`.
 //!
@@ -96,6 +98,7 @@ pub mod shutdown;
 mod app;
 mod assets;
 mod fanout;
+mod groups;
 mod limits;
 mod presence;
 mod publish;

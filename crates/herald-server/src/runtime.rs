@@ -26,12 +26,15 @@ use crate::context::{
     CLOSE_TOO_BIG, Context, State, close_frame,
 };
 use crate::fanout::SharedText;
+use crate::groups::{Delivery, Inbox};
 use crate::limits::{CapPermit, TokenBucket};
 use crate::metrics::{DropReason, Metrics};
 use crate::shutdown::ShutdownSignal;
 
 /// Frames handed to tungstenite between flushes; bounds its internal write buffer.
 const WRITE_BATCH: usize = 16;
+/// Group messages handled per wake-up before the loop looks at its other branches again.
+const INBOX_BATCH: usize = 16;
 
 /// An accepted connection waiting for its socket. Made by [`App::connect`](crate::App::connect).
 pub struct Connection {
@@ -154,6 +157,14 @@ where
     Poll::Ready(Ok(()))
 }
 
+/// The next group delivery; pending forever without group multiplexing. Cancel-safe.
+async fn next_delivery(inbox: &mut Option<Inbox>) -> Delivery {
+    match inbox {
+        Some(inbox) => inbox.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Takes a token for one inbound frame; true when the bucket is empty.
 fn rate_limited(bucket: &mut Option<TokenBucket>, now: Instant) -> bool {
     bucket.as_mut().is_some_and(|b| !b.try_take(now))
@@ -250,6 +261,8 @@ impl Connection {
             .zip(self.ctx.identity())
             .map(|(registry, id)| registry.open(Arc::clone(&channel), &id.username));
         let mut layer_rx = layer_recv(&shared.layer, &channel);
+        // Group messages (group multiplexing): filled by the group readers, bounded.
+        let mut inbox = self.ctx.inbox.take();
         let start = Instant::now();
         let mut bucket = config.rate_limit.map(|l| TokenBucket::new(l, start));
         let lifetime_deadline = config.websocket_timeout.map(|t| start + t);
@@ -293,7 +306,10 @@ impl Connection {
             //    keeps reading without writing would overflow its queue spuriously;
             // 3. client frames before layer messages, so a busy group cannot starve the
             //    client's close or pong (the layer buffers, capacity-bounded, meanwhile);
-            // 4. timers last: they only matter when nothing else is ready.
+            // 4. the socket's own channel before the group inbox: direct sends (acks, replies)
+            //    are rare and must not queue behind a broadcast burst; the inbox is bounded and
+            //    overflows into a slow-consumer close, never into blocking the group reader;
+            // 5. timers last: they only matter when nothing else is ready.
             tokio::select! {
                 biased;
 
@@ -399,6 +415,29 @@ impl Connection {
                     }
                 }
 
+                delivery = next_delivery(&mut inbox) => {
+                    // Handle what is already queued too (up to a batch): one select! round per
+                    // group message would re-poll every other branch each time.
+                    let mut next = Some(delivery);
+                    let mut handled = 0;
+                    while let Some(delivery) = next.take() {
+                        match delivery {
+                            Delivery::Message(message) => {
+                                self.dispatch(message, metrics, &mut forced).await;
+                            }
+                            Delivery::Overflow => self.ctx.inbox_overflowed(),
+                            Delivery::Failed => {
+                                forced = Some(CloseReason::LayerError);
+                                self.ctx.force_close(CLOSE_INTERNAL_ERROR);
+                            }
+                        }
+                        handled += 1;
+                        if handled < INBOX_BATCH && self.ctx.is_open() {
+                            next = inbox.as_mut().and_then(Inbox::try_recv);
+                        }
+                    }
+                }
+
                 () = &mut timer => {
                     let now = Instant::now();
                     if lifetime_deadline.is_some_and(|d| now >= d) {
@@ -421,6 +460,7 @@ impl Connection {
             }
         };
         drop(layer_rx);
+        drop(inbox);
 
         let closed = match ending {
             Ending::Close {

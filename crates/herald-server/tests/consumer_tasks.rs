@@ -215,13 +215,23 @@ async fn stuck_sink_is_closed_as_slow_consumer_within_close_timeout() {
 
 #[tokio::test]
 async fn one_group_send_is_encoded_once_and_shared_by_every_socket() {
+    // Multiplexed (default): one layer member for both sockets; off: one per socket.
+    for (multiplexing, members) in [(true, 1), (false, 2)] {
+        one_group_send_shared(multiplexing, members).await;
+    }
+}
+
+async fn one_group_send_shared(multiplexing: bool, members: usize) {
     let layer = memory_layer();
-    let app = app(ServerConfig::default(), &layer);
+    let app = app(
+        ServerConfig::default().with_group_multiplexing(multiplexing),
+        &layer,
+    );
     let mut a = open(&app, "/ws/tasks/?token=amadmin-token").await;
     let mut b = open(&app, "/ws/tasks/?token=amadmin-token").await;
     let msg = Message::with_type("user.message").with("message", "shared");
     let report = within(layer.group_send("user_amadmin", msg)).await.unwrap();
-    assert_eq!(report.members, 2);
+    assert_eq!(report.members, members);
     let (WsMessage::Text(ta), WsMessage::Text(tb)) = (
         within(a.from_server.recv()).await.unwrap(),
         within(b.from_server.recv()).await.unwrap(),

@@ -223,7 +223,16 @@ async fn users_only_receive_their_own_user_group() {
 
 #[tokio::test]
 async fn one_group_send_reaches_every_socket_of_the_user() {
-    let server = TestServer::tasks(ServerConfig::default()).await;
+    // Multiplexed (default): the layer group has one member standing for the five sockets;
+    // off: five members, as Channels.
+    for (multiplexing, members) in [(true, 1), (false, 5)] {
+        one_group_send_reaches_every_socket(multiplexing, members).await;
+    }
+}
+
+async fn one_group_send_reaches_every_socket(multiplexing: bool, members: usize) {
+    let server =
+        TestServer::tasks(ServerConfig::default().with_group_multiplexing(multiplexing)).await;
     let mut sockets = Vec::new();
     for _ in 0..5 {
         let mut ws = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
@@ -236,7 +245,7 @@ async fn one_group_send_reaches_every_socket_of_the_user() {
     ))
     .await
     .unwrap();
-    assert_eq!(report.members, 5);
+    assert_eq!(report.members, members);
     for ws in &mut sockets {
         assert_eq!(
             next_text(ws).await,

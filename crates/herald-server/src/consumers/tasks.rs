@@ -23,9 +23,10 @@
 //! subscribed to. Every membership is discarded on disconnect.
 
 use async_trait::async_trait;
-use herald_core::Message;
+use herald_core::messaging::ACK_FANOUT_KEY;
 use herald_core::messaging::{task_group, user_group};
 use herald_core::names::is_valid_group_name;
+use herald_core::{Message, Value};
 use serde_json::json;
 
 use crate::consumer::{Consumer, Frame, Handled};
@@ -47,14 +48,22 @@ pub const FORWARDED_HANDLERS: [&str; 6] = [
 /// [`Messenger::test_connection`](herald_core::messaging::Messenger::test_connection).
 pub const ACK_KEY: &str = herald_core::messaging::ACK_KEY;
 
-async fn acknowledge(ctx: &Context, ack_channel: &str) {
+async fn acknowledge(ctx: &Context, ack_channel: &str, fanout: Option<Value>) {
     let username = ctx
         .identity()
         .map(|i| i.username.clone())
         .unwrap_or_default();
-    let ack = Message::with_type("herald.ack")
+    let mut ack = Message::with_type("herald.ack")
         .with("username", username)
         .with("channel", ctx.channel_name());
+    // Reached through a multiplexed group channel: say which one and for how many sockets, so
+    // the prober expects that many acks for that one group member.
+    if let Some(Value::Array(parts)) = fanout
+        && let [via @ Value::Str(_), count @ Value::Int(_)] = parts.as_slice()
+    {
+        ack.insert("via", via.clone());
+        ack.insert("fanout", count.clone());
+    }
     // Best effort: a probe whose sender stopped waiting must not hurt the socket.
     if let Err(err) = ctx.layer().send(ack_channel, ack).await {
         tracing::debug!(error = %err, "delivery ack not sent");
@@ -148,8 +157,9 @@ impl Consumer for TasksConsumer {
                     // the probe key, then the sender hears that this socket was written to.
                     let mut message = message;
                     message.remove(ACK_KEY);
+                    let fanout = message.remove(ACK_FANOUT_KEY);
                     ctx.forward_json(&message)?;
-                    acknowledge(ctx, &ack_channel).await;
+                    acknowledge(ctx, &ack_channel, fanout).await;
                 }
             }
             Ok(Handled::Yes)

@@ -1,0 +1,449 @@
+//! Group multiplexing: one layer channel per (process, group) standing for every local socket
+//! in that group.
+//!
+//! Python's `group_send` packs one message per process key listing every member channel; with a
+//! thousand Herald sockets in `broadcast` that is a ~75 KB message, built by Python and decoded
+//! by Herald on every send. Instead, the first local socket to join a group makes a *group
+//! channel* ([`GROUP_CHANNEL_PREFIX`]) and adds it to the layer group; a reader task receives
+//! on it and hands each message (an `Arc` clone, so the fan-out cache still encodes it once) to
+//! every local member's [`Inbox`]. Python's `group_send` then sees a one-member group. The last
+//! local member leaving discards the membership and closes the channel.
+//!
+//! Works on any [`ChannelLayer`]: the group channel is an ordinary local channel, so
+//! herald-redis tracks and refreshes its membership like any socket's.
+//!
+//! # Locking
+//! One `std` mutex guards the table (group → [`Slot`]); it is never held across an await.
+//! Each slot has an async `gate` serialising the *link* (new channel + `group_add`): joiners
+//! of an unlinked group queue on the gate, the first links it, the others find it linked.
+//! Unlinking (last member leaves) does not take the gate: the slot is removed from the table
+//! under the table lock in the same critical section that removes its last member, so a later
+//! joiner makes a fresh slot with a fresh channel. The old `group_discard(g, ch1)` and the new
+//! `group_add(g, ch2)` name different channels and therefore commute in every layer.
+//! Invariant (under the table lock): a slot in the table has a link iff it has members.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use herald_core::messaging::{ACK_FANOUT_KEY, ACK_KEY};
+use herald_core::names::require_valid_group_name;
+use herald_core::{ChannelLayer, Message, Value};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, trace, warn};
+
+use crate::error::Result;
+
+/// Prefix of group channel names (`herald.group.<process>!<id>`).
+pub(crate) const GROUP_CHANNEL_PREFIX: &str = "herald.group";
+
+/// What a group reader hands a connection.
+#[derive(Debug)]
+pub(crate) enum Delivery {
+    /// A group message (shared with every other local member).
+    Message(Message),
+    /// The inbox overflowed: the connection is a slow consumer.
+    Overflow,
+    /// The group's layer receive failed; the connection closes as on its own receive error.
+    Failed,
+}
+
+#[derive(Debug)]
+struct InboxState {
+    queued: AtomicUsize,
+    capacity: usize,
+    overflowed: AtomicBool,
+}
+
+/// The sending half of a connection's group inbox; cloned into every group it joins.
+#[derive(Debug, Clone)]
+pub(crate) struct InboxSender {
+    tx: mpsc::UnboundedSender<Delivery>,
+    state: Arc<InboxState>,
+}
+
+impl InboxSender {
+    /// Queues `message` without waiting. A full inbox marks the connection as overflowed (one
+    /// [`Delivery::Overflow`] wakes it) and drops the message: a group reader never blocks on
+    /// one slow socket.
+    fn offer(&self, message: &Message) {
+        // The count bounds the (otherwise unbounded) channel; the unbounded channel is only
+        // there so the overflow marker can always be delivered.
+        if self.state.queued.fetch_add(1, Ordering::AcqRel) >= self.state.capacity {
+            self.state.queued.fetch_sub(1, Ordering::AcqRel);
+            if !self.state.overflowed.swap(true, Ordering::AcqRel) {
+                let _ = self.tx.send(Delivery::Overflow);
+            }
+            return;
+        }
+        if self.tx.send(Delivery::Message(message.clone())).is_err() {
+            self.state.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    fn fail(&self) {
+        let _ = self.tx.send(Delivery::Failed);
+    }
+}
+
+/// The receiving half, polled by the connection's runtime.
+#[derive(Debug)]
+pub(crate) struct Inbox {
+    rx: mpsc::UnboundedReceiver<Delivery>,
+    state: Arc<InboxState>,
+}
+
+impl Inbox {
+    /// A bounded inbox holding at most `capacity` group messages.
+    pub(crate) fn new(capacity: usize) -> (InboxSender, Inbox) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let state = Arc::new(InboxState {
+            queued: AtomicUsize::new(0),
+            capacity,
+            overflowed: AtomicBool::new(false),
+        });
+        (
+            InboxSender {
+                tx,
+                state: Arc::clone(&state),
+            },
+            Inbox { rx, state },
+        )
+    }
+
+    /// The next delivery. Cancel-safe (`mpsc::UnboundedReceiver::recv`). Pending forever if
+    /// every sender is gone (cannot happen while the connection's context holds one).
+    pub(crate) async fn recv(&mut self) -> Delivery {
+        match self.rx.recv().await {
+            Some(delivery) => {
+                if matches!(delivery, Delivery::Message(_)) {
+                    self.state.queued.fetch_sub(1, Ordering::AcqRel);
+                }
+                delivery
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// A delivery that is already queued, without waiting.
+    pub(crate) fn try_recv(&mut self) -> Option<Delivery> {
+        let delivery = self.rx.try_recv().ok()?;
+        if matches!(delivery, Delivery::Message(_)) {
+            self.state.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        Some(delivery)
+    }
+}
+
+/// A unique id per connection, the key of its membership in a [`Slot`].
+pub(crate) fn next_member_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+type Members = Arc<Mutex<HashMap<u64, InboxSender>>>;
+
+struct Link {
+    channel: Arc<str>,
+    reader: JoinHandle<()>,
+}
+
+struct Slot {
+    /// Serialises linking this slot; held across `new_channel` + `group_add`.
+    gate: Arc<tokio::sync::Mutex<()>>,
+    /// Shared with the reader task, which locks it once per message to fan out. Only
+    /// modified while the table lock is held too (lock order: table, then members).
+    members: Members,
+    link: Option<Link>,
+}
+
+/// The local group table of an [`App`](crate::App).
+pub(crate) struct GroupTable {
+    layer: Arc<dyn ChannelLayer>,
+    slots: Mutex<HashMap<String, Slot>>,
+}
+
+impl std::fmt::Debug for GroupTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupTable")
+            .field("groups", &self.slots().len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A link in progress: if it is not committed (error or cancellation), the group channel's
+/// membership is discarded and the channel closed in the background.
+struct PendingLink {
+    layer: Arc<dyn ChannelLayer>,
+    group: String,
+    channel: Option<Arc<str>>,
+}
+
+impl Drop for PendingLink {
+    fn drop(&mut self) {
+        let Some(channel) = self.channel.take() else {
+            return;
+        };
+        let layer = Arc::clone(&self.layer);
+        let group = std::mem::take(&mut self.group);
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                if let Err(err) = layer.group_discard(&group, &channel).await {
+                    debug!(error = %err, group = %group, "undoing an unfinished group link failed");
+                }
+                layer.close_channel(&channel);
+            });
+        } else {
+            layer.close_channel(&channel);
+        }
+    }
+}
+
+/// Closes the group channel even if the unlink is cancelled halfway (e.g. a disconnect
+/// cleanup that timed out).
+struct CloseOnDrop<'a>(&'a dyn ChannelLayer, Arc<str>);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.close_channel(&self.1);
+    }
+}
+
+impl GroupTable {
+    pub(crate) fn new(layer: Arc<dyn ChannelLayer>) -> Arc<Self> {
+        Arc::new(GroupTable {
+            layer,
+            slots: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn slots(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+        lock(&self.slots)
+    }
+
+    /// Adds a local connection to `group`; on return, group messages reach `inbox`. Joining
+    /// twice is a no-op.
+    ///
+    /// # Errors
+    /// `InvalidName` for a bad group name; the layer's error if the first join's `new_channel`
+    /// or `group_add` fails (nothing is left behind then).
+    pub(crate) async fn join(
+        self: &Arc<Self>,
+        group: &str,
+        member: u64,
+        inbox: &InboxSender,
+    ) -> Result<()> {
+        require_valid_group_name(group)?;
+        loop {
+            // Fast path: the group is linked, joining is a map insert.
+            let gate = {
+                let mut slots = self.slots();
+                let slot = slots.entry(group.to_owned()).or_insert_with(|| Slot {
+                    gate: Arc::default(),
+                    members: Members::default(),
+                    link: None,
+                });
+                if slot.link.is_some() {
+                    lock(&slot.members).insert(member, inbox.clone());
+                    return Ok(());
+                }
+                Arc::clone(&slot.gate)
+            };
+            // Held across the layer calls below: only one joiner links a slot; the others wait
+            // here and then take the fast path. The table lock is not held meanwhile.
+            let _linking = gate.lock().await;
+            {
+                let mut slots = self.slots();
+                match slots.get_mut(group) {
+                    // Our slot, still unlinked: we link it (below).
+                    Some(slot) if Arc::ptr_eq(&slot.gate, &gate) && slot.link.is_none() => {}
+                    // Linked by the joiner we waited for.
+                    Some(slot) if Arc::ptr_eq(&slot.gate, &gate) => {
+                        lock(&slot.members).insert(member, inbox.clone());
+                        return Ok(());
+                    }
+                    // The slot was linked, emptied and removed while we waited: start over.
+                    _ => continue,
+                }
+            }
+            // Cancellation (e.g. a handshake timeout while `connect` joins) drops this future
+            // mid-link; `pending` then undoes whatever reached the layer.
+            let mut pending = PendingLink {
+                layer: Arc::clone(&self.layer),
+                group: group.to_owned(),
+                channel: None,
+            };
+            let linked = async {
+                let channel: Arc<str> = self.layer.new_channel(GROUP_CHANNEL_PREFIX).await?.into();
+                pending.channel = Some(Arc::clone(&channel));
+                self.layer.group_add(group, &channel).await?;
+                Ok::<_, herald_core::Error>(channel)
+            }
+            .await;
+            let mut slots = self.slots();
+            // Nobody removes an unlinked, memberless slot but its linker (us, under the gate),
+            // so the slot found here is ours.
+            let Some(slot) = slots.get_mut(group).filter(|s| Arc::ptr_eq(&s.gate, &gate)) else {
+                continue;
+            };
+            return match linked {
+                Ok(channel) => {
+                    pending.channel = None;
+                    lock(&slot.members).insert(member, inbox.clone());
+                    let reader = self.spawn_reader(group, &channel, &slot.members);
+                    debug!(group, channel = %channel, "group linked");
+                    slot.link = Some(Link { channel, reader });
+                    Ok(())
+                }
+                Err(err) => {
+                    slots.remove(group);
+                    Err(err.into())
+                }
+            };
+        }
+    }
+
+    fn spawn_reader(
+        self: &Arc<Self>,
+        group: &str,
+        channel: &Arc<str>,
+        members: &Members,
+    ) -> JoinHandle<()> {
+        tokio::spawn(read_group(
+            Arc::downgrade(self),
+            Arc::clone(&self.layer),
+            group.to_owned(),
+            Arc::clone(channel),
+            Arc::clone(members),
+        ))
+    }
+
+    /// Removes a local connection from `group`. The last member leaving discards the group
+    /// channel's membership in the layer and closes the channel.
+    ///
+    /// # Errors
+    /// The layer's `group_discard` error (the local state is already gone then).
+    pub(crate) async fn leave(&self, group: &str, member: u64) -> Result<()> {
+        let link = {
+            let mut slots = self.slots();
+            let Some(slot) = slots.get_mut(group) else {
+                return Ok(());
+            };
+            let mut members = lock(&slot.members);
+            if members.remove(&member).is_none() || !members.is_empty() {
+                return Ok(());
+            }
+            drop(members);
+            // Last member: unlink and forget the slot in this same critical section, so no
+            // joiner can attach to a link that is going away.
+            slots.remove(group).and_then(|s| s.link)
+        };
+        let Some(link) = link else {
+            return Ok(());
+        };
+        link.reader.abort();
+        let _close = CloseOnDrop(&*self.layer, Arc::clone(&link.channel));
+        debug!(group, channel = %link.channel, "group unlinked");
+        self.layer.group_discard(group, &link.channel).await?;
+        Ok(())
+    }
+
+    /// Forgets a slot whose reader failed (if it is still linked to `channel`) and tells its
+    /// members; returns the members told.
+    fn fail(&self, group: &str, channel: &Arc<str>) -> usize {
+        let mut slots = self.slots();
+        let ours = slots
+            .get(group)
+            .and_then(|s| s.link.as_ref())
+            .is_some_and(|l| Arc::ptr_eq(&l.channel, channel));
+        if !ours {
+            return 0;
+        }
+        let Some(slot) = slots.remove(group) else {
+            return 0;
+        };
+        let members = lock(&slot.members);
+        for inbox in members.values() {
+            inbox.fail();
+        }
+        members.len()
+    }
+}
+
+/// A group's reader: receives on the group channel and offers each message to every local
+/// member. Ends when aborted (last member left) or when the layer fails.
+async fn read_group(
+    table: Weak<GroupTable>,
+    layer: Arc<dyn ChannelLayer>,
+    group: String,
+    channel: Arc<str>,
+    members: Members,
+) {
+    loop {
+        match layer.receive(&channel).await {
+            Ok(mut message) => {
+                let members = lock(&members);
+                trace!(group = %group, members = members.len(), "group message");
+                if message.get(ACK_KEY).is_some() {
+                    // A delivery probe: tell the acks how many sockets this member stands for
+                    // (see `ACK_FANOUT_KEY`), so `test_connection` counts every one.
+                    let fanout = i64::try_from(members.len()).unwrap_or(i64::MAX);
+                    message.insert(
+                        ACK_FANOUT_KEY,
+                        Value::Array(vec![Value::Str(channel.to_string()), Value::Int(fanout)]),
+                    );
+                }
+                for inbox in members.values() {
+                    inbox.offer(&message);
+                }
+            }
+            Err(err) => {
+                warn!(error = %err, group = %group, "group channel receive failed");
+                let Some(table) = table.upgrade() else {
+                    return;
+                };
+                table.fail(&group, &channel);
+                // Best effort: the members close and would find no slot to leave.
+                if let Err(err) = layer.group_discard(&group, &channel).await {
+                    debug!(error = %err, group = %group, "group_discard after failure failed");
+                }
+                layer.close_channel(&channel);
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_inbox_reports_overflow_once_and_drops() {
+        let (tx, mut rx) = Inbox::new(2);
+        let msg = Message::with_type("x");
+        for _ in 0..5 {
+            tx.offer(&msg);
+        }
+        assert!(matches!(rx.try_recv(), Some(Delivery::Message(_))));
+        assert!(matches!(rx.try_recv(), Some(Delivery::Message(_))));
+        assert!(matches!(rx.try_recv(), Some(Delivery::Overflow)));
+        assert!(rx.try_recv().is_none());
+    }
+
+    #[test]
+    fn draining_makes_room_again() {
+        let (tx, mut rx) = Inbox::new(1);
+        let msg = Message::with_type("x");
+        tx.offer(&msg);
+        assert!(matches!(rx.try_recv(), Some(Delivery::Message(_))));
+        tx.offer(&msg);
+        assert!(matches!(rx.try_recv(), Some(Delivery::Message(_))));
+        assert!(rx.try_recv().is_none());
+    }
+}
