@@ -203,6 +203,23 @@ impl SentinelServer {
     /// With `password`, clients must `AUTH` to the Sentinel itself (Python's
     /// `sentinel_kwargs={"password": …}`). Panics with the log if it cannot start.
     pub fn start(master_name: &str, master_port: u16, password: Option<&str>) -> SentinelServer {
+        let requirepass = password.map(|pw| format!("requirepass {pw}"));
+        let extra: Vec<&str> = requirepass.as_deref().into_iter().collect();
+        Self::start_with_conf(master_name, master_port, 1, &extra, password)
+    }
+
+    /// Starts a Sentinel that monitors `127.0.0.1:<master_port>` as `master_name` with `quorum`,
+    /// with extra configuration lines (e.g. `sentinel down-after-milliseconds <name> 1000` for a
+    /// failover test with several Sentinels). `password` is the Sentinel's own `requirepass`,
+    /// used for the readiness `PING`; pass its `requirepass` line in `extra` too.
+    /// Panics with the log if it cannot start.
+    pub fn start_with_conf(
+        master_name: &str,
+        master_port: u16,
+        quorum: u32,
+        extra: &[&str],
+        password: Option<&str>,
+    ) -> SentinelServer {
         let bin = redis_server_bin();
         let mut last_log = String::new();
         for _ in 0..PORT_TRIES {
@@ -211,12 +228,13 @@ impl SentinelServer {
             let log_path = dir.path().join("sentinel.log");
             let mut conf = format!(
                 "port {port}\nbind 127.0.0.1\ndir {}\nlogfile {}\n\
-                 sentinel monitor {master_name} 127.0.0.1 {master_port} 1\n",
+                 sentinel monitor {master_name} 127.0.0.1 {master_port} {quorum}\n",
                 dir.path().display(),
                 log_path.display()
             );
-            if let Some(pw) = password {
-                conf.push_str(&format!("requirepass {pw}\n"));
+            for line in extra {
+                conf.push_str(line);
+                conf.push('\n');
             }
             let conf_path = dir.path().join("sentinel.conf");
             std::fs::write(&conf_path, conf).unwrap();
