@@ -48,8 +48,10 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_GROUP_MULTIPLEXING: bool = true;
 /// Group messages that may wait for one socket's runtime when [`DEFAULT_GROUP_MULTIPLEXING`] is
 /// on; overflowing closes the socket with [`CLOSE_SLOW_CONSUMER`](crate::CLOSE_SLOW_CONSUMER).
-/// Equal to channels_redis' per-channel `capacity` (100), which bounded a socket's own channel.
-pub const DEFAULT_GROUP_INBOX_CAPACITY: usize = 100;
+/// Herald-specific. The runtime moves inbox messages to the outbound queue as soon as it runs,
+/// so the inbox only fills when the server itself lags (a broadcast burst on busy cores); it
+/// tolerates as many messages as [`DEFAULT_MAX_OUTBOUND_FRAMES`] and costs nothing while empty.
+pub const DEFAULT_GROUP_INBOX_CAPACITY: usize = 256;
 
 /// An inbound token bucket: `per_second` sustained, `burst` on top.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -422,6 +422,68 @@ async fn read_group(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use herald_core::InMemoryLayer;
+    use std::time::Duration;
+
+    async fn bounded<F: std::future::Future>(fut: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(20), fut)
+            .await
+            .unwrap()
+    }
+
+    async fn layer_members(layer: &Arc<dyn ChannelLayer>, group: &str) -> usize {
+        let probe = Message::with_type("probe");
+        bounded(layer.group_send(group, probe))
+            .await
+            .unwrap()
+            .members
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_joins_and_leaves_keep_at_most_one_membership_and_clean_up() {
+        let layer: Arc<dyn ChannelLayer> =
+            Arc::new(InMemoryLayer::new(Default::default()).unwrap());
+        let table = GroupTable::new(Arc::clone(&layer));
+        let mut tasks = Vec::new();
+        for member in 0..32u64 {
+            let table = Arc::clone(&table);
+            let layer = Arc::clone(&layer);
+            tasks.push(tokio::spawn(async move {
+                let (tx, _rx) = Inbox::new(8);
+                for _ in 0..40 {
+                    table.join("g", member, &tx).await.unwrap();
+                    // While this member is in, the group is linked exactly once. (On Redis an
+                    // old link's discard may still be in flight for a moment; the in-memory
+                    // layer discards without yielding, so here the count is exact.)
+                    assert_eq!(layer_members(&layer, "g").await, 1);
+                    tokio::task::yield_now().await;
+                    table.leave("g", member).await.unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            bounded(task).await.unwrap();
+        }
+        assert_eq!(layer_members(&layer, "g").await, 0);
+        assert!(table.slots().is_empty());
+
+        // Concurrent first joins link once, and one group_send reaches every inbox once.
+        let inboxes: Vec<_> = (0..8).map(|_| Inbox::new(8)).collect();
+        let joins = inboxes
+            .iter()
+            .enumerate()
+            .map(|(i, (tx, _))| table.join("h", i as u64, tx));
+        for joined in bounded(futures_util::future::join_all(joins)).await {
+            joined.unwrap();
+        }
+        assert_eq!(layer_members(&layer, "h").await, 1);
+        for (_, mut rx) in inboxes {
+            // The probe sent by layer_members above.
+            let delivery = bounded(rx.recv()).await;
+            assert!(matches!(delivery, Delivery::Message(m) if m.msg_type() == Some("probe")));
+            assert!(rx.try_recv().is_none());
+        }
+    }
 
     #[test]
     fn full_inbox_reports_overflow_once_and_drops() {
