@@ -45,16 +45,15 @@ async fn sockets_receive_exactly_once_after_redis_hangs_longer_than_the_read_tim
     let url = redis.url();
     let pid: u32 = {
         let client = redis::Client::open(url.as_str()).unwrap();
-        let mut conn = tokio::time::timeout(
-            Duration::from_secs(5),
-            client.get_multiplexed_async_connection(),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut conn)
+        let info = async {
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            redis::cmd("INFO")
+                .arg("server")
+                .query_async::<String>(&mut conn)
+                .await
+                .unwrap()
+        };
+        let info = tokio::time::timeout(Duration::from_secs(5), info)
             .await
             .unwrap();
         info.lines()
