@@ -419,3 +419,26 @@ async fn never_reading_client_gets_4008_while_another_keeps_low_latency() {
         .unwrap();
     assert_eq!(next_text(&mut bob).await, r#"{"type": "pong"}"#);
 }
+
+/// A burst of sockets that complete the handshake and then vanish at once (RST): every one is
+/// released, and the server keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_of_abandoned_sockets_is_fully_released() {
+    let (server, mut bob) = server_with_bob(ServerConfig::default()).await;
+    let mut raws = Vec::new();
+    for _ in 0..200 {
+        raws.push(RawWs::connect(server.addr, "amadmin-token").await);
+    }
+    let app = server.app.clone();
+    eventually(|| {
+        let open = app.metrics().connections_current();
+        async move { open == 201 }
+    })
+    .await;
+    for raw in raws {
+        // SO_LINGER 0: close sends RST instead of FIN, like a crashed client.
+        raw.stream.set_zero_linger().unwrap();
+        drop(raw);
+    }
+    others_still_served_and_released(&server, &mut bob).await;
+}

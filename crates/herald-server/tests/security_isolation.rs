@@ -308,3 +308,30 @@ async fn concurrent_handshakes_cannot_exceed_the_caps() {
         sync(&mut again).await;
     }
 }
+
+/// Without `proxy_headers` (the default) the per-IP cap keys on the TCP peer: a client cannot
+/// dodge it with made-up `X-Forwarded-For` headers.
+#[tokio::test]
+async fn forged_forwarded_for_cannot_dodge_the_per_ip_cap() {
+    let config = ServerConfig::default().with_max_connections_per_ip(NonZeroUsize::new(2));
+    let server = TestServer::tasks(config).await;
+    let url = server.url("/ws/tasks/?token=amadmin-token");
+    let mut open = Vec::new();
+    for i in 0..2 {
+        let mut req = url.as_str().into_client_request().unwrap();
+        req.headers_mut()
+            .insert("x-forwarded-for", format!("203.0.113.{i}").parse().unwrap());
+        let (mut ws, _) = within(tokio_tungstenite::connect_async(req)).await.unwrap();
+        sync(&mut ws).await;
+        open.push(ws);
+    }
+    for forged in ["198.51.100.7", "198.51.100.8, 10.0.0.1", "::1", "garbage"] {
+        let mut req = url.as_str().into_client_request().unwrap();
+        req.headers_mut()
+            .insert("x-forwarded-for", forged.parse().unwrap());
+        req.headers_mut()
+            .insert("x-real-ip", forged.parse().unwrap());
+        assert_eq!(refused_status(req).await, 429, "{forged}");
+    }
+    assert_eq!(server.app.metrics().connections_current(), 2);
+}
