@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use fault_common::*;
 use herald_test_support::{RedisServer, compat_python};
 use support::django::Django;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const SOCKETS: usize = 50;
 const TASK: &str = "shared";
@@ -108,13 +109,37 @@ async fn sockets_survive_thirty_seconds_without_redis_and_receive_exactly_once_a
             "sends while Redis is down must fail"
         );
     };
-    tokio::join!(expect_silence(&mut clients, OUTAGE), during);
+    // A browser that connects now is turned away at once (its group_add cannot reach Redis);
+    // its reconnect loop gets in once Redis is back (below).
+    let newcomer = async {
+        let mut req = format!("ws://{}/ws/tasks/", heralds[0].addr)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("x-remote-user", "newcomer".parse().unwrap());
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio_tungstenite::connect_async(req),
+        )
+        .await
+        .unwrap();
+        match attempt {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert!(resp.status().is_server_error(), "{}", resp.status());
+            }
+            other => panic!("a handshake while Redis is down must be refused: {other:?}"),
+        }
+    };
+    tokio::join!(expect_silence(&mut clients, OUTAGE), during, newcomer);
     assert!(down.elapsed() >= OUTAGE);
 
     let mut redis = restart_redis_on(port).await;
     let restored = wait_for_groups(&url, &groups, &before, RESTORE).await;
     eprintln!("after a {OUTAGE:?} outage, memberships restored {restored:?} after Redis came back");
 
+    let mut users = users;
+    users.push("newcomer".to_owned());
+    clients.push(connect_client(&heralds, 0, "newcomer", TASK).await);
     django_send(&django, &users, "after", true).await;
     expect_exactly(&mut clients, &round_keys("after")).await;
     redis.kill();
