@@ -14,6 +14,8 @@
 //! * [`presence`] — the [`Presence`](presence::Presence) trait (live sockets per user, with a TTL so
 //!   a crashed instance leaves no ghosts) and its in-memory implementation.
 //! * [`capacity`] — `channel_capacity` glob/regex rules, first match wins.
+//! * [`pyjson`] — Python `json.dumps` string and float text, for the layer's json serializer
+//!   and the server's frames alike.
 //! * [`layer`] — the [`ChannelLayer`] trait.
 //! * [`memory`] — [`InMemoryLayer`], for tests and single-process use.
 //! * [`messaging`] — the guide's `user.message` / `user.notification` / `user.file` builders and
@@ -37,6 +39,7 @@ pub mod message;
 pub mod messaging;
 pub mod names;
 pub mod presence;
+pub mod pyjson;
 pub mod value;
 
 pub use error::{Error, ErrorKind, Result};

@@ -678,74 +678,12 @@ pub mod json {
         Ok(())
     }
 
-    /// A JSON string with `ensure_ascii=True` escaping: everything outside `' '..='~'` is
-    /// escaped, `\uXXXX` in lowercase hex, astral characters as surrogate pairs.
-    fn write_str(out: &mut String, s: &str) {
-        out.push('"');
-        for c in s.chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                '\u{8}' => out.push_str("\\b"),
-                '\u{c}' => out.push_str("\\f"),
-                ' '..='~' => out.push(c),
-                _ => {
-                    let mut units = [0u16; 2];
-                    for unit in c.encode_utf16(&mut units) {
-                        let _ = write!(out, "\\u{unit:04x}");
-                    }
-                }
-            }
-        }
-        out.push('"');
-    }
+    use herald_core::pyjson::write_str;
 
     /// Python's `repr(float)` (also what `json.dumps` writes): shortest round-trip digits,
     /// scientific notation when the decimal exponent is < -4 or ≥ 16, `NaN`/`Infinity`.
     pub fn python_float_repr(f: f64) -> String {
-        if f.is_nan() {
-            return "NaN".into();
-        }
-        if f.is_infinite() {
-            return if f > 0.0 { "Infinity" } else { "-Infinity" }.into();
-        }
-        // `{:e}` gives the shortest round-trip digits: "-1.2345e17", "1e-5", "0e0".
-        let sci = format!("{f:e}");
-        let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-        let exp: i32 = exp.parse().unwrap_or(0);
-        let (sign, mantissa) = match mantissa.strip_prefix('-') {
-            Some(m) => ("-", m),
-            None => ("", mantissa),
-        };
-        let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-        let mut out = String::from(sign);
-        if !(-4..16).contains(&exp) {
-            out.push_str(&digits[..1]);
-            if digits.len() > 1 {
-                out.push('.');
-                out.push_str(&digits[1..]);
-            }
-            let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
-        } else if exp >= 0 {
-            let int_len = exp as usize + 1;
-            if digits.len() <= int_len {
-                out.push_str(&digits);
-                out.extend(std::iter::repeat_n('0', int_len - digits.len()));
-                out.push_str(".0");
-            } else {
-                out.push_str(&digits[..int_len]);
-                out.push('.');
-                out.push_str(&digits[int_len..]);
-            }
-        } else {
-            out.push_str("0.");
-            out.extend(std::iter::repeat_n('0', (-exp - 1) as usize));
-            out.push_str(&digits);
-        }
-        out
+        herald_core::pyjson::float_repr(f)
     }
 
     /// Parses a JSON document like Python's `json.loads`: integers (`-?(0|[1-9]\d*)` without
