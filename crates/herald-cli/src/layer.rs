@@ -92,6 +92,17 @@ fn capacity_rules(opts: &LayerOpts) -> anyhow::Result<Vec<CapacityRule>> {
         .collect()
 }
 
+/// The `--serializer` option, checked once for both backends.
+fn serializer(opts: &LayerOpts) -> anyhow::Result<Option<SerializerFormat>> {
+    opts.serializer_format
+        .as_deref()
+        .map(|name| {
+            SerializerFormat::from_name(name)
+                .with_context(|| format!("unknown serializer {name:?}: expected msgpack or json"))
+        })
+        .transpose()
+}
+
 /// The `RedisLayerConfig` the options describe (Python defaults for whatever is not given).
 pub(crate) fn redis_config(opts: &LayerOpts) -> anyhow::Result<RedisLayerConfig> {
     let hosts = opts
@@ -121,9 +132,7 @@ pub(crate) fn redis_config(opts: &LayerOpts) -> anyhow::Result<RedisLayerConfig>
     if let Some(n) = opts.random_prefix_length {
         config = config.with_random_prefix_length(n);
     }
-    if let Some(name) = &opts.serializer_format {
-        let format = SerializerFormat::from_name(name)
-            .with_context(|| format!("unknown serializer {name:?}: expected msgpack or json"))?;
+    if let Some(format) = serializer(opts)? {
         config = config.with_serializer_format(format);
     }
     Ok(config)
@@ -180,7 +189,6 @@ pub(crate) fn build(opts: &LayerOpts, allow_memory: bool) -> anyhow::Result<Buil
                      (expiry, group expiry, capacity and random prefix length are core-only)"
                 );
             }
-            let core = redis_config(opts)?;
             let hosts = opts
                 .hosts
                 .iter()
@@ -193,7 +201,9 @@ pub(crate) fn build(opts: &LayerOpts, allow_memory: bool) -> anyhow::Result<Buil
             if !opts.symmetric_encryption_keys.is_empty() {
                 config = config.with_symmetric_encryption_keys(&opts.symmetric_encryption_keys);
             }
-            config = config.with_serializer_format(core.serializer_format);
+            if let Some(format) = serializer(opts)? {
+                config = config.with_serializer_format(format);
+            }
             Ok(BuiltLayer {
                 layer: Arc::new(RedisPubSubLayer::new(config)?),
                 redis: None,
