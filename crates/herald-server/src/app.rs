@@ -382,6 +382,9 @@ impl App {
             discard_all(&mut ctx).await;
             return reject(rejection);
         }
+        // The headers are rarely read after connect; packed, they cost one small allocation
+        // for the socket's lifetime instead of a header map.
+        ctx.pack_request_headers();
         Ok(Handshake::Accepted(Box::new(Connection::new(
             consumer, ctx, permit,
         ))))

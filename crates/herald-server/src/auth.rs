@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 
 use async_trait::async_trait;
 use hyper::HeaderMap;
@@ -274,9 +275,80 @@ pub struct HandshakeRequest {
     raw_path: String,
     path: String,
     query_string: String,
-    headers: HeaderMap,
+    headers: Headers,
     client: Option<SocketAddr>,
     server: Option<SocketAddr>,
+}
+
+/// A request's headers: a [`HeaderMap`] while the handshake runs; afterwards (see
+/// [`HandshakeRequest::pack_headers`]) one byte string, from which the map is rebuilt only if
+/// someone asks for it again. An idle socket then pays a few hundred bytes instead of a map
+/// with one allocation per value.
+#[derive(Clone, Default)]
+struct Headers {
+    /// `name\0value\n` per entry, in order. Names are tokens and values exclude NUL and
+    /// LF (`HeaderValue` rejects control bytes but tab), so the separators are unambiguous.
+    packed: Box<[u8]>,
+    /// Either the live map (`packed` empty) or the map rebuilt from `packed` on demand.
+    map: OnceLock<HeaderMap>,
+}
+
+impl std::fmt::Debug for Headers {
+    // Names only: values include the session cookie, which must not reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set()
+            .entries(self.map().keys().map(HeaderName::as_str))
+            .finish()
+    }
+}
+
+impl Headers {
+    fn map(&self) -> &HeaderMap {
+        self.map.get_or_init(|| unpack_headers(&self.packed))
+    }
+
+    fn take(&mut self) -> HeaderMap {
+        let map = self
+            .map
+            .take()
+            .unwrap_or_else(|| unpack_headers(&self.packed));
+        self.packed = Box::default();
+        map
+    }
+
+    fn set(&mut self, map: HeaderMap) {
+        self.packed = Box::default();
+        self.map = OnceLock::from(map);
+    }
+
+    fn pack(&mut self) {
+        let map = self.take();
+        let mut packed = Vec::new();
+        for (name, value) in &map {
+            packed.extend_from_slice(name.as_str().as_bytes());
+            packed.push(0);
+            packed.extend_from_slice(value.as_bytes());
+            packed.push(b'\n');
+        }
+        self.packed = packed.into_boxed_slice();
+        self.map = OnceLock::new();
+    }
+}
+
+fn unpack_headers(packed: &[u8]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for entry in packed.split(|&b| b == b'\n').filter(|e| !e.is_empty()) {
+        let Some(sep) = entry.iter().position(|&b| b == 0) else {
+            continue;
+        };
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&entry[..sep]),
+            HeaderValue::from_bytes(&entry[sep + 1..]),
+        ) {
+            map.append(name, value);
+        }
+    }
+    map
 }
 
 impl HandshakeRequest {
@@ -290,7 +362,7 @@ impl HandshakeRequest {
             raw_path: raw_path.to_owned(),
             path: percent_decode(raw_path),
             query_string: query.to_owned(),
-            headers: HeaderMap::new(),
+            headers: Headers::default(),
             client: None,
             server: None,
         }
@@ -305,7 +377,9 @@ impl HandshakeRequest {
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_str(value),
         ) {
-            self.headers.append(name, value);
+            let mut map = self.headers.take();
+            map.append(name, value);
+            self.headers.set(map);
         }
         self
     }
@@ -332,8 +406,14 @@ impl HandshakeRequest {
                 kept.append(name.clone(), copied);
             }
         }
-        self.headers = kept;
+        self.headers.set(kept);
         self
+    }
+
+    /// Packs the headers into one allocation (the server does this once a connection is
+    /// accepted); [`headers`](Self::headers) still returns them, rebuilding the map on demand.
+    pub fn pack_headers(&mut self) {
+        self.headers.pack();
     }
 
     /// Sets the client address (`scope["client"]`).
@@ -365,13 +445,13 @@ impl HandshakeRequest {
 
     /// All headers.
     pub fn headers(&self) -> &HeaderMap {
-        &self.headers
+        self.headers.map()
     }
 
     /// The first value of a header as text, when it is visible ASCII; use
     /// [`headers`](Self::headers) for raw bytes.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
+        self.headers().get(name).and_then(|v| v.to_str().ok())
     }
 
     /// The client address (`scope["client"]`).
@@ -386,7 +466,7 @@ impl HandshakeRequest {
 
     /// The last `Origin` header, latin-1 decoded (what Channels' `OriginValidator` reads).
     pub fn origin(&self) -> Option<String> {
-        self.headers
+        self.headers()
             .get_all("origin")
             .iter()
             .next_back()
@@ -395,7 +475,7 @@ impl HandshakeRequest {
 
     /// `Sec-WebSocket-Protocol` split on `,` and stripped (`scope["subprotocols"]`).
     pub fn subprotocols(&self) -> Vec<String> {
-        self.headers
+        self.headers()
             .get_all("sec-websocket-protocol")
             .iter()
             .flat_map(|v| {
@@ -420,7 +500,7 @@ impl HandshakeRequest {
     /// duplicates win; a chunk without `=` has key `""`).
     pub fn cookies(&self) -> HashMap<String, String> {
         let mut out = HashMap::new();
-        let Some(header) = self.headers.get("cookie") else {
+        let Some(header) = self.headers().get("cookie") else {
             return out;
         };
         for chunk in latin1(header.as_bytes()).split(';') {
@@ -507,6 +587,36 @@ fn unquote_cookie(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packed_headers_read_back_the_same_and_debug_shows_no_values() {
+        let mut map = HeaderMap::new();
+        map.append(
+            "cookie",
+            HeaderValue::from_static("sessionid=secret123; x=1"),
+        );
+        map.append("origin", HeaderValue::from_static("https://a.example"));
+        map.append("sec-websocket-protocol", HeaderValue::from_static("a, b"));
+        map.append("sec-websocket-protocol", HeaderValue::from_static("c"));
+        map.append("x-latin", HeaderValue::from_bytes(b"caf\xe9\tbar").unwrap());
+        let mut req = HandshakeRequest::new("/ws/tasks/?a=1").with_headers(map.clone());
+        req.pack_headers();
+        assert_eq!(req.headers(), &map);
+        assert_eq!(req.subprotocols(), ["a", "b", "c"]);
+        assert_eq!(req.cookie("sessionid").as_deref(), Some("secret123"));
+        assert_eq!(req.origin().as_deref(), Some("https://a.example"));
+        let debug = format!("{req:?}");
+        assert!(
+            debug.contains("cookie") && !debug.contains("secret123"),
+            "{debug}"
+        );
+
+        // Still a builder after packing: a header added later joins the unpacked ones.
+        let req = req.with_header("x-extra", "1");
+        assert_eq!(req.headers().len(), map.len() + 1);
+        assert_eq!(req.header("x-extra"), Some("1"));
+        assert_eq!(req.header("origin"), Some("https://a.example"));
+    }
 
     #[test]
     fn header_names_with_underscore_are_dropped() {

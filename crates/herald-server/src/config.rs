@@ -25,9 +25,10 @@ pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1024 * 1024;
 /// Largest accepted single frame (Daphne 4.2.2 `--websocket-max-frame-size`, 1 MiB).
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 1024 * 1024;
-/// Initial read buffer per socket. Herald-specific: kept small so an idle socket is cheap; it
-/// grows while a large frame is read.
-pub const DEFAULT_READ_BUFFER_SIZE: usize = 2 * 1024;
+/// Initial read buffer per socket. Herald-specific: kept small so an idle socket is cheap
+/// (browsers send a few short JSON frames); it grows to the frame's size while a larger frame
+/// is read.
+pub const DEFAULT_READ_BUFFER_SIZE: usize = 512;
 /// Frames that may wait for a slow client before the socket is closed with
 /// [`CLOSE_SLOW_CONSUMER`](crate::CLOSE_SLOW_CONSUMER). Herald-specific: Daphne buffers without limit.
 pub const DEFAULT_MAX_OUTBOUND_FRAMES: usize = 256;

@@ -116,6 +116,11 @@ impl Context {
         }
     }
 
+    /// See [`HandshakeRequest::pack_headers`].
+    pub(crate) fn pack_request_headers(&mut self) {
+        self.request.pack_headers();
+    }
+
     pub(crate) fn state(&self) -> State {
         self.state
     }

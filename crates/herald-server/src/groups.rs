@@ -22,14 +22,14 @@
 //! `group_add(g, ch2)` name different channels and therefore commute in every layer.
 //! Invariant (under the table lock): a slot in the table has a link iff it has members.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use herald_core::messaging::{ACK_FANOUT_KEY, ACK_KEY};
 use herald_core::names::require_valid_group_name;
 use herald_core::{ChannelLayer, Message, Value};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::{debug, trace, warn};
 
@@ -49,17 +49,32 @@ pub(crate) enum Delivery {
     Failed,
 }
 
+/// The queue behind one connection's inbox. Empty, it holds no allocation (an idle socket
+/// pays only for the `Arc`); after a burst its spare capacity is given back.
+#[derive(Debug, Default)]
+struct InboxQueue {
+    messages: VecDeque<Message>,
+    /// The inbox overflowed and the connection has not been told yet.
+    overflow: bool,
+    /// The group reader failed; told once the queued messages are out.
+    failed: bool,
+    /// The receiving half is gone: offers are dropped.
+    closed: bool,
+}
+
 #[derive(Debug)]
 struct InboxState {
-    queued: AtomicUsize,
+    queue: Mutex<InboxQueue>,
+    notify: Notify,
     capacity: usize,
-    overflowed: AtomicBool,
 }
+
+/// Queue capacity kept when the inbox drains empty; more is released.
+const INBOX_KEEP_CAPACITY: usize = 16;
 
 /// The sending half of a connection's group inbox; cloned into every group it joins.
 #[derive(Debug, Clone)]
 pub(crate) struct InboxSender {
-    tx: mpsc::UnboundedSender<Delivery>,
     state: Arc<InboxState>,
 }
 
@@ -68,71 +83,94 @@ impl InboxSender {
     /// [`Delivery::Overflow`] wakes it) and drops the message: a group reader never blocks on
     /// one slow socket.
     fn offer(&self, message: &Message) {
-        // The count bounds the (otherwise unbounded) channel; the unbounded channel is only
-        // there so the overflow marker can always be delivered.
-        if self.state.queued.fetch_add(1, Ordering::AcqRel) >= self.state.capacity {
-            self.state.queued.fetch_sub(1, Ordering::AcqRel);
-            if !self.state.overflowed.swap(true, Ordering::AcqRel) {
-                let _ = self.tx.send(Delivery::Overflow);
+        let mut queue = lock(&self.state.queue);
+        if queue.closed {
+            return;
+        }
+        if queue.messages.len() >= self.state.capacity {
+            if !queue.overflow {
+                queue.overflow = true;
+                drop(queue);
+                self.state.notify.notify_one();
             }
             return;
         }
-        if self.tx.send(Delivery::Message(message.clone())).is_err() {
-            self.state.queued.fetch_sub(1, Ordering::AcqRel);
+        queue.messages.push_back(message.clone());
+        let first = queue.messages.len() == 1;
+        drop(queue);
+        // A receiver that saw messages queued drains them without waiting; only the first
+        // message after empty needs a wake-up.
+        if first {
+            self.state.notify.notify_one();
         }
     }
 
     fn fail(&self) {
-        let _ = self.tx.send(Delivery::Failed);
+        lock(&self.state.queue).failed = true;
+        self.state.notify.notify_one();
     }
 }
 
 /// The receiving half, polled by the connection's runtime.
 #[derive(Debug)]
 pub(crate) struct Inbox {
-    rx: mpsc::UnboundedReceiver<Delivery>,
     state: Arc<InboxState>,
 }
 
 impl Inbox {
     /// A bounded inbox holding at most `capacity` group messages.
     pub(crate) fn new(capacity: usize) -> (InboxSender, Inbox) {
-        let (tx, rx) = mpsc::unbounded_channel();
         let state = Arc::new(InboxState {
-            queued: AtomicUsize::new(0),
+            queue: Mutex::new(InboxQueue::default()),
+            notify: Notify::new(),
             capacity,
-            overflowed: AtomicBool::new(false),
         });
         (
             InboxSender {
-                tx,
                 state: Arc::clone(&state),
             },
-            Inbox { rx, state },
+            Inbox { state },
         )
     }
 
-    /// The next delivery. Cancel-safe (`mpsc::UnboundedReceiver::recv`). Pending forever if
-    /// every sender is gone (cannot happen while the connection's context holds one).
+    /// The next delivery. Cancel-safe: nothing leaves the queue until this returns it.
     pub(crate) async fn recv(&mut self) -> Delivery {
-        match self.rx.recv().await {
-            Some(delivery) => {
-                if matches!(delivery, Delivery::Message(_)) {
-                    self.state.queued.fetch_sub(1, Ordering::AcqRel);
-                }
-                delivery
+        loop {
+            if let Some(delivery) = self.try_recv() {
+                return delivery;
             }
-            None => std::future::pending().await,
+            // `notify_one` stores a permit when nobody waits, so an offer that lands between
+            // `try_recv` and this await is not missed.
+            self.state.notify.notified().await;
         }
     }
 
-    /// A delivery that is already queued, without waiting.
+    /// A delivery that is already queued, without waiting. An overflow is reported before
+    /// the messages still queued (the connection is closing as a slow consumer anyway); a
+    /// reader failure after them.
     pub(crate) fn try_recv(&mut self) -> Option<Delivery> {
-        let delivery = self.rx.try_recv().ok()?;
-        if matches!(delivery, Delivery::Message(_)) {
-            self.state.queued.fetch_sub(1, Ordering::AcqRel);
+        let mut queue = lock(&self.state.queue);
+        if std::mem::take(&mut queue.overflow) {
+            return Some(Delivery::Overflow);
         }
-        Some(delivery)
+        if let Some(message) = queue.messages.pop_front() {
+            if queue.messages.is_empty() && queue.messages.capacity() > INBOX_KEEP_CAPACITY {
+                queue.messages.shrink_to(INBOX_KEEP_CAPACITY);
+            }
+            return Some(Delivery::Message(message));
+        }
+        if std::mem::take(&mut queue.failed) {
+            return Some(Delivery::Failed);
+        }
+        None
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        let mut queue = lock(&self.state.queue);
+        queue.closed = true;
+        queue.messages = VecDeque::new();
     }
 }
 
@@ -492,10 +530,50 @@ mod tests {
         for _ in 0..5 {
             tx.offer(&msg);
         }
-        assert!(matches!(rx.try_recv(), Some(Delivery::Message(_))));
-        assert!(matches!(rx.try_recv(), Some(Delivery::Message(_))));
+        // The overflow is reported first (the connection closes on it), once.
         assert!(matches!(rx.try_recv(), Some(Delivery::Overflow)));
+        assert!(matches!(rx.try_recv(), Some(Delivery::Message(_))));
+        assert!(matches!(rx.try_recv(), Some(Delivery::Message(_))));
         assert!(rx.try_recv().is_none());
+        tx.offer(&msg);
+        assert!(matches!(rx.try_recv(), Some(Delivery::Message(_))));
+    }
+
+    #[test]
+    fn a_failure_comes_after_the_queued_messages_and_a_closed_inbox_takes_nothing() {
+        let (tx, mut rx) = Inbox::new(4);
+        let msg = Message::with_type("x");
+        tx.offer(&msg);
+        tx.fail();
+        assert!(matches!(rx.try_recv(), Some(Delivery::Message(_))));
+        assert!(matches!(rx.try_recv(), Some(Delivery::Failed)));
+        assert!(rx.try_recv().is_none());
+        let state = Arc::clone(&tx.state);
+        drop(rx);
+        tx.offer(&msg);
+        assert!(lock(&state.queue).messages.is_empty());
+    }
+
+    #[tokio::test]
+    async fn recv_wakes_on_an_offer_made_while_it_waits_and_a_drained_queue_shrinks() {
+        let (tx, mut rx) = Inbox::new(1024);
+        let waiter = tokio::spawn(async move {
+            let first = rx.recv().await;
+            (first, rx)
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let msg = Message::with_type("x");
+        tx.offer(&msg);
+        let (first, mut rx) = bounded(waiter).await.unwrap();
+        assert!(matches!(first, Delivery::Message(_)));
+        for _ in 0..500 {
+            tx.offer(&msg);
+        }
+        assert!(lock(&tx.state.queue).messages.capacity() >= 500);
+        for _ in 0..500 {
+            assert!(matches!(bounded(rx.recv()).await, Delivery::Message(_)));
+        }
+        assert!(lock(&tx.state.queue).messages.capacity() <= INBOX_KEEP_CAPACITY);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{
     Error as WsError, Message as WsMessage, error::ProtocolError,
 };
-use tracing::{Instrument, debug, info_span, trace, warn};
+use tracing::{Instrument, debug, debug_span, trace, warn};
 
 use crate::app::discard_all;
 use crate::consumer::{Consumer, Frame, Handled, handler_name};
@@ -219,24 +219,32 @@ impl Connection {
     ///
     /// `sink`/`stream` are usually the halves of a `WebSocketStream`; tests pass channels.
     /// The sink must answer pings itself (tungstenite does) — the runtime only flushes.
-    pub async fn run<Si, St>(self, sink: Si, stream: St, shutdown: ShutdownSignal) -> Closed
+    ///
+    /// The returned future is what a socket costs while it is idle, so it is kept small: the
+    /// connection stays boxed (an `async fn` keeps a copy of its by-value arguments), and
+    /// the per-connection span is at debug level (an enabled span holds a registry slot and
+    /// its formatted fields for the socket's whole life).
+    pub fn run<Si, St>(
+        self: Box<Self>,
+        sink: Si,
+        stream: St,
+        shutdown: ShutdownSignal,
+    ) -> impl Future<Output = Closed> + Send
     where
         Si: Sink<WsMessage, Error = WsError> + Unpin + Send,
         St: Stream<Item = Result<WsMessage, WsError>> + Unpin + Send,
     {
-        let span = info_span!(
+        let span = debug_span!(
             "ws.connection",
             peer = ?self.ctx.request().client(),
             path = %self.ctx.request().path(),
             channel = %self.ctx.channel_name(),
         );
-        self.run_inner(sink, stream, shutdown)
-            .instrument(span)
-            .await
+        self.run_inner(sink, stream, shutdown).instrument(span)
     }
 
     async fn run_inner<Si, St>(
-        mut self,
+        mut self: Box<Self>,
         mut sink: Si,
         mut stream: St,
         mut shutdown: ShutdownSignal,
@@ -395,7 +403,7 @@ impl Connection {
                         && !self.ctx.slow_consumer
                     {
                         Metrics::incr(&metrics.handler_errors);
-                        warn!(error = %err, "consumer receive failed");
+                        warn!(error = %err, channel = %channel, "consumer receive failed");
                         forced = Some(CloseReason::HandlerError);
                         self.ctx.force_close(CLOSE_INTERNAL_ERROR);
                     }
@@ -408,7 +416,7 @@ impl Connection {
                             self.dispatch(message, metrics, &mut forced).await;
                         }
                         Err(err) => {
-                            warn!(error = %err, "channel layer receive failed");
+                            warn!(error = %err, channel = %channel, "channel layer receive failed");
                             forced = Some(CloseReason::LayerError);
                             self.ctx.force_close(CLOSE_INTERNAL_ERROR);
                         }
@@ -518,7 +526,7 @@ impl Connection {
         drop(sink);
         drop(stream);
         if let Err(err) = self.consumer.disconnect(&mut self.ctx, closed.code).await {
-            warn!(error = %err, "consumer disconnect failed");
+            warn!(error = %err, channel = %channel, "consumer disconnect failed");
         }
         discard_all(&mut self.ctx).await;
         if let Some(presence) = presence {
@@ -554,7 +562,7 @@ impl Connection {
             Err(_) if self.ctx.slow_consumer => {}
             Err(err) => {
                 Metrics::incr(&metrics.handler_errors);
-                warn!(error = %err, handler = %handler, "consumer handler failed");
+                warn!(error = %err, handler = %handler, channel = %self.ctx.channel_name(), "consumer handler failed");
                 *forced = Some(CloseReason::HandlerError);
                 self.ctx.force_close(CLOSE_INTERNAL_ERROR);
             }
