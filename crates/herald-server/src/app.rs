@@ -192,7 +192,7 @@ impl AppBuilder {
         let groups = self
             .config
             .group_multiplexing
-            .then(|| GroupTable::new(Arc::clone(&layer)));
+            .then(|| GroupTable::new(Arc::clone(&layer), self.config.group_channel_keys));
         Ok(App {
             inner: Arc::new(AppInner {
                 groups,

@@ -53,6 +53,14 @@ pub const DEFAULT_GROUP_MULTIPLEXING: bool = true;
 /// so the inbox only fills when the server itself lags (a broadcast burst on busy cores); it
 /// tolerates as many messages as [`DEFAULT_MAX_OUTBOUND_FRAMES`] and costs nothing while empty.
 pub const DEFAULT_GROUP_INBOX_CAPACITY: usize = 256;
+/// With [`DEFAULT_GROUP_MULTIPLEXING`], how many channel keys a process spreads its group
+/// channels over (a group always uses the same one, so its messages stay in order).
+/// Herald-specific. A channels_redis sender skips a channel whose key holds `capacity`
+/// (default 100) messages, and every process-specific channel of one prefix shares one key: on
+/// one key, a sender with 64 `group_send`s in flight to different users can fill it between two
+/// of the reader's round trips and messages are lost. Each key has its own reader (one blocking
+/// Redis connection per key and shard).
+pub const DEFAULT_GROUP_CHANNEL_KEYS: usize = 8;
 
 /// An inbound token bucket: `per_second` sustained, `burst` on top.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +146,8 @@ pub struct ServerConfig {
     pub group_multiplexing: bool,
     /// See [`DEFAULT_GROUP_INBOX_CAPACITY`].
     pub group_inbox_capacity: NonZeroUsize,
+    /// See [`DEFAULT_GROUP_CHANNEL_KEYS`].
+    pub group_channel_keys: NonZeroUsize,
 }
 
 impl Default for ServerConfig {
@@ -161,6 +171,8 @@ impl Default for ServerConfig {
             proxy_headers: false,
             group_multiplexing: DEFAULT_GROUP_MULTIPLEXING,
             group_inbox_capacity: NonZeroUsize::new(DEFAULT_GROUP_INBOX_CAPACITY)
+                .unwrap_or(NonZeroUsize::MIN),
+            group_channel_keys: NonZeroUsize::new(DEFAULT_GROUP_CHANNEL_KEYS)
                 .unwrap_or(NonZeroUsize::MIN),
         }
     }
@@ -270,6 +282,12 @@ impl ServerConfig {
     /// Sets [`group_multiplexing`](Self::group_multiplexing).
     pub fn with_group_multiplexing(mut self, enabled: bool) -> Self {
         self.group_multiplexing = enabled;
+        self
+    }
+
+    /// Sets [`group_channel_keys`](Self::group_channel_keys).
+    pub fn with_group_channel_keys(mut self, keys: NonZeroUsize) -> Self {
+        self.group_channel_keys = keys;
         self
     }
 

@@ -23,6 +23,7 @@
 //! Invariant (under the table lock): a slot in the table has a link iff it has members.
 
 use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
@@ -35,8 +36,23 @@ use tracing::{debug, trace, warn};
 
 use crate::error::Result;
 
-/// Prefix of group channel names (`herald.group.<process>!<id>`).
+/// Prefix of group channel names (`herald.group.<process>!<id>` with one key, else
+/// `herald.group.k<n>.<process>!<id>`).
 pub(crate) const GROUP_CHANNEL_PREFIX: &str = "herald.group";
+
+/// The `new_channel` prefix for `group`'s channel: one of `keys` process keys, chosen by a
+/// stable hash of the group name (see `ServerConfig::group_channel_keys`).
+fn group_channel_prefix(group: &str, keys: usize) -> String {
+    if keys <= 1 {
+        return GROUP_CHANNEL_PREFIX.to_owned();
+    }
+    // FNV-1a: stable across processes and releases, unlike `DefaultHasher`'s contract.
+    let hash = group.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let index = hash % keys as u64;
+    format!("{GROUP_CHANNEL_PREFIX}.k{index}")
+}
 
 /// What a group reader hands a connection.
 #[derive(Debug)]
@@ -200,6 +216,8 @@ struct Slot {
 pub(crate) struct GroupTable {
     layer: Arc<dyn ChannelLayer>,
     slots: Mutex<HashMap<String, Slot>>,
+    /// Process keys the group channels are spread over.
+    keys: usize,
 }
 
 impl std::fmt::Debug for GroupTable {
@@ -253,10 +271,11 @@ impl Drop for CloseOnDrop<'_> {
 }
 
 impl GroupTable {
-    pub(crate) fn new(layer: Arc<dyn ChannelLayer>) -> Arc<Self> {
+    pub(crate) fn new(layer: Arc<dyn ChannelLayer>, keys: NonZeroUsize) -> Arc<Self> {
         Arc::new(GroupTable {
             layer,
             slots: Mutex::new(HashMap::new()),
+            keys: keys.get(),
         })
     }
 
@@ -317,7 +336,8 @@ impl GroupTable {
                 channel: None,
             };
             let linked = async {
-                let channel: Arc<str> = self.layer.new_channel(GROUP_CHANNEL_PREFIX).await?.into();
+                let prefix = group_channel_prefix(group, self.keys);
+                let channel: Arc<str> = self.layer.new_channel(&prefix).await?.into();
                 pending.channel = Some(Arc::clone(&channel));
                 self.layer.group_add(group, &channel).await?;
                 Ok::<_, herald_core::Error>(channel)
@@ -481,7 +501,7 @@ mod tests {
     async fn racing_joins_and_leaves_keep_at_most_one_membership_and_clean_up() {
         let layer: Arc<dyn ChannelLayer> =
             Arc::new(InMemoryLayer::new(Default::default()).unwrap());
-        let table = GroupTable::new(Arc::clone(&layer));
+        let table = GroupTable::new(Arc::clone(&layer), NonZeroUsize::MIN);
         let mut tasks = Vec::new();
         for member in 0..32u64 {
             let table = Arc::clone(&table);
@@ -521,6 +541,25 @@ mod tests {
             assert!(matches!(delivery, Delivery::Message(m) if m.msg_type() == Some("probe")));
             assert!(rx.try_recv().is_none());
         }
+    }
+
+    #[test]
+    fn groups_spread_over_the_keys_and_each_group_keeps_its_key() {
+        assert_eq!(group_channel_prefix("user_a", 1), "herald.group");
+        let mut used = std::collections::HashSet::new();
+        for i in 0..200 {
+            let group = format!("user_{i}");
+            let prefix = group_channel_prefix(&group, 8);
+            assert_eq!(prefix, group_channel_prefix(&group, 8));
+            let index: usize = prefix
+                .strip_prefix("herald.group.k")
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(index < 8);
+            used.insert(index);
+        }
+        assert_eq!(used.len(), 8);
     }
 
     #[test]
