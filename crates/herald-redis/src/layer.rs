@@ -25,6 +25,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::hashing::consistent_hash;
 use crate::keys::Keys;
 use crate::membership::Memberships;
+use crate::reader_thread::ReaderThread;
 use crate::receive::{self, Counters, General, LayerStats, Router};
 use crate::scripts;
 
@@ -86,7 +87,32 @@ struct Tasks {
     readers: HashMap<String, Vec<JoinHandle<()>>>,
     generals: HashMap<String, JoinHandle<()>>,
     refresher: Option<JoinHandle<()>>,
+    /// Where the readers run (started with the first reader); `None` if it could not be
+    /// started, and then they run on the caller's runtime.
+    reader_thread: Option<ReaderThread>,
     shut_down: bool,
+}
+
+impl Tasks {
+    /// Spawns a reader on the reader thread, starting it if needed.
+    fn spawn_reader<F>(&mut self, task: F) -> JoinHandle<()>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        if self.reader_thread.is_none() {
+            match ReaderThread::start() {
+                Ok(thread) => self.reader_thread = Some(thread),
+                Err(err) => {
+                    warn!(error = %err, "cannot start the reader thread; readers share the runtime");
+                    return tokio::spawn(task);
+                }
+            }
+        }
+        match &self.reader_thread {
+            Some(thread) => thread.spawn(task),
+            None => tokio::spawn(task),
+        }
+    }
 }
 
 impl Inner {
@@ -127,7 +153,7 @@ impl Inner {
         let handles = (0..self.ring())
             .map(|shard| {
                 let span = debug_span!("layer.reader", shard, key = %key);
-                tokio::spawn(
+                tasks.spawn_reader(
                     receive::specific_reader(self.clone(), shard, key.clone()).instrument(span),
                 )
             })
@@ -145,7 +171,7 @@ impl Inner {
         let mut tasks = lock(&self.tasks);
         if !tasks.shut_down {
             let span = debug_span!("layer.general_reader", channel = %channel);
-            let handle = tokio::spawn(
+            let handle = tasks.spawn_reader(
                 receive::general_reader(self.clone(), channel.to_owned(), general.clone())
                     .instrument(span),
             );
@@ -235,6 +261,8 @@ impl Inner {
         if let Some(handle) = tasks.refresher.take() {
             handle.abort();
         }
+        // Stops the thread (its runtime drops the aborted readers).
+        tasks.reader_thread = None;
     }
 }
 

@@ -39,6 +39,7 @@ mod layer;
 mod membership;
 mod presence;
 pub mod pubsub;
+mod reader_thread;
 mod receive;
 pub mod scripts;
 
