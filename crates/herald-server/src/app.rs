@@ -15,7 +15,6 @@ use crate::config::ServerConfig;
 use crate::consumer::ConsumerFactory;
 use crate::context::{Context, State};
 use crate::error::{Error, ErrorKind, Result};
-use crate::fanout::FanoutCache;
 use crate::groups::GroupTable;
 use crate::limits::{CapExceeded, ConnectionCaps};
 use crate::metrics::{Metrics, MetricsSource};
@@ -33,7 +32,6 @@ pub(crate) struct AppInner {
     pub(crate) routes: HashMap<String, Arc<dyn ConsumerFactory>>,
     pub(crate) metrics: Metrics,
     pub(crate) metrics_sources: Vec<Arc<dyn MetricsSource>>,
-    pub(crate) fanout: FanoutCache,
     pub(crate) caps: Arc<ConnectionCaps>,
     /// Serve the demo page (`/demo/`); see [`AppBuilder::demo_page`].
     pub(crate) demo_page: bool,
@@ -204,7 +202,6 @@ impl AppBuilder {
                 routes,
                 metrics: Metrics::default(),
                 metrics_sources: self.metrics_sources,
-                fanout: FanoutCache::default(),
                 caps: Arc::new(ConnectionCaps::default()),
                 demo_page: self.demo_page,
                 presence: self

@@ -300,7 +300,7 @@ impl Context {
                 "layer message has no valid type",
             ));
         };
-        let text = self.shared.fanout.get_or_encode(message, |m| {
+        let text = crate::fanout::frame_once(message, &handler, |m| {
             let mut out = String::with_capacity(128);
             pyjson::write_map(&mut out, m.map(), Some(&handler));
             out

@@ -1,13 +1,11 @@
-//! Encode once, send to many: [`SharedText`] and the per-app encoding cache.
+//! Encode once, send to many: [`SharedText`], and the frame memo kept on a message.
 //!
 //! A `group_send` to a group with N local sockets hands every socket a clone of the *same*
-//! [`Message`] (the map is behind an `Arc`, in the in-memory layer and in `herald-redis`'s
-//! process-channel fan-out alike). The first socket to forward it encodes the JSON; the
-//! others find the encoded frame in [`FanoutCache`] by pointer identity and queue a
-//! reference-counted clone of the same bytes, so N sockets cost one encode and one buffer.
-
-use std::collections::VecDeque;
-use std::sync::Mutex;
+//! [`Message`] (the map is behind an `Arc`, in the in-memory layer, in `herald-redis`'s
+//! process-channel fan-out and in the group readers alike). The first socket to forward it
+//! encodes the JSON and stores it in the message's memo ([`Message::memo`], shared by all its
+//! clones); the others queue a reference-counted clone of the same bytes, so N sockets cost
+//! one encode and one buffer, with no lock and no lookup however far apart they run.
 
 use herald_core::Message;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -64,45 +62,28 @@ impl std::fmt::Display for SharedText {
     }
 }
 
-/// How many recently encoded messages are remembered. A fan-out is delivered to all local
-/// sockets within microseconds, so a short history catches it while holding little memory.
-const CACHE_SLOTS: usize = 64;
-
-/// Recently encoded layer messages, keyed by the identity of their shared map.
-#[derive(Debug, Default)]
-pub(crate) struct FanoutCache {
-    // std Mutex: held only for a short scan, never across an await.
-    slots: Mutex<VecDeque<(Message, SharedText)>>,
+/// The JSON frame of a message for one handler name (the `type` a consumer sends on).
+#[derive(Debug)]
+struct FrameMemo {
+    handler: String,
+    text: SharedText,
 }
 
-impl FanoutCache {
-    /// The encoded frame for `message`, encoding it with `encode` on a miss.
-    ///
-    /// Identity, not equality: the entry keeps its `Message` clone alive, so its map address
-    /// cannot be reused by another message while the entry exists, and a modified clone has a
-    /// different map (copy-on-write), so a pointer match always means identical content.
-    pub(crate) fn get_or_encode(
-        &self,
-        message: &Message,
-        encode: impl FnOnce(&Message) -> String,
-    ) -> SharedText {
-        if let Ok(slots) = self.slots.lock()
-            && let Some((_, text)) = slots
-                .iter()
-                .rev()
-                .find(|(m, _)| std::ptr::eq(m.map(), message.map()))
-        {
-            return text.clone();
-        }
-        // Encode outside the lock; two sockets racing on a miss both encode, which is harmless.
-        let text = SharedText::from(encode(message));
-        if let Ok(mut slots) = self.slots.lock() {
-            if slots.len() == CACHE_SLOTS {
-                slots.pop_front();
-            }
-            slots.push_back((message.clone(), text.clone()));
-        }
-        text
+/// The frame for `message` sent as `handler`, encoded by `encode` only the first time any
+/// clone of the message asks for it.
+pub(crate) fn frame_once(
+    message: &Message,
+    handler: &str,
+    encode: impl Fn(&Message) -> String,
+) -> SharedText {
+    let memo = message.memo(|| FrameMemo {
+        handler: handler.to_owned(),
+        text: SharedText::from(encode(message)),
+    });
+    match memo {
+        Some(memo) if memo.handler == handler => memo.text.clone(),
+        // Another handler name (or another memo type) claimed the memo first: encode.
+        _ => SharedText::from(encode(message)),
     }
 }
 
@@ -112,41 +93,33 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
-    fn clones_of_one_message_are_encoded_once() {
-        let cache = FanoutCache::default();
+    fn clones_of_one_message_are_encoded_once_and_share_the_bytes() {
         let encodes = AtomicUsize::new(0);
+        let encode = |m: &Message| {
+            encodes.fetch_add(1, Ordering::Relaxed);
+            m.to_json().to_string()
+        };
         let msg = Message::with_type("user.message").with("message", "hi");
-        let encode = |m: &Message| {
-            encodes.fetch_add(1, Ordering::Relaxed);
-            m.to_json().to_string()
-        };
-        let a = cache.get_or_encode(&msg.clone(), encode);
-        let b = cache.get_or_encode(&msg.clone(), encode);
+        let a = frame_once(&msg.clone(), "user_message", encode);
+        let b = frame_once(&msg.clone(), "user_message", encode);
         assert_eq!(encodes.load(Ordering::Relaxed), 1);
-        // Same bytes, same allocation.
         assert_eq!(a.as_str().as_ptr(), b.as_str().as_ptr());
-    }
 
-    #[test]
-    fn equal_but_distinct_messages_are_encoded_separately() {
-        let cache = FanoutCache::default();
-        let encodes = AtomicUsize::new(0);
-        let encode = |m: &Message| {
-            encodes.fetch_add(1, Ordering::Relaxed);
-            m.to_json().to_string()
-        };
-        cache.get_or_encode(&Message::with_type("x"), encode);
-        cache.get_or_encode(&Message::with_type("x"), encode);
+        // Another handler name is encoded for itself, not served the memo.
+        let c = frame_once(&msg, "other", encode);
         assert_eq!(encodes.load(Ordering::Relaxed), 2);
+        assert_ne!(a.as_str().as_ptr(), c.as_str().as_ptr());
     }
 
     #[test]
-    fn modified_clone_is_not_served_from_cache() {
-        let cache = FanoutCache::default();
+    fn a_modified_clone_is_encoded_again() {
         let msg = Message::with_type("x").with("n", 1);
-        let first = cache.get_or_encode(&msg, |m| m.to_json().to_string());
-        let changed = msg.clone().with("n", 2);
-        let second = cache.get_or_encode(&changed, |m| m.to_json().to_string());
+        let encode = |m: &Message| m.to_json().to_string();
+        let first = frame_once(&msg, "x", encode);
+        let mut changed = msg.clone();
+        changed.insert("n", 2);
+        let second = frame_once(&changed, "x", encode);
         assert_ne!(first, second);
+        assert_eq!(frame_once(&msg, "x", encode), first);
     }
 }
