@@ -19,7 +19,6 @@ use tracing::trace;
 
 use crate::app::AppInner;
 use crate::auth::{HandshakeRequest, Identity};
-use crate::consumer::handler_name;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fanout::SharedText;
 use crate::groups::{Inbox, InboxSender, next_member_id};
@@ -294,17 +293,16 @@ impl Context {
     /// # Errors
     /// As [`send_text`](Self::send_text); [`ErrorKind::Serialization`] if it has no string `type`.
     pub fn forward_json(&mut self, message: &Message) -> Result<()> {
-        let Some(handler) = message.msg_type().and_then(handler_name) else {
+        let Some(text) = crate::fanout::frame_once(message, |m, handler| {
+            let mut out = String::with_capacity(128);
+            pyjson::write_map(&mut out, m.map(), Some(handler));
+            out
+        }) else {
             return Err(Error::new(
                 ErrorKind::Serialization,
                 "layer message has no valid type",
             ));
         };
-        let text = crate::fanout::frame_once(message, &handler, |m| {
-            let mut out = String::with_capacity(128);
-            pyjson::write_map(&mut out, m.map(), Some(&handler));
-            out
-        });
         self.send_text(text)
     }
 

@@ -7,8 +7,12 @@
 //! clones); the others queue a reference-counted clone of the same bytes, so N sockets cost
 //! one encode and one buffer, with no lock and no lookup however far apart they run.
 
+use std::sync::{Arc, OnceLock};
+
 use herald_core::Message;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::consumer::handler_name;
 
 /// A text frame payload that is cheap to clone (reference-counted UTF-8 bytes).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -62,28 +66,52 @@ impl std::fmt::Display for SharedText {
     }
 }
 
-/// The JSON frame of a message for one handler name (the `type` a consumer sends on).
+/// What the server derives from a layer message once, for every socket it reaches: the
+/// handler name its `type` maps to and, once a consumer forwards it, its JSON frame. Both
+/// follow from the message's own fields, so clones can share them (a modified clone gets a
+/// fresh memo).
 #[derive(Debug)]
-struct FrameMemo {
-    handler: String,
-    text: SharedText,
+struct Derived {
+    /// `None`: no string `type`, or a malformed one (see [`handler_name`]).
+    handler: Option<Arc<str>>,
+    frame: OnceLock<SharedText>,
 }
 
-/// The frame for `message` sent as `handler`, encoded by `encode` only the first time any
-/// clone of the message asks for it.
+fn derive(message: &Message) -> Derived {
+    Derived {
+        handler: message.msg_type().and_then(handler_name).map(Arc::from),
+        frame: OnceLock::new(),
+    }
+}
+
+/// The handler name of `message`'s `type`, computed once for all clones of the message.
+pub(crate) fn handler_once(message: &Message) -> Option<Arc<str>> {
+    match message.memo(|| derive(message)) {
+        Some(derived) => derived.handler.clone(),
+        None => message.msg_type().and_then(handler_name).map(Arc::from),
+    }
+}
+
+/// The JSON frame of `message` (with `type` as `handler`), encoded by `encode` only the first
+/// time any clone of the message asks for it.
 pub(crate) fn frame_once(
     message: &Message,
-    handler: &str,
-    encode: impl Fn(&Message) -> String,
-) -> SharedText {
-    let memo = message.memo(|| FrameMemo {
-        handler: handler.to_owned(),
-        text: SharedText::from(encode(message)),
-    });
-    match memo {
-        Some(memo) if memo.handler == handler => memo.text.clone(),
-        // Another handler name (or another memo type) claimed the memo first: encode.
-        _ => SharedText::from(encode(message)),
+    encode: impl FnOnce(&Message, &str) -> String,
+) -> Option<SharedText> {
+    match message.memo(|| derive(message)) {
+        Some(derived) => {
+            let handler = derived.handler.as_deref()?;
+            Some(
+                derived
+                    .frame
+                    .get_or_init(|| SharedText::from(encode(message, handler)))
+                    .clone(),
+            )
+        }
+        None => {
+            let handler = message.msg_type().and_then(handler_name)?;
+            Some(SharedText::from(encode(message, &handler)))
+        }
     }
 }
 
@@ -92,34 +120,52 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    #[test]
-    fn clones_of_one_message_are_encoded_once_and_share_the_bytes() {
-        let encodes = AtomicUsize::new(0);
-        let encode = |m: &Message| {
-            encodes.fetch_add(1, Ordering::Relaxed);
-            m.to_json().to_string()
-        };
-        let msg = Message::with_type("user.message").with("message", "hi");
-        let a = frame_once(&msg.clone(), "user_message", encode);
-        let b = frame_once(&msg.clone(), "user_message", encode);
-        assert_eq!(encodes.load(Ordering::Relaxed), 1);
-        assert_eq!(a.as_str().as_ptr(), b.as_str().as_ptr());
-
-        // Another handler name is encoded for itself, not served the memo.
-        let c = frame_once(&msg, "other", encode);
-        assert_eq!(encodes.load(Ordering::Relaxed), 2);
-        assert_ne!(a.as_str().as_ptr(), c.as_str().as_ptr());
+    fn encode(m: &Message, handler: &str) -> String {
+        m.clone().with("type", handler).to_json().to_string()
     }
 
     #[test]
-    fn a_modified_clone_is_encoded_again() {
-        let msg = Message::with_type("x").with("n", 1);
-        let encode = |m: &Message| m.to_json().to_string();
-        let first = frame_once(&msg, "x", encode);
+    fn clones_of_one_message_are_encoded_once_and_share_the_bytes() {
+        let encodes = AtomicUsize::new(0);
+        let counted = |m: &Message, h: &str| {
+            encodes.fetch_add(1, Ordering::Relaxed);
+            encode(m, h)
+        };
+        let msg = Message::with_type("user.message").with("message", "hi");
+        let a = frame_once(&msg.clone(), counted).unwrap();
+        let b = frame_once(&msg.clone(), counted).unwrap();
+        assert_eq!(encodes.load(Ordering::Relaxed), 1);
+        assert_eq!(a.as_str().as_ptr(), b.as_str().as_ptr());
+        assert!(a.as_str().contains("user_message"));
+        let h1 = handler_once(&msg).unwrap();
+        let h2 = handler_once(&msg.clone()).unwrap();
+        assert_eq!(&*h1, "user_message");
+        assert!(Arc::ptr_eq(&h1, &h2));
+    }
+
+    #[test]
+    fn a_modified_clone_is_derived_again() {
+        let msg = Message::with_type("x.y").with("n", 1);
+        let first = frame_once(&msg, encode).unwrap();
         let mut changed = msg.clone();
         changed.insert("n", 2);
-        let second = frame_once(&changed, "x", encode);
+        let second = frame_once(&changed, encode).unwrap();
         assert_ne!(first, second);
-        assert_eq!(frame_once(&msg, "x", encode), first);
+        assert_eq!(frame_once(&msg, encode).unwrap(), first);
+        changed.insert("type", "other.kind");
+        assert_eq!(handler_once(&changed).as_deref(), Some("other_kind"));
+        assert_eq!(handler_once(&msg).as_deref(), Some("x_y"));
+    }
+
+    #[test]
+    fn messages_without_a_usable_type_have_no_handler_or_frame() {
+        for msg in [
+            Message::new(),
+            Message::with_type("_private.x"),
+            Message::new().with("type", 3),
+        ] {
+            assert!(handler_once(&msg).is_none());
+            assert!(frame_once(&msg, encode).is_none());
+        }
     }
 }

@@ -27,6 +27,7 @@ use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use futures_util::FutureExt;
 use herald_core::messaging::{ACK_FANOUT_KEY, ACK_KEY};
 use herald_core::names::require_valid_group_name;
 use herald_core::{ChannelLayer, Message, Value};
@@ -85,6 +86,9 @@ struct InboxState {
     capacity: usize,
 }
 
+/// Group messages a reader takes from its channel before fanning them out.
+const GROUP_READ_BATCH: usize = 32;
+
 /// Queue capacity kept when the inbox drains empty; more is released.
 const INBOX_KEEP_CAPACITY: usize = 16;
 
@@ -95,28 +99,34 @@ pub(crate) struct InboxSender {
 }
 
 impl InboxSender {
-    /// Queues `message` without waiting. A full inbox marks the connection as overflowed (one
-    /// [`Delivery::Overflow`] wakes it) and drops the message: a group reader never blocks on
-    /// one slow socket.
+    /// Queues `message` without waiting; see [`offer_all`](Self::offer_all).
+    #[cfg(test)]
     fn offer(&self, message: &Message) {
+        self.offer_all(std::slice::from_ref(message));
+    }
+
+    /// Queues `messages` in order without waiting, under one lock and with at most one wake-up.
+    /// A full inbox marks the connection as overflowed (one [`Delivery::Overflow`] wakes it)
+    /// and drops the rest: a group reader never blocks on one slow socket.
+    fn offer_all(&self, messages: &[Message]) {
         let mut queue = lock(&self.state.queue);
         if queue.closed {
             return;
         }
-        if queue.messages.len() >= self.state.capacity {
-            if !queue.overflow {
-                queue.overflow = true;
-                drop(queue);
-                self.state.notify.notify_one();
-            }
-            return;
-        }
-        queue.messages.push_back(message.clone());
-        let first = queue.messages.len() == 1;
-        drop(queue);
         // A receiver that saw messages queued drains them without waiting; only the first
-        // message after empty needs a wake-up.
-        if first {
+        // message after empty (or a new overflow) needs a wake-up.
+        let mut wake = false;
+        for message in messages {
+            if queue.messages.len() >= self.state.capacity {
+                wake |= !queue.overflow;
+                queue.overflow = true;
+                break;
+            }
+            wake |= queue.messages.is_empty();
+            queue.messages.push_back(message.clone());
+        }
+        drop(queue);
+        if wake {
             self.state.notify.notify_one();
         }
     }
@@ -442,11 +452,27 @@ async fn read_group(
     channel: Arc<str>,
     members: Members,
 ) {
+    let mut batch: Vec<Message> = Vec::new();
     loop {
+        // One message, then whatever else is already buffered (up to a batch): each member is
+        // then woken once per batch and writes it with few syscalls, instead of once per
+        // message. `receive` is cancel-safe, so a `now_or_never` that finds nothing loses nothing.
+        let mut failure = None;
         match layer.receive(&channel).await {
-            Ok(mut message) => {
-                let members = lock(&members);
-                trace!(group = %group, members = members.len(), "group message");
+            Ok(message) => batch.push(message),
+            Err(err) => failure = Some(err),
+        }
+        while failure.is_none() && batch.len() < GROUP_READ_BATCH {
+            match layer.receive(&channel).now_or_never() {
+                Some(Ok(message)) => batch.push(message),
+                Some(Err(err)) => failure = Some(err),
+                None => break,
+            }
+        }
+        if !batch.is_empty() {
+            let members = lock(&members);
+            trace!(group = %group, members = members.len(), batch = batch.len(), "group messages");
+            for message in &mut batch {
                 if message.get(ACK_KEY).is_some() {
                     // A delivery probe: tell the acks how many sockets this member stands for
                     // (see `ACK_FANOUT_KEY`), so `test_connection` counts every one.
@@ -456,23 +482,25 @@ async fn read_group(
                         Value::Array(vec![Value::Str(channel.to_string()), Value::Int(fanout)]),
                     );
                 }
-                for inbox in members.values() {
-                    inbox.offer(&message);
-                }
             }
-            Err(err) => {
-                warn!(error = %err, group = %group, "group channel receive failed");
-                let Some(table) = table.upgrade() else {
-                    return;
-                };
-                table.fail(&group, &channel);
-                // Best effort: the members close and would find no slot to leave.
-                if let Err(err) = layer.group_discard(&group, &channel).await {
-                    debug!(error = %err, group = %group, "group_discard after failure failed");
-                }
-                layer.close_channel(&channel);
+            for inbox in members.values() {
+                inbox.offer_all(&batch);
+            }
+            drop(members);
+            batch.clear();
+        }
+        if let Some(err) = failure {
+            warn!(error = %err, group = %group, "group channel receive failed");
+            let Some(table) = table.upgrade() else {
                 return;
+            };
+            table.fail(&group, &channel);
+            // Best effort: the members close and would find no slot to leave.
+            if let Err(err) = layer.group_discard(&group, &channel).await {
+                debug!(error = %err, group = %group, "group_discard after failure failed");
             }
+            layer.close_channel(&channel);
+            return;
         }
     }
 }
@@ -613,6 +641,24 @@ mod tests {
             assert!(matches!(bounded(rx.recv()).await, Delivery::Message(_)));
         }
         assert!(lock(&tx.state.queue).messages.capacity() <= INBOX_KEEP_CAPACITY);
+    }
+
+    #[test]
+    fn a_batch_is_queued_in_order_up_to_capacity_then_overflows() {
+        let (tx, mut rx) = Inbox::new(3);
+        let batch: Vec<Message> = (0..5)
+            .map(|i| Message::with_type("x").with("n", i))
+            .collect();
+        tx.offer_all(&batch[..2]);
+        tx.offer_all(&batch[2..]);
+        assert!(matches!(rx.try_recv(), Some(Delivery::Overflow)));
+        for i in 0..3 {
+            match rx.try_recv() {
+                Some(Delivery::Message(m)) => assert_eq!(m.get("n"), Some(&Value::Int(i))),
+                other => panic!("expected message {i}, got {other:?}"),
+            }
+        }
+        assert!(rx.try_recv().is_none());
     }
 
     #[test]

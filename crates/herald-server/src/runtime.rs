@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::{
 use tracing::{Instrument, debug, debug_span, trace, warn};
 
 use crate::app::discard_all;
-use crate::consumer::{Consumer, Frame, Handled, handler_name};
+use crate::consumer::{Consumer, Frame, Handled};
 use crate::context::{
     CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_RATE_LIMITED,
     CLOSE_TOO_BIG, Context, State, close_frame,
@@ -543,14 +543,18 @@ impl Connection {
         metrics: &Metrics,
         forced: &mut Option<CloseReason>,
     ) {
-        let Some(msg_type) = message.msg_type() else {
-            metrics.inc_drop(DropReason::MissingType);
-            debug!("layer message without type dropped");
-            return;
-        };
-        let Some(handler) = handler_name(msg_type) else {
-            metrics.inc_drop(DropReason::MalformedType);
-            debug!(msg_type, "layer message with malformed type dropped");
+        // Computed once per message for all the sockets it fans out to.
+        let Some(handler) = crate::fanout::handler_once(&message) else {
+            match message.msg_type() {
+                None => {
+                    metrics.inc_drop(DropReason::MissingType);
+                    debug!("layer message without type dropped");
+                }
+                Some(msg_type) => {
+                    metrics.inc_drop(DropReason::MalformedType);
+                    debug!(msg_type, "layer message with malformed type dropped");
+                }
+            }
             return;
         };
         match self.consumer.handle(&mut self.ctx, &handler, message).await {
