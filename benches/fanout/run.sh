@@ -14,7 +14,7 @@
 #   BENCH_SERVERS     servers to measure, in order (default "daphne herald"; herald is skipped
 #                     with a note until `herald serve` exists)
 #   BENCH_SCENARIOS   subset of: broadcast_py broadcast_rust peruser_py peruser_rust paced
-#                     idle_10k idle_max burst_10k (default: all)
+#                     paced_rust idle_10k idle_max burst_10k (default: all)
 #   BENCH_DB          sqlite (default) or postgres (a fresh database on 127.0.0.1:5432, dropped
 #                     at the end; user from BENCH_PG_USER, default postgres)
 #   BENCH_PYTHON      Python with tests/compat/requirements.txt (default: tests/compat/.venv)
@@ -30,7 +30,7 @@ SITE=$HERE/site
 PY=${BENCH_PYTHON:-$ROOT/tests/compat/.venv/bin/python}
 DAPHNE_BIN=$(dirname "$PY")/daphne
 SERVERS=${BENCH_SERVERS:-daphne herald}
-SCENARIOS=${BENCH_SCENARIOS:-broadcast_py broadcast_rust peruser_py peruser_rust paced idle_10k idle_max burst_10k}
+SCENARIOS=${BENCH_SCENARIOS:-broadcast_py broadcast_rust peruser_py peruser_rust paced paced_rust idle_10k idle_max burst_10k}
 TIME_LIMIT=${BENCH_TIME_LIMIT:-1080}
 QUICK=${BENCH_QUICK:-0}
 WORK=$(mktemp -d /tmp/herald-fanout.XXXXXX)
@@ -271,6 +271,15 @@ for server in $SERVERS; do
       --cookies-file "$WORK/u.cookies" --expect-frames $((PACED_RATE * PACED_SECS)) \
       --deadline $((PACED_SECS + 90)) --quiet-stop 10 \
       -- "${SEND[@]}" paced --users-file "$WORK/u.users" --rate "$PACED_RATE" --duration "$PACED_SECS"
+  fi
+  if want paced_rust && ((RUST_SENDER)); then
+    # The same pace from the Rust sender (one round trip per group_send): what is left is the
+    # server's own publish-to-socket latency, without channels_redis's four round trips and
+    # the Python event loop between `sent_at` and the message reaching Redis.
+    scenario "$server" paced_rust "${common[@]}" --connections "$SOCKETS" \
+      --cookies-file "$WORK/u.cookies" --expect-frames $((PACED_RATE * PACED_SECS)) \
+      --deadline $((PACED_SECS + 90)) --quiet-stop 10 \
+      -- "$HERALD_LOAD_BIN" send paced --redis-url "$REDIS_URL" --users-file "$WORK/u.users" --rate "$PACED_RATE" --duration "$PACED_SECS"
   fi
   if want idle_10k; then
     scenario "$server" idle_10k "${common[@]}" --connections "$IDLE_SMALL" \

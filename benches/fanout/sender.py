@@ -54,6 +54,11 @@ def read_users(path):
 MAX_IN_FLIGHT = 64
 
 
+# Seconds from each message's sent_at to its group_send returning (the message is in Redis by
+# then): the part of the measured latency spent in the Python sender, before any server sees it.
+SEND_TIMES = []
+
+
 async def group_send(layer, style, group, msg):
     """One group_send; returns 1 on success, 0 on an error (counted, not fatal)."""
     try:
@@ -61,6 +66,7 @@ async def group_send(layer, style, group, msg):
             await asyncio.to_thread(async_to_sync(layer.group_send), group, msg)
         else:
             await layer.group_send(group, msg)
+        SEND_TIMES.append(time.time() - msg["sent_at"])
         return 1
     except Exception as exc:  # noqa: BLE001 - a failed send is a measurement, not a crash
         print(f"group_send failed: {exc!r}", file=sys.stderr)
@@ -87,7 +93,7 @@ async def send_all(jobs, concurrency, style):
 
 
 def run_jobs(jobs, concurrency, style):
-    return asyncio.run(send_all(jobs, concurrency, style)), len(jobs)
+    return asyncio.run(send_all(jobs, concurrency, style)), len(jobs), list(SEND_TIMES)
 
 
 async def paced(users, rate, duration, offset, stride, style):
@@ -116,7 +122,7 @@ async def paced(users, rate, duration, offset, stride, style):
         slip_max = max(slip_max, loop.time() - due)
         tasks.append(asyncio.ensure_future(one(users[i % len(users)], i)))
     results = await asyncio.gather(*tasks)
-    return sum(results), len(results), slip_max
+    return sum(results), len(results), slip_max, list(SEND_TIMES)
 
 
 def paced_proc(args_tuple):
@@ -160,10 +166,15 @@ def main():
         else:
             with multiprocessing.get_context("fork").Pool(a.procs) as pool:
                 paced_results = pool.map(paced_proc, work)
-        results = [(ok, n) for ok, n, _ in paced_results]
+        results = [(ok, n, times) for ok, n, _, times in paced_results]
         extra["schedule_slip_max_ms"] = round(max(r[2] for r in paced_results) * 1000, 1)
-    sent = sum(ok for ok, _ in results)
-    errors = sum(n - ok for ok, n in results)
+    sent = sum(ok for ok, _, _ in results)
+    errors = sum(n - ok for ok, n, _ in results)
+    times = sorted(t for _, _, ts in results for t in ts)
+    if times:
+        pick = lambda q: round(times[min(len(times) - 1, int(q * len(times)))] * 1000, 2)  # noqa: E731
+        extra["send_p50_ms"], extra["send_p99_ms"] = pick(0.50), pick(0.99)
+        extra["send_max_ms"] = round(times[-1] * 1000, 2)
     elapsed = time.time() - started
     print(json.dumps({"mode": a.mode, "style": a.style, "procs": a.procs, "sent": sent,
                       "errors": errors, "elapsed_s": round(elapsed, 3),
