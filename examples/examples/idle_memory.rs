@@ -1,6 +1,6 @@
 //! Run with: cargo run -p examples --release --example idle_memory -- 2000
 //!
-//! (optional second argument: the server's `read_buffer_size` in bytes, default 2048)
+//! (optional second argument: the server's `read_buffer_size` in bytes, default 512)
 //!
 //! Measures the server's resident memory per idle WebSocket: the server (the guide's
 //! `/ws/tasks/` consumer on an in-memory layer) runs in this process; the clients run in a
