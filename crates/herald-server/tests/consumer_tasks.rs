@@ -245,3 +245,25 @@ async fn one_group_send_shared(multiplexing: bool, members: usize) {
     // Same allocation: the JSON was encoded once for both sockets.
     assert_eq!(ta.as_str().as_ptr(), tb.as_str().as_ptr());
 }
+
+/// An idle socket costs mostly this future (docs/architecture.md), so it must stay small: when
+/// `run` was an `async fn` around `run_inner`, both kept a copy of the connection and the
+/// release build's future was 3.2 KiB instead of 1.1 KiB.
+#[tokio::test]
+async fn an_idle_connection_future_stays_small() {
+    let layer = memory_layer();
+    let app = app(ServerConfig::default(), &layer);
+    let Handshake::Accepted(conn) =
+        within(app.connect(HandshakeRequest::new("/ws/tasks/?token=bob-token")))
+            .await
+            .unwrap()
+    else {
+        panic!("handshake refused")
+    };
+    let (_to_server, server_rx) = mpsc::unbounded_channel();
+    let (server_tx, _from_server) = mpsc::unbounded_channel();
+    let (_trigger, signal) = shutdown::channel();
+    let run = conn.run(ChannelSink(server_tx), ChannelStream(server_rx), signal);
+    let size = std::mem::size_of_val(&run);
+    assert!(size <= 1536, "connection future is {size} bytes");
+}
