@@ -104,7 +104,6 @@ impl Tasks {
                 Ok(thread) => self.reader_thread = Some(thread),
                 Err(err) => {
                     warn!(error = %err, "cannot start the reader thread; readers share the runtime");
-                    return tokio::spawn(task);
                 }
             }
         }

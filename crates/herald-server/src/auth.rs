@@ -330,8 +330,8 @@ impl Headers {
             packed.extend_from_slice(value.as_bytes());
             packed.push(b'\n');
         }
+        // `take` left the map empty: it is rebuilt from `packed` if asked for.
         self.packed = packed.into_boxed_slice();
-        self.map = OnceLock::new();
     }
 }
 

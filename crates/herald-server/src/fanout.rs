@@ -84,12 +84,18 @@ fn derive(message: &Message) -> Derived {
     }
 }
 
+/// Runs `f` on `message`'s derived values: the memo shared by its clones, or (if the memo
+/// holds another type) values derived for this call only.
+fn with_derived<R>(message: &Message, f: impl FnOnce(&Derived) -> R) -> R {
+    match message.memo(|| derive(message)) {
+        Some(derived) => f(derived),
+        None => f(&derive(message)),
+    }
+}
+
 /// The handler name of `message`'s `type`, computed once for all clones of the message.
 pub(crate) fn handler_once(message: &Message) -> Option<Arc<str>> {
-    match message.memo(|| derive(message)) {
-        Some(derived) => derived.handler.clone(),
-        None => message.msg_type().and_then(handler_name).map(Arc::from),
-    }
+    with_derived(message, |derived| derived.handler.clone())
 }
 
 /// The JSON frame of `message` (with `type` as `handler`), encoded by `encode` only the first
@@ -98,21 +104,15 @@ pub(crate) fn frame_once(
     message: &Message,
     encode: impl FnOnce(&Message, &str) -> String,
 ) -> Option<SharedText> {
-    match message.memo(|| derive(message)) {
-        Some(derived) => {
-            let handler = derived.handler.as_deref()?;
-            Some(
-                derived
-                    .frame
-                    .get_or_init(|| SharedText::from(encode(message, handler)))
-                    .clone(),
-            )
-        }
-        None => {
-            let handler = message.msg_type().and_then(handler_name)?;
-            Some(SharedText::from(encode(message, &handler)))
-        }
-    }
+    with_derived(message, |derived| {
+        let handler = derived.handler.as_deref()?;
+        Some(
+            derived
+                .frame
+                .get_or_init(|| SharedText::from(encode(message, handler)))
+                .clone(),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -99,12 +99,6 @@ pub(crate) struct InboxSender {
 }
 
 impl InboxSender {
-    /// Queues `message` without waiting; see [`offer_all`](Self::offer_all).
-    #[cfg(test)]
-    fn offer(&self, message: &Message) {
-        self.offer_all(std::slice::from_ref(message));
-    }
-
     /// Queues `messages` in order without waiting, under one lock and with at most one wake-up.
     /// A full inbox marks the connection as overflowed (one [`Delivery::Overflow`] wakes it)
     /// and drops the rest: a group reader never blocks on one slow socket.
@@ -595,14 +589,14 @@ mod tests {
         let (tx, mut rx) = Inbox::new(2);
         let msg = Message::with_type("x");
         for _ in 0..5 {
-            tx.offer(&msg);
+            tx.offer_all(std::slice::from_ref(&msg));
         }
         // The overflow is reported first (the connection closes on it), once.
         assert!(matches!(rx.try_recv(), Some(Delivery::Overflow)));
         assert!(matches!(rx.try_recv(), Some(Delivery::Message(_))));
         assert!(matches!(rx.try_recv(), Some(Delivery::Message(_))));
         assert!(rx.try_recv().is_none());
-        tx.offer(&msg);
+        tx.offer_all(std::slice::from_ref(&msg));
         assert!(matches!(rx.try_recv(), Some(Delivery::Message(_))));
     }
 
@@ -610,14 +604,14 @@ mod tests {
     fn a_failure_comes_after_the_queued_messages_and_a_closed_inbox_takes_nothing() {
         let (tx, mut rx) = Inbox::new(4);
         let msg = Message::with_type("x");
-        tx.offer(&msg);
+        tx.offer_all(std::slice::from_ref(&msg));
         tx.fail();
         assert!(matches!(rx.try_recv(), Some(Delivery::Message(_))));
         assert!(matches!(rx.try_recv(), Some(Delivery::Failed)));
         assert!(rx.try_recv().is_none());
         let state = Arc::clone(&tx.state);
         drop(rx);
-        tx.offer(&msg);
+        tx.offer_all(std::slice::from_ref(&msg));
         assert!(lock(&state.queue).messages.is_empty());
     }
 
@@ -630,11 +624,11 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         let msg = Message::with_type("x");
-        tx.offer(&msg);
+        tx.offer_all(std::slice::from_ref(&msg));
         let (first, mut rx) = bounded(waiter).await.unwrap();
         assert!(matches!(first, Delivery::Message(_)));
         for _ in 0..500 {
-            tx.offer(&msg);
+            tx.offer_all(std::slice::from_ref(&msg));
         }
         assert!(lock(&tx.state.queue).messages.capacity() >= 500);
         for _ in 0..500 {
@@ -665,9 +659,9 @@ mod tests {
     fn draining_makes_room_again() {
         let (tx, mut rx) = Inbox::new(1);
         let msg = Message::with_type("x");
-        tx.offer(&msg);
+        tx.offer_all(std::slice::from_ref(&msg));
         assert!(matches!(rx.try_recv(), Some(Delivery::Message(_))));
-        tx.offer(&msg);
+        tx.offer_all(std::slice::from_ref(&msg));
         assert!(matches!(rx.try_recv(), Some(Delivery::Message(_))));
         assert!(rx.try_recv().is_none());
     }

@@ -13,7 +13,8 @@ use futures_util::{Sink, Stream};
 use herald_core::{ChannelLayer, Message};
 use herald_server::tungstenite::{Error as WsError, Message as WsMessage};
 use herald_server::{
-    App, CloseReason, Closed, Handshake, HandshakeRequest, Rejection, ServerConfig, shutdown,
+    App, CloseReason, Closed, Connection, Handshake, HandshakeRequest, Rejection, ServerConfig,
+    shutdown,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -79,13 +80,19 @@ fn app(config: ServerConfig, layer: &Arc<dyn ChannelLayer>) -> App {
         .unwrap()
 }
 
-async fn open(app: &App, path: &str) -> Peer {
+/// An accepted connection for `path`, not running yet.
+async fn accept(app: &App, path: &str) -> Box<Connection> {
     let Handshake::Accepted(conn) = within(app.connect(HandshakeRequest::new(path)))
         .await
         .unwrap()
     else {
         panic!("handshake refused")
     };
+    conn
+}
+
+async fn open(app: &App, path: &str) -> Peer {
+    let conn = accept(app, path).await;
     let (to_server, server_rx) = mpsc::unbounded_channel();
     let (server_tx, from_server) = mpsc::unbounded_channel();
     let (trigger, signal) = shutdown::channel();
@@ -193,13 +200,7 @@ async fn stuck_sink_is_closed_as_slow_consumer_within_close_timeout() {
         .with_max_outbound_frames(std::num::NonZeroUsize::new(4).unwrap())
         .with_close_timeout(Duration::from_millis(100));
     let app = app(config, &layer);
-    let Handshake::Accepted(conn) =
-        within(app.connect(HandshakeRequest::new("/ws/tasks/?token=amadmin-token")))
-            .await
-            .unwrap()
-    else {
-        panic!("refused")
-    };
+    let conn = accept(&app, "/ws/tasks/?token=amadmin-token").await;
     let (_to_server, server_rx) = mpsc::unbounded_channel();
     let (_trigger, signal) = shutdown::channel();
     let run = tokio::spawn(conn.run(StuckSink, ChannelStream(server_rx), signal));
@@ -253,13 +254,7 @@ async fn one_group_send_shared(multiplexing: bool, members: usize) {
 async fn an_idle_connection_future_stays_small() {
     let layer = memory_layer();
     let app = app(ServerConfig::default(), &layer);
-    let Handshake::Accepted(conn) =
-        within(app.connect(HandshakeRequest::new("/ws/tasks/?token=bob-token")))
-            .await
-            .unwrap()
-    else {
-        panic!("handshake refused")
-    };
+    let conn = accept(&app, "/ws/tasks/?token=bob-token").await;
     let (_to_server, server_rx) = mpsc::unbounded_channel();
     let (server_tx, _from_server) = mpsc::unbounded_channel();
     let (_trigger, signal) = shutdown::channel();
