@@ -44,7 +44,11 @@ struct Shared {
 /// What one reader task hands back when it stops.
 #[derive(Debug)]
 struct ReaderTally {
-    latency: Histogram<u64>,
+    /// Latencies in microseconds, merged into one HDR histogram at the end. Not a histogram
+    /// per socket: at 1 µs..1 h and 3 significant figures each is ~190 KiB, so with 1,000
+    /// sockets every record touched a cold cache line (13 % of the client's CPU in a 300k
+    /// frames/s profile, on the same 2 cores as the server it measures).
+    latency: Vec<u32>,
     first_frame_ns: Option<u64>,
     last_frame_ns: u64,
 }
@@ -250,7 +254,9 @@ impl Swarm {
         for reader in self.readers {
             match reader.await {
                 Ok(tally) => {
-                    let _ = latency.add(&tally.latency);
+                    for micros in tally.latency {
+                        record(&mut latency, u64::from(micros));
+                    }
                     if let Some(f) = tally.first_frame_ns {
                         first = Some(first.map_or(f, |cur| cur.min(f)));
                     }
@@ -354,7 +360,7 @@ async fn run_socket(
     mut stop: watch::Receiver<bool>,
 ) -> ReaderTally {
     let mut tally = ReaderTally {
-        latency: new_histogram(),
+        latency: Vec::new(),
         first_frame_ns: None,
         last_frame_ns: 0,
     };
@@ -399,7 +405,8 @@ async fn run_socket(
                 Some(Ok(Message::Text(text))) => {
                     let now_ns = shared.epoch.elapsed().as_nanos() as u64;
                     if let Some(sent_at) = parse_sent_at(text.as_str()) {
-                        record(&mut tally.latency, latency_micros(sent_at, unix_now_secs()));
+                        let micros = latency_micros(sent_at, unix_now_secs());
+                        tally.latency.push(u32::try_from(micros).unwrap_or(u32::MAX));
                     }
                     count_frame(&shared, &mut tally, now_ns);
                 }
