@@ -158,10 +158,10 @@ where
 }
 
 /// The next group delivery; pending forever without group multiplexing. Cancel-safe.
-async fn next_delivery(inbox: &mut Option<Inbox>) -> Delivery {
+fn poll_delivery(inbox: &mut Option<Inbox>, cx: &mut TaskContext<'_>) -> Poll<Delivery> {
     match inbox {
-        Some(inbox) => inbox.recv().await,
-        None => std::future::pending().await,
+        Some(inbox) => inbox.poll_recv(cx),
+        None => Poll::Pending,
     }
 }
 
@@ -286,6 +286,12 @@ impl Connection {
         let timer = tokio::time::sleep_until(next_deadline(last_seen, ping_sent));
         tokio::pin!(timer);
         let mut needs_flush = false;
+        // One wait for the socket's life: a fresh `wait()` per round registers in and unlinks
+        // from the watch channel's waiter list every time (~9 % of the server's CPU in a
+        // 300k frames/s broadcast profile).
+        let shutdown = shutdown.wait();
+        tokio::pin!(shutdown);
+        let mut shutdown_seen = false;
         // Reason for a server-initiated close decided by the runtime (not the consumer).
         let mut forced: Option<CloseReason> = None;
 
@@ -321,7 +327,8 @@ impl Connection {
             tokio::select! {
                 biased;
 
-                () = shutdown.wait() => {
+                () = &mut shutdown, if !shutdown_seen => {
+                    shutdown_seen = true;
                     forced = Some(CloseReason::Shutdown);
                     self.ctx.force_close(CLOSE_GOING_AWAY);
                 }
@@ -423,7 +430,7 @@ impl Connection {
                     }
                 }
 
-                delivery = next_delivery(&mut inbox) => {
+                delivery = std::future::poll_fn(|cx| poll_delivery(&mut inbox, cx)) => {
                     // Handle what is already queued too (up to a batch): one select! round per
                     // group message would re-poll every other branch each time.
                     let mut next = Some(delivery);
