@@ -4,6 +4,7 @@ of the file (e.g. the "Channel layer" section) is left as it is.
 
     report.py RESULTS.jsonl META.json docs/benchmarks.md
     report.py summary '<one herald-load JSON line>'
+    report.py merge PROCS part.json...   (idle_50k: one line from one herald-load per server)
 """
 import json
 import sys
@@ -72,6 +73,10 @@ SCENARIOS = [
      {"frames/s": ">= 300k", "p99 latency ms": "<= 50"}),
     ("broadcast_rust", "Broadcast: 1 group of 1,000 sockets, 100 Rust group_sends", THROUGHPUT,
      {"frames/s": ">= 300k", "p99 latency ms": "<= 50"}),
+    ("bcast_paced_py", "Broadcast at the target load: 300 Python group_sends/s to 1,000 sockets for 3 s",
+     THROUGHPUT, {"frames/s": ">= 300k", "p99 latency ms": "<= 50"}),
+    ("bcast_paced_rust", "Broadcast at the target load: 300 Rust group_sends/s to 1,000 sockets for 3 s",
+     THROUGHPUT, {"frames/s": ">= 300k", "p99 latency ms": "<= 50"}),
     ("peruser_py", "Per-user: 1,000 users x 10 messages, Python senders", THROUGHPUT, {}),
     ("peruser_rust", "Per-user: 1,000 users x 10 messages, Rust sender", THROUGHPUT,
      {"frames/s": ">= 20k"}),
@@ -89,6 +94,12 @@ SCENARIOS = [
         ("RSS KiB per socket", kib_per_socket, "{:,.1f}", "lower"),
         ("RSS MiB total", lambda r: r["rss_end_bytes"] / 2**20 if r.get("rss_end_bytes") else None, "{:,.0f}", "lower"),
     ], {"RSS KiB per socket": "<= 10 (at 50k)"}),
+    ("idle_50k", "Idle: 50,000 authenticated sockets over several server processes (fd limit)", [
+        ("server processes", lambda r: r.get("server_processes"), "{:,}", None),
+        ("connected", lambda r: r["connect"]["connected"], "{:,}", "higher"),
+        ("RSS KiB per socket", kib_per_socket, "{:,.1f}", "lower"),
+        ("RSS MiB total", lambda r: r["rss_end_bytes"] / 2**20 if r.get("rss_end_bytes") else None, "{:,.0f}", "lower"),
+    ], {"connected": "50,000", "RSS KiB per socket": "<= 10"}),
     ("burst_10k", "Connect burst: 10,000 connects at once", [
         ("connected", lambda r: r["connect"]["connected"], "{:,}", "higher"),
         ("failed", failures, "{:,}", "lower"),
@@ -175,9 +186,41 @@ def summary(line):
     )
 
 
+def merge(procs, parts):
+    """One result from several herald-load runs against as many server processes: counts are
+    summed, times are the slowest, and RSS per socket is the sum of every server's growth
+    over the sum of connected sockets."""
+    merged = dict(parts[0])
+    c = {key: sum(p["connect"][key] for p in parts) for key in ("attempted", "connected", "failed")}
+    failures = {}
+    for p in parts:
+        for reason, n in p["connect"]["failures"].items():
+            failures[reason] = failures.get(reason, 0) + n
+    c["failures"] = failures
+    for key in ("time_to_all_connected_ms", "handshake_p50_ms", "handshake_p99_ms"):
+        c[key] = max(p["connect"][key] for p in parts)
+    before = [p["connect"].get("rss_before_bytes") for p in parts]
+    end = [p.get("rss_end_bytes") for p in parts]
+    known = None not in before and None not in end
+    c["rss_before_bytes"] = sum(before) if known else None
+    c["rss_connected_bytes"] = None
+    merged["connect"] = c
+    merged["connections"] = c["attempted"]
+    merged["rss_end_bytes"] = sum(end) if known else None
+    merged["rss_per_socket_bytes"] = (
+        (sum(end) - sum(before)) / c["connected"] if known and c["connected"] else None
+    )
+    merged["server_processes"] = procs
+    return merged
+
+
 def main():
     if sys.argv[1] == "summary":
         print(summary(sys.argv[2]))
+        return
+    if sys.argv[1] == "merge":
+        parts = [json.loads(Path(p).read_text()) for p in sys.argv[3:]]
+        print(json.dumps(merge(int(sys.argv[2]), parts)))
         return
     results_path, meta_path, doc_path = sys.argv[1:4]
     results = [json.loads(l) for l in Path(results_path).read_text().splitlines() if l.strip()]
