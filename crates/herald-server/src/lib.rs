@@ -98,6 +98,7 @@ pub mod shutdown;
 mod app;
 mod assets;
 mod fanout;
+mod gate;
 mod groups;
 mod limits;
 mod presence;
