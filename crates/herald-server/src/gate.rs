@@ -76,25 +76,41 @@ impl Gate {
     }
 }
 
+/// A task waker for tests that counts its wake-ups.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+#[cfg(test)]
+impl CountingWaker {
+    /// A waker and the counter behind it.
+    pub(crate) fn new() -> (Waker, Arc<CountingWaker>) {
+        let count = Arc::new(CountingWaker::default());
+        (Waker::from(Arc::clone(&count)), count)
+    }
+
+    /// Wake-ups so far.
+    pub(crate) fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+impl Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::cell::{Cell, RefCell};
-    use std::sync::atomic::AtomicUsize;
 
     use super::*;
 
-    struct Counter(AtomicUsize);
-
-    impl Wake for Counter {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
     #[test]
     fn a_pending_source_is_polled_again_only_after_its_waker_fired() {
-        let task = Arc::new(Counter(AtomicUsize::new(0)));
-        let task_waker = Waker::from(Arc::clone(&task));
+        let (task_waker, task) = CountingWaker::new();
         let mut cx = Context::from_waker(&task_waker);
         let gate = Gate::new();
         let polls = Cell::new(0);
@@ -114,11 +130,11 @@ mod tests {
         assert!(gate.poll(&mut cx, |cx| poll_source(cx, true)).is_pending());
         assert!(gate.poll(&mut cx, |cx| poll_source(cx, true)).is_pending());
         assert_eq!(polls.get(), 1);
-        assert_eq!(task.0.load(Ordering::SeqCst), 0);
+        assert_eq!(task.count(), 0);
 
         // The source's waker wakes the task and opens the gate.
         source_waker.take().unwrap().wake();
-        assert_eq!(task.0.load(Ordering::SeqCst), 1);
+        assert_eq!(task.count(), 1);
         assert!(gate.poll(&mut cx, |cx| poll_source(cx, true)).is_ready());
         // After Ready it is polled again without a wake-up (it may have more).
         assert!(gate.poll(&mut cx, |cx| poll_source(cx, false)).is_pending());

@@ -674,22 +674,12 @@ mod tests {
         assert!(rx.try_recv().is_none());
     }
 
-    /// A waker that counts its wake-ups.
-    struct CountingWaker(AtomicU64);
-
-    impl std::task::Wake for CountingWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
     #[test]
     fn only_a_parked_receiver_is_woken_by_an_offer_or_a_failure() {
         let (tx, mut rx) = Inbox::new(8);
-        let count = Arc::new(CountingWaker(AtomicU64::new(0)));
-        let waker = Waker::from(Arc::clone(&count));
+        let (waker, count) = crate::gate::CountingWaker::new();
         let mut cx = std::task::Context::from_waker(&waker);
-        let woken = || count.0.load(Ordering::SeqCst);
+        let woken = || count.count();
         let msg = Message::with_type("x");
 
         // Nobody parked: queueing wakes nobody, and the queued message is ready at once.
