@@ -63,10 +63,16 @@ THROUGHPUT = [
     ("delivered %", delivered, "{:.1f}", "higher"),
     ("failed group_sends", sender_field("errors"), "{:,}", "lower"),
     ("dropped over capacity (Rust sender only)", sender_field("over_capacity"), "{:,}", "lower"),
-    ("of which in the Python sender, p50/p99 ms", lambda r: python_send_ms(r), "{}", None),
+    ("of which in the Python sender, p50/p99 ms", python_send_ms, "{}", None),
     ("p50 latency ms", lat("p50_ms"), "{:,.1f}", "lower"),
     ("p99 latency ms", lat("p99_ms"), "{:,.1f}", "lower"),
     ("max latency ms", lat("max_ms"), "{:,.1f}", "lower"),
+]
+# Rows of the idle scenarios.
+IDLE = [
+    ("connected", lambda r: r["connect"]["connected"], "{:,}", "higher"),
+    ("RSS KiB per socket", kib_per_socket, "{:,.1f}", "lower"),
+    ("RSS MiB total", lambda r: r["rss_end_bytes"] / 2**20 if r.get("rss_end_bytes") else None, "{:,.0f}", "lower"),
 ]
 SCENARIOS = [
     ("broadcast_py", "Broadcast: 1 group of 1,000 sockets, 100 Python group_sends", THROUGHPUT,
@@ -84,22 +90,12 @@ SCENARIOS = [
      {"p99 latency ms": "<= 5"}),
     ("paced_rust", "Paced: 1,000 msgs/s over 1,000 users for 10 s (Rust sender)", THROUGHPUT,
      {"p99 latency ms": "<= 5"}),
-    ("idle_10k", "Idle: 10,000 authenticated sockets", [
-        ("connected", lambda r: r["connect"]["connected"], "{:,}", "higher"),
-        ("RSS KiB per socket", kib_per_socket, "{:,.1f}", "lower"),
-        ("RSS MiB total", lambda r: r["rss_end_bytes"] / 2**20 if r.get("rss_end_bytes") else None, "{:,.0f}", "lower"),
-    ], {}),
-    ("idle_max", "Idle: the most authenticated sockets the fd limit allows (issue: 50,000)", [
-        ("connected", lambda r: r["connect"]["connected"], "{:,}", "higher"),
-        ("RSS KiB per socket", kib_per_socket, "{:,.1f}", "lower"),
-        ("RSS MiB total", lambda r: r["rss_end_bytes"] / 2**20 if r.get("rss_end_bytes") else None, "{:,.0f}", "lower"),
-    ], {"RSS KiB per socket": "<= 10 (at 50k)"}),
-    ("idle_50k", "Idle: 50,000 authenticated sockets over several server processes (fd limit)", [
-        ("server processes", lambda r: r.get("server_processes"), "{:,}", None),
-        ("connected", lambda r: r["connect"]["connected"], "{:,}", "higher"),
-        ("RSS KiB per socket", kib_per_socket, "{:,.1f}", "lower"),
-        ("RSS MiB total", lambda r: r["rss_end_bytes"] / 2**20 if r.get("rss_end_bytes") else None, "{:,.0f}", "lower"),
-    ], {"connected": "50,000", "RSS KiB per socket": "<= 10"}),
+    ("idle_10k", "Idle: 10,000 authenticated sockets", IDLE, {}),
+    ("idle_max", "Idle: the most authenticated sockets the fd limit allows (issue: 50,000)", IDLE,
+     {"RSS KiB per socket": "<= 10 (at 50k)"}),
+    ("idle_50k", "Idle: 50,000 authenticated sockets over several server processes (fd limit)",
+     [("server processes", lambda r: r.get("server_processes"), "{:,}", None)] + IDLE,
+     {"connected": "50,000", "RSS KiB per socket": "<= 10"}),
     ("burst_10k", "Connect burst: 10,000 connects at once", [
         ("connected", lambda r: r["connect"]["connected"], "{:,}", "higher"),
         ("failed", failures, "{:,}", "lower"),
