@@ -338,7 +338,11 @@ pub(crate) struct TestConnectionArgs {
 
 pub(crate) async fn test_connection(args: TestConnectionArgs) -> anyhow::Result<()> {
     let built = layer::build(&args.layer, false)?;
-    let messenger = Messenger::new(built.layer);
+    let mut messenger = Messenger::new(built.layer);
+    if let Some(redis) = built.redis {
+        // The presence records say which herald sockets the user has, on every instance.
+        messenger = messenger.with_presence(redis);
+    }
     let n = messenger
         .test_connection(&args.user, std::time::Duration::from_secs(args.wait))
         .await?;

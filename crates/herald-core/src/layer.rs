@@ -1,5 +1,7 @@
 //! The [`ChannelLayer`] trait: the operations of Channels' `BaseChannelLayer` plus groups/flush.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::error::Result;
@@ -31,6 +33,18 @@ impl GroupSendReport {
     }
 }
 
+/// Where a layer hands the messages of an [attached](ChannelLayer::attach) channel.
+///
+/// A layer calls [`deliver`](Self::deliver) from the task that took the messages in (a Redis
+/// reader, or the sender itself for the in-memory layer), in the order it took them in, and
+/// never concurrently for channels it reads together. So an implementation must not block or
+/// wait: it queues, bounded, and wakes whoever drains the queue.
+pub trait Deliver: Send + Sync + std::fmt::Debug + 'static {
+    /// The next messages for the channel, oldest first (consecutive messages for the same
+    /// channel may come in one call).
+    fn deliver(&self, messages: &[Message]);
+}
+
 /// A channel layer: named queues plus groups of channels, as in Django Channels.
 ///
 /// Implemented by [`InMemoryLayer`](crate::InMemoryLayer) (one process) and by the Redis layers
@@ -58,6 +72,34 @@ pub trait ChannelLayer: Send + Sync + std::fmt::Debug + 'static {
     /// Cancel-safe: a message is only taken from the channel's buffer when the future completes,
     /// so dropping the future (e.g. in a `select!`) loses nothing.
     async fn receive(&self, channel: &str) -> Result<Message>;
+
+    /// Hands every message for `channel`, a process-specific channel this layer made with
+    /// [`new_channel`](Self::new_channel), to `sink` as the layer takes it in, instead of
+    /// buffering it for [`receive`](Self::receive). Messages already buffered go to `sink`
+    /// first. [`close_channel`](Self::close_channel) detaches it.
+    ///
+    /// Order: the messages of all the channels attached to one layer reach their sinks in one
+    /// order, the order in which the layer took them in — for the Redis layer, the order of
+    /// the senders' scores within each shard, as Python's one sorted set per process gives a
+    /// Daphne consumer. A socket whose own channel and group channels share one sink therefore
+    /// sees one sender's messages in the order they were sent, whichever groups they went to,
+    /// provided the channels were made with prefixes from
+    /// [`colocated_prefixes`](Self::colocated_prefixes).
+    ///
+    /// Herald extension (Channels has only `receive`): a handle on the hot path costs no name
+    /// check and no lookup per message.
+    ///
+    /// # Errors
+    /// `InvalidName` if `channel` is not a process-specific channel of this layer.
+    async fn attach(&self, channel: &str, sink: Arc<dyn Deliver>) -> Result<()>;
+
+    /// `count` channel prefixes whose channels this layer reads together with the channels of
+    /// [`DEFAULT_NEW_CHANNEL_PREFIX`], so that [`attach`](Self::attach)'s order holds across
+    /// all of them. `base.k0`, `base.k1`, … unless the layer must choose (the Redis layer
+    /// with several shards picks names that its senders write to one shard).
+    fn colocated_prefixes(&self, base: &str, count: usize) -> Vec<String> {
+        (0..count).map(|i| format!("{base}.k{i}")).collect()
+    }
 
     /// Adds a channel to a group (refreshing its membership time if already present).
     async fn group_add(&self, group: &str, channel: &str) -> Result<()>;

@@ -43,7 +43,7 @@ pub mod pyjson;
 pub mod value;
 
 pub use error::{Error, ErrorKind, Result};
-pub use layer::{ChannelLayer, DEFAULT_NEW_CHANNEL_PREFIX, GroupSendReport};
+pub use layer::{ChannelLayer, DEFAULT_NEW_CHANNEL_PREFIX, Deliver, GroupSendReport};
 pub use memory::{InMemoryConfig, InMemoryLayer};
 pub use message::{ASGI_CHANNEL_KEY, Message};
 pub use value::{Map, Value};

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::capacity::{Capacities, CapacityRule};
 use crate::error::{Error, ErrorKind, Result};
-use crate::layer::{ChannelLayer, GroupSendReport};
+use crate::layer::{ChannelLayer, Deliver, GroupSendReport};
 use crate::message::{ASGI_CHANNEL_KEY, Message};
 use crate::names::{random_hex_id, require_valid_channel_name, require_valid_group_name};
 
@@ -97,6 +97,8 @@ impl Queue {
 #[derive(Debug, Default)]
 struct State {
     channels: HashMap<String, Queue>,
+    /// Attached channels: their messages go to the sink, never to a queue.
+    sinks: HashMap<String, Arc<dyn Deliver>>,
     groups: HashMap<String, HashMap<String, Instant>>,
 }
 
@@ -187,6 +189,12 @@ impl ChannelLayer for InMemoryLayer {
         check_message(&message)?;
         let now = Instant::now();
         let mut state = self.state();
+        if let Some(sink) = state.sinks.get(channel).cloned() {
+            // Delivered by the sender itself, outside the lock: a sink may take its own locks.
+            drop(state);
+            sink.deliver(std::slice::from_ref(&message));
+            return Ok(());
+        }
         if self.push(&mut state, channel, message, now) {
             Ok(())
         } else {
@@ -218,6 +226,29 @@ impl ChannelLayer for InMemoryLayer {
             };
             notify.notified().await;
         }
+    }
+
+    async fn attach(&self, channel: &str, sink: Arc<dyn Deliver>) -> Result<()> {
+        require_valid_channel_name(channel)?;
+        if !channel.contains(".inmemory!") {
+            return Err(Error::new(
+                ErrorKind::InvalidName,
+                format!("channel {channel} was not made by this layer's new_channel"),
+            ));
+        }
+        let buffered: Vec<Message> = {
+            let mut state = self.state();
+            state.sinks.insert(channel.to_owned(), Arc::clone(&sink));
+            state
+                .channels
+                .remove(channel)
+                .map(|q| q.items.into_iter().map(|(_, m)| m).collect())
+                .unwrap_or_default()
+        };
+        if !buffered.is_empty() {
+            sink.deliver(&buffered);
+        }
+        Ok(())
     }
 
     async fn group_add(&self, group: &str, channel: &str) -> Result<()> {
@@ -258,10 +289,17 @@ impl ChannelLayer for InMemoryLayer {
             None => Vec::new(),
         };
         let mut over = 0;
+        let mut sinks = Vec::new();
         for member in &members {
-            if !self.push(&mut state, member, message.clone(), now) {
+            if let Some(sink) = state.sinks.get(member) {
+                sinks.push(Arc::clone(sink));
+            } else if !self.push(&mut state, member, message.clone(), now) {
                 over += 1;
             }
+        }
+        drop(state);
+        for sink in sinks {
+            sink.deliver(std::slice::from_ref(&message));
         }
         if over > 0 {
             tracing::info!(
@@ -285,7 +323,9 @@ impl ChannelLayer for InMemoryLayer {
     }
 
     fn close_channel(&self, channel: &str) {
-        self.state().channels.remove(channel);
+        let mut state = self.state();
+        state.channels.remove(channel);
+        state.sinks.remove(channel);
     }
 }
 
@@ -445,6 +485,60 @@ mod tests {
         assert!(
             layer
                 .group_add("bad group", "c")
+                .await
+                .unwrap_err()
+                .is_invalid_name()
+        );
+    }
+
+    /// A sink that records what it is given, in order, for every channel attached to it.
+    #[derive(Debug, Default)]
+    struct Record(Mutex<Vec<Message>>);
+
+    impl Deliver for Record {
+        fn deliver(&self, messages: &[Message]) {
+            self.0.lock().unwrap().extend_from_slice(messages);
+        }
+    }
+
+    #[tokio::test]
+    async fn attached_channels_get_buffered_then_live_messages_in_send_order() {
+        let layer = layer(10);
+        let own = layer.new_channel("specific").await.unwrap();
+        let group_ch = layer.new_channel("herald.group.k0").await.unwrap();
+        layer.group_add("user_a", &group_ch).await.unwrap();
+        layer.group_add("task_1", &own).await.unwrap();
+        layer
+            .send(&own, Message::with_type("m").with("n", 0))
+            .await
+            .unwrap();
+        let record = Arc::new(Record::default());
+        layer.attach(&own, record.clone()).await.unwrap();
+        layer.attach(&group_ch, record.clone()).await.unwrap();
+        for n in 1..7 {
+            let group = if n % 2 == 0 { "user_a" } else { "task_1" };
+            let report = layer
+                .group_send(group, Message::with_type("m").with("n", n))
+                .await
+                .unwrap();
+            assert_eq!(report, GroupSendReport::new(1, 0));
+        }
+        let got: Vec<_> = record
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|m| m.get("n").cloned())
+            .collect();
+        let want: Vec<_> = (0..7).map(|n| Some(crate::Value::Int(n))).collect();
+        assert_eq!(got, want);
+        // Closed: nothing more reaches the sink.
+        layer.close_channel(&own);
+        layer.send(&own, Message::with_type("m")).await.unwrap();
+        assert_eq!(record.0.lock().unwrap().len(), 7);
+        assert!(
+            layer
+                .attach("plain", record)
                 .await
                 .unwrap_err()
                 .is_invalid_name()

@@ -14,6 +14,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::layer::{ChannelLayer, GroupSendReport};
 use crate::message::Message;
 use crate::names::require_valid_group_name;
+use crate::presence::Presence;
 use crate::value::{Map, Value};
 
 /// The group every socket of `username` joins: `user_{username}`.
@@ -120,15 +121,14 @@ pub fn user_notification(
         .with("timestamp", python_isoformat_now())
 }
 
-/// The key that asks herald's `/ws/tasks/` consumer to acknowledge delivery (see
-/// [`Messenger::test_connection`]).
-pub const ACK_KEY: &str = "herald_ack";
+/// The type of the probe [`Messenger::test_connection`] sends to each live herald socket of a
+/// user, directly to the socket's own channel (never to a group, so a Daphne consumer never
+/// sees it): `{"type": "herald.probe", "reply_to": <channel>}`. Herald's `/ws/tasks/`
+/// consumer answers it with [`ACK_TYPE`] and sends the browser nothing.
+pub const PROBE_TYPE: &str = "herald.probe";
 
-/// Added to a delivery probe by a herald server that joined the group with one channel for
-/// several local sockets (group multiplexing): `[group channel, local sockets]`. Each socket's
-/// `herald.ack` then carries `via` (that channel) and `fanout` (that count), so
-/// [`Messenger::test_connection`] expects one ack per socket rather than one per group member.
-pub const ACK_FANOUT_KEY: &str = "herald_ack_fanout";
+/// The type of a probe's answer: `{"type": "herald.ack", "username", "channel"}`.
+pub const ACK_TYPE: &str = "herald.ack";
 
 /// The default text of a file notification, as in the guide.
 pub const DEFAULT_FILE_MESSAGE: &str = "File ready for download";
@@ -226,12 +226,22 @@ pub fn user_file(username: &str, notice: FileNotice) -> Message {
 #[derive(Debug, Clone)]
 pub struct Messenger {
     layer: Arc<dyn ChannelLayer>,
+    presence: Option<Arc<dyn Presence>>,
 }
 
 impl Messenger {
     /// A messenger sending through `layer`.
     pub fn new(layer: Arc<dyn ChannelLayer>) -> Self {
-        Messenger { layer }
+        Messenger {
+            layer,
+            presence: None,
+        }
+    }
+
+    /// Where [`test_connection`](Self::test_connection) finds a user's live herald sockets.
+    pub fn with_presence(mut self, presence: Arc<dyn Presence>) -> Self {
+        self.presence = Some(presence);
+        self
     }
 
     /// The layer messages go through.
@@ -291,20 +301,27 @@ impl Messenger {
     }
 
     /// `test_websocket_connection`, with an answer: sends the guide's test notification to
-    /// `user_{username}` and counts the sockets that acknowledge it within `wait`.
+    /// `user_{username}` and counts the herald sockets that had it written within `wait`.
     ///
-    /// Herald's `/ws/tasks/` consumer acknowledges a message carrying `herald_ack` (a channel
-    /// of this layer made here) once it was written to the socket; Python consumers ignore the
-    /// key. Returns 0 when the user has no socket (or only non-herald ones).
+    /// The notification goes to the group unchanged, so every socket of the user — on herald
+    /// or on Daphne — gets the same bytes. Then each live herald socket of the user (from the
+    /// presence store) gets a [`PROBE_TYPE`] message on its own channel; the socket handles
+    /// messages in the order they were sent, so its [`ACK_TYPE`] answer means the notification
+    /// was handled first. Returns 0 when the user has no herald socket.
+    ///
+    /// # Errors
+    /// `Config` without [`with_presence`](Self::with_presence); layer errors.
     pub async fn test_connection(
         &self,
         username: &str,
         wait: std::time::Duration,
     ) -> Result<usize> {
-        // A process-specific channel of this layer: its reader drains the process key on every
-        // shard, so the ack arrives whichever shard the consumer's send lands on (a general
-        // channel is polled one shard at a time and can miss it with several hosts).
-        let ack_channel = self.layer.new_channel("herald.ack").await?;
+        let Some(presence) = &self.presence else {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "test_connection needs a presence store (Messenger::with_presence)",
+            ));
+        };
         let mut data = Map::new();
         data.insert("test".to_owned(), Value::Bool(true));
         let msg = user_notification(
@@ -313,25 +330,32 @@ impl Messenger {
             NotificationType::Info,
             Some("WebSocket Test"),
             Some(data),
-        )
-        .with(ACK_KEY, ack_channel.as_str());
-        let report = self.to_user(username, msg).await?;
-        let mut acked = 0;
-        // One ack per member, except that a multiplexed member (see ACK_FANOUT_KEY) stands for
-        // `fanout` sockets, each of which acks.
-        let mut expected = report.members;
-        let mut multiplexed = std::collections::HashSet::new();
+        );
+        self.to_user(username, msg).await?;
+        let sockets = presence.connection_names(username).await?;
+        if sockets.is_empty() {
+            return Ok(0);
+        }
+        // A process-specific channel of this layer: its reader drains the process key on every
+        // shard, so the ack arrives whichever shard the consumer's send lands on (a general
+        // channel is polled one shard at a time and can miss it with several hosts).
+        let ack_channel = self.layer.new_channel("herald.ack").await?;
+        let mut expected = 0;
+        for socket in &sockets {
+            let probe = Message::with_type(PROBE_TYPE).with("reply_to", ack_channel.as_str());
+            match self.layer.send(socket, probe).await {
+                Ok(()) => expected += 1,
+                // A record of a socket that is gone, or a full one: it does not count.
+                Err(err) => tracing::debug!(error = %err, socket, "probe not sent"),
+            }
+        }
+        let mut acked = std::collections::HashSet::new();
         let deadline = tokio::time::Instant::now() + wait;
-        while acked < expected {
+        while acked.len() < expected {
             match tokio::time::timeout_at(deadline, self.layer.receive(&ack_channel)).await {
-                Ok(Ok(m)) if m.msg_type() == Some("herald.ack") => {
-                    acked += 1;
-                    let via = m.get("via").and_then(Value::as_str);
-                    let fanout = m.get("fanout").and_then(Value::as_i64);
-                    if let (Some(via), Some(fanout)) = (via, fanout)
-                        && multiplexed.insert(via.to_owned())
-                    {
-                        expected += usize::try_from(fanout).unwrap_or(0).saturating_sub(1);
+                Ok(Ok(m)) if m.msg_type() == Some(ACK_TYPE) => {
+                    if let Some(channel) = m.get("channel").and_then(Value::as_str) {
+                        acked.insert(channel.to_owned());
                     }
                 }
                 Ok(Ok(_)) => {}
@@ -343,7 +367,7 @@ impl Messenger {
             }
         }
         self.layer.close_channel(&ack_channel);
-        Ok(acked)
+        Ok(acked.len())
     }
 
     /// A raw `group_send` of any message.

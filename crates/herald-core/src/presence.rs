@@ -30,6 +30,9 @@ pub trait Presence: Send + Sync + std::fmt::Debug + 'static {
     /// How many live connections `username` has (0 = offline).
     async fn connections(&self, username: &str) -> Result<usize>;
 
+    /// The live connections of `username` (their channel names), sorted.
+    async fn connection_names(&self, username: &str) -> Result<Vec<String>>;
+
     /// Every user with at least one live connection, sorted.
     async fn online_users(&self) -> Result<Vec<String>>;
 }
@@ -84,6 +87,18 @@ impl Presence for InMemoryPresence {
             .map_or(0, |c| c.values().filter(|t| **t > now).count()))
     }
 
+    async fn connection_names(&self, username: &str) -> Result<Vec<String>> {
+        let now = Instant::now();
+        let mut names: Vec<String> = self.users().get(username).map_or_else(Vec::new, |c| {
+            c.iter()
+                .filter(|(_, t)| **t > now)
+                .map(|(name, _)| name.clone())
+                .collect()
+        });
+        names.sort();
+        Ok(names)
+    }
+
     async fn online_users(&self) -> Result<Vec<String>> {
         let now = Instant::now();
         let mut users = self.users();
@@ -115,6 +130,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(p.connections("a").await.unwrap(), 2);
+        assert_eq!(p.connection_names("a").await.unwrap(), ["c1", "c2"]);
         assert_eq!(p.online_users().await.unwrap(), ["a", "b"]);
         tokio::time::advance(Duration::from_secs(5)).await;
         p.touch(&[entry("b", "c3")], Duration::from_secs(10))

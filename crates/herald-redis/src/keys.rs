@@ -46,6 +46,14 @@ impl Keys {
         key
     }
 
+    /// Herald's wake-up key for the readers of process `client_prefix`
+    /// (`prefix + "herald.wake.<client prefix>!"`, a name in this process's own channel
+    /// namespace, so nobody else writes it). A reader blocked on its process keys also blocks on
+    /// this one; a member added here makes it look at a key set that has grown.
+    pub fn wake_key(&self, client_prefix: &str) -> String {
+        self.channel_key(&format!("herald.wake.{client_prefix}!"))
+    }
+
     /// The key of a group: `prefix + ":group:" + group`.
     ///
     /// Mirrors `core.py` `RedisChannelLayer._group_key` (which returns it UTF-8 encoded).

@@ -12,9 +12,12 @@ use herald_core::names::{
     is_specific, non_local_name, random_hex_id, require_valid_channel_name,
     require_valid_group_name,
 };
-use herald_core::{ASGI_CHANNEL_KEY, ChannelLayer, GroupSendReport, Message};
+use herald_core::{
+    ASGI_CHANNEL_KEY, ChannelLayer, DEFAULT_NEW_CHANNEL_PREFIX, Deliver, GroupSendReport, Message,
+};
 use indexmap::IndexMap;
 use redis::Script;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
@@ -26,7 +29,7 @@ use crate::hashing::consistent_hash;
 use crate::keys::Keys;
 use crate::membership::Memberships;
 use crate::reader_thread::ReaderThread;
-use crate::receive::{self, Counters, General, LayerStats, Router};
+use crate::receive::{self, Counters, General, LayerStats, ReaderEvent, ReaderSettings, Readers};
 use crate::scripts;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -54,24 +57,20 @@ fn log_over_capacity(group: &str, over: usize, members: usize) {
 
 /// The state shared by the layer handle and its background tasks.
 pub(crate) struct Inner {
-    pub(crate) keys: Keys,
-    pub(crate) codec: Codec,
+    keys: Keys,
     capacities: Capacities,
     /// True if `channel_capacity` has rules (then capacities differ per name).
     has_capacity_rules: bool,
-    pub(crate) shards: Vec<Shard>,
+    shards: Arc<[Shard]>,
     client_prefix: String,
     expiry_secs: u64,
     group_expiry_secs: u64,
-    pub(crate) brpop_timeout: Duration,
-    pub(crate) receive_batch: usize,
     refresh_interval: Option<Duration>,
-    pub(crate) reconnect_min_delay: Duration,
-    pub(crate) reconnect_max_delay: Duration,
     send_rr: AtomicUsize,
-    receive_rr: AtomicUsize,
-    pub(crate) router: Router,
-    pub(crate) counters: Counters,
+    /// The receive path: decoder, router, counters and the process keys being drained.
+    readers: Arc<Readers>,
+    /// The readers' reports, taken by the refresher task when it starts.
+    reader_events: Mutex<Option<mpsc::UnboundedReceiver<ReaderEvent>>>,
     memberships: Mutex<Memberships>,
     generals: Mutex<HashMap<String, Arc<General>>>,
     tasks: Mutex<Tasks>,
@@ -83,8 +82,8 @@ pub(crate) struct Inner {
 
 #[derive(Default)]
 struct Tasks {
-    /// Specific-channel readers by non-local name (one per shard each).
-    readers: HashMap<String, Vec<JoinHandle<()>>>,
+    /// The process-key readers, one per shard (started with the first process key).
+    readers: Vec<JoinHandle<()>>,
     generals: HashMap<String, JoinHandle<()>>,
     refresher: Option<JoinHandle<()>>,
     /// Where the readers run (started with the first reader); `None` if it could not be
@@ -123,15 +122,6 @@ impl Inner {
         consistent_hash(name.as_bytes(), self.ring())
     }
 
-    pub(crate) fn next_receive_shard(&self) -> usize {
-        self.receive_rr.fetch_add(1, Ordering::Relaxed) % self.ring()
-    }
-
-    /// Blocking reads may take `brpop_timeout`; allow a margin before calling the link dead.
-    pub(crate) fn blocking_response_timeout(&self) -> Duration {
-        self.brpop_timeout + Duration::from_secs(5)
-    }
-
     /// True if `channel` is one of this layer's own process-specific channels.
     fn is_local(&self, channel: &str) -> bool {
         is_specific(channel)
@@ -140,24 +130,34 @@ impl Inner {
                 .is_some_and(|head| head.ends_with(&self.client_prefix))
     }
 
-    /// Starts the readers of a specific-channel key if they are not running yet.
+    /// Makes sure the process key of `non_local` is drained: the first key starts one reader
+    /// per shard, a later one wakes them so they read it at once.
     fn ensure_reader(self: &Arc<Self>, non_local: &str) {
+        let key = self.keys.channel_key(non_local);
         let mut tasks = lock(&self.tasks);
-        if tasks.shut_down || tasks.readers.contains_key(non_local) {
+        if tasks.shut_down {
             return;
         }
-        let key = self.keys.channel_key(non_local);
-        // With one shard the key lives there; with more, Python's send() may have written it to
-        // any shard (it hashes the full name, channels_redis#221), so drain it everywhere.
-        let handles = (0..self.ring())
-            .map(|shard| {
-                let span = debug_span!("layer.reader", shard, key = %key);
-                tasks.spawn_reader(
-                    receive::specific_reader(self.clone(), shard, key.clone()).instrument(span),
-                )
-            })
-            .collect();
-        tasks.readers.insert(non_local.to_owned(), handles);
+        let Some(first) = self.readers.add_process_key(key) else {
+            return;
+        };
+        if first {
+            for shard in 0..self.ring() {
+                let span = debug_span!("layer.reader", shard);
+                let reader = receive::process_reader(Arc::clone(&self.readers), shard);
+                let handle = tasks.spawn_reader(reader.instrument(span));
+                tasks.readers.push(handle);
+            }
+            drop(tasks);
+            self.ensure_refresher();
+        } else {
+            let readers = Arc::clone(&self.readers);
+            tasks.spawn_reader(async move {
+                for shard in 0..readers.shards.len() {
+                    readers.wake(shard).await;
+                }
+            });
+        }
     }
 
     fn general(self: &Arc<Self>, channel: &str) -> Arc<General> {
@@ -165,36 +165,61 @@ impl Inner {
         if let Some(g) = generals.get(channel) {
             return g.clone();
         }
-        let general = Arc::new(General::new(self.router.register(channel)));
+        let buffer = self
+            .readers
+            .router
+            .buffer(channel)
+            .unwrap_or_else(|| unreachable!("general channels are never attached"));
+        let general = Arc::new(General::new(buffer));
         generals.insert(channel.to_owned(), general.clone());
         let mut tasks = lock(&self.tasks);
         if !tasks.shut_down {
             let span = debug_span!("layer.general_reader", channel = %channel);
             let handle = tasks.spawn_reader(
-                receive::general_reader(self.clone(), channel.to_owned(), general.clone())
-                    .instrument(span),
+                receive::general_reader(
+                    Arc::clone(&self.readers),
+                    channel.to_owned(),
+                    general.clone(),
+                )
+                .instrument(span),
             );
             tasks.generals.insert(channel.to_owned(), handle);
         }
         general
     }
 
+    /// Starts the task that puts memberships back: periodically before `group_expiry`
+    /// lapses (if configured), and for a shard whose reader reconnected.
     fn ensure_refresher(self: &Arc<Self>) {
-        let Some(interval) = self.refresh_interval else {
-            return;
-        };
         let mut tasks = lock(&self.tasks);
         if tasks.shut_down || tasks.refresher.is_some() {
             return;
         }
-        let inner = self.clone();
+        let Some(mut events) = lock(&self.reader_events).take() else {
+            return;
+        };
+        // Weak: the task must not keep a dropped layer alive.
+        let inner = Arc::downgrade(self);
+        let interval = self.refresh_interval;
         tasks.refresher = Some(tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticker.tick().await; // the first tick is immediate
+            let mut ticker = interval.map(|interval| {
+                let mut ticker = tokio::time::interval(interval);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticker.reset(); // the first tick after one interval, not at once
+                ticker
+            });
             loop {
-                ticker.tick().await;
-                inner.refresh_memberships(None).await;
+                let only_shard = tokio::select! {
+                    event = events.recv() => match event {
+                        Some(ReaderEvent::Reconnected(shard)) => Some(shard),
+                        None => return,
+                    },
+                    _ = async { ticker.as_mut().unwrap().tick().await }, if ticker.is_some() => None,
+                };
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                inner.refresh_memberships(only_shard).await;
             }
         }));
     }
@@ -241,7 +266,7 @@ impl Inner {
                     })
                     .await;
                 match result {
-                    Ok(()) => Counters::add(&self.counters.memberships_refreshed, members),
+                    Ok(()) => Counters::add(&self.readers.counters.memberships_refreshed, members),
                     Err(err) => warn!(shard, error = %err, "cannot re-add group memberships"),
                 }
             }
@@ -251,7 +276,7 @@ impl Inner {
     fn shutdown(&self) {
         let mut tasks = lock(&self.tasks);
         tasks.shut_down = true;
-        for handle in tasks.readers.drain().flat_map(|(_, v)| v) {
+        for handle in tasks.readers.drain(..) {
             handle.abort();
         }
         for (_, handle) in tasks.generals.drain() {
@@ -340,24 +365,36 @@ impl RedisChannelLayer {
             i.min(config.group_expiry / 2)
                 .max(Duration::from_millis(100))
         });
-        let inner = Inner {
-            keys: Keys::new(config.prefix.clone()),
+        let keys = Keys::new(config.prefix.clone());
+        let shards: Arc<[Shard]> = Arc::from(shards);
+        let client_prefix = random_hex_id();
+        let (events, reader_events) = mpsc::unbounded_channel();
+        let readers = Readers::new(
             codec,
+            keys.clone(),
+            Arc::clone(&shards),
+            &client_prefix,
+            config.capacity,
+            ReaderSettings {
+                brpop_timeout: config.brpop_timeout,
+                receive_batch: config.receive_batch,
+                reconnect_min_delay: config.reconnect_min_delay,
+                reconnect_max_delay: config.reconnect_max_delay,
+            },
+            events,
+        );
+        let inner = Inner {
+            keys,
             capacities: Capacities::new(config.capacity, config.channel_capacity.clone()),
             has_capacity_rules: !config.channel_capacity.is_empty(),
             shards,
-            client_prefix: random_hex_id(),
+            client_prefix,
             expiry_secs: config.expiry.as_secs(),
             group_expiry_secs: config.group_expiry.as_secs(),
-            brpop_timeout: config.brpop_timeout,
-            receive_batch: config.receive_batch,
             refresh_interval,
-            reconnect_min_delay: config.reconnect_min_delay,
-            reconnect_max_delay: config.reconnect_max_delay,
             send_rr: AtomicUsize::new(0),
-            receive_rr: AtomicUsize::new(0),
-            router: Router::new(config.capacity),
-            counters: Counters::default(),
+            readers: Arc::new(readers),
+            reader_events: Mutex::new(Some(reader_events)),
             memberships: Mutex::new(Memberships::default()),
             generals: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Tasks::default()),
@@ -383,7 +420,7 @@ impl RedisChannelLayer {
 
     /// The codec this layer stores messages with.
     pub fn codec(&self) -> &Codec {
-        &self.inner.codec
+        &self.inner.readers.codec
     }
 
     /// One shard's connection, for modules that keep their own keys (presence).
@@ -398,7 +435,7 @@ impl RedisChannelLayer {
 
     /// A snapshot of the receive-path counters.
     pub fn stats(&self) -> LayerStats {
-        self.inner.counters.snapshot()
+        self.inner.readers.counters.snapshot()
     }
 
     /// Number of (group, channel) memberships this layer keeps alive.
@@ -408,7 +445,7 @@ impl RedisChannelLayer {
 
     /// Number of local channels with a buffer.
     pub fn local_channels(&self) -> usize {
-        self.inner.router.len()
+        self.inner.readers.router.len()
     }
 
     /// Re-adds every tracked membership now (also done periodically and after reconnects).
@@ -428,14 +465,14 @@ impl RedisChannelLayer {
         if inner.ring() != 1 || inner.has_capacity_rules {
             return Ok(None);
         }
-        let Some(entries) = inner.codec.msgpack_entries(message.map())? else {
+        let Some(entries) = inner.readers.codec.msgpack_entries(message.map())? else {
             return Ok(None);
         };
         if message.len() >= usize::from(u16::MAX) {
             return Ok(None);
         }
         let group_key = inner.keys.group_key(group);
-        let random = inner.codec.random_prefix();
+        let random = inner.readers.codec.random_prefix();
         let now = now_f64();
         let trim = now as i64 - inner.expiry_secs as i64;
         let trim_group = now as i64 - inner.group_expiry_secs as i64;
@@ -476,9 +513,48 @@ impl ChannelLayer for RedisChannelLayer {
     async fn new_channel(&self, prefix: &str) -> Result<String> {
         let name = format!("{prefix}.{}!{}", self.inner.client_prefix, random_hex_id());
         require_valid_channel_name(&name)?;
-        self.inner.router.register(&name);
+        self.inner.readers.router.register(&name);
         self.inner.ensure_reader(non_local_name(&name));
         Ok(name)
+    }
+
+    async fn attach(&self, channel: &str, sink: Arc<dyn Deliver>) -> Result<()> {
+        require_valid_channel_name(channel)?;
+        let inner = &self.inner;
+        if !inner.is_local(channel) {
+            return Err(Error::new(
+                ErrorKind::InvalidName,
+                format!("channel {channel} is not a process-specific channel of this layer"),
+            ));
+        }
+        inner.readers.router.attach(channel, sink);
+        inner.ensure_reader(non_local_name(channel));
+        Ok(())
+    }
+
+    /// With several shards, the prefixes are chosen so that a channels_redis sender writes
+    /// their channels' keys to the same shard as the default prefix's (it picks the shard by
+    /// hashing the non-local name), where one reader takes them in one order.
+    fn colocated_prefixes(&self, base: &str, count: usize) -> Vec<String> {
+        let inner = &self.inner;
+        let cp = &inner.client_prefix;
+        let home = inner.shard_of(&format!("{DEFAULT_NEW_CHANNEL_PREFIX}.{cp}!"));
+        let found: Vec<String> = (0..)
+            .take(
+                count
+                    .saturating_mul(inner.ring())
+                    .saturating_mul(64)
+                    .max(count),
+            )
+            .map(|n| format!("{base}.k{n}"))
+            .filter(|prefix| inner.shard_of(&format!("{prefix}.{cp}!")) == home)
+            .take(count)
+            .collect();
+        if found.len() == count {
+            found
+        } else {
+            (0..count).map(|i| format!("{base}.k{i}")).collect()
+        }
     }
 
     async fn send(&self, channel: &str, message: Message) -> Result<()> {
@@ -496,7 +572,7 @@ impl ChannelLayer for RedisChannelLayer {
             (Target::None, shard)
         };
         let key = inner.keys.channel_key(channel);
-        let member = inner.codec.encode_routed(message.map(), target)?;
+        let member = inner.readers.codec.encode_routed(message.map(), target)?;
         let capacity = inner.capacities.get(channel);
         let now = now_f64();
         let trim = now as i64 - inner.expiry_secs as i64;
@@ -535,7 +611,12 @@ impl ChannelLayer for RedisChannelLayer {
                     ),
                 ));
             }
-            let buffer = inner.router.register(channel);
+            let Some(buffer) = inner.readers.router.buffer(channel) else {
+                return Err(Error::new(
+                    ErrorKind::Closed,
+                    format!("channel {channel} is attached to a sink"),
+                ));
+            };
             inner.ensure_reader(non_local_name(channel));
             buffer.pop().await
         } else {
@@ -640,6 +721,7 @@ impl ChannelLayer for RedisChannelLayer {
             for (key, names) in &by_key {
                 let first = &names[0];
                 let member = inner
+                    .readers
                     .codec
                     .encode_routed(message.map(), Target::Many(names))?;
                 by_shard
@@ -682,7 +764,7 @@ impl ChannelLayer for RedisChannelLayer {
         let inner = &self.inner;
         lock(&inner.memberships).clear();
         let pattern = inner.keys.flush_pattern();
-        for shard in &inner.shards {
+        for shard in inner.shards.iter() {
             let deleted: i64 = shard
                 .run("flush", |mut c| {
                     let mut invocation = inner.flush_script.arg(&pattern);
@@ -692,14 +774,14 @@ impl ChannelLayer for RedisChannelLayer {
                 .await?;
             debug!(shard = shard.index(), deleted, "flushed");
         }
-        inner.router.clear_all();
+        inner.readers.router.clear_all();
         Ok(())
     }
 
     fn close_channel(&self, channel: &str) {
         let inner = &self.inner;
         lock(&inner.memberships).forget_channel(channel);
-        inner.router.close(channel);
+        inner.readers.router.close(channel);
         if !is_specific(channel) {
             lock(&inner.generals).remove(channel);
             if let Some(handle) = lock(&inner.tasks).generals.remove(channel) {

@@ -139,6 +139,27 @@ impl Presence for RedisChannelLayer {
         Ok(usize::try_from(live).unwrap_or(0))
     }
 
+    async fn connection_names(&self, username: &str) -> Result<Vec<String>> {
+        let key = self.keys().presence_user_key(username);
+        let now = now_f64();
+        let mut names: Vec<String> = self
+            .shard(self.presence_user_shard(username))
+            .run("presence connections", |mut c| {
+                let key = key.clone();
+                async move {
+                    redis::cmd("ZRANGEBYSCORE")
+                        .arg(&key)
+                        .arg(format!("({now}"))
+                        .arg("+inf")
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        names.sort();
+        Ok(names)
+    }
+
     async fn online_users(&self) -> Result<Vec<String>> {
         let index = self.keys().presence_users_key();
         let now = now_f64();

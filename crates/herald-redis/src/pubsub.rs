@@ -42,7 +42,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use herald_core::names::{random_hex_id, require_valid_channel_name, require_valid_group_name};
 use herald_core::{
-    ASGI_CHANNEL_KEY, ChannelLayer, Error, ErrorKind, GroupSendReport, Message, Result,
+    ASGI_CHANNEL_KEY, ChannelLayer, Deliver, Error, ErrorKind, GroupSendReport, Message, Result,
 };
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
@@ -248,6 +248,8 @@ struct Inbox {
 struct InboxState {
     items: VecDeque<Message>,
     closed: bool,
+    /// Attached: messages go here instead of `items` (see [`ChannelLayer::attach`]).
+    sink: Option<Arc<dyn Deliver>>,
 }
 
 impl Inbox {
@@ -255,6 +257,11 @@ impl Inbox {
         {
             let mut state = self.state.lock().unwrap();
             if state.closed {
+                return;
+            }
+            if let Some(sink) = &state.sink {
+                // Under the lock, so `attach`'s hand-over of the queued messages comes first.
+                sink.deliver(std::slice::from_ref(&message));
                 return;
             }
             if state.items.len() >= limit {
@@ -266,9 +273,20 @@ impl Inbox {
         self.notify.notify_waiters();
     }
 
+    /// Hands the queued messages to `sink`, then every later one.
+    fn attach(&self, sink: Arc<dyn Deliver>) {
+        let mut state = self.state.lock().unwrap();
+        let queued: Vec<Message> = state.items.drain(..).collect();
+        if !queued.is_empty() {
+            sink.deliver(&queued);
+        }
+        state.sink = Some(sink);
+    }
+
     fn close(&self) {
         let mut state = self.state.lock().unwrap();
         state.closed = true;
+        state.sink = None;
         state.items.clear();
         drop(state);
         self.notify.notify_waiters();
@@ -671,6 +689,28 @@ impl ChannelLayer for RedisPubSubLayer {
             None => self.inner.open(channel).await?,
         };
         inbox.pop().await
+    }
+
+    /// Messages of one shard's subscriber connection reach the sinks in the order Redis
+    /// published them; there is no order across shards (as in Python).
+    async fn attach(&self, channel: &str, sink: Arc<dyn Deliver>) -> Result<()> {
+        require_valid_channel_name(channel)?;
+        let inbox = self
+            .inner
+            .local
+            .lock()
+            .unwrap()
+            .channels
+            .get(channel)
+            .cloned()
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidName,
+                    format!("attach() needs a channel made by this layer, not {channel:?}"),
+                )
+            })?;
+        inbox.attach(sink);
+        Ok(())
     }
 
     /// Records local membership and subscribes to the group's Pub/Sub channel.

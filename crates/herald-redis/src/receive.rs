@@ -23,13 +23,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use herald_core::{ASGI_CHANNEL_KEY, Message, Value};
+use herald_core::{ASGI_CHANNEL_KEY, Deliver, Message, Value};
 use redis::aio::MultiplexedConnection;
-use tokio::sync::Notify;
-use tracing::{info, trace, warn};
+use tokio::sync::{Notify, mpsc};
+use tracing::{debug, info, trace, warn};
 
-use crate::codec::DecodeError;
-use crate::layer::Inner;
+use crate::codec::{Codec, DecodeError};
+use crate::connection::Shard;
+use crate::keys::Keys;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Plain data behind these locks stays consistent even if a holder panicked.
@@ -195,10 +196,19 @@ impl Buffer {
     }
 }
 
+/// Where a local channel's messages go.
+#[derive(Debug, Clone)]
+enum Entry {
+    /// Buffered for `receive`.
+    Buffer(Arc<Buffer>),
+    /// Handed over as they come ([`ChannelLayer::attach`](herald_core::ChannelLayer::attach)).
+    Sink(Arc<dyn Deliver>),
+}
+
 /// Local channels by full name.
 #[derive(Debug)]
 pub(crate) struct Router {
-    channels: Mutex<HashMap<String, Arc<Buffer>>>,
+    channels: Mutex<HashMap<String, Entry>>,
     capacity: usize,
 }
 
@@ -210,21 +220,44 @@ impl Router {
         }
     }
 
-    /// The buffer of `channel`, created if needed.
-    pub(crate) fn register(&self, channel: &str) -> Arc<Buffer> {
-        let mut channels = lock(&self.channels);
-        if let Some(buffer) = channels.get(channel) {
-            return buffer.clone();
-        }
-        let buffer = Arc::new(Buffer::new(self.capacity));
-        channels.insert(channel.to_owned(), buffer.clone());
-        buffer
+    /// Makes sure `channel` is known (buffered until something receives or attaches).
+    pub(crate) fn register(&self, channel: &str) {
+        lock(&self.channels)
+            .entry(channel.to_owned())
+            .or_insert_with(|| Entry::Buffer(Arc::new(Buffer::new(self.capacity))));
     }
 
-    /// Drops a channel's buffer and wakes its receivers with "closed".
+    /// The buffer of `channel`, created if needed; `None` if the channel is attached.
+    pub(crate) fn buffer(&self, channel: &str) -> Option<Arc<Buffer>> {
+        let mut channels = lock(&self.channels);
+        let entry = channels
+            .entry(channel.to_owned())
+            .or_insert_with(|| Entry::Buffer(Arc::new(Buffer::new(self.capacity))));
+        match entry {
+            Entry::Buffer(buffer) => Some(Arc::clone(buffer)),
+            Entry::Sink(_) => None,
+        }
+    }
+
+    /// Sends `channel`'s messages to `sink` from now on, the buffered ones first. Done under
+    /// the router lock, which deliveries hold too, so no message can slip between the two.
+    pub(crate) fn attach(&self, channel: &str, sink: Arc<dyn Deliver>) {
+        let mut channels = lock(&self.channels);
+        let previous = channels.insert(channel.to_owned(), Entry::Sink(Arc::clone(&sink)));
+        if let Some(Entry::Buffer(buffer)) = previous {
+            let buffered: Vec<Message> = lock(&buffer.queue).drain(..).collect();
+            if !buffered.is_empty() {
+                sink.deliver(&buffered);
+            }
+            // A `receive` still waiting on it learns that the channel is attached now.
+            buffer.close();
+        }
+    }
+
+    /// Drops a channel's buffer or sink and wakes its receivers with "closed".
     pub(crate) fn close(&self, channel: &str) -> bool {
         let removed = lock(&self.channels).remove(channel);
-        if let Some(buffer) = &removed {
+        if let Some(Entry::Buffer(buffer)) = &removed {
             buffer.close();
         }
         removed.is_some()
@@ -232,8 +265,10 @@ impl Router {
 
     /// Empties every buffer (flush).
     pub(crate) fn clear_all(&self) {
-        for buffer in lock(&self.channels).values() {
-            buffer.clear();
+        for entry in lock(&self.channels).values() {
+            if let Entry::Buffer(buffer) = entry {
+                buffer.clear();
+            }
         }
     }
 
@@ -242,72 +277,346 @@ impl Router {
         lock(&self.channels).len()
     }
 
-    /// Delivers one decoded message to each target name, under one lock acquisition.
-    fn deliver(&self, targets: &[&str], message: Message, counters: &Counters) {
+    /// Delivers decoded messages, in order, to their target names. Consecutive messages for
+    /// one sink go to it in one call. The router lock is held throughout (see [`attach`]), so
+    /// a sink must not call back into the layer.
+    ///
+    /// [`attach`]: Self::attach
+    fn deliver(&self, routed: Vec<(Target, Message)>, counters: &Counters) {
         let channels = lock(&self.channels);
-        for name in targets {
-            match channels.get(*name) {
-                Some(buffer) => {
-                    if buffer.push(message.clone()) {
-                        Counters::add(&counters.buffer_drops, 1);
+        let mut run: Vec<Message> = Vec::new();
+        let mut run_sink: Option<&Arc<dyn Deliver>> = None;
+        for (target, message) in routed {
+            for name in target.names() {
+                match channels.get(name) {
+                    Some(Entry::Sink(sink)) => {
+                        if !run_sink.is_some_and(|s| Arc::ptr_eq(s, sink))
+                            && let Some(previous) = run_sink.replace(sink)
+                        {
+                            previous.deliver(&run);
+                            run.clear();
+                        }
+                        run.push(message.clone());
+                        Counters::add(&counters.delivered, 1);
                     }
-                    Counters::add(&counters.delivered, 1);
+                    Some(Entry::Buffer(buffer)) => {
+                        if buffer.push(message.clone()) {
+                            Counters::add(&counters.buffer_drops, 1);
+                        }
+                        Counters::add(&counters.delivered, 1);
+                    }
+                    None => {
+                        Counters::add(&counters.unknown_channel_drops, 1);
+                        trace!(channel = %name, "message for unknown local channel dropped");
+                    }
                 }
-                None => {
-                    Counters::add(&counters.unknown_channel_drops, 1);
-                    trace!(channel = %name, "message for unknown local channel dropped");
-                }
+            }
+        }
+        if let Some(sink) = run_sink {
+            sink.deliver(&run);
+        }
+    }
+}
+
+/// The local channel(s) a message names in `__asgi_channel__`.
+enum Target {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Target {
+    fn names(&self) -> impl Iterator<Item = &str> {
+        let (one, many) = match self {
+            Target::One(name) => (Some(name.as_str()), &[][..]),
+            Target::Many(names) => (None, names.as_slice()),
+        };
+        one.into_iter().chain(many.iter().map(String::as_str))
+    }
+}
+
+/// What the readers of one layer share: the decoder, the router, the counters, the shards, the
+/// process keys to drain and how to wait. The layer owns one and hands it to every reader;
+/// the readers report back only through [`ReaderEvent`]s.
+pub(crate) struct Readers {
+    pub(crate) codec: Codec,
+    pub(crate) keys: Keys,
+    pub(crate) shards: Arc<[Shard]>,
+    pub(crate) router: Router,
+    pub(crate) counters: Counters,
+    brpop_timeout: Duration,
+    receive_batch: usize,
+    reconnect_min_delay: Duration,
+    reconnect_max_delay: Duration,
+    receive_rr: AtomicUsize,
+    /// The process keys (`asgi<prefix>.<client prefix>!`) every shard's reader drains.
+    process_keys: Mutex<Arc<[String]>>,
+    wake_key: String,
+    events: mpsc::UnboundedSender<ReaderEvent>,
+}
+
+impl std::fmt::Debug for Readers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readers")
+            .field("shards", &self.shards.len())
+            .field("process_keys", &*lock(&self.process_keys))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a reader tells its layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReaderEvent {
+    /// The reader of this shard reconnected after a failure: Redis may have restarted without
+    /// persistence, so the layer puts its group memberships back.
+    Reconnected(usize),
+}
+
+/// How the readers read; see [`Readers::new`].
+pub(crate) struct ReaderSettings {
+    pub(crate) brpop_timeout: Duration,
+    pub(crate) receive_batch: usize,
+    pub(crate) reconnect_min_delay: Duration,
+    pub(crate) reconnect_max_delay: Duration,
+}
+
+impl Readers {
+    /// The readers' shared state; their events go to `events`.
+    pub(crate) fn new(
+        codec: Codec,
+        keys: Keys,
+        shards: Arc<[Shard]>,
+        client_prefix: &str,
+        capacity: usize,
+        settings: ReaderSettings,
+        events: mpsc::UnboundedSender<ReaderEvent>,
+    ) -> Self {
+        Readers {
+            wake_key: keys.wake_key(client_prefix),
+            codec,
+            keys,
+            shards,
+            router: Router::new(capacity),
+            counters: Counters::default(),
+            brpop_timeout: settings.brpop_timeout,
+            receive_batch: settings.receive_batch.max(1),
+            reconnect_min_delay: settings.reconnect_min_delay,
+            reconnect_max_delay: settings.reconnect_max_delay,
+            receive_rr: AtomicUsize::new(0),
+            process_keys: Mutex::new(Arc::from(Vec::new())),
+            events,
+        }
+    }
+
+    fn ring(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Blocking reads may take `brpop_timeout`; allow a margin before calling the link dead.
+    fn blocking_response_timeout(&self) -> Duration {
+        self.brpop_timeout + BLOCKING_REPLY_MARGIN
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(self.reconnect_min_delay, self.reconnect_max_delay)
+    }
+
+    /// Adds a process key to drain; returns false if it was already there, and whether it is
+    /// the first one.
+    pub(crate) fn add_process_key(&self, key: String) -> Option<bool> {
+        let mut keys = lock(&self.process_keys);
+        if keys.contains(&key) {
+            return None;
+        }
+        let first = keys.is_empty();
+        let mut grown = keys.to_vec();
+        grown.push(key);
+        *keys = Arc::from(grown);
+        Some(first)
+    }
+
+    fn process_keys(&self) -> Arc<[String]> {
+        Arc::clone(&lock(&self.process_keys))
+    }
+
+    /// Makes `shard`'s reader look at the key set again now, instead of after its blocking
+    /// wait: the wait also watches the wake key, and this adds a member to it.
+    pub(crate) async fn wake(&self, shard: usize) {
+        let key = &self.wake_key;
+        let woken = self.shards[shard]
+            .run("wake reader", |mut c| async move {
+                let mut pipe = redis::pipe();
+                pipe.cmd("ZADD").arg(key).arg(0).arg("wake").ignore();
+                // A process that dies leaves no wake key behind for long.
+                pipe.cmd("EXPIRE")
+                    .arg(key)
+                    .arg(WAKE_KEY_EXPIRY_SECS)
+                    .ignore();
+                pipe.query_async::<()>(&mut c).await
+            })
+            .await;
+        if let Err(err) = woken {
+            // The reader is down or reconnecting; it reads the new key set when it is back.
+            debug!(shard, error = %err, "cannot wake the reader");
+        }
+    }
+
+    /// Takes `__asgi_channel__` out of a decoded member; `None` (counted, logged) for garbage.
+    fn decode(&self, member: &[u8]) -> Option<(Target, Message)> {
+        let mut message = match self.codec.decode_detailed(member) {
+            Ok(m) => m,
+            Err(err) => {
+                let reason = self.counters.decode_error(err);
+                warn!(reason, error = %err, len = member.len(), "skipping undecodable message");
+                return None;
+            }
+        };
+        Counters::add(&self.counters.received, 1);
+        let target = match message.remove(ASGI_CHANNEL_KEY) {
+            Some(Value::Str(name)) => Some(Target::One(name)),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::Str(s) => Some(s),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()
+                .map(Target::Many),
+            _ => None,
+        };
+        match target {
+            Some(target) => Some((target, message)),
+            None => {
+                Counters::add(&self.counters.decode_channel, 1);
+                warn!("skipping message without a usable __asgi_channel__");
+                None
+            }
+        }
+    }
+
+    /// Pops up to a batch from every key in one atomic step (`MULTI`, `ZPOPMIN key n` per
+    /// key, `EXEC`): what one sender wrote before something in this snapshot is in it too, or
+    /// was in an earlier one.
+    async fn snapshot(
+        &self,
+        conn: &mut MultiplexedConnection,
+        keys: &[String],
+    ) -> redis::RedisResult<Vec<Vec<Popped>>> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for key in keys {
+            pipe.cmd("ZPOPMIN").arg(key).arg(self.receive_batch);
+        }
+        let replies: Vec<redis::Value> = pipe.query_async(conn).await?;
+        Ok(replies.into_iter().map(popped_with_scores).collect())
+    }
+
+    /// Drains the process keys on one connection until it fails, handing messages to the
+    /// router in the senders' score order. `pending` holds what was popped but may not be
+    /// handed over yet (see [`Merge`]); it survives a reconnect.
+    async fn drain(
+        &self,
+        conn: &mut MultiplexedConnection,
+        merge: &mut Merge,
+    ) -> redis::RedisResult<()> {
+        let timeout = timeout_arg(self.brpop_timeout);
+        loop {
+            let keys = self.process_keys();
+            let snapshot = self.snapshot(conn, &keys).await?;
+            let took_nothing = snapshot.iter().all(Vec::is_empty);
+            let ready = merge.round(snapshot, self.receive_batch);
+            if !ready.is_empty() {
+                trace!(count = ready.len(), "popped batch");
+                let routed: Vec<_> = ready.iter().filter_map(|m| self.decode(m)).collect();
+                self.router.deliver(routed, &self.counters);
+            }
+            if !took_nothing || merge.has_pending() {
+                continue;
+            }
+            // Nothing anywhere: wait for the first member of any key (or a wake-up), then take
+            // a snapshot at once. The member popped here is merged with that snapshot.
+            let mut wait = redis::cmd("BZPOPMIN");
+            wait.arg(&*keys).arg(&self.wake_key).arg(&timeout);
+            let reply: redis::Value = wait.query_async(conn).await?;
+            if let Some((key, popped)) = blocked_member(reply)
+                && key != self.wake_key.as_bytes()
+            {
+                merge.hold(popped);
             }
         }
     }
 }
 
-/// Takes `__asgi_channel__` out of a decoded message and routes it.
-fn route(inner: &Inner, key: &str, member: &[u8]) {
-    let mut message = match inner.codec.decode_detailed(member) {
-        Ok(m) => m,
-        Err(err) => {
-            let reason = inner.counters.decode_error(err);
-            warn!(key, reason, error = %err, len = member.len(), "skipping undecodable message");
-            return;
-        }
-    };
-    Counters::add(&inner.counters.received, 1);
-    let target = message.remove(ASGI_CHANNEL_KEY);
-    match &target {
-        Some(Value::Str(name)) => inner
-            .router
-            .deliver(&[name.as_str()], message, &inner.counters),
-        Some(Value::Array(items)) => {
-            let names: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
-            match names {
-                Some(names) => inner.router.deliver(&names, message, &inner.counters),
-                None => bad_channel(inner, key),
-            }
-        }
-        _ => bad_channel(inner, key),
+/// Extra time a blocking read's reply may take beyond its own timeout before the connection is
+/// considered dead.
+const BLOCKING_REPLY_MARGIN: Duration = Duration::from_secs(5);
+
+/// How long a wake key outlives its last use (a process that dies leaves it behind).
+const WAKE_KEY_EXPIRY_SECS: u64 = 60;
+
+/// One popped member with its score (the sender's `time.time()`).
+#[derive(Debug, Clone, PartialEq)]
+struct Popped {
+    member: Vec<u8>,
+    score: f64,
+}
+
+/// Puts the members popped from several keys back into one order: the senders' scores.
+///
+/// A snapshot holds at most `batch` members per key. When a key gave a full batch, it may hold
+/// more, and its next members can score lower than what other keys gave; so only members
+/// scoring at most the lowest last score of such a key are handed over, the rest wait for the
+/// next snapshot (taken at once) and are merged with it. Ties keep the order they were popped
+/// in.
+#[derive(Debug, Default)]
+struct Merge {
+    pending: Vec<Popped>,
+}
+
+impl Merge {
+    fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Keeps a member popped outside a snapshot for the next round.
+    fn hold(&mut self, popped: Popped) {
+        self.pending.push(popped);
+    }
+
+    /// Merges a snapshot (one list per key, each in score order) with what is pending; returns
+    /// the members that can be handed over, in order.
+    fn round(&mut self, snapshot: Vec<Vec<Popped>>, batch: usize) -> Vec<Vec<u8>> {
+        let cutoff = snapshot
+            .iter()
+            .filter(|popped| popped.len() >= batch)
+            .filter_map(|popped| popped.last().map(|p| p.score))
+            .fold(f64::INFINITY, f64::min);
+        let mut all = std::mem::take(&mut self.pending);
+        all.extend(snapshot.into_iter().flatten());
+        // Stable: equal scores keep pending-first, then key order.
+        all.sort_by(|a, b| a.score.total_cmp(&b.score));
+        let split = all.partition_point(|p| p.score <= cutoff);
+        self.pending = all.split_off(split);
+        all.into_iter().map(|p| p.member).collect()
     }
 }
 
-fn bad_channel(inner: &Inner, key: &str) {
-    Counters::add(&inner.counters.decode_channel, 1);
-    warn!(key, "skipping message without a usable __asgi_channel__");
-}
-
-/// Members of a `ZPOPMIN key count` reply (RESP2 flat `[m, s, m, s]` or RESP3 pairs).
-fn popped_members(reply: redis::Value) -> Vec<Vec<u8>> {
+/// Members and scores of a `ZPOPMIN key count` reply (RESP2 flat `[m, s, m, s]` or RESP3
+/// pairs).
+fn popped_with_scores(reply: redis::Value) -> Vec<Popped> {
     let mut out = Vec::new();
     if let redis::Value::Array(items) = reply {
         let mut iter = items.into_iter();
         while let Some(item) = iter.next() {
             match item {
                 redis::Value::BulkString(member) => {
-                    out.push(member);
-                    iter.next(); // the score
+                    let score = iter.next().and_then(score_of).unwrap_or(f64::INFINITY);
+                    out.push(Popped { member, score });
                 }
                 redis::Value::Array(pair) => {
-                    if let Some(redis::Value::BulkString(member)) = pair.into_iter().next() {
-                        out.push(member);
+                    let mut pair = pair.into_iter();
+                    if let Some(redis::Value::BulkString(member)) = pair.next() {
+                        let score = pair.next().and_then(score_of).unwrap_or(f64::INFINITY);
+                        out.push(Popped { member, score });
                     }
                 }
                 _ => {}
@@ -317,15 +626,31 @@ fn popped_members(reply: redis::Value) -> Vec<Vec<u8>> {
     out
 }
 
-/// The member of a `BZPOPMIN key timeout` reply (`nil` on timeout, else `[key, member, score]`).
-fn blocked_member(reply: redis::Value) -> Option<Vec<u8>> {
-    match reply {
-        redis::Value::Array(items) => match items.into_iter().nth(1) {
-            Some(redis::Value::BulkString(member)) => Some(member),
-            _ => None,
-        },
+/// A score as Redis sends it: a string in RESP2 (`"1795634584.0384157"`, `"inf"`), a double
+/// in RESP3.
+fn score_of(value: redis::Value) -> Option<f64> {
+    match value {
+        redis::Value::BulkString(text) => std::str::from_utf8(&text).ok()?.parse().ok(),
+        redis::Value::Double(score) => Some(score),
+        redis::Value::Int(score) => Some(score as f64),
         _ => None,
     }
+}
+
+/// The key and member of a `BZPOPMIN key… timeout` reply (`nil` on timeout, else
+/// `[key, member, score]`).
+fn blocked_member(reply: redis::Value) -> Option<(Vec<u8>, Popped)> {
+    let redis::Value::Array(items) = reply else {
+        return None;
+    };
+    let mut items = items.into_iter();
+    let (Some(redis::Value::BulkString(key)), Some(redis::Value::BulkString(member))) =
+        (items.next(), items.next())
+    else {
+        return None;
+    };
+    let score = items.next().and_then(score_of).unwrap_or(f64::INFINITY);
+    Some((key, Popped { member, score }))
 }
 
 /// BZPOPMIN's timeout argument: integer seconds when whole (Redis 5 accepts only those).
@@ -334,84 +659,6 @@ fn timeout_arg(timeout: Duration) -> String {
         timeout.as_secs().to_string()
     } else {
         format!("{}", timeout.as_secs_f64())
-    }
-}
-
-/// Members of a `BZMPOP … MIN COUNT n` reply: `nil` on timeout, else
-/// `[key, [[member, score], …]]`.
-fn bzmpop_members(reply: redis::Value) -> Vec<Vec<u8>> {
-    match reply {
-        redis::Value::Array(items) => match items.into_iter().nth(1) {
-            Some(pairs) => popped_members(pairs),
-            None => Vec::new(),
-        },
-        _ => Vec::new(),
-    }
-}
-
-/// True for Redis's reply to a command it does not know (BZMPOP before 7.0).
-fn is_unknown_command(err: &redis::RedisError) -> bool {
-    err.to_string()
-        .to_ascii_lowercase()
-        .contains("unknown command")
-}
-
-/// Drains `key` on one connection until it fails.
-///
-/// Redis ≥ 7: `BZMPOP <timeout> 1 key MIN COUNT <batch>`, one round trip per wake-up or per
-/// batch. Older servers: `ZPOPMIN key <batch>`, and `BZPOPMIN key <timeout>` when it was empty.
-async fn drain(
-    inner: &Inner,
-    conn: &mut MultiplexedConnection,
-    key: &str,
-) -> redis::RedisResult<()> {
-    let timeout = timeout_arg(inner.brpop_timeout);
-    let mut bzmpop = true;
-    loop {
-        if bzmpop {
-            let reply: redis::RedisResult<redis::Value> = redis::cmd("BZMPOP")
-                .arg(&timeout)
-                .arg(1)
-                .arg(key)
-                .arg("MIN")
-                .arg("COUNT")
-                .arg(inner.receive_batch)
-                .query_async(conn)
-                .await;
-            match reply {
-                Ok(reply) => {
-                    let members = bzmpop_members(reply);
-                    trace!(key, count = members.len(), "popped batch");
-                    for member in &members {
-                        route(inner, key, member);
-                    }
-                }
-                Err(err) if is_unknown_command(&err) => bzmpop = false,
-                Err(err) => return Err(err),
-            }
-            continue;
-        }
-        let reply: redis::Value = redis::cmd("ZPOPMIN")
-            .arg(key)
-            .arg(inner.receive_batch)
-            .query_async(conn)
-            .await?;
-        let members = popped_members(reply);
-        if !members.is_empty() {
-            trace!(key, count = members.len(), "popped batch");
-            for member in &members {
-                route(inner, key, member);
-            }
-            continue;
-        }
-        let reply: redis::Value = redis::cmd("BZPOPMIN")
-            .arg(key)
-            .arg(&timeout)
-            .query_async(conn)
-            .await?;
-        if let Some(member) = blocked_member(reply) {
-            route(inner, key, &member);
-        }
     }
 }
 
@@ -441,33 +688,104 @@ impl Backoff {
     }
 }
 
-/// The reader of one specific-channel key on one shard; runs until aborted.
-pub(crate) async fn specific_reader(inner: Arc<Inner>, shard: usize, key: String) {
-    let mut backoff = Backoff::new(inner.reconnect_min_delay, inner.reconnect_max_delay);
-    let mut failed = false;
+/// First reminder that a dependency is still down; later ones double up to
+/// [`OUTAGE_REMINDER_MAX`].
+const OUTAGE_REMINDER_MIN: Duration = Duration::from_secs(30);
+/// Longest gap between two "still down" reminders.
+const OUTAGE_REMINDER_MAX: Duration = Duration::from_secs(600);
+
+/// Logs a connection's state changes, not its retries: one warning when it goes down, one
+/// line when it is back, and reminders with a doubling interval in between.
+#[derive(Debug)]
+pub(crate) struct Outage {
+    what: &'static str,
+    shard: usize,
+    since: Option<tokio::time::Instant>,
+    next_reminder: Duration,
+}
+
+impl Outage {
+    pub(crate) fn new(what: &'static str, shard: usize) -> Self {
+        Outage {
+            what,
+            shard,
+            since: None,
+            next_reminder: OUTAGE_REMINDER_MIN,
+        }
+    }
+
+    /// A connection attempt or the connection failed.
+    pub(crate) fn failed(&mut self, err: &dyn std::fmt::Display) {
+        let now = tokio::time::Instant::now();
+        match self.since {
+            None => {
+                self.since = Some(now);
+                self.next_reminder = OUTAGE_REMINDER_MIN;
+                warn!(shard = self.shard, error = %err, "{} lost redis; retrying quietly", self.what);
+            }
+            Some(since) if now.duration_since(since) >= self.next_reminder => {
+                warn!(
+                    shard = self.shard,
+                    error = %err,
+                    down_for = ?now.duration_since(since),
+                    "{} still cannot reach redis",
+                    self.what
+                );
+                self.next_reminder = (self.next_reminder * 2).min(OUTAGE_REMINDER_MAX);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Connected again; true if it had been down.
+    pub(crate) fn recovered(&mut self) -> bool {
+        match self.since.take() {
+            Some(since) => {
+                info!(
+                    shard = self.shard,
+                    down_for = ?since.elapsed(),
+                    "{} reconnected to redis",
+                    self.what
+                );
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The reader of every process key on one shard; runs until aborted.
+///
+/// One reader per shard, not per key: messages that one sender wrote to several of this
+/// process's keys (a user group and a task group on different group-channel keys, and the
+/// socket's own channel) are taken in one snapshot and handed over in the order they were
+/// sent. Channels_redis writes all the keys of one process to one shard (it hashes the
+/// non-local name), except Python's own `send()` to a specific channel, which hashes the full
+/// name; so every shard is drained, and the order holds per shard.
+pub(crate) async fn process_reader(readers: Arc<Readers>, shard: usize) {
+    let mut backoff = readers.backoff();
+    let mut outage = Outage::new("channel reader", shard);
+    let mut merge = Merge::default();
     loop {
-        let mut conn = match inner.shards[shard]
-            .open(inner.blocking_response_timeout())
+        let mut conn = match readers.shards[shard]
+            .open(readers.blocking_response_timeout())
             .await
         {
             Ok(conn) => conn,
             Err(err) => {
-                warn!(shard, key = %key, error = %err, "reader cannot connect to redis, retrying");
-                failed = true;
+                outage.failed(&err);
                 backoff.wait().await;
                 continue;
             }
         };
-        if failed {
-            Counters::add(&inner.counters.reconnects, 1);
-            info!(shard, key = %key, "reader reconnected to redis");
-            // Redis may have restarted without persistence: put our memberships back.
-            inner.refresh_memberships(Some(shard)).await;
+        if outage.recovered() {
+            Counters::add(&readers.counters.reconnects, 1);
+            // The layer puts the memberships back; the receiver is gone only with the layer.
+            let _ = readers.events.send(ReaderEvent::Reconnected(shard));
         }
         backoff.reset();
-        if let Err(err) = drain(&inner, &mut conn, &key).await {
-            warn!(shard, key = %key, error = %err, "reader lost its redis connection");
-            failed = true;
+        if let Err(err) = readers.drain(&mut conn, &mut merge).await {
+            outage.failed(&err);
             backoff.wait().await;
         }
     }
@@ -511,10 +829,11 @@ impl General {
 }
 
 /// The reader of one general channel; pops only while a `receive` waits. Runs until aborted.
-pub(crate) async fn general_reader(inner: Arc<Inner>, channel: String, general: Arc<General>) {
-    let key = inner.keys.channel_key(&channel);
-    let timeout = timeout_arg(inner.brpop_timeout);
-    let mut backoff = Backoff::new(inner.reconnect_min_delay, inner.reconnect_max_delay);
+pub(crate) async fn general_reader(readers: Arc<Readers>, channel: String, general: Arc<General>) {
+    let key = readers.keys.channel_key(&channel);
+    let timeout = timeout_arg(readers.brpop_timeout);
+    let mut backoff = readers.backoff();
+    let mut outages: HashMap<usize, Outage> = HashMap::new();
     let mut conns: HashMap<usize, MultiplexedConnection> = HashMap::new();
     loop {
         while !general.wanted() {
@@ -522,17 +841,23 @@ pub(crate) async fn general_reader(inner: Arc<Inner>, channel: String, general: 
             general.demand.notified().await;
         }
         // Python: each receive_single picks the next shard round-robin and keeps polling it.
-        let shard = inner.next_receive_shard();
+        let shard = readers.receive_rr.fetch_add(1, Ordering::Relaxed) % readers.ring();
+        let outage = outages
+            .entry(shard)
+            .or_insert_with(|| Outage::new("general channel reader", shard));
         loop {
             let conn = match conns.get_mut(&shard) {
                 Some(c) => c,
-                None => match inner.shards[shard]
-                    .open(inner.blocking_response_timeout())
+                None => match readers.shards[shard]
+                    .open(readers.blocking_response_timeout())
                     .await
                 {
-                    Ok(c) => conns.entry(shard).or_insert(c),
+                    Ok(c) => {
+                        outage.recovered();
+                        conns.entry(shard).or_insert(c)
+                    }
                     Err(err) => {
-                        warn!(shard, channel = %channel, error = %err, "cannot connect to redis, retrying");
+                        outage.failed(&err);
                         backoff.wait().await;
                         continue;
                     }
@@ -546,18 +871,18 @@ pub(crate) async fn general_reader(inner: Arc<Inner>, channel: String, general: 
             match reply {
                 Ok(reply) => {
                     backoff.reset();
-                    if let Some(member) = blocked_member(reply) {
-                        match inner.codec.decode_detailed(&member) {
+                    if let Some((_, popped)) = blocked_member(reply) {
+                        match readers.codec.decode_detailed(&popped.member) {
                             Ok(mut message) => {
-                                Counters::add(&inner.counters.received, 1);
+                                Counters::add(&readers.counters.received, 1);
                                 message.remove(ASGI_CHANNEL_KEY);
                                 if general.buffer.push(message) {
-                                    Counters::add(&inner.counters.buffer_drops, 1);
+                                    Counters::add(&readers.counters.buffer_drops, 1);
                                 }
-                                Counters::add(&inner.counters.delivered, 1);
+                                Counters::add(&readers.counters.delivered, 1);
                             }
                             Err(err) => {
-                                let reason = inner.counters.decode_error(err);
+                                let reason = readers.counters.decode_error(err);
                                 warn!(key = %key, reason, error = %err, "skipping undecodable message");
                                 continue;
                             }
@@ -569,7 +894,7 @@ pub(crate) async fn general_reader(inner: Arc<Inner>, channel: String, general: 
                     }
                 }
                 Err(err) => {
-                    warn!(shard, channel = %channel, error = %err, "general reader lost its redis connection");
+                    outage.failed(&err);
                     conns.remove(&shard);
                     backoff.wait().await;
                 }
@@ -600,33 +925,92 @@ mod tests {
     }
 
     #[test]
-    fn zpopmin_replies_in_both_protocols() {
+    fn zpopmin_and_bzpopmin_replies_in_both_protocols() {
         use redis::Value as V;
+        let p = |m: &[u8], score: f64| Popped {
+            member: m.to_vec(),
+            score,
+        };
         let resp2 = V::Array(vec![
             V::BulkString(b"a".to_vec()),
             V::BulkString(b"1.5".to_vec()),
             V::BulkString(b"b".to_vec()),
-            V::BulkString(b"2".to_vec()),
+            V::BulkString(b"inf".to_vec()),
         ]);
-        assert_eq!(popped_members(resp2), vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(
+            popped_with_scores(resp2),
+            vec![p(b"a", 1.5), p(b"b", f64::INFINITY)]
+        );
         let resp3 = V::Array(vec![V::Array(vec![
             V::BulkString(b"a".to_vec()),
             V::Double(1.5),
         ])]);
-        assert_eq!(popped_members(resp3), vec![b"a".to_vec()]);
+        assert_eq!(popped_with_scores(resp3), vec![p(b"a", 1.5)]);
+        assert_eq!(popped_with_scores(V::Nil), vec![]);
         assert_eq!(blocked_member(V::Nil), None);
-        let bzmpop = V::Array(vec![
+        let blocked = V::Array(vec![
             V::BulkString(b"key".to_vec()),
-            V::Array(vec![
-                V::Array(vec![
-                    V::BulkString(b"a".to_vec()),
-                    V::BulkString(b"1".to_vec()),
-                ]),
-                V::Array(vec![V::BulkString(b"b".to_vec()), V::Double(2.0)]),
-            ]),
+            V::BulkString(b"m".to_vec()),
+            V::BulkString(b"1795634584.0384157".to_vec()),
         ]);
-        assert_eq!(bzmpop_members(bzmpop), vec![b"a".to_vec(), b"b".to_vec()]);
-        assert!(bzmpop_members(V::Nil).is_empty());
+        assert_eq!(
+            blocked_member(blocked),
+            Some((b"key".to_vec(), p(b"m", 1_795_634_584.038_415_7)))
+        );
+    }
+
+    fn popped(items: &[(&str, f64)]) -> Vec<Popped> {
+        items
+            .iter()
+            .map(|(m, score)| Popped {
+                member: m.as_bytes().to_vec(),
+                score: *score,
+            })
+            .collect()
+    }
+
+    fn names(members: Vec<Vec<u8>>) -> Vec<String> {
+        members
+            .into_iter()
+            .map(|m| String::from_utf8(m).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_snapshot_of_several_keys_is_handed_over_in_score_order() {
+        let mut merge = Merge::default();
+        let ready = merge.round(
+            vec![
+                popped(&[("u0", 1.0), ("u2", 3.0), ("u4", 5.0)]),
+                popped(&[("t1", 2.0), ("t3", 4.0)]),
+                popped(&[]),
+            ],
+            10,
+        );
+        assert_eq!(names(ready), ["u0", "t1", "u2", "t3", "u4"]);
+        assert!(!merge.has_pending());
+    }
+
+    #[test]
+    fn members_above_a_full_keys_last_score_wait_for_the_next_snapshot() {
+        let mut merge = Merge::default();
+        // Key A gave a full batch (2) up to score 3: it may hold 4 next, so B's 5 waits.
+        let ready = merge.round(
+            vec![
+                popped(&[("a1", 1.0), ("a3", 3.0)]),
+                popped(&[("b2", 2.0), ("b5", 5.0)]),
+            ],
+            2,
+        );
+        assert_eq!(names(ready), ["a1", "b2", "a3"]);
+        assert!(merge.has_pending());
+        let ready = merge.round(vec![popped(&[("a4", 4.0)]), popped(&[])], 2);
+        assert_eq!(names(ready), ["a4", "b5"]);
+        assert!(!merge.has_pending());
+        // A member popped by the blocking wait is merged with the snapshot after it.
+        merge.hold(popped(&[("w7", 7.0)]).remove(0));
+        let ready = merge.round(vec![popped(&[("x6", 6.0)]), popped(&[("y8", 8.0)])], 2);
+        assert_eq!(names(ready), ["x6", "w7", "y8"]);
     }
 
     #[test]

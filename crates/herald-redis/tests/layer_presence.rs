@@ -33,6 +33,10 @@ async fn two_instances_see_each_others_connections() {
         .await
         .unwrap();
     assert_eq!(t(two.connections("alice")).await.unwrap(), 2);
+    assert_eq!(
+        t(one.connection_names("alice")).await.unwrap(),
+        ["c1", "c3"]
+    );
     assert_eq!(t(one.connections("carol")).await.unwrap(), 0);
     assert_eq!(t(two.online_users()).await.unwrap(), ["alice", "bob"]);
 

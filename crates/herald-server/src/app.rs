@@ -357,6 +357,10 @@ impl App {
         let channel_name = inner.layer.new_channel(DEFAULT_NEW_CHANNEL_PREFIX).await?;
         let anonymous = identity.is_none();
         let mut ctx = Context::new(Arc::clone(inner), channel_name, request, identity);
+        if let Err(err) = ctx.attach_channel().await {
+            inner.layer.close_channel(ctx.channel_name());
+            return Err(err);
+        }
         let mut consumer = factory.create(ctx.request());
         // The consumer's connect may have joined groups before failing or timing out; ctx stays
         // outside the timed future so those memberships can be discarded either way.

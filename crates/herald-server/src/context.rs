@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use herald_core::names::require_valid_group_name;
-use herald_core::{ChannelLayer, GroupSendReport, Message};
+use herald_core::{ChannelLayer, Deliver, GroupSendReport, Message};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -64,9 +64,10 @@ pub struct Context {
     groups: Vec<String>,
     /// This connection's key in the local group table.
     member_id: u64,
-    /// Group multiplexing only: the inbox group readers deliver to (the sender is cloned into
-    /// each joined group; the receiver is taken by the runtime).
-    inbox_tx: Option<InboxSender>,
+    /// The sending half of the socket's inbox: the layer delivers the socket's own channel
+    /// into it (attached on connect), and every group channel it joined (multiplexed) too, so
+    /// the socket sees the messages in the order the layer took them in.
+    inbox_tx: InboxSender,
     pub(crate) inbox: Option<Inbox>,
 }
 
@@ -91,17 +92,11 @@ impl Context {
         identity: Option<Identity>,
     ) -> Self {
         let max_outbound = shared.config.max_outbound_frames.get();
-        let (inbox_tx, inbox) = match shared.groups {
-            Some(_) => {
-                let (tx, rx) = Inbox::new(shared.config.group_inbox_capacity.get());
-                (Some(tx), Some(rx))
-            }
-            None => (None, None),
-        };
+        let (inbox_tx, inbox) = Inbox::new(shared.config.group_inbox_capacity.get());
         Context {
             member_id: next_member_id(),
             inbox_tx,
-            inbox,
+            inbox: Some(inbox),
             shared,
             channel_name,
             request,
@@ -113,6 +108,13 @@ impl Context {
             slow_consumer: false,
             groups: Vec::new(),
         }
+    }
+
+    /// Has the layer deliver this socket's own channel into its inbox.
+    pub(crate) async fn attach_channel(&self) -> Result<()> {
+        let sink: Arc<dyn Deliver> = Arc::new(self.inbox_tx.clone());
+        self.shared.layer.attach(&self.channel_name, sink).await?;
+        Ok(())
     }
 
     /// See [`HandshakeRequest::pack_headers`].
@@ -312,17 +314,17 @@ impl Context {
     /// With [`group_multiplexing`](crate::ServerConfig::group_multiplexing) (the default) the
     /// layer group gets one channel per process and group, shared by every local socket in
     /// it; the first local join makes that membership, later ones cost no layer call. Group
-    /// messages then arrive through a bounded per-socket inbox. Deviation from Channels:
-    /// messages of *different* groups (or of a group and this socket's own channel) may reach
-    /// the socket in a different order than they were sent; order within one group is kept.
+    /// messages arrive through the socket's bounded inbox, in the order the layer took them in
+    /// together with the socket's own channel: one sender's messages to several groups of a
+    /// socket arrive in the order they were sent, as with Channels.
     ///
     /// # Errors
     /// [`ErrorKind::InvalidName`] for a name Channels would refuse; [`ErrorKind::Layer`].
     pub async fn group_add(&mut self, group: &str) -> Result<()> {
-        match (&self.shared.groups, &self.inbox_tx) {
+        match &self.shared.groups {
             // Multiplexed: the socket joins the process's group channel (see `groups`).
-            (Some(table), Some(inbox)) => table.join(group, self.member_id, inbox).await?,
-            _ => {
+            Some(table) => table.join(group, self.member_id, &self.inbox_tx).await?,
+            None => {
                 self.shared
                     .layer
                     .group_add(group, &self.channel_name)

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, ready};
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use herald_core::{ChannelLayer, Message};
+use herald_core::Message;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{
     Error as WsError, Message as WsMessage, error::ProtocolError,
@@ -110,16 +110,6 @@ enum Ending {
     Dropped(CloseReason),
 }
 
-type LayerRecv = Pin<Box<dyn Future<Output = herald_core::Result<Message>> + Send>>;
-
-fn layer_recv(layer: &Arc<dyn ChannelLayer>, channel: &Arc<str>) -> LayerRecv {
-    let layer = Arc::clone(layer);
-    let channel = Arc::clone(channel);
-    // Kept alive across loop iterations: `receive` is cancel-safe, but re-creating it for
-    // every select! round would allocate and re-register a waiter each time.
-    Box::pin(async move { layer.receive(&channel).await })
-}
-
 /// Writes queued frames: `poll_ready` before taking a frame from the queue, so a frame leaves
 /// the queue only when the sink has room for it (nothing is lost if this future is dropped).
 fn drive_writes<Si>(
@@ -158,7 +148,8 @@ where
     Poll::Ready(Ok(()))
 }
 
-/// The next group delivery; pending forever without group multiplexing. Cancel-safe.
+/// The next layer delivery (the socket's own channel and its groups, in the layer's order);
+/// pending forever once the inbox is gone. Cancel-safe.
 fn poll_delivery(inbox: &mut Option<Inbox>, cx: &mut TaskContext<'_>) -> Poll<Delivery> {
     match inbox {
         Some(inbox) => inbox.poll_recv(cx),
@@ -269,8 +260,8 @@ impl Connection {
             .as_ref()
             .zip(self.ctx.identity())
             .map(|(registry, id)| registry.open(Arc::clone(&channel), &id.username));
-        let mut layer_rx = layer_recv(&shared.layer, &channel);
-        // Group messages (group multiplexing): filled by the group readers, bounded.
+        // Layer messages, the socket's own channel and its groups in one order: filled by
+        // the layer (see `groups`), bounded.
         let mut inbox = self.ctx.inbox.take();
         let start = Instant::now();
         let mut bucket = config.rate_limit.map(|l| TokenBucket::new(l, start));
@@ -294,9 +285,9 @@ impl Connection {
         tokio::pin!(shutdown);
         let mut shutdown_seen = false;
         // The sources that rarely have anything are polled only after their own waker fired
-        // (see `gate`): most wake-ups are group messages, and polling the socket read, the
-        // layer receive and the shutdown wait each time cost a third of the user time.
-        let (shutdown_gate, read_gate, layer_gate) = (Gate::new(), Gate::new(), Gate::new());
+        // (see `gate`): most wake-ups are layer messages, and polling the socket read and the
+        // shutdown wait each time cost a third of the user time.
+        let (shutdown_gate, read_gate) = (Gate::new(), Gate::new());
         // Reason for a server-initiated close decided by the runtime (not the consumer).
         let mut forced: Option<CloseReason> = None;
 
@@ -324,11 +315,9 @@ impl Connection {
             // 2. writes before reads: draining the queue is what makes room, and a socket that
             //    keeps reading without writing would overflow its queue spuriously;
             // 3. client frames before layer messages, so a busy group cannot starve the
-            //    client's close or pong (the layer buffers, capacity-bounded, meanwhile);
-            // 4. the socket's own channel before the group inbox: direct sends (acks, replies)
-            //    are rare and must not queue behind a broadcast burst; the inbox is bounded and
-            //    overflows into a slow-consumer close, never into blocking the group reader;
-            // 5. timers last: they only matter when nothing else is ready.
+            //    client's close or pong (the inbox is bounded and overflows into a
+            //    slow-consumer close, never into blocking the layer's reader);
+            // 4. timers last: they only matter when nothing else is ready.
             tokio::select! {
                 biased;
 
@@ -423,20 +412,6 @@ impl Connection {
                     }
                 }
 
-                received = std::future::poll_fn(|cx| layer_gate.poll(cx, |cx| layer_rx.as_mut().poll(cx))) => {
-                    layer_rx = layer_recv(&shared.layer, &channel);
-                    match received {
-                        Ok(message) => {
-                            self.dispatch(message, metrics, &mut forced).await;
-                        }
-                        Err(err) => {
-                            warn!(error = %err, channel = %channel, "channel layer receive failed");
-                            forced = Some(CloseReason::LayerError);
-                            self.ctx.force_close(CLOSE_INTERNAL_ERROR);
-                        }
-                    }
-                }
-
                 delivery = std::future::poll_fn(|cx| poll_delivery(&mut inbox, cx)) => {
                     // Handle what is already queued too (up to a batch): one select! round per
                     // group message would re-poll every other branch each time.
@@ -448,10 +423,6 @@ impl Connection {
                                 self.dispatch(message, metrics, &mut forced).await;
                             }
                             Delivery::Overflow => self.ctx.inbox_overflowed(),
-                            Delivery::Failed => {
-                                forced = Some(CloseReason::LayerError);
-                                self.ctx.force_close(CLOSE_INTERNAL_ERROR);
-                            }
                         }
                         handled += 1;
                         if handled < INBOX_BATCH && self.ctx.is_open() {
@@ -481,7 +452,6 @@ impl Connection {
                 }
             }
         };
-        drop(layer_rx);
         drop(inbox);
 
         let closed = match ending {

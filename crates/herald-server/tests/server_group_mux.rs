@@ -6,12 +6,14 @@ mod common;
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use common::*;
 use futures_util::StreamExt as _;
 use herald_core::Message;
-use herald_core::messaging::{ACK_KEY, Messenger};
+use herald_core::messaging::{Messenger, PROBE_TYPE};
+use herald_core::presence::{InMemoryPresence, Presence};
 use herald_server::tungstenite::Message as WsMessage;
 use herald_server::{
     App, CloseReason, Consumer, Context, Handled, Handshake, HandshakeRequest, ServerConfig,
@@ -146,32 +148,51 @@ async fn last_local_member_leaving_removes_the_membership() {
     assert_eq!(next_text(&mut again).await, GROUP_MSG);
 }
 
+/// A tasks server whose sockets are recorded in an in-memory presence store.
+async fn with_presence(multiplexing: bool) -> (TestServer, Arc<InMemoryPresence>) {
+    let presence = Arc::new(InMemoryPresence::new());
+    let store: Arc<dyn Presence> = presence.clone();
+    let builder = tasks_builder(ServerConfig::default().with_group_multiplexing(multiplexing))
+        .presence(store, Duration::from_secs(30));
+    (TestServer::start(builder, memory_layer()).await, presence)
+}
+
+/// The channels of `user`'s live sockets, once `n` are recorded.
+async fn socket_channels(presence: &InMemoryPresence, user: &str, n: usize) -> Vec<String> {
+    eventually(|| async { presence.connections(user).await.unwrap() == n }).await;
+    presence.connection_names(user).await.unwrap()
+}
+
 #[tokio::test]
-async fn direct_send_and_delivery_acks_are_per_socket() {
+async fn direct_sends_and_probes_are_per_socket_and_a_herald_ack_key_is_just_data() {
     for multiplexing in [true, false] {
-        let server =
-            TestServer::tasks(ServerConfig::default().with_group_multiplexing(multiplexing)).await;
+        let (server, presence) = with_presence(multiplexing).await;
         let mut all = sockets(&server, 2, "token=amadmin-token").await;
-        // A delivery probe through the group: each socket acknowledges with its own channel.
-        let probe = within(server.layer.new_channel("probe")).await.unwrap();
-        within(
-            server
-                .layer
-                .group_send("user_amadmin", hi().with(ACK_KEY, probe.as_str())),
-        )
-        .await
-        .unwrap();
-        let mut channels = Vec::new();
-        for _ in 0..2 {
-            let ack = within(server.layer.receive(&probe)).await.unwrap();
-            assert_eq!(ack.msg_type(), Some("herald.ack"));
-            channels.push(ack.get("channel").unwrap().as_str().unwrap().to_owned());
+        let channels = socket_channels(&presence, "amadmin", 2).await;
+        // A probe to each socket's own channel: each answers with its channel, and sends the
+        // browser nothing.
+        let reply_to = within(server.layer.new_channel("probe")).await.unwrap();
+        for channel in &channels {
+            let probe = Message::with_type(PROBE_TYPE).with("reply_to", reply_to.as_str());
+            within(server.layer.send(channel, probe)).await.unwrap();
         }
-        channels.sort();
-        channels.dedup();
-        assert_eq!(channels.len(), 2, "one ack per socket");
+        let mut acked = Vec::new();
+        for _ in 0..2 {
+            let ack = within(server.layer.receive(&reply_to)).await.unwrap();
+            assert_eq!(ack.msg_type(), Some("herald.ack"));
+            acked.push(ack.get("channel").unwrap().as_str().unwrap().to_owned());
+        }
+        acked.sort();
+        assert_eq!(acked, channels, "one ack per socket");
+        // An application message that happens to carry `herald_ack` keeps it, and nothing is
+        // acknowledged to the channel it names.
+        let message = hi().with("herald_ack", reply_to.as_str());
+        within(server.layer.group_send("user_amadmin", message))
+            .await
+            .unwrap();
         for ws in &mut all {
-            assert_eq!(next_text(ws).await, GROUP_MSG);
+            let frame: serde_json::Value = serde_json::from_str(&next_text(ws).await).unwrap();
+            assert_eq!(frame["herald_ack"], reply_to.as_str(), "{frame}");
         }
         // A direct send to one socket's own channel reaches that socket only.
         let direct = Message::with_type("user.message").with("message", "direct");
@@ -190,20 +211,28 @@ async fn direct_send_and_delivery_acks_are_per_socket() {
             }
         }
         assert_eq!(got, 1);
+        // Nothing was acknowledged for the application message.
+        let stray = tokio::time::timeout(STEP / 4, server.layer.receive(&reply_to)).await;
+        assert!(stray.is_err(), "unexpected ack {stray:?}");
     }
 }
 
 #[tokio::test]
 async fn test_connection_counts_every_local_socket() {
     for multiplexing in [true, false] {
-        let server =
-            TestServer::tasks(ServerConfig::default().with_group_multiplexing(multiplexing)).await;
-        let _all = sockets(&server, 3, "token=amadmin-token").await;
-        let messenger = Messenger::new(Arc::clone(&server.layer));
+        let (server, presence) = with_presence(multiplexing).await;
+        let mut all = sockets(&server, 3, "token=amadmin-token").await;
+        socket_channels(&presence, "amadmin", 3).await;
+        let store: Arc<dyn Presence> = presence.clone();
+        let messenger = Messenger::new(Arc::clone(&server.layer)).with_presence(store);
         let acked = within(messenger.test_connection("amadmin", STEP / 2))
             .await
             .unwrap();
         assert_eq!(acked, 3, "multiplexing={multiplexing}");
+        for ws in &mut all {
+            let frame: serde_json::Value = serde_json::from_str(&next_text(ws).await).unwrap();
+            assert_eq!(frame["title"], "WebSocket Test");
+        }
     }
 }
 

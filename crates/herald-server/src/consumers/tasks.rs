@@ -9,8 +9,10 @@
 //! | `{"action": "ping"}`                          | `{"type": "pong"}`                           |
 //! | anything else (bad JSON, unknown action, a `task_id` that makes an invalid group name) | `{"type": "error", "message": "..."}`; the socket stays open |
 //!
-//! A layer message with a `herald_ack` key (see [`ACK_KEY`]) is acknowledged to that channel once
-//! it was queued to the socket; the key itself is not forwarded.
+//! A `herald.probe` layer message (see [`PROBE_TYPE`]) is answered with a `herald.ack` to its
+//! `reply_to` channel and sends the browser nothing: `herald test-connection` counts the
+//! sockets that handled its test notification this way, without adding anything to the
+//! notification itself (a Daphne consumer of the same user gets the same bytes).
 //!
 //! Server → client: the layer messages `user.message`, `user.notification`, `user.file`,
 //! `task.update`, `task.complete` and `task.error`, as JSON with `type` in handler form
@@ -23,8 +25,7 @@
 //! subscribed to. Every membership is discarded on disconnect.
 
 use async_trait::async_trait;
-use herald_core::messaging::ACK_FANOUT_KEY;
-use herald_core::messaging::{task_group, user_group};
+use herald_core::messaging::{ACK_TYPE, PROBE_TYPE, task_group, user_group};
 use herald_core::names::is_valid_group_name;
 use herald_core::{Message, Value};
 use serde_json::json;
@@ -43,29 +44,24 @@ pub const FORWARDED_HANDLERS: [&str; 6] = [
     "task_error",
 ];
 
-/// A message carrying this key (the sender's channel name) is acknowledged after it was queued to
-/// the socket: `{"type": "herald.ack", "username", "channel"}` is sent to that channel. Used by
-/// [`Messenger::test_connection`](herald_core::messaging::Messenger::test_connection).
-pub const ACK_KEY: &str = herald_core::messaging::ACK_KEY;
+/// The handler of [`PROBE_TYPE`] messages.
+const PROBE_HANDLER: &str = "herald_probe";
 
-async fn acknowledge(ctx: &Context, ack_channel: &str, fanout: Option<Value>) {
+/// Answers a probe: `{"type": "herald.ack", "username", "channel"}` to `reply_to`.
+async fn acknowledge(ctx: &Context, probe: &Message) {
+    let Some(reply_to) = probe.get("reply_to").and_then(Value::as_str) else {
+        tracing::debug!("probe without reply_to ignored");
+        return;
+    };
     let username = ctx
         .identity()
         .map(|i| i.username.clone())
         .unwrap_or_default();
-    let mut ack = Message::with_type("herald.ack")
+    let ack = Message::with_type(ACK_TYPE)
         .with("username", username)
         .with("channel", ctx.channel_name());
-    // Reached through a multiplexed group channel: say which one and for how many sockets, so
-    // the prober expects that many acks for that one group member.
-    if let Some(Value::Array(parts)) = fanout
-        && let [via @ Value::Str(_), count @ Value::Int(_)] = parts.as_slice()
-    {
-        ack.insert("via", via.clone());
-        ack.insert("fanout", count.clone());
-    }
     // Best effort: a probe whose sender stopped waiting must not hurt the socket.
-    if let Err(err) = ctx.layer().send(ack_channel, ack).await {
+    if let Err(err) = ctx.layer().send(reply_to, ack).await {
         tracing::debug!(error = %err, "delivery ack not sent");
     }
 }
@@ -146,22 +142,11 @@ impl Consumer for TasksConsumer {
         message: Message,
     ) -> Result<Handled> {
         if FORWARDED_HANDLERS.contains(&handler) {
-            match message
-                .get(ACK_KEY)
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-            {
-                None => ctx.forward_json(&message)?,
-                Some(ack_channel) => {
-                    // A delivery probe (`test_connection`): the browser gets the message without
-                    // the probe key, then the sender hears that this socket was written to.
-                    let mut message = message;
-                    message.remove(ACK_KEY);
-                    let fanout = message.remove(ACK_FANOUT_KEY);
-                    ctx.forward_json(&message)?;
-                    acknowledge(ctx, &ack_channel, fanout).await;
-                }
-            }
+            ctx.forward_json(&message)?;
+            Ok(Handled::Yes)
+        } else if handler == PROBE_HANDLER && message.msg_type() == Some(PROBE_TYPE) {
+            // Everything sent to this socket before the probe was handled before it.
+            acknowledge(ctx, &message).await;
             Ok(Handled::Yes)
         } else {
             Ok(Handled::No)
