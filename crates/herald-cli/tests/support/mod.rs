@@ -25,9 +25,16 @@ pub fn bin() -> &'static str {
 
 /// Runs `herald ARGS` to completion.
 pub async fn herald(args: &[&str]) -> Output {
+    herald_with_env(args, &[]).await
+}
+
+/// Runs `herald ARGS` to completion with extra environment variables.
+pub async fn herald_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let child = Command::new(bin())
         .args(args)
         .env_remove("RUST_LOG")
+        .env_remove("HERALD_TIME_ZONE")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
