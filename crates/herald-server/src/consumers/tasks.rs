@@ -11,8 +11,9 @@
 //!
 //! Frames are read as Python's `json.loads` reads them ([`herald_core::pyjson::loads`]): `NaN`,
 //! `Infinity`, `1e400`, big integers and escaped lone surrogates are accepted, up to
-//! [`MAX_DEPTH`](herald_core::pyjson::MAX_DEPTH) levels of nesting (deeper: an error frame; a
-//! Python consumer dies with `RecursionError` a little deeper). `<id>` is a string or a number
+//! [`MAX_DEPTH`](herald_core::pyjson::MAX_DEPTH) levels of nesting (deeper: the error frame
+//! `JSON nested too deeply`; a Python consumer under Daphne already dies with `RecursionError`
+//! a little before that bound and the socket is dropped). `<id>` is a string or a number
 //! (not `true`/`null`); the group is `task_{id}` as a Python f-string writes it (`42` →
 //! `task_42`, `1E2` → `task_100.0`, `NaN` → `task_nan`) and the reply echoes the id as
 //! `json.dumps` writes the parsed value (`1E2` → `100.0`, `NaN` → `NaN`). A repeated key counts
