@@ -81,18 +81,22 @@ fn main() -> ExitCode {
             Command::Check(args) => check::run(*args, config.as_deref()).await,
             Command::Send(mut a) => {
                 a.common.layer = a.common.layer.or(file.layer);
+                a.common.time_zone = a.common.time_zone.or(file.django.time_zone);
                 send::send(a).await
             }
             Command::Notify(mut a) => {
                 a.common.layer = a.common.layer.or(file.layer);
+                a.common.time_zone = a.common.time_zone.or(file.django.time_zone);
                 send::notify(a).await
             }
             Command::File(mut a) => {
                 a.common.layer = a.common.layer.or(file.layer);
+                a.common.time_zone = a.common.time_zone.or(file.django.time_zone);
                 send::file(a).await
             }
             Command::Broadcast(mut a) => {
                 a.common.layer = a.common.layer.or(file.layer);
+                a.common.time_zone = a.common.time_zone.or(file.django.time_zone);
                 send::broadcast(a).await
             }
             Command::Online(mut a) => {

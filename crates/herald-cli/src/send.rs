@@ -8,7 +8,7 @@ use herald_core::value::Map;
 
 use crate::client::ApiOpts;
 use crate::layer;
-use crate::settings::{Backend, LayerOpts};
+use crate::settings::{Backend, LayerOpts, TimeZone};
 
 /// Options every sender shares.
 #[derive(Args, Debug, Clone)]
@@ -23,6 +23,32 @@ pub(crate) struct SendCommon {
     /// Print a JSON report instead of Python's `True`/count.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Django's TIME_ZONE (an IANA name such as "Europe/Paris"): `timestamp` is local time there,
+    /// as the guide's helpers stamp it [default: this machine's zone].
+    #[arg(long = "time-zone", env = "HERALD_TIME_ZONE")]
+    pub(crate) time_zone: Option<String>,
+}
+
+impl SendCommon {
+    /// The checked time zone and `--data`, before anything is sent.
+    fn prepare(&self) -> anyhow::Result<(Stamp, Option<Map>)> {
+        let zone = TimeZone::from_setting(self.time_zone.as_deref())?;
+        Ok((Stamp(zone), parse_data(self.data.as_deref())?))
+    }
+}
+
+/// Stamps the guide's messages with `datetime.now().isoformat()` in Django's TIME_ZONE.
+struct Stamp(Option<TimeZone>);
+
+impl Stamp {
+    /// The builders stamp the machine's local time; with a configured zone that `timestamp`
+    /// is replaced (in place, so the field order stays the guide's).
+    fn apply(&self, message: Message) -> Message {
+        match &self.0 {
+            Some(zone) => message.with("timestamp", zone.isoformat_now()),
+            None => message,
+        }
+    }
 }
 
 /// `herald send --user U MESSAGE`: `ws_send_message`.
@@ -194,8 +220,8 @@ impl Route {
 }
 
 pub(crate) async fn send(args: SendArgs) -> anyhow::Result<()> {
-    let data = parse_data(args.common.data.as_deref())?;
-    let msg = messaging::user_message(&args.user, &args.message, data);
+    let (stamp, data) = args.common.prepare()?;
+    let msg = stamp.apply(messaging::user_message(&args.user, &args.message, data));
     let r = route(&args.common.layer, &args.common.api)?
         .send(&[messaging::user_group(&args.user)], msg)
         .await?;
@@ -205,9 +231,14 @@ pub(crate) async fn send(args: SendArgs) -> anyhow::Result<()> {
 
 pub(crate) async fn notify(args: NotifyArgs) -> anyhow::Result<()> {
     let kind: NotificationType = args.notification_type.parse()?;
-    let data = parse_data(args.common.data.as_deref())?;
-    let msg =
-        messaging::user_notification(&args.user, &args.message, kind, args.title.as_deref(), data);
+    let (stamp, data) = args.common.prepare()?;
+    let msg = stamp.apply(messaging::user_notification(
+        &args.user,
+        &args.message,
+        kind,
+        args.title.as_deref(),
+        data,
+    ));
     let r = route(&args.common.layer, &args.common.api)?
         .send(&[messaging::user_group(&args.user)], msg)
         .await?;
@@ -216,6 +247,7 @@ pub(crate) async fn notify(args: NotifyArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn file(args: FileArgs) -> anyhow::Result<()> {
+    let (stamp, data) = args.common.prepare()?;
     let mut notice = FileNotice::new(&args.file_url);
     if let Some(name) = &args.name {
         notice = notice.with_file_name(name);
@@ -226,10 +258,10 @@ pub(crate) async fn file(args: FileArgs) -> anyhow::Result<()> {
     if let Some(message) = &args.message {
         notice = notice.with_message(message);
     }
-    if let Some(data) = parse_data(args.common.data.as_deref())? {
+    if let Some(data) = data {
         notice = notice.with_data(data);
     }
-    let msg = messaging::user_file(&args.user, notice);
+    let msg = stamp.apply(messaging::user_file(&args.user, notice));
     let r = route(&args.common.layer, &args.common.api)?
         .send(&[messaging::user_group(&args.user)], msg)
         .await?;
@@ -238,12 +270,12 @@ pub(crate) async fn file(args: FileArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn broadcast(args: BroadcastArgs) -> anyhow::Result<()> {
-    let data = parse_data(args.common.data.as_deref())?;
+    let (stamp, data) = args.common.prepare()?;
     let route = route(&args.common.layer, &args.common.api)?;
     // One user at a time, like ws_broadcast_message: a bad name fails only that user.
     let mut sent = 0;
     for user in &args.users {
-        let msg = messaging::user_message(user, &args.message, data.clone());
+        let msg = stamp.apply(messaging::user_message(user, &args.message, data.clone()));
         match route.send(&[messaging::user_group(user)], msg).await {
             Ok(_) => sent += 1,
             Err(err) => eprintln!("herald: send to {user:?} failed: {err:#}"),

@@ -187,6 +187,10 @@ pub(crate) struct DjangoOpts {
     /// Ask this Django URL who the cookie belongs to instead of reading sessions directly.
     #[arg(long, env = "HERALD_AUTH_CALLBACK")]
     pub(crate) auth_callback: Option<String>,
+    /// TIME_ZONE, read from the file only: the senders use it (their `--time-zone`), and
+    /// `serve` checks it so a shared file with a wrong zone fails at start-up everywhere.
+    #[arg(skip)]
+    pub(crate) time_zone: Option<String>,
 }
 
 impl DjangoOpts {
@@ -204,6 +208,7 @@ impl DjangoOpts {
                 file.authentication_backends,
             ),
             auth_callback: self.auth_callback.or(file.auth_callback),
+            time_zone: self.time_zone.or(file.time_zone),
         }
     }
 
@@ -357,6 +362,7 @@ pub(crate) fn resolve(
     config: Option<&std::path::Path>,
 ) -> anyhow::Result<Resolved> {
     let file = load_file(config)?;
+    crate::settings::TimeZone::from_setting(file.django.time_zone.as_deref())?;
     Ok(Resolved {
         server: args.server.or(file.server),
         layer: args.layer.or(file.layer),

@@ -160,6 +160,48 @@ pub(crate) fn parse_capacity(spec: &str) -> anyhow::Result<CapacitySpec> {
     })
 }
 
+/// Django's `TIME_ZONE` (`--time-zone`, `HERALD_TIME_ZONE`, `[django] time_zone`): the zone in
+/// which the guide's `datetime.now().isoformat()` stamps are local time. Django makes it the
+/// process's zone at start-up (`TZ`, with `USE_TZ` on or off) and refuses a name that is not a
+/// file under `/usr/share/zoneinfo`; this looks the name up in the same system database, with
+/// the same exact spelling.
+#[derive(Debug, Clone)]
+pub(crate) struct TimeZone {
+    zone: jiff::tz::TimeZone,
+}
+
+impl TimeZone {
+    /// Looks `name` up; an unknown or misspelt zone is an error.
+    pub(crate) fn new(name: &str) -> anyhow::Result<TimeZone> {
+        let zone = jiff::tz::TimeZone::get(name)
+            .ok()
+            .filter(|zone| zone.iana_name() == Some(name))
+            .with_context(|| {
+                format!(
+                    "unknown time zone {name:?}: expected an IANA name such as \"Europe/Paris\" \
+                     (Django's TIME_ZONE) from the system's zoneinfo database"
+                )
+            })?;
+        Ok(TimeZone { zone })
+    }
+
+    /// The setting if given, else `None` (the machine's zone).
+    pub(crate) fn from_setting(name: Option<&str>) -> anyhow::Result<Option<TimeZone>> {
+        name.map(TimeZone::new).transpose()
+    }
+
+    /// `datetime.now().isoformat()` in a Django process with this `TIME_ZONE`.
+    pub(crate) fn isoformat_now(&self) -> String {
+        let now = chrono::Utc::now();
+        let offset = jiff::Timestamp::from_microsecond(now.timestamp_micros())
+            .map(|t| self.zone.to_offset(t).seconds())
+            .unwrap_or(0);
+        herald_core::messaging::python_isoformat(
+            now.naive_utc() + chrono::TimeDelta::seconds(offset.into()),
+        )
+    }
+}
+
 /// The TOML file: one table per component.
 #[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -256,6 +298,20 @@ mod tests {
         assert!(parse_capacity("nope").is_err());
         assert!(parse_capacity("x=0").is_err());
         assert!(parse_capacity("x=abc").is_err());
+    }
+
+    #[test]
+    fn time_zones_are_checked_like_django() {
+        assert!(TimeZone::new("Asia/Kathmandu").is_ok());
+        assert!(TimeZone::new("UTC").is_ok());
+        for wrong in ["Mars/Base", "asia/kathmandu", "", "+05:45", "../etc/passwd"] {
+            let err = TimeZone::new(wrong).unwrap_err().to_string();
+            assert!(err.contains("unknown time zone"), "{wrong}: {err}");
+        }
+        assert!(TimeZone::from_setting(None).unwrap().is_none());
+        let file: FileSettings =
+            toml::from_str("[django]\ntime_zone = \"Europe/Paris\"\n").unwrap();
+        assert_eq!(file.django.time_zone.as_deref(), Some("Europe/Paris"));
     }
 
     #[test]

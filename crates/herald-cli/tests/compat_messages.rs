@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use herald_test_support::{RedisServer, compat_python, workspace_root};
 use support::django::Django;
-use support::herald;
+use support::{herald, herald_with_env};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Python's `datetime.now().isoformat()`: `YYYY-MM-DDTHH:MM:SS[.ffffff]`.
@@ -163,6 +163,156 @@ async fn cli_senders_match_the_python_helpers_and_reach_a_python_consumer() {
                 assert_eq!(&got[k], v, "field {k}");
             }
         }
+    }
+    let _ = peer.start_kill();
+}
+
+/// `b - a` for two naive `isoformat()` stamps.
+fn seconds_between(a: &str, b: &str) -> f64 {
+    let parse = |t: &str| chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f").unwrap();
+    (parse(b) - parse(a)).as_seconds_f64()
+}
+
+/// Django makes `TIME_ZONE` the process's local time (with `USE_TZ` on or off), so the guide's
+/// `datetime.now().isoformat()` is wall-clock time there. `--time-zone`, `HERALD_TIME_ZONE` and
+/// `[django] time_zone` make herald's stamps the same; a zone Django would refuse is an error
+/// before anything is sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_timestamps_are_local_time_in_django_time_zone() {
+    let Some(python) = compat_python() else {
+        return;
+    };
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let dir = tempfile::tempdir().unwrap();
+
+    // Refused up front: nothing of these reaches the consumer below.
+    let out = herald(&[
+        "send",
+        "--user",
+        "amadmin",
+        "--time-zone",
+        "Mars/Base",
+        "--redis",
+        &url,
+        "x",
+    ])
+    .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(r#"unknown time zone "Mars/Base""#),
+        "{stderr}"
+    );
+    let out = herald_with_env(
+        &["notify", "--user", "amadmin", "--redis", &url, "x"],
+        &[("HERALD_TIME_ZONE", "europe/paris")],
+    )
+    .await;
+    assert!(
+        !out.status.success(),
+        "a misspelt zone is refused, as Django does"
+    );
+    let bad_file = dir.path().join("bad.toml");
+    std::fs::write(&bad_file, "[django]\ntime_zone = \"Nowhere/City\"\n").unwrap();
+    let out = herald(&[
+        "serve",
+        "--config",
+        bad_file.to_str().unwrap(),
+        "--bind",
+        "127.0.0.1:0",
+    ])
+    .await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Nowhere/City"));
+
+    let config = serde_json::json!({"hosts": [{"address": url, "socket_timeout": null}]});
+    let mut peer = tokio::process::Command::new(&python)
+        .arg(workspace_root().join("tests/compat/peer.py"))
+        .args([
+            "--config",
+            &config.to_string(),
+            "listen",
+            "--groups",
+            "user_amadmin",
+        ])
+        .args(["--count", "4"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(peer.stdout.take().unwrap()).lines();
+    let mut next = async || -> serde_json::Value {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        serde_json::from_str(&line).unwrap()
+    };
+    assert_eq!(next().await["event"], "ready");
+
+    let toml = dir.path().join("herald.toml");
+    std::fs::write(&toml, "[django]\ntime_zone = \"Pacific/Chatham\"\n").unwrap();
+    let toml = toml.to_str().unwrap();
+    let db_url = format!("sqlite:///{}", dir.path().join("db.sqlite3").display());
+    let django = Django::new(python, &db_url, &url);
+    /// A herald command, its environment, the zone it must stamp in, Django's USE_TZ.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: [Case; 4] = [
+        (
+            &["send", "--time-zone", "Asia/Kathmandu", "one"],
+            &[],
+            "Asia/Kathmandu",
+            "1",
+        ),
+        (
+            &["notify", "two"],
+            &[("HERALD_TIME_ZONE", "America/St_Johns")],
+            "America/St_Johns",
+            "1",
+        ),
+        (
+            &["--config", toml, "file", "/media/three.csv"],
+            &[],
+            "Pacific/Chatham",
+            "0",
+        ),
+        (
+            &["broadcast", "--time-zone", "Asia/Kolkata", "four"],
+            &[("HERALD_TIME_ZONE", "America/St_Johns")],
+            "Asia/Kolkata",
+            "1",
+        ),
+    ];
+    for (args, env, zone, use_tz) in cases {
+        let mut full = args.to_vec();
+        full.extend(["--user", "amadmin", "--redis", &url]);
+        let out = herald_with_env(&full, env).await;
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        let ours = next().await["message"]["timestamp"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(is_isoformat(&ours), "{ours}");
+        // The guide's helper in a Django process with this TIME_ZONE, a moment later.
+        let theirs = django
+            .clone()
+            .with_env("TIME_ZONE", zone)
+            .with_env("USE_TZ", use_tz)
+            .shell(
+                "from OptsIO.ws_utils import user_message\n\
+                 print(user_message('amadmin', 'x')['timestamp'])\n",
+            )
+            .await;
+        let theirs = theirs.trim().lines().last().unwrap();
+        let later = seconds_between(&ours, theirs);
+        assert!(
+            (0.0..60.0).contains(&later),
+            "{args:?} in {zone}: herald stamped {ours}, Django {theirs}"
+        );
     }
     let _ = peer.start_kill();
 }

@@ -15,7 +15,7 @@
 //!   a crashed instance leaves no ghosts) and its in-memory implementation.
 //! * [`capacity`] — `channel_capacity` glob/regex rules, first match wins.
 //! * [`pyjson`] — Python `json.dumps` string and float text, for the layer's json serializer
-//!   and the server's frames alike.
+//!   and the server's frames alike; and `json.loads`, for what clients send.
 //! * [`layer`] — the [`ChannelLayer`] trait.
 //! * [`memory`] — [`InMemoryLayer`], for tests and single-process use.
 //! * [`messaging`] — the guide's `user.message` / `user.notification` / `user.file` builders and

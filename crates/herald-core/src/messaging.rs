@@ -33,7 +33,9 @@ pub fn python_isoformat_now() -> String {
     python_isoformat(now)
 }
 
-fn python_isoformat(t: chrono::NaiveDateTime) -> String {
+/// `t.isoformat()` of a naive `datetime`: microseconds only when non-zero (finer digits are
+/// dropped, as Python's clock has none).
+pub fn python_isoformat(t: chrono::NaiveDateTime) -> String {
     use chrono::Timelike;
     let micros = t.nanosecond() / 1_000 % 1_000_000;
     if micros == 0 {

@@ -1,8 +1,18 @@
-//! Python's `json.dumps` primitives: strings with `ensure_ascii=True` escapes and floats as
+//! Python's `json` text both ways.
+//!
+//! Writing: the `json.dumps` primitives, strings with `ensure_ascii=True` escapes and floats as
 //! `repr(float)`. Shared by the Redis layer's `json` serializer (bytes stored in Redis) and the
-//! server's frames (bytes sent to browsers), which must both match Python byte for byte.
+//! server's frames (bytes sent to browsers), which must both match Python byte for byte; [`dumps`]
+//! writes a [`Loaded`] value with them.
+//!
+//! Reading: [`loads`], what Python's `json.loads` accepts and returns, for text that clients
+//! send to a Python consumer.
 
 use std::fmt::Write as _;
+
+mod loads;
+
+pub use loads::{Loaded, LoadsError, MAX_DEPTH, MAX_INT_DIGITS, loads};
 
 /// `json.dumps` of a string (`ensure_ascii=True`): everything outside `' '..='~'` is escaped.
 pub fn write_str(out: &mut String, s: &str) {
@@ -94,6 +104,58 @@ pub fn float_repr(f: f64) -> String {
     out
 }
 
+/// Python's `str(f)` (what an f-string writes): `repr(f)` except `nan`, `inf` and `-inf`
+/// where `json.dumps` writes `NaN`, `Infinity` and `-Infinity`.
+pub fn float_str(f: f64) -> String {
+    if f.is_nan() {
+        "nan".to_owned()
+    } else if f.is_infinite() {
+        (if f > 0.0 { "inf" } else { "-inf" }).to_owned()
+    } else {
+        float_repr(f)
+    }
+}
+
+/// `json.dumps(value)` of a [`Loaded`] value (default arguments). A string that had a lone
+/// surrogate is written with U+FFFD in its place (see [`Loaded::Str`]).
+pub fn dumps(value: &Loaded) -> String {
+    let mut out = String::new();
+    write_loaded(&mut out, value);
+    out
+}
+
+fn write_loaded(out: &mut String, value: &Loaded) {
+    match value {
+        Loaded::Null => out.push_str("null"),
+        Loaded::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Loaded::Int(digits) => out.push_str(digits),
+        Loaded::Float(f) => write_float(out, *f),
+        Loaded::Str(s) => write_str(out, s),
+        Loaded::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_loaded(out, item);
+            }
+            out.push(']');
+        }
+        Loaded::Object(members) => {
+            out.push('{');
+            for (i, (k, v)) in members.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_str(out, k);
+                out.push_str(": ");
+                write_loaded(out, v);
+            }
+            out.push('}');
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +174,41 @@ mod tests {
             (f64::NEG_INFINITY, "-Infinity"),
         ] {
             assert_eq!(float_repr(f), want);
+        }
+    }
+
+    /// `str(f)` from CPython 3.11.7: what `f"task_{f}"` writes.
+    #[test]
+    fn float_str_is_python_str() {
+        for (f, want) in [
+            (100.0, "100.0"),
+            (1.5, "1.5"),
+            (f64::NAN, "nan"),
+            (f64::INFINITY, "inf"),
+            (f64::NEG_INFINITY, "-inf"),
+            (1e-5, "1e-05"),
+            (-0.0, "-0.0"),
+        ] {
+            assert_eq!(float_str(f), want);
+        }
+    }
+
+    /// `json.dumps(json.loads(text))` from CPython 3.11.7.
+    #[test]
+    fn dumps_of_loads_matches_python() {
+        for (text, want) in [
+            (
+                r#"{"task_id":1E2,"n":[NaN,-Infinity,1e400,-0,-0.0]}"#,
+                r#"{"task_id": 100.0, "n": [NaN, -Infinity, Infinity, 0, -0.0]}"#,
+            ),
+            (r#""caf\u00e9 \ud83d\ude00""#, r#""caf\u00e9 \ud83d\ude00""#),
+            (
+                "123456789012345678901234567890",
+                "123456789012345678901234567890",
+            ),
+            ("[{}, [], null, true]", "[{}, [], null, true]"),
+        ] {
+            assert_eq!(dumps(&loads(text).unwrap()), want, "{text}");
         }
     }
 

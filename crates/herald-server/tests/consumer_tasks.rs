@@ -164,6 +164,84 @@ async fn subscribe_forward_and_client_close_over_channels() {
     assert_eq!(report.members, 0);
 }
 
+/// Frames as Python's `json.loads` reads them, task ids as a Python f-string writes them and
+/// echoes as `json.dumps` writes them (expected replies: CPython 3.11.7's `json.dumps` of the
+/// parsed id, groups its `f"task_{task_id}"`).
+#[tokio::test]
+async fn numeric_task_ids_and_python_json_over_channels() {
+    let layer = memory_layer();
+    let app = app(ServerConfig::default(), &layer);
+    let mut peer = open(&app, "/ws/tasks/?token=amadmin-token").await;
+    let cases = [
+        ("42", "42", "task_42"),
+        ("1.5", "1.5", "task_1.5"),
+        ("1E2", "100.0", "task_100.0"),
+        ("-0", "0", "task_0"),
+        ("NaN", "NaN", "task_nan"),
+        ("-Infinity", "-Infinity", "task_-inf"),
+        ("1e400", "Infinity", "task_inf"),
+        ("1e-5", "1e-05", "task_1e-05"),
+        (
+            "123456789012345678901234567890",
+            "123456789012345678901234567890",
+            "task_123456789012345678901234567890",
+        ),
+    ];
+    for (sent, echoed, group) in cases {
+        peer.send(&format!(
+            r#"{{"action": "subscribe", "x": ["\ud800", {}], "task_id": {sent}}}"#,
+            "[".repeat(150) + &"]".repeat(150)
+        ));
+        assert_eq!(
+            peer.recv_text().await,
+            format!(r#"{{"type": "subscribed", "task_id": {echoed}}}"#),
+            "for {sent}"
+        );
+        let report = within(layer.group_send(group, Message::with_type("task.update")))
+            .await
+            .unwrap();
+        assert_eq!(report.members, 1, "{group}");
+        assert_eq!(peer.recv_text().await, r#"{"type": "task_update"}"#);
+    }
+    for (frame, reply) in [
+        // 1e16 is "1e+16" in Python: '+' is not allowed in a group name.
+        (
+            r#"{"action": "subscribe", "task_id": 1e16}"#,
+            r#"{"type": "error", "message": "invalid task_id"}"#,
+        ),
+        (
+            r#"{"action": "subscribe", "task_id": true}"#,
+            r#"{"type": "error", "message": "task_id must be a string or a number"}"#,
+        ),
+        (r#"{"action": "ping", "n": NaN}"#, r#"{"type": "pong"}"#),
+        (
+            r#"{"action": "ping", "x": [1,]}"#,
+            r#"{"type": "error", "message": "invalid JSON"}"#,
+        ),
+    ] {
+        peer.send(frame);
+        assert_eq!(peer.recv_text().await, reply, "for {frame}");
+    }
+    let deep = format!(
+        r#"{{"action": "ping", "x": {}}}"#,
+        "[".repeat(herald_core::pyjson::MAX_DEPTH) + &"]".repeat(herald_core::pyjson::MAX_DEPTH)
+    );
+    peer.send(&deep);
+    assert_eq!(
+        peer.recv_text().await,
+        r#"{"type": "error", "message": "JSON nested too deeply"}"#
+    );
+    peer.send(r#"{"action": "unsubscribe", "task_id": 42}"#);
+    assert_eq!(
+        peer.recv_text().await,
+        r#"{"type": "unsubscribed", "task_id": 42}"#
+    );
+    let report = within(layer.group_send("task_42", Message::with_type("x")))
+        .await
+        .unwrap();
+    assert_eq!(report.members, 0);
+}
+
 #[tokio::test]
 async fn stream_end_is_an_abnormal_close_1006() {
     let layer = memory_layer();

@@ -170,7 +170,7 @@ async fn bad_frames_get_error_frames_and_the_socket_stays_open() {
         ),
         (
             r#"{"action": "subscribe"}"#,
-            r#"{"type": "error", "message": "task_id must be a string"}"#,
+            r#"{"type": "error", "message": "task_id must be a string or a number"}"#,
         ),
         (
             r#"{"action": "subscribe", "task_id": "has spaces"}"#,

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use tokio::io::{AsyncBufReadExt, BufReader};
+
 /// `SECRET_KEY` the test sites share with herald.
 pub const SECRET: &str = "django-insecure-herald-cli-e2e";
 /// How long one `manage.py` run may take (migrate on PostgreSQL is the slowest).
@@ -20,6 +22,14 @@ pub fn project_dir() -> PathBuf {
 pub struct Django {
     python: PathBuf,
     env: BTreeMap<String, String>,
+}
+
+/// A running Daphne, killed on drop.
+#[derive(Debug)]
+pub struct Daphne {
+    /// `127.0.0.1:PORT`.
+    pub host: String,
+    _child: tokio::process::Child,
 }
 
 /// What `herald_fixture` printed.
@@ -50,18 +60,26 @@ impl Django {
         &self.env
     }
 
-    /// Runs `manage.py ARGS`; panics with stderr on failure; returns stdout.
-    pub async fn manage(&self, args: &[&str]) -> String {
-        let mut cmd = tokio::process::Command::new(&self.python);
-        cmd.arg("manage.py")
-            .args(args)
-            .current_dir(project_dir())
+    /// `program` in the project directory with the site's environment.
+    fn command(&self, program: &std::path::Path) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.current_dir(project_dir())
             .env_remove("SECRET_KEY_FALLBACKS")
             .env_remove("SESSION_ENGINE")
+            .env_remove("TIME_ZONE")
+            .env_remove("USE_TZ")
+            .env("DJANGO_SETTINGS_MODULE", "herald_site.settings")
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .envs(&self.env)
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs `manage.py ARGS`; panics with stderr on failure; returns stdout.
+    pub async fn manage(&self, args: &[&str]) -> String {
+        let mut cmd = self.command(&self.python);
+        cmd.arg("manage.py").args(args);
         let out = tokio::time::timeout(MANAGE_TIMEOUT, cmd.output())
             .await
             .unwrap_or_else(|_| panic!("manage.py {args:?} timed out"))
@@ -85,6 +103,43 @@ impl Django {
             cookie: field("cookie"),
             user_id: field("user_id"),
             username: field("username"),
+        }
+    }
+
+    /// Starts Daphne serving the site (`herald_site.asgi`, `/ws/tasks/` behind
+    /// `AuthMiddlewareStack`) on a free loopback port; killed on drop.
+    pub async fn daphne(&self) -> Daphne {
+        let mut child = self
+            .command(&self.python.with_file_name("daphne"))
+            .args(["-b", "127.0.0.1", "-p", "0", "herald_site.asgi:application"])
+            // Daphne says where it listens at INFO.
+            .env("DJANGO_LOG_LEVEL", "INFO")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let port = tokio::time::timeout(MANAGE_TIMEOUT, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(addr) = line.split("Listening on TCP address ").nth(1) {
+                    return addr
+                        .rsplit(':')
+                        .next()
+                        .unwrap()
+                        .trim()
+                        .parse::<u16>()
+                        .unwrap();
+                }
+            }
+            panic!("daphne exited before listening");
+        })
+        .await
+        .unwrap();
+        // Keep draining Daphne's log so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Daphne {
+            host: format!("127.0.0.1:{port}"),
+            _child: child,
         }
     }
 

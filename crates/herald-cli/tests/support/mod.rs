@@ -25,9 +25,16 @@ pub fn bin() -> &'static str {
 
 /// Runs `herald ARGS` to completion.
 pub async fn herald(args: &[&str]) -> Output {
+    herald_with_env(args, &[]).await
+}
+
+/// Runs `herald ARGS` to completion with extra environment variables.
+pub async fn herald_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let child = Command::new(bin())
         .args(args)
         .env_remove("RUST_LOG")
+        .env_remove("HERALD_TIME_ZONE")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -140,6 +147,18 @@ pub async fn ws_connect_with_cookie(addr: SocketAddr, cookie: &str) -> Ws {
     ws_connect(req).await
 }
 
+/// Connects to `ws://{host}/ws/tasks/` like a browser on the site: the Cookie header and an
+/// `Origin` of `http://127.0.0.1` (which Channels' `AllowedHostsOriginValidator` requires).
+pub async fn ws_connect_browser(host: &str, cookie: &str) -> Ws {
+    let mut req = format!("ws://{host}/ws/tasks/")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert("cookie", cookie.parse().unwrap());
+    req.headers_mut()
+        .insert("origin", "http://127.0.0.1".parse().unwrap());
+    ws_connect(req).await
+}
+
 async fn ws_connect(req: tokio_tungstenite::tungstenite::handshake::client::Request) -> Ws {
     let (ws, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(req))
         .await
@@ -162,6 +181,31 @@ pub async fn recv_json(ws: &mut Ws) -> serde_json::Value {
             other => panic!("unexpected frame {other:?}"),
         }
     }
+}
+
+/// The next text frame as sent (pings and pongs skipped): for byte-for-byte comparisons and
+/// for JSON that `serde_json` does not read (`NaN`).
+pub async fn recv_text(ws: &mut Ws) -> String {
+    loop {
+        let msg = tokio::time::timeout(TIMEOUT, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match msg {
+            WsMessage::Text(t) => return t.as_str().to_owned(),
+            WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+/// Sends a text frame as given.
+pub async fn send_text(ws: &mut Ws, text: &str) {
+    tokio::time::timeout(TIMEOUT, ws.send(WsMessage::text(text)))
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 /// The next text frame as JSON, waiting at most `wait`.

@@ -4,10 +4,20 @@
 //!
 //! | frame                                         | reply                                        |
 //! |-----------------------------------------------|----------------------------------------------|
-//! | `{"action": "subscribe", "task_id": "<id>"}`  | `{"type": "subscribed", "task_id": "<id>"}`  |
-//! | `{"action": "unsubscribe", "task_id": "<id>"}`| `{"type": "unsubscribed", "task_id": "<id>"}`|
+//! | `{"action": "subscribe", "task_id": <id>}`    | `{"type": "subscribed", "task_id": <id>}`    |
+//! | `{"action": "unsubscribe", "task_id": <id>}`  | `{"type": "unsubscribed", "task_id": <id>}`  |
 //! | `{"action": "ping"}`                          | `{"type": "pong"}`                           |
-//! | anything else (bad JSON, unknown action, a `task_id` that makes an invalid group name) | `{"type": "error", "message": "..."}`; the socket stays open |
+//! | anything else (bad JSON, not an object, unknown action, an `<id>` that is not a string or number or makes an invalid group name) | `{"type": "error", "message": "..."}`; the socket stays open |
+//!
+//! Frames are read as Python's `json.loads` reads them ([`herald_core::pyjson::loads`]): `NaN`,
+//! `Infinity`, `1e400`, big integers and escaped lone surrogates are accepted, up to
+//! [`MAX_DEPTH`](herald_core::pyjson::MAX_DEPTH) levels of nesting (deeper: the error frame
+//! `JSON nested too deeply`; a Python consumer under Daphne already dies with `RecursionError`
+//! a little before that bound and the socket is dropped). `<id>` is a string or a number
+//! (not `true`/`null`); the group is `task_{id}` as a Python f-string writes it (`42` →
+//! `task_42`, `1E2` → `task_100.0`, `NaN` → `task_nan`) and the reply echoes the id as
+//! `json.dumps` writes the parsed value (`1E2` → `100.0`, `NaN` → `NaN`). A repeated key counts
+//! with its last value, as in a Python `dict`.
 //!
 //! A `herald.probe` layer message (see [`PROBE_TYPE`]) is answered with a `herald.ack` to its
 //! `reply_to` channel and sends the browser nothing: `herald test-connection` counts the
@@ -27,6 +37,7 @@
 use async_trait::async_trait;
 use herald_core::messaging::{ACK_TYPE, PROBE_TYPE, task_group, user_group};
 use herald_core::names::is_valid_group_name;
+use herald_core::pyjson::{self, Loaded, LoadsError};
 use herald_core::{Message, Value};
 use serde_json::json;
 
@@ -77,18 +88,32 @@ fn send_error(ctx: &mut Context, message: &str) -> Result<()> {
     ctx.send_json(&json!({"type": "error", "message": message}))
 }
 
-/// The `task_id` of a (un)subscribe frame and its group, or the error text to send back.
-fn task_target(
-    frame: &serde_json::Map<String, serde_json::Value>,
-) -> Result<(String, String), &'static str> {
-    let Some(task_id) = frame.get("task_id").and_then(serde_json::Value::as_str) else {
-        return Err("task_id must be a string");
+/// The `task_id` of a (un)subscribe frame, as parsed (echoed in the reply), and its group, or
+/// the error text to send back.
+fn task_target(frame: &Loaded) -> Result<(Loaded, String), &'static str> {
+    let Some(task_id) = frame.get("task_id") else {
+        return Err("task_id must be a string or a number");
     };
-    let group = task_group(task_id);
-    if task_id.is_empty() || !is_valid_group_name(&group) {
+    // Python's `f"task_{task_id}"`: `str()` of the parsed value.
+    let text = match task_id {
+        Loaded::Str(s) => s.clone(),
+        Loaded::Int(digits) => digits.clone(),
+        Loaded::Float(f) => pyjson::float_str(*f),
+        _ => return Err("task_id must be a string or a number"),
+    };
+    let group = task_group(&text);
+    if text.is_empty() || !is_valid_group_name(&group) {
         return Err("invalid task_id");
     }
-    Ok((task_id.to_owned(), group))
+    Ok((task_id.clone(), group))
+}
+
+/// `{"type": kind, "task_id": task_id}` as `json.dumps` writes it.
+fn task_reply(kind: &str, task_id: Loaded) -> String {
+    pyjson::dumps(&Loaded::Object(vec![
+        ("type".to_owned(), Loaded::Str(kind.to_owned())),
+        ("task_id".to_owned(), task_id),
+    ]))
 }
 
 #[async_trait]
@@ -109,24 +134,26 @@ impl Consumer for TasksConsumer {
         let Some(text) = frame.as_text() else {
             return send_error(ctx, "binary frames are not supported");
         };
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
-            return send_error(ctx, "invalid JSON");
+        let value = match pyjson::loads(text) {
+            Ok(value) => value,
+            Err(LoadsError::TooDeep) => return send_error(ctx, "JSON nested too deeply"),
+            Err(_) => return send_error(ctx, "invalid JSON"),
         };
-        let Some(object) = value.as_object() else {
+        if !matches!(value, Loaded::Object(_)) {
             return send_error(ctx, "expected a JSON object");
-        };
-        match object.get("action").and_then(serde_json::Value::as_str) {
-            Some("subscribe") => match task_target(object) {
+        }
+        match value.get("action").and_then(Loaded::as_str) {
+            Some("subscribe") => match task_target(&value) {
                 Ok((task_id, group)) => {
                     ctx.group_add(&group).await?;
-                    ctx.send_json(&json!({"type": "subscribed", "task_id": task_id}))
+                    ctx.send_text(task_reply("subscribed", task_id))
                 }
                 Err(msg) => send_error(ctx, msg),
             },
-            Some("unsubscribe") => match task_target(object) {
+            Some("unsubscribe") => match task_target(&value) {
                 Ok((task_id, group)) => {
                     ctx.group_discard(&group).await?;
-                    ctx.send_json(&json!({"type": "unsubscribed", "task_id": task_id}))
+                    ctx.send_text(task_reply("unsubscribed", task_id))
                 }
                 Err(msg) => send_error(ctx, msg),
             },

@@ -11,6 +11,9 @@ AUTHENTICATION_BACKENDS a JSON list or comma-separated paths. Default: ModelBack
 REDIS_URL               redis://host:port[/db] for channels_redis; unset = InMemoryChannelLayer.
 CHANNEL_LAYERS_PREFIX   channels_redis "prefix" (default "asgi").
 CHANNEL_LAYERS_SYMMETRIC_ENCRYPTION_KEYS  JSON list or comma-separated keys (enables encryption).
+TIME_ZONE               an IANA zone name (default "UTC"); Django makes it the process's local time,
+                        so the guide's `datetime.now().isoformat()` stamps are in this zone.
+USE_TZ                  "0" or "false" to turn it off (default on).
 """
 import json
 import os
@@ -51,8 +54,8 @@ SECRET_KEY = os.environ.get("SECRET_KEY", "django-insecure-herald-test-secret-ke
 SECRET_KEY_FALLBACKS = _env_list("SECRET_KEY_FALLBACKS")
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
-USE_TZ = True
-TIME_ZONE = "UTC"
+USE_TZ = os.environ.get("USE_TZ", "1") not in ("0", "false", "False")
+TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
 
 INSTALLED_APPS = [
     "django.contrib.contenttypes",
