@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fan-out benchmark of issue #5: herald vs Daphne 4.2 + Channels + channels_redis 4.3, measured
+# Fan-out benchmark: herald vs Daphne 4.2 + Channels + channels_redis 4.3, measured
 # in the same run, against the same redis-server, with the same Python senders and the same
 # client (herald-load). Everything is set up from scratch in a temporary directory, and the
 # "Fan-out: herald vs Daphne" section of docs/benchmarks.md is rewritten at the end (the rest

@@ -1,4 +1,4 @@
-//! Issue #6 item 1, the other kind of "unreachable": a Redis that hangs without closing its
+//! the other kind of "unreachable": a Redis that hangs without closing its
 //! connections (SIGSTOP, as a silent network partition looks to herald) for longer than
 //! herald's blocking-read timeout, then resumes with its data intact. Sockets on two herald
 //! processes stay open, and what Python sends after Redis resumes reaches each exactly once.

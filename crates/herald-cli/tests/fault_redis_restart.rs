@@ -1,4 +1,4 @@
-//! Issue #6 item 1: a Redis restart without persistence (every group is gone) and a Redis that
+//! a Redis restart without persistence (every group is gone) and a Redis that
 //! is unreachable for 30 s. Sockets spread over two `herald serve` processes must stay open and
 //! receive, exactly once, what Django sends after Redis is back, because herald re-adds its
 //! memberships. Daphne + channels_redis leaves every socket deaf here (0 of 100 on this machine).

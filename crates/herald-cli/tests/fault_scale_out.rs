@@ -1,4 +1,4 @@
-//! Issue #6 item 3: scale-out. Three `herald serve` processes share three Redis hosts (the same
+//! scale-out. Three `herald serve` processes share three Redis hosts (the same
 //! ordered `hosts` list everywhere, as Django's CHANNEL_LAYERS); 30 users are spread over the
 //! instances. Python channels_redis `group_send` to a shared group and to each user's group
 //! reaches every socket exactly once. One herald is SIGKILLed: only its own sockets drop, the

@@ -1,4 +1,4 @@
-//! Issue #6 item 2: Sentinel failover. A primary, a replica and three Sentinels (quorum 2) run
+//! Sentinel failover. A primary, a replica and three Sentinels (quorum 2) run
 //! on ephemeral ports; two `herald serve` processes reach Redis only through the Sentinels
 //! (`sentinel://…/MASTER`). The primary is SIGKILLed; once the Sentinels have promoted the
 //! replica, Python channels_redis (through the same Sentinels) and `herald send` reach every

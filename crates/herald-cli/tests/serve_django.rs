@@ -1,4 +1,4 @@
-//! Issue #3's end-to-end proof: a Django user logged in by the real Django connects to
+//! The end-to-end proof: a Django user logged in by the real Django connects to
 //! `herald serve` with its session cookie, and the guide's Python helpers reach the socket.
 
 mod support;

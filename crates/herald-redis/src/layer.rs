@@ -36,6 +36,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Groups re-added per pipeline: a server may track many thousands of memberships, and one
+/// pipeline per chunk keeps each reply (and Redis's time on it) small.
+const REFRESH_PIPELINE_GROUPS: usize = 500;
+
+/// What Python adds to `expiry` for a Fernet token's TTL (`MultiFernet.decrypt(ttl=expiry + 10)`).
+const FERNET_TTL_MARGIN: Duration = Duration::from_secs(10);
+
+/// The shortest membership refresh interval: a tiny `group_expiry` in tests must not make the
+/// refresher spin.
+const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How many `<base>.k<n>` names [`ChannelLayer::colocated_prefixes`] tries per wanted prefix
+/// and shard before giving up (1 in `shards` names lands on a given shard, so 64 times that
+/// fails with a probability below 1e-27 per prefix).
+const COLOCATED_SEARCH_FACTOR: usize = 64;
+
 /// Python `time.time()`.
 pub(crate) fn now_f64() -> f64 {
     SystemTime::now()
@@ -241,7 +257,7 @@ impl Inner {
         }
         for (shard, groups) in by_shard {
             // Bounded pipelines: a server may track many thousands of memberships.
-            for chunk in groups.chunks(500) {
+            for chunk in groups.chunks(REFRESH_PIPELINE_GROUPS) {
                 let score = now_f64();
                 let mut pipe = redis::pipe();
                 let mut members = 0u64;
@@ -360,11 +376,10 @@ impl RedisChannelLayer {
         let codec = Codec::new(config.serializer_format, config.random_prefix_length)
             .with_encryption_keys(&config.symmetric_encryption_keys)
             // Python: MultiFernet.decrypt(ttl=expiry + 10).
-            .with_ttl(Some(config.expiry + Duration::from_secs(10)));
-        let refresh_interval = config.group_refresh_interval.map(|i| {
-            i.min(config.group_expiry / 2)
-                .max(Duration::from_millis(100))
-        });
+            .with_ttl(Some(config.expiry + FERNET_TTL_MARGIN));
+        let refresh_interval = config
+            .group_refresh_interval
+            .map(|i| i.min(config.group_expiry / 2).max(MIN_REFRESH_INTERVAL));
         let keys = Keys::new(config.prefix.clone());
         let shards: Arc<[Shard]> = Arc::from(shards);
         let client_prefix = random_hex_id();
@@ -543,7 +558,7 @@ impl ChannelLayer for RedisChannelLayer {
             .take(
                 count
                     .saturating_mul(inner.ring())
-                    .saturating_mul(64)
+                    .saturating_mul(COLOCATED_SEARCH_FACTOR)
                     .max(count),
             )
             .map(|n| format!("{base}.k{n}"))
@@ -562,7 +577,7 @@ impl ChannelLayer for RedisChannelLayer {
         Self::check_message(&message)?;
         let inner = &self.inner;
         let (target, shard) = if is_specific(channel) {
-            // Deviation from Python (#221): hash the non-local name, where receivers listen.
+            // Deviation from Python (channels_redis#221): hash the non-local name, where receivers listen.
             (
                 Target::One(channel),
                 inner.shard_of(non_local_name(channel)),
@@ -767,8 +782,7 @@ impl ChannelLayer for RedisChannelLayer {
         for shard in inner.shards.iter() {
             let deleted: i64 = shard
                 .run("flush", |mut c| {
-                    let mut invocation = inner.flush_script.arg(&pattern);
-                    let _ = &mut invocation;
+                    let invocation = inner.flush_script.arg(&pattern);
                     async move { invocation.invoke_async(&mut c).await }
                 })
                 .await?;

@@ -16,7 +16,7 @@ use crate::consumer::ConsumerFactory;
 use crate::context::{Context, State};
 use crate::error::{Error, ErrorKind, Result};
 use crate::groups::GroupTable;
-use crate::limits::{CapExceeded, ConnectionCaps};
+use crate::limits::ConnectionCaps;
 use crate::metrics::{Metrics, MetricsSource};
 use crate::origin::origin_allowed;
 use crate::presence::PresenceRegistry;
@@ -349,7 +349,6 @@ impl App {
             Err(which) => {
                 Metrics::incr(&metrics.connection_limit_rejects);
                 debug!(cap = ?which, "connection cap reached");
-                let _: CapExceeded = which;
                 return reject(Rejection::ConnectionLimit);
             }
         };
@@ -392,6 +391,10 @@ impl App {
     }
 }
 
+/// How long a closing socket's group cleanup may take: a Redis that hangs must not keep the
+/// connection's task (and its memory) alive; the memberships then lapse with `group_expiry`.
+const DISCARD_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Discards every group the context joined and forgets its channel; bounded so a stuck layer
 /// cannot hold a connection task forever.
 pub(crate) async fn discard_all(ctx: &mut Context) {
@@ -415,7 +418,7 @@ pub(crate) async fn discard_all(ctx: &mut Context) {
             }
         }
     };
-    if tokio::time::timeout(Duration::from_secs(5), cleanup)
+    if tokio::time::timeout(DISCARD_TIMEOUT, cleanup)
         .await
         .is_err()
     {

@@ -34,8 +34,6 @@ pub enum DropReason {
     MalformedType,
     /// No handler for the type on this route (Channels raises; Herald counts and drops).
     UnknownType,
-    /// The socket was already closing.
-    Closing,
 }
 
 impl DropReason {
@@ -44,15 +42,13 @@ impl DropReason {
             DropReason::MissingType => "missing_type",
             DropReason::MalformedType => "malformed_type",
             DropReason::UnknownType => "unknown_type",
-            DropReason::Closing => "closing",
         }
     }
 
-    const ALL: [DropReason; 4] = [
+    const ALL: [DropReason; 3] = [
         DropReason::MissingType,
         DropReason::MalformedType,
         DropReason::UnknownType,
-        DropReason::Closing,
     ];
 }
 

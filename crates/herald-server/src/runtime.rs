@@ -81,8 +81,6 @@ pub enum CloseReason {
     Lifetime,
     /// A consumer handler returned an error (1011).
     HandlerError,
-    /// The channel layer failed while receiving (1011).
-    LayerError,
     /// The connection dropped without a close handshake (1006).
     Dropped,
 }

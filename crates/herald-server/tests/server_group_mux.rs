@@ -1,4 +1,4 @@
-//! Group multiplexing (issue #5): one layer channel per (process, group) stands for every local
+//! Group multiplexing: one layer channel per (process, group) stands for every local
 //! socket in the group, and group messages are fanned out locally. Real sockets on
 //! `InMemoryLayer`; the slow-member case runs the runtime over in-memory channels.
 
