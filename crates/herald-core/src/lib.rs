@@ -40,6 +40,7 @@ pub mod messaging;
 pub mod names;
 pub mod presence;
 pub mod pyjson;
+pub mod sync;
 pub mod value;
 
 pub use error::{Error, ErrorKind, Result};

@@ -143,9 +143,7 @@ impl InMemoryLayer {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding this lock leaves plain data behind, still consistent enough to
-        // keep serving; do not poison every later call.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// Pushes under the lock; returns false if the channel is full.

@@ -50,7 +50,7 @@ impl InMemoryPresence {
     }
 
     fn users(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, Instant>>> {
-        self.users.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.users)
     }
 }
 

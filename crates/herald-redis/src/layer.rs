@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -12,6 +12,7 @@ use herald_core::names::{
     is_specific, non_local_name, random_hex_id, require_valid_channel_name,
     require_valid_group_name,
 };
+use herald_core::sync::lock;
 use herald_core::{
     ASGI_CHANNEL_KEY, ChannelLayer, DEFAULT_NEW_CHANNEL_PREFIX, Deliver, GroupSendReport, Message,
 };
@@ -31,10 +32,6 @@ use crate::membership::Memberships;
 use crate::reader_thread::ReaderThread;
 use crate::receive::{self, Counters, General, LayerStats, ReaderEvent, ReaderSettings, Readers};
 use crate::scripts;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Groups re-added per pipeline: a server may track many thousands of memberships, and one
 /// pipeline per chunk keeps each reply (and Redis's time on it) small.
@@ -181,12 +178,7 @@ impl Inner {
         if let Some(g) = generals.get(channel) {
             return g.clone();
         }
-        let buffer = self
-            .readers
-            .router
-            .buffer(channel)
-            .unwrap_or_else(|| unreachable!("general channels are never attached"));
-        let general = Arc::new(General::new(buffer));
+        let general = Arc::new(General::new(self.readers.router.buffer(channel)));
         generals.insert(channel.to_owned(), general.clone());
         let mut tasks = lock(&self.tasks);
         if !tasks.shut_down {
@@ -528,7 +520,7 @@ impl ChannelLayer for RedisChannelLayer {
     async fn new_channel(&self, prefix: &str) -> Result<String> {
         let name = format!("{prefix}.{}!{}", self.inner.client_prefix, random_hex_id());
         require_valid_channel_name(&name)?;
-        self.inner.readers.router.register(&name);
+        self.inner.readers.router.buffer(&name);
         self.inner.ensure_reader(non_local_name(&name));
         Ok(name)
     }
@@ -626,18 +618,18 @@ impl ChannelLayer for RedisChannelLayer {
                     ),
                 ));
             }
-            let Some(buffer) = inner.readers.router.buffer(channel) else {
-                return Err(Error::new(
-                    ErrorKind::Closed,
-                    format!("channel {channel} is attached to a sink"),
-                ));
-            };
+            let buffer = inner.readers.router.buffer(channel);
             inner.ensure_reader(non_local_name(channel));
             buffer.pop().await
         } else {
             inner.general(channel).receive().await
         }
-        .ok_or_else(|| Error::new(ErrorKind::Closed, format!("channel {channel} was closed")))
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Closed,
+                format!("channel {channel} was closed or is attached"),
+            )
+        })
     }
 
     async fn group_add(&self, group: &str, channel: &str) -> Result<()> {

@@ -28,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+mod buffer;
 pub mod codec;
 pub mod config;
 mod connection;

@@ -31,7 +31,7 @@
 //! * Each local channel buffers at most [`RedisPubSubConfig::channel_buffer`] messages, dropping
 //!   the oldest (Python's per-channel queues are unbounded).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::num::NonZeroUsize;
 use std::pin::Pin;
@@ -41,15 +41,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use herald_core::names::{random_hex_id, require_valid_channel_name, require_valid_group_name};
+use herald_core::sync::lock;
 use herald_core::{
     ASGI_CHANNEL_KEY, ChannelLayer, Deliver, Error, ErrorKind, GroupSendReport, Message, Result,
 };
-use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tracing::{Instrument, debug, debug_span, info, trace, warn};
 
 use redis::aio::{PubSubSink, PubSubStream};
 
+use crate::buffer::Buffer;
 use crate::codec::{Codec, SerializerFormat};
 use crate::config::{
     DEFAULT_CONNECTION_TIMEOUT, DEFAULT_HOST, DEFAULT_PREFIX, DEFAULT_RECONNECT_MAX_DELAY,
@@ -226,7 +227,7 @@ struct Inner {
 #[derive(Debug, Default)]
 struct Local {
     /// Local channel name → its inbox.
-    channels: HashMap<String, Arc<Inbox>>,
+    channels: HashMap<String, Arc<Buffer>>,
     /// Group Pub/Sub channel (`asgi__group__g`) → local member channel names.
     groups: HashMap<String, HashSet<String>>,
 }
@@ -235,82 +236,6 @@ impl Local {
     /// True if nothing local needs a subscription to `name` any more.
     fn unused(&self, name: &str) -> bool {
         !self.channels.contains_key(name) && !self.groups.contains_key(name)
-    }
-}
-
-#[derive(Debug, Default)]
-struct Inbox {
-    state: Mutex<InboxState>,
-    notify: Notify,
-}
-
-#[derive(Debug, Default)]
-struct InboxState {
-    items: VecDeque<Message>,
-    closed: bool,
-    /// Attached: messages go here instead of `items` (see [`ChannelLayer::attach`]).
-    sink: Option<Arc<dyn Deliver>>,
-}
-
-impl Inbox {
-    fn push(&self, message: Message, limit: usize) {
-        {
-            let mut state = self.state.lock().unwrap();
-            if state.closed {
-                return;
-            }
-            if let Some(sink) = &state.sink {
-                // Under the lock, so `attach`'s hand-over of the queued messages comes first.
-                sink.deliver(std::slice::from_ref(&message));
-                return;
-            }
-            if state.items.len() >= limit {
-                state.items.pop_front();
-                trace!("pubsub channel buffer full, dropped the oldest message");
-            }
-            state.items.push_back(message);
-        }
-        self.notify.notify_waiters();
-    }
-
-    /// Hands the queued messages to `sink`, then every later one.
-    fn attach(&self, sink: Arc<dyn Deliver>) {
-        let mut state = self.state.lock().unwrap();
-        let queued: Vec<Message> = state.items.drain(..).collect();
-        if !queued.is_empty() {
-            sink.deliver(&queued);
-        }
-        state.sink = Some(sink);
-    }
-
-    fn close(&self) {
-        let mut state = self.state.lock().unwrap();
-        state.closed = true;
-        state.sink = None;
-        state.items.clear();
-        drop(state);
-        self.notify.notify_waiters();
-    }
-
-    /// Waits for the next message. Cancel-safe: a message leaves the queue only in the poll
-    /// that returns it.
-    async fn pop(&self) -> Result<Message> {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            // Register before looking, so a push between the look and the await still wakes us.
-            notified.as_mut().enable();
-            {
-                let mut state = self.state.lock().unwrap();
-                if let Some(message) = state.items.pop_front() {
-                    return Ok(message);
-                }
-                if state.closed {
-                    return Err(Error::new(ErrorKind::Closed, "pubsub channel was closed"));
-                }
-            }
-            notified.await;
-        }
     }
 }
 
@@ -454,7 +379,7 @@ impl Inner {
         let index = self.shard_of(name);
         // Held across UNSUBSCRIBE, see `subscribe`.
         let mut sub = self.shards[index].subscriber.lock().await;
-        if !self.local.lock().unwrap().unused(name) || !sub.names.remove(name) {
+        if !lock(&self.local).unused(name) || !sub.names.remove(name) {
             return Ok(());
         }
         match sub.sink.clone() {
@@ -533,8 +458,8 @@ impl Inner {
     /// group. Python: `RedisSingleShardConnection._receive_message` (channels first, then
     /// groups).
     fn dispatch(&self, name: &str, payload: &[u8]) {
-        let targets: Vec<Arc<Inbox>> = {
-            let local = self.local.lock().unwrap();
+        let targets: Vec<Arc<Buffer>> = {
+            let local = lock(&self.local);
             if let Some(inbox) = local.channels.get(name) {
                 vec![inbox.clone()]
             } else if let Some(members) = local.groups.get(name) {
@@ -563,18 +488,18 @@ impl Inner {
             "pubsub message"
         );
         for inbox in targets {
-            inbox.push(message.clone(), self.channel_buffer);
+            inbox.push(message.clone());
         }
     }
 
     /// The inbox of `name`, creating it and subscribing if it is new.
-    async fn open(self: &Arc<Self>, name: &str) -> Result<Arc<Inbox>> {
+    async fn open(self: &Arc<Self>, name: &str) -> Result<Arc<Buffer>> {
         let (inbox, created) = {
-            let mut local = self.local.lock().unwrap();
+            let mut local = lock(&self.local);
             match local.channels.get(name) {
                 Some(inbox) => (inbox.clone(), false),
                 None => {
-                    let inbox = Arc::new(Inbox::default());
+                    let inbox = Arc::new(Buffer::new(self.channel_buffer));
                     local.channels.insert(name.to_owned(), inbox.clone());
                     (inbox, true)
                 }
@@ -582,7 +507,7 @@ impl Inner {
         };
         if let Err(err) = self.subscribe(name).await {
             if created {
-                self.local.lock().unwrap().channels.remove(name);
+                lock(&self.local).channels.remove(name);
                 inbox.close();
             }
             return Err(err);
@@ -676,30 +601,24 @@ impl ChannelLayer for RedisPubSubLayer {
     /// general channel is a broadcast to every subscribed process, not a work queue).
     async fn receive(&self, channel: &str) -> Result<Message> {
         require_valid_channel_name(channel)?;
-        let existing = self
-            .inner
-            .local
-            .lock()
-            .unwrap()
-            .channels
-            .get(channel)
-            .cloned();
+        let existing = lock(&self.inner.local).channels.get(channel).cloned();
         let inbox = match existing {
             Some(inbox) => inbox,
             None => self.inner.open(channel).await?,
         };
-        inbox.pop().await
+        inbox.pop().await.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Closed,
+                "pubsub channel was closed or is attached",
+            )
+        })
     }
 
     /// Messages of one shard's subscriber connection reach the sinks in the order Redis
     /// published them; there is no order across shards (as in Python).
     async fn attach(&self, channel: &str, sink: Arc<dyn Deliver>) -> Result<()> {
         require_valid_channel_name(channel)?;
-        let inbox = self
-            .inner
-            .local
-            .lock()
-            .unwrap()
+        let inbox = lock(&self.inner.local)
             .channels
             .get(channel)
             .cloned()
@@ -723,7 +642,7 @@ impl ChannelLayer for RedisPubSubLayer {
         require_valid_channel_name(channel)?;
         let name = self.group_channel(group);
         let added = {
-            let mut local = self.inner.local.lock().unwrap();
+            let mut local = lock(&self.inner.local);
             if !local.channels.contains_key(channel) {
                 return Err(Error::new(
                     ErrorKind::InvalidName,
@@ -739,7 +658,7 @@ impl ChannelLayer for RedisPubSubLayer {
         let span = debug_span!("pubsub.group_add", group = %group, shard = self.shard_of(&name));
         if let Err(err) = self.inner.subscribe(&name).instrument(span).await {
             if added {
-                let mut local = self.inner.local.lock().unwrap();
+                let mut local = lock(&self.inner.local);
                 if let Some(members) = local.groups.get_mut(&name) {
                     members.remove(channel);
                     if members.is_empty() {
@@ -758,7 +677,7 @@ impl ChannelLayer for RedisPubSubLayer {
         require_valid_channel_name(channel)?;
         let name = self.group_channel(group);
         let now_empty = {
-            let mut local = self.inner.local.lock().unwrap();
+            let mut local = lock(&self.inner.local);
             let Some(members) = local.groups.get_mut(&name) else {
                 return Ok(());
             };
@@ -810,7 +729,7 @@ impl ChannelLayer for RedisPubSubLayer {
     /// [`ErrorKind::Closed`]) and closes all connections. Python: `flush` — nothing is deleted
     /// in Redis because nothing is stored there. The layer stays usable.
     async fn flush(&self) -> Result<()> {
-        let old = std::mem::take(&mut *self.inner.local.lock().unwrap());
+        let old = std::mem::take(&mut *lock(&self.inner.local));
         for inbox in old.channels.values() {
             inbox.close();
         }
@@ -835,7 +754,7 @@ impl ChannelLayer for RedisPubSubLayer {
     fn close_channel(&self, channel: &str) {
         let mut unused = Vec::new();
         {
-            let mut local = self.inner.local.lock().unwrap();
+            let mut local = lock(&self.inner.local);
             if let Some(inbox) = local.channels.remove(channel) {
                 inbox.close();
                 unused.push(channel.to_owned());

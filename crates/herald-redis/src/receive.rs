@@ -18,24 +18,21 @@
 //! * Garbage members (short, bad msgpack/JSON, bad Fernet token, missing or odd
 //!   `__asgi_channel__`) are counted, logged at warn without payload, and skipped.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use herald_core::sync::lock;
 use herald_core::{ASGI_CHANNEL_KEY, Deliver, Message, Value};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, info, trace, warn};
 
+use crate::buffer::Buffer;
 use crate::codec::{Codec, DecodeError};
 use crate::connection::Shard;
 use crate::keys::Keys;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Plain data behind these locks stays consistent even if a holder panicked.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// A point-in-time copy of the layer's counters, for a server's `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -124,91 +121,10 @@ impl Counters {
     }
 }
 
-/// A local channel's buffer: bounded, drop-oldest, one `Notify` for its receivers.
-#[derive(Debug)]
-pub(crate) struct Buffer {
-    queue: Mutex<VecDeque<Message>>,
-    notify: Notify,
-    closed: AtomicBool,
-    capacity: usize,
-}
-
-impl Buffer {
-    fn new(capacity: usize) -> Self {
-        Buffer {
-            queue: Mutex::new(VecDeque::new()),
-            notify: Notify::new(),
-            closed: AtomicBool::new(false),
-            capacity,
-        }
-    }
-
-    /// Appends a message; returns true if the oldest one had to be dropped.
-    pub(crate) fn push(&self, message: Message) -> bool {
-        let dropped = {
-            let mut queue = lock(&self.queue);
-            let dropped = if queue.len() >= self.capacity {
-                queue.pop_front();
-                true
-            } else {
-                false
-            };
-            queue.push_back(message);
-            dropped
-        };
-        // notify_one stores a permit when nobody waits yet, so a receiver that found the queue
-        // empty just before this push still wakes up.
-        self.notify.notify_one();
-        dropped
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        lock(&self.queue).is_empty()
-    }
-
-    fn clear(&self) {
-        lock(&self.queue).clear();
-    }
-
-    fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.notify.notify_waiters();
-    }
-
-    /// Waits for the next message; `None` once the channel is closed.
-    ///
-    /// Cancel-safe: a message leaves the queue only in the same synchronous step that returns
-    /// it, so dropping this future loses nothing.
-    pub(crate) async fn pop(&self) -> Option<Message> {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            // Register before checking, so a push between the check and the await is seen.
-            notified.as_mut().enable();
-            if let Some(message) = lock(&self.queue).pop_front() {
-                return Some(message);
-            }
-            if self.closed.load(Ordering::Acquire) {
-                return None;
-            }
-            notified.await;
-        }
-    }
-}
-
-/// Where a local channel's messages go.
-#[derive(Debug, Clone)]
-enum Entry {
-    /// Buffered for `receive`.
-    Buffer(Arc<Buffer>),
-    /// Handed over as they come ([`ChannelLayer::attach`](herald_core::ChannelLayer::attach)).
-    Sink(Arc<dyn Deliver>),
-}
-
 /// Local channels by full name.
 #[derive(Debug)]
 pub(crate) struct Router {
-    channels: Mutex<HashMap<String, Entry>>,
+    channels: Mutex<HashMap<String, Arc<Buffer>>>,
     capacity: usize,
 }
 
@@ -220,44 +136,25 @@ impl Router {
         }
     }
 
-    /// Makes sure `channel` is known (buffered until something receives or attaches).
-    pub(crate) fn register(&self, channel: &str) {
-        lock(&self.channels)
-            .entry(channel.to_owned())
-            .or_insert_with(|| Entry::Buffer(Arc::new(Buffer::new(self.capacity))));
-    }
-
-    /// The buffer of `channel`, created if needed; `None` if the channel is attached.
-    pub(crate) fn buffer(&self, channel: &str) -> Option<Arc<Buffer>> {
+    /// The buffer of `channel`, created if needed.
+    pub(crate) fn buffer(&self, channel: &str) -> Arc<Buffer> {
         let mut channels = lock(&self.channels);
-        let entry = channels
+        let buffer = channels
             .entry(channel.to_owned())
-            .or_insert_with(|| Entry::Buffer(Arc::new(Buffer::new(self.capacity))));
-        match entry {
-            Entry::Buffer(buffer) => Some(Arc::clone(buffer)),
-            Entry::Sink(_) => None,
-        }
+            .or_insert_with(|| Arc::new(Buffer::new(self.capacity)));
+        Arc::clone(buffer)
     }
 
-    /// Sends `channel`'s messages to `sink` from now on, the buffered ones first. Done under
-    /// the router lock, which deliveries hold too, so no message can slip between the two.
+    /// Sends `channel`'s messages to `sink` from now on, the buffered ones first (see
+    /// [`Buffer::attach`]).
     pub(crate) fn attach(&self, channel: &str, sink: Arc<dyn Deliver>) {
-        let mut channels = lock(&self.channels);
-        let previous = channels.insert(channel.to_owned(), Entry::Sink(Arc::clone(&sink)));
-        if let Some(Entry::Buffer(buffer)) = previous {
-            let buffered: Vec<Message> = lock(&buffer.queue).drain(..).collect();
-            if !buffered.is_empty() {
-                sink.deliver(&buffered);
-            }
-            // A `receive` still waiting on it learns that the channel is attached now.
-            buffer.close();
-        }
+        self.buffer(channel).attach(sink);
     }
 
-    /// Drops a channel's buffer or sink and wakes its receivers with "closed".
+    /// Drops a channel's buffer and wakes its receivers with "closed".
     pub(crate) fn close(&self, channel: &str) -> bool {
         let removed = lock(&self.channels).remove(channel);
-        if let Some(Entry::Buffer(buffer)) = &removed {
+        if let Some(buffer) = &removed {
             buffer.close();
         }
         removed.is_some()
@@ -265,10 +162,8 @@ impl Router {
 
     /// Empties every buffer (flush).
     pub(crate) fn clear_all(&self) {
-        for entry in lock(&self.channels).values() {
-            if let Entry::Buffer(buffer) = entry {
-                buffer.clear();
-            }
+        for buffer in lock(&self.channels).values() {
+            buffer.clear();
         }
     }
 
@@ -278,42 +173,36 @@ impl Router {
     }
 
     /// Delivers decoded messages, in order, to their target names. Consecutive messages for
-    /// one sink go to it in one call. The router lock is held throughout (see [`attach`]), so
-    /// a sink must not call back into the layer.
-    ///
-    /// [`attach`]: Self::attach
+    /// one channel go to it in one call, so an attached sink gets them as one batch. The
+    /// router lock is held throughout, so a channel cannot be attached or closed halfway
+    /// through a batch; a sink must not call back into the layer.
     fn deliver(&self, routed: Vec<(Target, Message)>, counters: &Counters) {
         let channels = lock(&self.channels);
         let mut run: Vec<Message> = Vec::new();
-        let mut run_sink: Option<&Arc<dyn Deliver>> = None;
+        let mut run_buffer: Option<&Arc<Buffer>> = None;
+        let flush = |buffer: &Buffer, run: &mut Vec<Message>| {
+            let dropped = buffer.push_all(run);
+            Counters::add(&counters.buffer_drops, dropped as u64);
+            Counters::add(&counters.delivered, run.len() as u64);
+            run.clear();
+        };
         for (target, message) in routed {
             for name in target.names() {
-                match channels.get(name) {
-                    Some(Entry::Sink(sink)) => {
-                        if !run_sink.is_some_and(|s| Arc::ptr_eq(s, sink))
-                            && let Some(previous) = run_sink.replace(sink)
-                        {
-                            previous.deliver(&run);
-                            run.clear();
-                        }
-                        run.push(message.clone());
-                        Counters::add(&counters.delivered, 1);
-                    }
-                    Some(Entry::Buffer(buffer)) => {
-                        if buffer.push(message.clone()) {
-                            Counters::add(&counters.buffer_drops, 1);
-                        }
-                        Counters::add(&counters.delivered, 1);
-                    }
-                    None => {
-                        Counters::add(&counters.unknown_channel_drops, 1);
-                        trace!(channel = %name, "message for unknown local channel dropped");
-                    }
+                let Some(buffer) = channels.get(name) else {
+                    Counters::add(&counters.unknown_channel_drops, 1);
+                    trace!(channel = %name, "message for unknown local channel dropped");
+                    continue;
+                };
+                if !run_buffer.is_some_and(|b| Arc::ptr_eq(b, buffer))
+                    && let Some(previous) = run_buffer.replace(buffer)
+                {
+                    flush(previous, &mut run);
                 }
+                run.push(message.clone());
             }
         }
-        if let Some(sink) = run_sink {
-            sink.deliver(&run);
+        if let Some(buffer) = run_buffer {
+            flush(buffer, &mut run);
         }
     }
 }
@@ -908,23 +797,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buffer_drops_oldest_like_bounded_queue() {
-        // channels_redis test_receive_buffer_respects_capacity: 10000 in, the last 100 kept.
-        let buffer = Buffer::new(100);
-        let mut drops = 0;
-        for i in 0..10000 {
-            if buffer.push(Message::new().with("i", i)) {
-                drops += 1;
-            }
-        }
-        assert_eq!(drops, 9900);
-        let queue = lock(&buffer.queue);
-        assert_eq!(queue.len(), 100);
-        assert_eq!(queue.front().unwrap().get("i"), Some(&Value::Int(9900)));
-        assert_eq!(queue.back().unwrap().get("i"), Some(&Value::Int(9999)));
-    }
-
-    #[test]
     fn zpopmin_and_bzpopmin_replies_in_both_protocols() {
         use redis::Value as V;
         let p = |m: &[u8], score: f64| Popped {
@@ -1017,19 +889,5 @@ mod tests {
     fn timeout_argument_is_whole_seconds_when_possible() {
         assert_eq!(timeout_arg(Duration::from_secs(5)), "5");
         assert_eq!(timeout_arg(Duration::from_millis(250)), "0.25");
-    }
-
-    #[tokio::test]
-    async fn closed_buffer_wakes_receivers() {
-        let buffer = Arc::new(Buffer::new(2));
-        let b = buffer.clone();
-        let waiter = tokio::spawn(async move { b.pop().await });
-        tokio::task::yield_now().await;
-        buffer.close();
-        let got = tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(got.is_none());
     }
 }

@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 
 use herald_core::names::require_valid_group_name;
+use herald_core::sync::lock;
 use herald_core::{ChannelLayer, Deliver, Message};
 use tracing::{debug, trace};
 
@@ -255,10 +256,6 @@ impl std::fmt::Debug for GroupTable {
             .field("groups", &self.slots().len())
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A link in progress: if it is not committed (error or cancellation), the group channel's

@@ -36,7 +36,7 @@ impl PresenceRegistry {
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, String>> {
-        self.live.lock().unwrap_or_else(|p| p.into_inner())
+        herald_core::sync::lock(&self.live)
     }
 
     /// Records an accepted socket; the returned guard removes it when dropped.
