@@ -64,6 +64,7 @@ mod db;
 pub mod error;
 pub mod session;
 pub mod signing;
+mod tls;
 pub mod user;
 
 pub use auth::{AuthOutcome, AuthenticatedUser, DjangoAuth, Refusal};
