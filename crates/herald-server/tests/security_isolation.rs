@@ -309,7 +309,7 @@ async fn concurrent_handshakes_cannot_exceed_the_caps() {
     }
 }
 
-/// Without `proxy_headers` (the default) the per-IP cap keys on the TCP peer: a client cannot
+/// Without trusted proxies (the default) the per-IP cap keys on the TCP peer: a client cannot
 /// dodge it with made-up `X-Forwarded-For` headers.
 #[tokio::test]
 async fn forged_forwarded_for_cannot_dodge_the_per_ip_cap() {
