@@ -2,8 +2,10 @@
 # Installs and starts what the test suite needs, when missing (run as root on Debian, as CI is):
 # redis-server/redis-cli (tests start their own servers on ephemeral ports), python3 + the pinned
 # compat venv, PostgreSQL on 127.0.0.1:5432 with trust auth (the Django e2e tests create and drop
-# their own databases), Debian's chromium + node/npm and the browser driver (playwright-core only,
-# it never downloads a browser), and cargo-nextest. Idempotent: on a ready machine it only checks.
+# their own databases; the TLS tests run private clusters from its binaries), nginx (the deploy
+# guide's test runs its own, in the foreground on an ephemeral port), Debian's chromium +
+# node/npm and the browser driver (playwright-core only, it never downloads a browser), and
+# cargo-nextest. Idempotent: on a ready machine it only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +14,7 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
 command -v pg_ctlcluster >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)

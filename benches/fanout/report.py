@@ -130,7 +130,7 @@ def render(results, meta):
     lines.append("")
     lines.append(
         "Same run, same `redis-server`, same Python senders (`benches/fanout/sender.py`), same "
-        "client (`herald-load`, release build, 2 worker threads). Every server is started fresh "
+        "client (`herald-load`, `profiling` build = release + debug info, 2 worker threads). Every server is started fresh "
         "(and Redis flushed) for each scenario. Latency is `sent_at` (set by the sender just "
         "before `group_send`) to frame arrival at the client. “–” = not measured "
         "(see the notes). Ratios are herald relative to Daphne."

@@ -22,11 +22,14 @@
 #   BENCH_TIME_LIMIT  seconds; scenarios that would start after this are skipped (default 1080)
 #   BENCH_NO_DOC=1    do not touch docs/benchmarks.md (results stay in the work directory)
 #   BENCH_KEEP=1      keep the work directory (logs, databases)
-#   HERALD_LOAD_BIN / HERALD_BIN  prebuilt binaries instead of `cargo build --release`
+#   HERALD_LOAD_BIN / HERALD_BIN  prebuilt binaries instead of `cargo build --profile profiling`
+#                     (the release build with debug info kept, so `perf record -p PID` on the
+#                     running server resolves symbols; same code as the stripped release)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE=$ROOT/benches/fanout
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 SITE=$HERE/site
 PY=${BENCH_PYTHON:-$ROOT/tests/compat/.venv/bin/python}
 DAPHNE_BIN=$(dirname "$PY")/daphne
@@ -126,16 +129,16 @@ wait_port() {
 [[ -x $PY ]] || die "no Python at $PY: run tests/compat/setup.sh or set BENCH_PYTHON"
 command -v redis-server >/dev/null || die "redis-server not found (apt-get install -y redis-server)"
 if [[ -z ${HERALD_LOAD_BIN:-} ]]; then
-  log "building herald-load (release)"
-  (cd "$ROOT" && cargo build --release -q -p herald-load) || die "cannot build herald-load"
-  HERALD_LOAD_BIN=$ROOT/target/release/herald-load
+  log "building herald-load (profiling = release + debug info)"
+  (cd "$ROOT" && cargo build --profile profiling -q -p herald-load) || die "cannot build herald-load"
+  HERALD_LOAD_BIN=$TARGET/profiling/herald-load
 fi
 # herald: `herald serve` from crates/herald-cli. Without it, herald rows are skipped with a
 # note and the script measures Daphne alone.
 if [[ -z ${HERALD_BIN:-} && " $SERVERS " == *" herald "* ]]; then
-  log "building herald (release)"
-  if [[ -d $ROOT/crates/herald-cli ]] && (cd "$ROOT" && cargo build --release -q -p herald-cli); then
-    HERALD_BIN=$ROOT/target/release/herald
+  log "building herald (profiling = release + debug info)"
+  if [[ -d $ROOT/crates/herald-cli ]] && (cd "$ROOT" && cargo build --profile profiling -q -p herald-cli); then
+    HERALD_BIN=$TARGET/profiling/herald
   fi
 fi
 # Private copies, so a rebuild in the shared target directory cannot swap a binary mid-run.

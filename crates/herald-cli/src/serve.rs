@@ -71,6 +71,15 @@ pub(crate) struct ServerOpts {
     /// Sockets per client IP (excess handshakes get HTTP 429).
     #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_IP")]
     pub(crate) max_connections_per_ip: Option<NonZeroUsize>,
+    /// Reverse proxies (address or CIDR: 127.0.0.1, 10.0.0.0/8) whose X-Forwarded-For is
+    /// believed: the rightmost entry that is not one of them becomes the client address (per-IP
+    /// cap, logs). Repeat or comma-separate; none = the header is ignored.
+    #[arg(
+        long = "trusted-proxy",
+        env = "HERALD_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub(crate) trusted_proxies: Vec<String>,
     /// Trust a reverse proxy's user header (e.g. X-Remote-User) instead of Django sessions.
     #[arg(long, env = "HERALD_TRUSTED_USER_HEADER")]
     pub(crate) trusted_user_header: Option<String>,
@@ -101,6 +110,7 @@ impl ServerOpts {
                 .max_connections_per_user
                 .or(file.max_connections_per_user),
             max_connections_per_ip: self.max_connections_per_ip.or(file.max_connections_per_ip),
+            trusted_proxies: or_vec(self.trusted_proxies, file.trusted_proxies),
             trusted_user_header: self.trusted_user_header.or(file.trusted_user_header),
             publish_token: self.publish_token.or(file.publish_token),
             presence_ttl: self.presence_ttl.or(file.presence_ttl),
@@ -142,6 +152,12 @@ impl ServerOpts {
         }
         c = c.with_max_connections_per_user(self.max_connections_per_user);
         c = c.with_max_connections_per_ip(self.max_connections_per_ip);
+        let proxies = self
+            .trusted_proxies
+            .iter()
+            .map(|p| p.parse())
+            .collect::<Result<Vec<_>, _>>()?;
+        c = c.with_trusted_proxies(proxies);
         c.validate()?;
         Ok(c)
     }

@@ -142,7 +142,7 @@ async fn bad_arguments_fail_with_a_clear_error() {
     let redis = RedisServer::start();
     let url = redis.url();
     let dead = format!("http://127.0.0.1:{}", herald_test_support::free_port());
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &[
                 "notify", "--redis", &url, "--user", "u", "--type", "loud", "x",
@@ -176,6 +176,16 @@ async fn bad_arguments_fail_with_a_clear_error() {
         (
             &["send", "--server", &dead, "--user", "u", "x"],
             "no Redis configured",
+        ),
+        (
+            &[
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--trusted-proxy",
+                "10.0.0.0/33",
+            ],
+            "trusted proxy \"10.0.0.0/33\"",
         ),
     ];
     for (args, expected) in cases {

@@ -167,7 +167,7 @@ impl DjangoAuth {
             Inner::Callback(Callback::new(url, config.callback_timeout)?)
         } else {
             let url = config.validate_session_mode()?;
-            let db = Database::new(url, &config);
+            let db = Database::new(url, &config)?;
             Inner::Session(Box::new(SessionAuth {
                 keys: Keys::new(config.secret_key).with_fallbacks(config.secret_key_fallbacks),
                 cookie_name: config.session_cookie_name,

@@ -10,6 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::tls::PgTls;
 
 /// `SESSION_COOKIE_NAME`.
 pub const DEFAULT_SESSION_COOKIE_NAME: &str = "sessionid";
@@ -94,7 +95,7 @@ impl FromStr for SessionEngine {
 /// A parsed `DATABASE_URL`.
 #[derive(Clone)]
 pub(crate) enum DatabaseUrl {
-    Postgres(Box<tokio_postgres::Config>),
+    Postgres(Box<tokio_postgres::Config>, PgTls),
     Sqlite(PathBuf),
 }
 
@@ -102,33 +103,25 @@ impl fmt::Debug for DatabaseUrl {
     // tokio_postgres::Config's Debug already redacts the password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DatabaseUrl::Postgres(c) => f.debug_tuple("Postgres").field(c).finish(),
+            DatabaseUrl::Postgres(c, tls) => f.debug_tuple("Postgres").field(c).field(tls).finish(),
             DatabaseUrl::Sqlite(p) => f.debug_tuple("Sqlite").field(p).finish(),
         }
     }
 }
 
 impl DatabaseUrl {
-    /// Parses `postgres://…`/`postgresql://…` (libpq URL, TLS not supported) or `sqlite:` URLs
+    /// Parses `postgres://…`/`postgresql://…` (libpq URL; `sslmode` and `sslrootcert` as in
+    /// [`crate::tls`]) or `sqlite:` URLs
     /// the way dj-database-url reads them: `sqlite:///relative/db.sqlite3` is relative to the
     /// working directory, `sqlite:////abs/db.sqlite3` is absolute.
     pub(crate) fn parse(url: &str) -> Result<Self> {
         let bad = |why: &str| Error::new(ErrorKind::Config, format!("database URL: {why}"));
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let config = tokio_postgres::Config::from_str(url).map_err(|e| {
+            let (url, tls) = PgTls::split_url(url)?;
+            let config = tokio_postgres::Config::from_str(&url).map_err(|e| {
                 Error::with_source(ErrorKind::Config, "database URL: invalid postgres URL", e)
             })?;
-            // We connect without TLS: refuse a URL that demands it rather than fail per handshake.
-            if !matches!(
-                config.get_ssl_mode(),
-                tokio_postgres::config::SslMode::Disable | tokio_postgres::config::SslMode::Prefer
-            ) {
-                return Err(bad(
-                    "sslmode=require is not supported (no TLS client); use \
-                     sslmode=disable/prefer on a trusted network or the HTTP callback",
-                ));
-            }
-            return Ok(DatabaseUrl::Postgres(Box::new(config)));
+            return Ok(DatabaseUrl::Postgres(Box::new(config), tls));
         }
         if let Some(rest) = url.strip_prefix("sqlite://") {
             // dj-database-url drops the first '/' of the URL path.
@@ -179,7 +172,8 @@ pub struct DjangoAuthConfig {
     pub session_engine: SessionEngine,
     /// `DATABASES["default"]` as a URL: `postgres://user:pass@host:port/name` or
     /// `sqlite:////absolute/path.sqlite3` (dj-database-url rules; three slashes = relative).
-    /// PostgreSQL is reached without TLS: `sslmode=require` is rejected.
+    /// PostgreSQL takes libpq's `sslmode` (`disable`, `prefer` (default), `require`,
+    /// `verify-ca`, `verify-full`) and `sslrootcert=/path/ca.pem` (default: the system roots).
     pub database_url: Option<String>,
     /// Salt of the session data; default [`DEFAULT_SESSION_KEY_SALT`].
     pub session_key_salt: String,
@@ -497,7 +491,7 @@ mod tests {
     fn postgres_urls_parse_and_others_are_rejected() {
         let pg = DatabaseUrl::parse("postgres://postgres:pw@127.0.0.1:5432/app").unwrap();
         match pg {
-            DatabaseUrl::Postgres(c) => {
+            DatabaseUrl::Postgres(c, _) => {
                 assert_eq!(c.get_dbname(), Some("app"));
                 assert_eq!(c.get_user(), Some("postgres"));
                 assert!(!format!("{c:?}").contains("pw"));
@@ -506,7 +500,8 @@ mod tests {
         }
         assert!(DatabaseUrl::parse("postgresql://u@h/d").is_ok());
         assert!(DatabaseUrl::parse("postgres://u@h/d?sslmode=disable").is_ok());
-        let tls = DatabaseUrl::parse("postgres://u@h/d?sslmode=require").unwrap_err();
+        assert!(DatabaseUrl::parse("postgres://u@h/d?sslmode=verify-full").is_ok());
+        let tls = DatabaseUrl::parse("postgres://u@h/d?sslmode=sometimes").unwrap_err();
         assert!(tls.is_config());
         assert!(DatabaseUrl::parse("mysql://u@h/d").unwrap_err().is_config());
     }

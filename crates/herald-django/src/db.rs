@@ -67,10 +67,13 @@ pub(crate) enum Database {
 }
 
 impl Database {
-    pub(crate) fn new(url: DatabaseUrl, config: &DjangoAuthConfig) -> Self {
-        match url {
-            DatabaseUrl::Postgres(pg) => Database::Postgres(Box::new(Postgres {
+    /// # Errors
+    /// [`ErrorKind::Config`] when the TLS roots of a PostgreSQL URL cannot be read.
+    pub(crate) fn new(url: DatabaseUrl, config: &DjangoAuthConfig) -> Result<Self> {
+        Ok(match url {
+            DatabaseUrl::Postgres(pg, tls) => Database::Postgres(Box::new(Postgres {
                 config: *pg,
+                tls: tls.connector()?,
                 queries: Queries::new(config, true),
                 timeout: config.database_timeout,
                 conn: tokio::sync::Mutex::new(None),
@@ -81,7 +84,7 @@ impl Database {
                 timeout: config.database_timeout,
                 conn: Arc::new(Mutex::new(None)),
             }),
-        }
+        })
     }
 
     /// `session_data` of an unexpired row, or `None`.
@@ -149,6 +152,8 @@ impl ToSql for AsText<'_> {
 #[derive(Debug)]
 pub(crate) struct Postgres {
     config: tokio_postgres::Config,
+    /// `None` for `sslmode=disable`.
+    tls: Option<crate::tls::Connector>,
     queries: Queries,
     timeout: Duration,
     conn: tokio::sync::Mutex<Option<Arc<PgConn>>>,
@@ -186,14 +191,10 @@ impl Postgres {
         {
             return Ok(conn.clone());
         }
-        let (client, connection) = self
-            .bounded(self.config.connect(tokio_postgres::NoTls))
-            .await?;
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::warn!(error = %err, "postgres connection for django auth closed");
-            }
-        });
+        let client = match &self.tls {
+            None => self.connect(tokio_postgres::NoTls).await?,
+            Some(tls) => self.connect(tls.make.clone()).await?,
+        };
         let session = self.bounded(client.prepare(&self.queries.session)).await?;
         let user = self.bounded(client.prepare(&self.queries.user)).await?;
         let conn = Arc::new(PgConn {
@@ -203,6 +204,21 @@ impl Postgres {
         });
         *slot = Some(conn.clone());
         Ok(conn)
+    }
+
+    /// Connects and spawns the connection's task.
+    async fn connect<T>(&self, tls: T) -> Result<tokio_postgres::Client>
+    where
+        T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+        T::Stream: Send + 'static,
+    {
+        let (client, connection) = self.bounded(self.config.connect(tls)).await?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::warn!(error = %err, "postgres connection for django auth closed");
+            }
+        });
+        Ok(client)
     }
 
     async fn session_data(&self, key: &str) -> Result<Option<String>> {

@@ -113,10 +113,23 @@ impl fmt::Debug for Error {
 }
 
 impl fmt::Display for Error {
+    /// The message and every cause below it: tokio-postgres's "error performing TLS handshake"
+    /// says nothing without its own source ("invalid peer certificate: UnknownIssuer"). A cause
+    /// whose text its parent already shows is not repeated.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)?;
-        if let Some(source) = &self.source {
-            write!(f, ": {source}")?;
+        let mut shown = String::new();
+        let mut next = self
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static));
+        while let Some(cause) = next {
+            let text = cause.to_string();
+            if !shown.contains(&text) {
+                write!(f, ": {text}")?;
+                shown = text;
+            }
+            next = cause.source();
         }
         Ok(())
     }

@@ -32,6 +32,7 @@
 //! * [`cookie`] — `django.http.parse_cookie`.
 //! * [`session`] — session payloads per engine and the `_auth_user_*` keys.
 //! * `db` — the `django_session` and user-table queries on PostgreSQL and SQLite (read-only).
+//! * `tls` — PostgreSQL over rustls, with libpq's `sslmode`/`sslrootcert` read from the URL.
 //! * [`user`] — `_auth_user_hash`, `is_active` and the backend allow-list.
 //! * `callback` — the HTTP callback client (hyper, HTTP/1.1, plain http).
 //! * [`config`] — [`DjangoAuthConfig`], mirroring the Django settings.
@@ -64,6 +65,7 @@ mod db;
 pub mod error;
 pub mod session;
 pub mod signing;
+mod tls;
 pub mod user;
 
 pub use auth::{AuthOutcome, AuthenticatedUser, DjangoAuth, Refusal};

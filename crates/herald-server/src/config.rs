@@ -8,6 +8,7 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
 use crate::error::{Error, ErrorKind, Result};
+pub use crate::forwarded::TrustedProxy;
 
 /// Maximum time a connection may spend before the WebSocket is accepted (Daphne
 /// `--websocket_connect_timeout`, whose CLI default is 5 s). Elapsing answers HTTP 403, as Daphne does.
@@ -138,10 +139,13 @@ pub struct ServerConfig {
     pub close_timeout: Duration,
     /// See [`DEFAULT_SHUTDOWN_TIMEOUT`].
     pub shutdown_timeout: Duration,
-    /// Take the client address from `X-Forwarded-For` (first entry) and `X-Forwarded-Port`
-    /// (else port 0), like Daphne `--proxy-headers`. Only enable behind a proxy that sets them:
-    /// the per-IP cap and `scope["client"]` then trust those headers. Default off, as Daphne.
-    pub proxy_headers: bool,
+    /// Reverse proxies whose `X-Forwarded-For` is believed. A request from one of them gets
+    /// the rightmost `X-Forwarded-For` entry that is not itself a trusted proxy as its client
+    /// address (`scope["client"]`, the per-IP cap, the connection's log span), with port 0;
+    /// every other request keeps its TCP peer, whatever headers it sends. Empty (the default):
+    /// the header is never read. Deviation from Daphne: `--proxy-headers` takes the leftmost
+    /// entry from any peer, which a client can forge.
+    pub trusted_proxies: Vec<TrustedProxy>,
     /// See [`DEFAULT_GROUP_MULTIPLEXING`].
     pub group_multiplexing: bool,
     /// See [`DEFAULT_GROUP_INBOX_CAPACITY`].
@@ -168,7 +172,7 @@ impl Default for ServerConfig {
             allowed_origins: None,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
-            proxy_headers: false,
+            trusted_proxies: Vec::new(),
             group_multiplexing: DEFAULT_GROUP_MULTIPLEXING,
             group_inbox_capacity: NonZeroUsize::new(DEFAULT_GROUP_INBOX_CAPACITY)
                 .unwrap_or(NonZeroUsize::MIN),
@@ -273,9 +277,9 @@ impl ServerConfig {
         self
     }
 
-    /// Sets [`proxy_headers`](Self::proxy_headers).
-    pub fn with_proxy_headers(mut self, enabled: bool) -> Self {
-        self.proxy_headers = enabled;
+    /// Sets [`trusted_proxies`](Self::trusted_proxies).
+    pub fn with_trusted_proxies(mut self, proxies: impl IntoIterator<Item = TrustedProxy>) -> Self {
+        self.trusted_proxies = proxies.into_iter().collect();
         self
     }
 

@@ -98,6 +98,7 @@ pub mod shutdown;
 mod app;
 mod assets;
 mod fanout;
+mod forwarded;
 mod gate;
 mod groups;
 mod limits;

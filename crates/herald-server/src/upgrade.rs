@@ -104,29 +104,6 @@ fn validate_upgrade(req: &Request<Incoming>) -> Result<HeaderValue, Rejection> {
     }
 }
 
-/// The client address: the TCP peer, or with `proxy_headers` the first `X-Forwarded-For`
-/// entry and `X-Forwarded-Port` (else 0), as Daphne's `--proxy-headers`.
-fn client_addr<B>(req: &Request<B>, peer: SocketAddr, proxy_headers: bool) -> SocketAddr {
-    if !proxy_headers {
-        return peer;
-    }
-    let headers = req.headers();
-    let ip = headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .and_then(|first| first.trim().parse::<std::net::IpAddr>().ok());
-    let Some(ip) = ip else {
-        return peer;
-    };
-    let port = headers
-        .get("x-forwarded-port")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u16>().ok())
-        .unwrap_or(0);
-    SocketAddr::new(ip, port)
-}
-
 fn is_upgrade_request(req: &Request<Incoming>) -> bool {
     req.headers().contains_key(header::UPGRADE)
 }
@@ -191,10 +168,10 @@ async fn websocket(mut req: Request<Incoming>, info: ConnInfo) -> Response<Body>
         .to_owned();
     let request = HandshakeRequest::new(&path_and_query)
         .with_headers(req.headers().clone())
-        .with_client(client_addr(
-            &req,
+        .with_client(crate::forwarded::client_addr(
+            req.headers(),
             info.peer,
-            info.app.config().proxy_headers,
+            &info.app.config().trusted_proxies,
         ))
         .with_server(info.local);
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -259,38 +236,4 @@ async fn websocket(mut req: Request<Incoming>, info: ConnInfo) -> Response<Body>
         }
     });
     resp
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn req(headers: &[(&str, &str)]) -> Request<()> {
-        let mut builder = Request::builder().uri("/ws/tasks/");
-        for (k, v) in headers {
-            builder = builder.header(*k, *v);
-        }
-        builder.body(()).unwrap()
-    }
-
-    #[test]
-    fn proxy_headers_take_first_forwarded_for_and_port() {
-        let peer: SocketAddr = "10.0.0.1:5555".parse().unwrap();
-        let r = req(&[
-            ("x-forwarded-for", "203.0.113.7, 10.0.0.1"),
-            ("x-forwarded-port", "443"),
-        ]);
-        assert_eq!(
-            client_addr(&r, peer, true),
-            "203.0.113.7:443".parse().unwrap()
-        );
-        assert_eq!(client_addr(&r, peer, false), peer);
-        let no_port = req(&[("x-forwarded-for", "2001:db8::1")]);
-        assert_eq!(
-            client_addr(&no_port, peer, true),
-            "[2001:db8::1]:0".parse().unwrap()
-        );
-        let garbage = req(&[("x-forwarded-for", "not-an-ip")]);
-        assert_eq!(client_addr(&garbage, peer, true), peer);
-    }
 }

@@ -309,7 +309,7 @@ async fn concurrent_handshakes_cannot_exceed_the_caps() {
     }
 }
 
-/// Without `proxy_headers` (the default) the per-IP cap keys on the TCP peer: a client cannot
+/// Without trusted proxies (the default) the per-IP cap keys on the TCP peer: a client cannot
 /// dodge it with made-up `X-Forwarded-For` headers.
 #[tokio::test]
 async fn forged_forwarded_for_cannot_dodge_the_per_ip_cap() {
@@ -334,4 +334,101 @@ async fn forged_forwarded_for_cannot_dodge_the_per_ip_cap() {
         assert_eq!(refused_status(req).await, 429, "{forged}");
     }
     assert_eq!(server.app.metrics().connections_current(), 2);
+}
+
+/// Records the client address of every handshake, then defers to the test tokens.
+#[derive(Debug, Clone, Default)]
+struct SeenClients(std::sync::Arc<std::sync::Mutex<Vec<std::net::SocketAddr>>>);
+
+#[async_trait::async_trait]
+impl herald_server::Authenticator for SeenClients {
+    async fn authenticate(
+        &self,
+        request: &herald_server::HandshakeRequest,
+    ) -> Result<Option<herald_server::Identity>, herald_server::AuthError> {
+        self.0.lock().unwrap().push(request.client().unwrap());
+        tokens().authenticate(request).await
+    }
+}
+
+impl SeenClients {
+    fn last_ip(&self) -> std::net::IpAddr {
+        self.0.lock().unwrap().last().unwrap().ip()
+    }
+}
+
+/// A WebSocket handshake from the local address `source` (any 127.0.0.0/8 address is this
+/// host), with an optional `X-Forwarded-For`; the socket, or the refusal's HTTP status.
+async fn connect_from(source: &str, url: &str, forwarded_for: Option<&str>) -> Result<Ws, u16> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::new(source.parse().unwrap(), 0))
+        .unwrap();
+    let addr = url
+        .strip_prefix("ws://")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let stream = within(socket.connect(addr)).await.unwrap();
+    let mut req = url.into_client_request().unwrap();
+    if let Some(xff) = forwarded_for {
+        req.headers_mut()
+            .insert("x-forwarded-for", xff.parse().unwrap());
+    }
+    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+    match within(tokio_tungstenite::client_async(req, stream)).await {
+        Ok((mut ws, _)) => {
+            sync(&mut ws).await;
+            Ok(ws)
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(other) => panic!("expected a handshake or an HTTP refusal, got {other:?}"),
+    }
+}
+
+/// With 127.0.0.1 as the trusted proxy, a request from it is the rightmost untrusted
+/// `X-Forwarded-For` hop (what the proxy appended, not what the client made up in front of
+/// it), for the per-IP cap and `scope["client"]`; a request from any other peer (127.0.0.2
+/// here) is its TCP peer whatever it sends.
+#[tokio::test]
+async fn trusted_proxy_forwards_the_rightmost_untrusted_hop() {
+    let seen = SeenClients::default();
+    let config = ServerConfig::default()
+        .with_max_connections_per_ip(NonZeroUsize::new(1))
+        .with_trusted_proxies(["127.0.0.1".parse().unwrap()]);
+    let builder = herald_server::App::builder()
+        .authenticator(seen.clone())
+        .config(config)
+        .route("/ws/tasks/", herald_server::TasksConsumer::default);
+    let server = TestServer::start(builder, memory_layer()).await;
+    let url = server.url("/ws/tasks/?token=amadmin-token");
+
+    // Through the trusted proxy: two clients, one socket each under a cap of 1.
+    let _a = connect_from("127.0.0.1", &url, Some("203.0.113.1"))
+        .await
+        .unwrap();
+    assert_eq!(seen.last_ip().to_string(), "203.0.113.1");
+    let _b = connect_from("127.0.0.1", &url, Some("203.0.113.2"))
+        .await
+        .unwrap();
+    assert_eq!(seen.last_ip().to_string(), "203.0.113.2");
+    // The same client with a made-up address in front is still 203.0.113.1: refused.
+    let status = connect_from("127.0.0.1", &url, Some("198.51.100.9, 203.0.113.1"))
+        .await
+        .unwrap_err();
+    assert_eq!(status, 429);
+    assert_eq!(seen.last_ip().to_string(), "203.0.113.1");
+
+    // From an untrusted peer the header is ignored: both are 127.0.0.2.
+    let _c = connect_from("127.0.0.2", &url, Some("203.0.113.3"))
+        .await
+        .unwrap();
+    assert_eq!(seen.last_ip().to_string(), "127.0.0.2");
+    let status = connect_from("127.0.0.2", &url, Some("203.0.113.4"))
+        .await
+        .unwrap_err();
+    assert_eq!(status, 429);
+    assert_eq!(seen.last_ip().to_string(), "127.0.0.2");
+    assert_eq!(server.app.metrics().connections_current(), 3);
 }

@@ -8,8 +8,14 @@
 //!   password-protected, for Sentinel host tests.
 //! * [`free_port`] — a loopback port nobody listens on right now.
 //! * [`compat_python`] — the Python of the pinned compat venv (`tests/compat/`), or why not.
+//! * [`PostgresServer`] — a private PostgreSQL cluster (initdb + pg_ctl) with TLS on, for
+//!   server settings the machine's own cluster must not get.
 //!
 //! It hands out URLs and ports, never layer types, so any crate's tests can use it.
+
+mod postgres;
+
+pub use postgres::{PostgresServer, postgres_bin_dir};
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};

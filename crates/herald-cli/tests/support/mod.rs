@@ -233,6 +233,7 @@ pub async fn send_json(ws: &mut Ws, value: serde_json::Value) {
 }
 
 pub mod django;
+pub mod nginx;
 pub mod postgres;
 
 /// Performs a raw WebSocket handshake on /ws/tasks/ and returns the HTTP status code.
