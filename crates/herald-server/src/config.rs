@@ -43,6 +43,9 @@ pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long graceful shutdown waits for sockets to close and run `disconnect` (Daphne
 /// `--application-close-timeout`, 10 s).
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the health monitor checks the channel layer and the other dependencies behind
+/// `/readyz` (Herald extension).
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 /// Join layer groups with one channel per (process, group) and fan out locally (Herald-specific,
 /// default on). Python's `group_send` then sends one message per group instead of one listing
 /// every local socket. Off: every socket joins the layer group with its own channel, as Channels.
@@ -138,6 +141,8 @@ pub struct ServerConfig {
     pub close_timeout: Duration,
     /// See [`DEFAULT_SHUTDOWN_TIMEOUT`].
     pub shutdown_timeout: Duration,
+    /// See [`DEFAULT_HEALTH_INTERVAL`].
+    pub health_interval: Duration,
     /// Take the client address from `X-Forwarded-For` (first entry) and `X-Forwarded-Port`
     /// (else port 0), like Daphne `--proxy-headers`. Only enable behind a proxy that sets them:
     /// the per-IP cap and `scope["client"]` then trust those headers. Default off, as Daphne.
@@ -168,6 +173,7 @@ impl Default for ServerConfig {
             allowed_origins: None,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            health_interval: DEFAULT_HEALTH_INTERVAL,
             proxy_headers: false,
             group_multiplexing: DEFAULT_GROUP_MULTIPLEXING,
             group_inbox_capacity: NonZeroUsize::new(DEFAULT_GROUP_INBOX_CAPACITY)
@@ -273,6 +279,12 @@ impl ServerConfig {
         self
     }
 
+    /// Sets [`health_interval`](Self::health_interval).
+    pub fn with_health_interval(mut self, interval: Duration) -> Self {
+        self.health_interval = interval;
+        self
+    }
+
     /// Sets [`proxy_headers`](Self::proxy_headers).
     pub fn with_proxy_headers(mut self, enabled: bool) -> Self {
         self.proxy_headers = enabled;
@@ -328,6 +340,9 @@ impl ServerConfig {
         }
         if self.close_timeout.is_zero() || self.shutdown_timeout.is_zero() {
             return bad("close_timeout and shutdown_timeout must be positive");
+        }
+        if self.health_interval < Duration::from_millis(100) {
+            return bad("health_interval must be at least 100 ms");
         }
         if let Some(origins) = &self.allowed_origins
             && origins.iter().any(|o| o.trim().is_empty())
