@@ -139,7 +139,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("herald: {err:#}");
+            // Each cause once: anyhow's `{:#}` repeats a source our errors already show.
+            eprintln!("herald: {}", herald_core::error::error_chain(&*err));
             ExitCode::FAILURE
         }
     }

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use herald_core::ChannelLayer;
+use herald_core::error::error_chain;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -144,21 +145,6 @@ impl fmt::Display for Readiness {
         }
         Ok(())
     }
-}
-
-/// `err` and its sources, each once (many errors repeat their source in their own text).
-pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -322,41 +308,6 @@ pub(crate) async fn monitor(health: Arc<Health>, mut shutdown: ShutdownSignal) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Debug)]
-    struct Nested;
-    impl fmt::Display for Nested {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("db error")
-        }
-    }
-    impl std::error::Error for Nested {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            Some(&Inner)
-        }
-    }
-    #[derive(Debug)]
-    struct Inner;
-    impl fmt::Display for Inner {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("FATAL: role \"x\" does not exist")
-        }
-    }
-    impl std::error::Error for Inner {}
-
-    #[test]
-    fn error_chain_adds_each_cause_once() {
-        assert_eq!(
-            error_chain(&Nested),
-            "db error: FATAL: role \"x\" does not exist"
-        );
-        let wrapped =
-            herald_core::Error::with_source(herald_core::ErrorKind::Redis, "redis", Nested);
-        assert_eq!(
-            error_chain(&wrapped),
-            "redis: db error: FATAL: role \"x\" does not exist"
-        );
-    }
 
     #[test]
     fn readiness_lists_what_is_down() {
