@@ -40,6 +40,16 @@ impl ApiOpts {
         self.call("POST", "/api/publish", Some(body)).await
     }
 
+    /// `POST /api/test-connection`: the sockets of `user` that got the test message.
+    pub(crate) async fn test_connection(
+        &self,
+        user: &str,
+        wait: Duration,
+    ) -> anyhow::Result<serde_json::Value> {
+        let body = serde_json::json!({"user": user, "wait": wait.as_secs()});
+        self.call("POST", "/api/test-connection", Some(&body)).await
+    }
+
     /// `GET /api/presence[?user=…]`.
     pub(crate) async fn presence(&self, user: Option<&str>) -> anyhow::Result<serde_json::Value> {
         let path = match user {

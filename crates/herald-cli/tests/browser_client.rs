@@ -783,7 +783,10 @@ async fn newcomer_flow_without_redis_shows_the_message() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "True");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "sent to group user_demo: 1 channel"
+    );
     browser.element(".herald-toast-info", "Hello").await;
     browser
         .element("#events .event-user_message", "Hello")

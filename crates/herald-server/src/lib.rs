@@ -133,7 +133,9 @@ pub use health::{
     Readiness, TRY_AGAIN_LATER_REASON,
 };
 pub use metrics::{DropReason, Metrics, MetricsSource};
-pub use publish::{MAX_PUBLISH_BODY, PRESENCE_PATH, PUBLISH_PATH, PublishAccess};
+pub use publish::{
+    MAX_PUBLISH_BODY, PRESENCE_PATH, PUBLISH_PATH, PublishAccess, TEST_CONNECTION_PATH,
+};
 pub use routing::{HEALTHZ_PATH, METRICS_PATH};
 pub use runtime::{CloseReason, Closed, Connection};
 pub use server::serve;
