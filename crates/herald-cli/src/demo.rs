@@ -55,7 +55,10 @@ pub(crate) fn announce(addr: SocketAddr, layer: &LayerOpts) {
     } else {
         " --redis <the same URL>".to_owned()
     };
-    info!("try it: herald send{how} --user {DEMO_USER} \"Hello\"");
+    info!(
+        "try it: herald send{how} --user {DEMO_USER} \"Hello\" (no herald command? `cargo \
+         install --path crates/herald-cli` in the repository)"
+    );
 }
 
 /// Wraps the configured authenticator: its users stay who they are, and an anonymous local

@@ -114,7 +114,9 @@ mod server;
 mod upgrade;
 
 pub use app::{App, AppBuilder, Handshake, Rejection};
-pub use assets::{CLIENT_JS, CLIENT_JS_PATH, CLIENT_MAX_AGE_SECS, DEMO_JS_PATH, DEMO_PATH};
+pub use assets::{
+    CLIENT_JS, CLIENT_JS_PATH, CLIENT_MAX_AGE_SECS, DEMO_FILE_PATH, DEMO_JS_PATH, DEMO_PATH,
+};
 pub use auth::{
     AnonymousAuthenticator, AuthError, Authenticator, HandshakeRequest, Identity,
     StaticTokenAuthenticator, TrustedHeaderAuthenticator,
