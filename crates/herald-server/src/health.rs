@@ -8,7 +8,8 @@
 //!
 //! One monitor task per [`serve`](crate::serve) checks every dependency each
 //! [`health_interval`](crate::ServerConfig::health_interval) (sooner when a handshake just failed
-//! on the layer), keeps the state, and logs transitions only: one `warn` when a dependency goes
+//! on the layer, and a handshake arriving while something is down re-checks it first, so the
+//! first browsers after an outage are served), keeps the state, and logs transitions only: one `warn` when a dependency goes
 //! down, one `info` when it is back, and in between a reminder after 10 intervals, then after
 //! twice as long each time, at most every [`MAX_REMINDER_INTERVAL`]. Never a line per check.
 //!
@@ -40,6 +41,8 @@ pub const READYZ_PATH: &str = "/readyz";
 pub const MAX_REMINDER_INTERVAL: Duration = Duration::from_secs(600);
 /// How long one check may take before it counts as failed.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// A handshake while a dependency is down re-checks it if the last check is older than this.
+const RECHECK_AFTER: Duration = Duration::from_millis(250);
 /// The name the channel layer has in `/readyz`, the logs and `/metrics`.
 pub const CHANNEL_LAYER: &str = "channel_layer";
 
@@ -114,6 +117,9 @@ pub(crate) struct Health {
     interval: Duration,
     /// Wakes the monitor early (a handshake failed on the layer).
     wake: Notify,
+    /// When the last check finished. Held across the check: concurrent callers (the monitor,
+    /// handshakes while something is down) wait for one check instead of each running one.
+    last_check: tokio::sync::Mutex<Option<Instant>>,
 }
 
 /// A snapshot of readiness: see [`App::readiness`](crate::App::readiness).
@@ -177,6 +183,7 @@ impl Health {
             deps,
             interval,
             wake: Notify::new(),
+            last_check: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -203,6 +210,28 @@ impl Health {
             let s = lock(&d.state);
             (s.up == Some(false)).then(|| d.check.name().to_owned())
         })
+    }
+
+    /// As [`refusal`](Self::refusal), but a dependency known to be down is checked again first
+    /// unless a check finished within [`RECHECK_AFTER`]: a handshake just after Redis came back
+    /// is served instead of refused until the monitor's next round.
+    pub(crate) async fn refusal_rechecked(&self) -> Option<String> {
+        self.refusal()?;
+        self.check(Some(RECHECK_AFTER)).await;
+        self.refusal()
+    }
+
+    /// Checks every dependency, unless one finished less than `fresh` ago.
+    async fn check(&self, fresh: Option<Duration>) {
+        // Held across the checks on purpose; see `last_check`.
+        let mut last = self.last_check.lock().await;
+        if let (Some(fresh), Some(at)) = (fresh, *last)
+            && at.elapsed() < fresh
+        {
+            return;
+        }
+        self.check_all().await;
+        *last = Some(Instant::now());
     }
 
     /// Asks the monitor to check now (e.g. a handshake just failed on the layer).
@@ -294,7 +323,7 @@ impl Health {
 /// Checks every dependency now and then every `interval` (or when nudged) until shutdown.
 pub(crate) async fn monitor(health: Arc<Health>, mut shutdown: ShutdownSignal) {
     loop {
-        health.check_all().await;
+        health.check(None).await;
         // Shutdown first: nothing is checked once the server stops.
         tokio::select! {
             biased;

@@ -201,7 +201,7 @@ async fn websocket(mut req: Request<Incoming>, info: ConnInfo) -> Response<Body>
             return rejection_response(rejection);
         }
     };
-    if let Some(dependency) = info.app.inner.health.refusal() {
+    if let Some(dependency) = info.app.inner.health.refusal_rechecked().await {
         Metrics::incr(&metrics.handshakes_rejected);
         debug!(dependency, "dependency down: handshake closed with 1013");
         let on_upgrade = hyper::upgrade::on(&mut req);
