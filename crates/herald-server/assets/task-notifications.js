@@ -6,9 +6,9 @@
  *   <script src="/static/herald/task-notifications.js"></script>
  *
  * It defines one global, `taskNotifications`, which connects to /ws/tasks/ on page load
- * (ws:// or wss:// from the page's location), reconnects with capped exponential backoff (also
- * after a 1013 "try again later" close from a server whose Redis is down) and
- * jitter, resubscribes the page's tasks after every reconnect, and shows the user guide's UI:
+ * (ws:// or wss:// from the page's location), reconnects with capped exponential backoff and
+ * jitter (also after a 1013 "try again later" close from a server whose Redis is down),
+ * resubscribes the page's tasks after every reconnect, and shows the user guide's UI:
  *
  *   user_message       -> info toast
  *   user_notification  -> success / error / warning / info toast (by notification_type)
