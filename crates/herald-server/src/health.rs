@@ -7,11 +7,12 @@
 //! check, else `503` with the reasons: what a load balancer uses to stop sending users here.
 //!
 //! One monitor task per [`serve`](crate::serve) checks every dependency each
-//! [`health_interval`](crate::ServerConfig::health_interval) (sooner when a handshake just failed
-//! on the layer, and a handshake arriving while something is down re-checks it first, so the
-//! first browsers after an outage are served), keeps the state, and logs transitions only: one `warn` when a dependency goes
-//! down, one `info` when it is back, and in between a reminder after 10 intervals, then after
-//! twice as long each time, at most every [`MAX_REMINDER_INTERVAL`]. Never a line per check.
+//! [`health_interval`](crate::ServerConfig::health_interval), sooner when a handshake just failed
+//! on the layer; a handshake arriving while something is down re-checks it first, so the first
+//! browsers after an outage are served. The monitor keeps the state and logs transitions only:
+//! one `warn` when a dependency goes down, one `info` when it is back, and in between a reminder
+//! after 10 intervals, then after twice as long each time, at most every
+//! [`MAX_REMINDER_INTERVAL`]. Never a line per check.
 //!
 //! While a dependency is down a WebSocket handshake is accepted and at once closed with
 //! [`CLOSE_TRY_AGAIN_LATER`] (1013): browsers cannot read an HTTP status of a refused
@@ -71,7 +72,7 @@ pub trait HealthCheck: Send + Sync + fmt::Debug + 'static {
     /// A short `snake_case` name for `/readyz`, the logs and the `dependency` label.
     fn name(&self) -> &str;
 
-    /// Succeeds if the dependency answers. The monitor bounds it by the check interval.
+    /// Succeeds if the dependency answers. The monitor gives up on it after 5 s.
     async fn check(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
 }
 
