@@ -108,6 +108,10 @@ const ops = {
   async count(cmd) {
     return page.locator(cmd.selector).count();
   },
+  async viewport(cmd) {
+    await page.setViewportSize({ width: cmd.width, height: cmd.height });
+    return null;
+  },
   async screenshot(cmd) {
     mkdirSync(dirname(cmd.path), { recursive: true });
     await page.screenshot({ path: cmd.path, fullPage: true });

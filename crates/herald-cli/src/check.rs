@@ -1,7 +1,8 @@
 //! `herald check`: tells a new user what is wrong before they start.
 //!
-//! Each check prints `ok`, `warn` or `FAIL` with what it found; the exit code is non-zero if any
-//! check failed. Nothing is written to Redis except a short-lived round-trip message and a group
+//! Each check prints exactly one verdict, `ok`, `warn`, `skip` or `FAIL`, with what it found
+//! (for a failure, the underlying error with every cause once and passwords masked); the exit
+//! code is non-zero if any check failed. Nothing is written to Redis except a short-lived round-trip message and a group
 //! membership that is removed again; nothing is written to the Django database.
 
 use std::collections::BTreeSet;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use herald_core::Message;
+use herald_core::error::{error_chain, mask_secrets};
 use herald_django::{AuthOutcome, DjangoAuth};
 
 use crate::layer;
@@ -41,9 +43,12 @@ impl Report {
     fn warn(&mut self, what: &str, detail: &str) {
         println!("warn  {what}: {detail}");
     }
+    fn skip(&mut self, what: &str, detail: &str) {
+        println!("skip  {what}: {detail}");
+    }
     fn fail(&mut self, what: &str, detail: &str) {
         self.failed += 1;
-        println!("FAIL  {what}: {detail}");
+        println!("FAIL  {what}: {}", mask_secrets(detail));
     }
 }
 
@@ -55,14 +60,18 @@ pub(crate) async fn run(args: CheckArgs, config: Option<&std::path::Path>) -> an
             r
         }
         Err(err) => {
-            report.fail("config", &format!("{err:#}"));
+            report.fail("config", &error_chain(&*err));
             anyhow::bail!("1 check failed");
         }
     };
 
-    check_layer(&mut report, &resolved.layer).await;
+    let layer_ok = check_layer(&mut report, &resolved.layer).await;
     if resolved.layer.backend() == Backend::Core {
-        check_prefixes(&mut report, &resolved.layer).await;
+        if layer_ok {
+            check_prefixes(&mut report, &resolved.layer).await;
+        } else {
+            report.skip("key prefix", "needs a reachable channel layer");
+        }
     }
     check_django(&mut report, &resolved.django, args.cookie.as_deref()).await;
 
@@ -72,19 +81,40 @@ pub(crate) async fn run(args: CheckArgs, config: Option<&std::path::Path>) -> an
     Ok(())
 }
 
-/// A full round trip through the layer: new channel, group_add, group_send, receive, discard.
-async fn check_layer(report: &mut Report, opts: &crate::settings::LayerOpts) {
+/// A `PING` of every host, then a full round trip through the layer: new channel, group_add,
+/// group_send, receive, discard. True if the layer works.
+async fn check_layer(report: &mut Report, opts: &crate::settings::LayerOpts) -> bool {
     let built = match layer::build(opts, true) {
         Ok(b) => b,
-        Err(err) => return report.fail("channel layer", &format!("{err:#}")),
+        Err(err) => {
+            report.fail("channel layer", &error_chain(&*err));
+            return false;
+        }
     };
     if opts.backend() == Backend::Memory {
-        return report.warn(
+        report.warn(
             "channel layer",
             "no Redis configured: in-memory layer, Python processes cannot reach herald",
         );
+        return false;
     }
     let layer = built.layer;
+    // An unreachable host fails here, fast and with its own error, instead of as a round trip
+    // that never completes.
+    match tokio::time::timeout(CHECK_TIMEOUT, layer.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => {
+            report.fail("channel layer", &error_chain(&err));
+            return false;
+        }
+        Err(_) => {
+            report.fail(
+                "channel layer",
+                &format!("no PING answer within {CHECK_TIMEOUT:?}"),
+            );
+            return false;
+        }
+    }
     let started = Instant::now();
     let result = tokio::time::timeout(CHECK_TIMEOUT, async {
         let channel = layer.new_channel("specific").await?;
@@ -100,14 +130,17 @@ async fn check_layer(report: &mut Report, opts: &crate::settings::LayerOpts) {
     })
     .await;
     match result {
-        Ok(Ok(msg)) if msg.msg_type() == Some("herald.check") => report.ok(
-            "channel layer",
-            &format!(
-                "{} host(s), group_send round trip in {} ms",
-                opts.hosts.len(),
-                started.elapsed().as_millis()
-            ),
-        ),
+        Ok(Ok(msg)) if msg.msg_type() == Some("herald.check") => {
+            report.ok(
+                "channel layer",
+                &format!(
+                    "{} host(s), group_send round trip in {} ms",
+                    opts.hosts.len(),
+                    started.elapsed().as_millis()
+                ),
+            );
+            return true;
+        }
         Ok(Ok(other)) => report.fail(
             "channel layer",
             &format!(
@@ -115,12 +148,13 @@ async fn check_layer(report: &mut Report, opts: &crate::settings::LayerOpts) {
                 other.msg_type()
             ),
         ),
-        Ok(Err(err)) => report.fail("channel layer", &format!("{err}")),
+        Ok(Err(err)) => report.fail("channel layer", &error_chain(&err)),
         Err(_) => report.fail(
             "channel layer",
             &format!("no round trip within {CHECK_TIMEOUT:?} (is every host reachable?)"),
         ),
     }
+    false
 }
 
 /// Looks at which key prefixes the group keys in Redis use: if Python's groups live under
@@ -138,6 +172,7 @@ async fn check_prefixes(report: &mut Report, opts: &crate::settings::LayerOpts) 
         let Ok(client) = redis::Client::open(host.as_str()) else {
             continue;
         };
+        let shown = mask_secrets(host);
         let scan = async {
             let mut conn = client.get_multiplexed_async_connection().await?;
             let mut cursor: u64 = 0;
@@ -162,8 +197,21 @@ async fn check_prefixes(report: &mut Report, opts: &crate::settings::LayerOpts) 
             }
             Ok::<_, redis::RedisError>(())
         };
-        if let Ok(Err(err)) = tokio::time::timeout(CHECK_TIMEOUT, scan).await {
-            report.warn("key prefix", &format!("cannot scan {host}: {err}"));
+        // One verdict per check: a host that cannot be scanned leaves the answer unknown.
+        match tokio::time::timeout(CHECK_TIMEOUT, scan).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                return report.warn(
+                    "key prefix",
+                    &format!("cannot scan {shown}: {}", error_chain(&err)),
+                );
+            }
+            Err(_) => {
+                return report.warn(
+                    "key prefix",
+                    &format!("cannot scan {shown} within {CHECK_TIMEOUT:?}"),
+                );
+            }
         }
     }
     if seen.is_empty() {
@@ -202,14 +250,14 @@ async fn check_django(report: &mut Report, opts: &DjangoOpts, cookie: Option<&st
     }
     let auth = match opts.auth_config().and_then(|c| Ok(DjangoAuth::new(c)?)) {
         Ok(a) => a,
-        Err(err) => return report.fail("django auth", &format!("{err:#}")),
+        Err(err) => return report.fail("django auth", &error_chain(&*err)),
     };
     match tokio::time::timeout(CHECK_TIMEOUT, auth.ping()).await {
         Ok(Ok(())) => report.ok(
             "django database",
             "reachable, session and user tables readable",
         ),
-        Ok(Err(err)) => report.fail("django database", &err.to_string()),
+        Ok(Err(err)) => report.fail("django database", &error_chain(&err)),
         Err(_) => report.fail("django database", "no answer within 10 s"),
     }
     let Some(cookie) = cookie else { return };
@@ -231,7 +279,7 @@ async fn check_django(report: &mut Report, opts: &DjangoOpts, cookie: Option<&st
             report.fail("cookie", &format!("refused: {}", why.as_str()))
         }
         Ok(Ok(_)) => report.fail("cookie", "refused"),
-        Ok(Err(err)) => report.fail("cookie", &err.to_string()),
+        Ok(Err(err)) => report.fail("cookie", &error_chain(&err)),
         Err(_) => report.fail("cookie", "no answer within 10 s"),
     }
 }

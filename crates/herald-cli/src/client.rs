@@ -7,8 +7,10 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The herald `serve --demo` listens on by default.
-pub(crate) const DEFAULT_SERVER: &str = "http://127.0.0.1:8000";
+/// Where `herald serve` listens by default ([`DEFAULT_BIND`](crate::serve::DEFAULT_BIND)).
+pub(crate) fn default_server() -> String {
+    format!("http://{}", crate::serve::DEFAULT_BIND)
+}
 /// How long one API call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest answer read.
@@ -17,7 +19,7 @@ const MAX_ANSWER: u64 = 1024 * 1024;
 /// Where the publish API is, for senders without `--redis`.
 #[derive(Args, Debug, Clone, Default)]
 pub(crate) struct ApiOpts {
-    /// herald's HTTP address, used when no --redis is given [default: http://127.0.0.1:8000].
+    /// herald's HTTP address, used when no --redis is given [default: http://127.0.0.1:8700].
     #[arg(long, env = "HERALD_SERVER")]
     pub(crate) server: Option<String>,
     /// Bearer token of the publish API (`herald serve --publish-token`).
@@ -26,8 +28,8 @@ pub(crate) struct ApiOpts {
 }
 
 impl ApiOpts {
-    fn base(&self) -> &str {
-        self.server.as_deref().unwrap_or(DEFAULT_SERVER)
+    fn base(&self) -> String {
+        self.server.clone().unwrap_or_else(default_server)
     }
 
     /// `POST /api/publish` with `body`; returns the JSON answer of a 200.
@@ -36,6 +38,16 @@ impl ApiOpts {
         body: &serde_json::Value,
     ) -> anyhow::Result<serde_json::Value> {
         self.call("POST", "/api/publish", Some(body)).await
+    }
+
+    /// `POST /api/test-connection`: the sockets of `user` that got the test message.
+    pub(crate) async fn test_connection(
+        &self,
+        user: &str,
+        wait: Duration,
+    ) -> anyhow::Result<serde_json::Value> {
+        let body = serde_json::json!({"user": user, "wait": wait.as_secs()});
+        self.call("POST", "/api/test-connection", Some(&body)).await
     }
 
     /// `GET /api/presence[?user=…]`.
@@ -54,6 +66,7 @@ impl ApiOpts {
         body: Option<&serde_json::Value>,
     ) -> anyhow::Result<serde_json::Value> {
         let base = self.base();
+        let base = base.as_str();
         let authority = base
             .strip_prefix("http://")
             .with_context(|| format!("--server {base:?} must be an http:// URL"))?

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! herald serve --demo
-//! # open http://127.0.0.1:8000/demo/, then (through the loopback-only publish API):
+//! # open http://127.0.0.1:8700/demo/, then (through the loopback-only publish API):
 //! herald send --user demo "Hello"
 //! ```
 //!
@@ -32,7 +32,7 @@ const PROXY_HEADERS: [&str; 4] = ["forwarded", "x-forwarded-for", "x-real-ip", "
 /// Refuses `--demo` on anything but a loopback address.
 pub(crate) fn check_bind(bind: SocketAddr) -> anyhow::Result<()> {
     if !bind.ip().is_loopback() {
-        bail!("--demo only binds to loopback addresses (e.g. 127.0.0.1:8000), not {bind}");
+        bail!("--demo only binds to loopback addresses (e.g. 127.0.0.1:8700), not {bind}");
     }
     Ok(())
 }
@@ -55,7 +55,10 @@ pub(crate) fn announce(addr: SocketAddr, layer: &LayerOpts) {
     } else {
         " --redis <the same URL>".to_owned()
     };
-    info!("try it: herald send{how} --user {DEMO_USER} \"Hello\"");
+    info!(
+        "try it: herald send{how} --user {DEMO_USER} \"Hello\" (no herald command? `cargo \
+         install --path crates/herald-cli` in the repository)"
+    );
 }
 
 /// Wraps the configured authenticator: its users stay who they are, and an anonymous local

@@ -29,6 +29,15 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(flatten)]
     config: settings::ConfigFile,
+    /// Log lines as text (coloured only on a terminal) or as one JSON object per line.
+    #[arg(
+        long,
+        global = true,
+        env = "HERALD_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,14 +64,32 @@ enum Command {
     Check(Box<check::CheckArgs>),
 }
 
+/// `--log-format`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    /// Human-readable lines; ANSI colours only when stderr is a terminal.
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields`, `target`, `span`s), for log
+    /// pipelines.
+    Json,
+}
+
+/// Logs go to stderr (stdout is the senders' output), filtered by `RUST_LOG` (default `info`).
+fn install_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    install_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -116,7 +143,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("herald: {err:#}");
+            // Each cause once: anyhow's `{:#}` repeats a source our errors already show.
+            eprintln!("herald: {}", herald_core::error::error_chain(&*err));
             ExitCode::FAILURE
         }
     }

@@ -20,7 +20,7 @@ pub(crate) struct SendCommon {
     /// Extra data as a JSON object (the guide's `data=`).
     #[arg(long)]
     pub(crate) data: Option<String>,
-    /// Print a JSON report instead of Python's `True`/count.
+    /// Print a JSON report instead of the one-line summary.
     #[arg(long)]
     pub(crate) json: bool,
     /// Django's TIME_ZONE (an IANA name such as "Europe/Paris"): `timestamp` is local time there,
@@ -125,7 +125,7 @@ pub(crate) struct GroupSendArgs {
     pub(crate) layer: LayerOpts,
     #[command(flatten)]
     pub(crate) api: ApiOpts,
-    /// Print a JSON report instead of `True`.
+    /// Print a JSON report instead of the one-line summary.
     #[arg(long)]
     pub(crate) json: bool,
 }
@@ -151,16 +151,34 @@ fn parse_message(text: &str) -> anyhow::Result<Message> {
     Ok(msg)
 }
 
-fn report(json: bool, r: &Sent) {
+fn report(json: bool, groups: &[String], r: &Sent) {
     if json {
         let out = serde_json::json!({
             "ok": true, "groups": r.groups, "members": r.members, "over_capacity": r.over_capacity,
         });
         println!("{out}");
     } else {
-        // The Python helpers return True once the layer accepted the message.
-        println!("True");
+        println!("{}", summary(groups, r));
     }
+}
+
+/// What a send did, in one line: the group(s) and how many channels were in them. A channel is
+/// a socket's, or with group multiplexing one herald process's, so it is not a socket count.
+fn summary(groups: &[String], r: &Sent) -> String {
+    let target = match groups {
+        [one] => format!("group {one}"),
+        many => format!("{} groups", many.len()),
+    };
+    let channels = match r.members {
+        0 => "no channel is listening (nobody connected?)".to_owned(),
+        1 => "1 channel".to_owned(),
+        n => format!("{n} channels"),
+    };
+    let full = match r.over_capacity {
+        0 => String::new(),
+        n => format!(", {n} full (skipped)"),
+    };
+    format!("sent to {target}: {channels}{full}")
 }
 
 /// What a send did, whichever way it went.
@@ -222,10 +240,11 @@ impl Route {
 pub(crate) async fn send(args: SendArgs) -> anyhow::Result<()> {
     let (stamp, data) = args.common.prepare()?;
     let msg = stamp.apply(messaging::user_message(&args.user, &args.message, data));
+    let groups = [messaging::user_group(&args.user)];
     let r = route(&args.common.layer, &args.common.api)?
-        .send(&[messaging::user_group(&args.user)], msg)
+        .send(&groups, msg)
         .await?;
-    report(args.common.json, &r);
+    report(args.common.json, &groups, &r);
     Ok(())
 }
 
@@ -239,10 +258,11 @@ pub(crate) async fn notify(args: NotifyArgs) -> anyhow::Result<()> {
         args.title.as_deref(),
         data,
     ));
+    let groups = [messaging::user_group(&args.user)];
     let r = route(&args.common.layer, &args.common.api)?
-        .send(&[messaging::user_group(&args.user)], msg)
+        .send(&groups, msg)
         .await?;
-    report(args.common.json, &r);
+    report(args.common.json, &groups, &r);
     Ok(())
 }
 
@@ -262,10 +282,11 @@ pub(crate) async fn file(args: FileArgs) -> anyhow::Result<()> {
         notice = notice.with_data(data);
     }
     let msg = stamp.apply(messaging::user_file(&args.user, notice));
+    let groups = [messaging::user_group(&args.user)];
     let r = route(&args.common.layer, &args.common.api)?
-        .send(&[messaging::user_group(&args.user)], msg)
+        .send(&groups, msg)
         .await?;
-    report(args.common.json, &r);
+    report(args.common.json, &groups, &r);
     Ok(())
 }
 
@@ -278,7 +299,10 @@ pub(crate) async fn broadcast(args: BroadcastArgs) -> anyhow::Result<()> {
         let msg = stamp.apply(messaging::user_message(user, &args.message, data.clone()));
         match route.send(&[messaging::user_group(user)], msg).await {
             Ok(_) => sent += 1,
-            Err(err) => eprintln!("herald: send to {user:?} failed: {err:#}"),
+            Err(err) => eprintln!(
+                "herald: send to {user:?} failed: {}",
+                herald_core::error::error_chain(&*err)
+            ),
         }
     }
     if args.common.json {
@@ -287,7 +311,7 @@ pub(crate) async fn broadcast(args: BroadcastArgs) -> anyhow::Result<()> {
             serde_json::json!({"sent": sent, "users": args.users.len()})
         );
     } else {
-        println!("{sent}");
+        println!("sent to {sent} of {} users", args.users.len());
     }
     if sent < args.users.len() {
         bail!(
@@ -301,10 +325,9 @@ pub(crate) async fn broadcast(args: BroadcastArgs) -> anyhow::Result<()> {
 
 pub(crate) async fn group_send(args: GroupSendArgs) -> anyhow::Result<()> {
     let msg = parse_message(&args.message)?;
-    let r = route(&args.layer, &args.api)?
-        .send(std::slice::from_ref(&args.group), msg)
-        .await?;
-    report(args.json, &r);
+    let groups = std::slice::from_ref(&args.group);
+    let r = route(&args.layer, &args.api)?.send(groups, msg).await?;
+    report(args.json, groups, &r);
     Ok(())
 }
 
@@ -361,24 +384,35 @@ pub(crate) async fn online(args: OnlineArgs) -> anyhow::Result<()> {
 pub(crate) struct TestConnectionArgs {
     /// The user to test.
     pub(crate) user: String,
-    /// Seconds to wait for acknowledgements.
+    /// Seconds to wait for acknowledgements (1 to 30 through the publish API).
     #[arg(long, default_value_t = 3)]
     pub(crate) wait: u64,
     #[command(flatten)]
     pub(crate) layer: LayerOpts,
+    #[command(flatten)]
+    pub(crate) api: ApiOpts,
 }
 
 pub(crate) async fn test_connection(args: TestConnectionArgs) -> anyhow::Result<()> {
-    let built = layer::build(&args.layer, false)?;
-    let mut messenger = Messenger::new(built.layer);
-    if let Some(redis) = built.redis {
-        // The presence records say which herald sockets the user has, on every instance.
-        messenger = messenger.with_presence(redis);
-    }
-    let n = messenger
-        .test_connection(&args.user, std::time::Duration::from_secs(args.wait))
-        .await?;
-    println!("{n}");
+    let wait = std::time::Duration::from_secs(args.wait);
+    // Like the senders: without --redis, ask the server (its publish API) to run the test.
+    let n = if args.layer.backend() == Backend::Memory {
+        let answer = args.api.test_connection(&args.user, wait).await?;
+        answer["sockets"].as_u64().unwrap_or(0) as usize
+    } else {
+        let built = layer::build(&args.layer, false)?;
+        let mut messenger = Messenger::new(built.layer);
+        if let Some(redis) = built.redis {
+            // The presence records say which herald sockets the user has, on every instance.
+            messenger = messenger.with_presence(redis);
+        }
+        messenger.test_connection(&args.user, wait).await?
+    };
+    println!(
+        "{n} socket{} of {} received the test message",
+        if n == 1 { "" } else { "s" },
+        args.user
+    );
     if n == 0 {
         bail!(
             "no socket of {:?} received the test message within {} s",
@@ -405,6 +439,28 @@ mod tests {
         );
         assert!(parse_data(Some("[1]")).is_err());
         assert!(parse_data(Some("{nope")).is_err());
+    }
+
+    #[test]
+    fn summary_says_where_and_how_many() {
+        let one = |members, over_capacity| Sent {
+            groups: 1,
+            members,
+            over_capacity,
+        };
+        let g = ["user_demo".to_owned()];
+        assert_eq!(
+            summary(&g, &one(1, 0)),
+            "sent to group user_demo: 1 channel"
+        );
+        assert_eq!(
+            summary(&g, &one(3, 1)),
+            "sent to group user_demo: 3 channels, 1 full (skipped)"
+        );
+        assert_eq!(
+            summary(&g, &one(0, 0)),
+            "sent to group user_demo: no channel is listening (nobody connected?)"
+        );
     }
 
     #[test]

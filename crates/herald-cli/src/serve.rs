@@ -12,7 +12,7 @@ use herald_core::presence::{DEFAULT_PRESENCE_TTL, InMemoryPresence, Presence};
 use herald_django::{DjangoAuth, DjangoAuthConfig, SessionEngine};
 use herald_redis::RedisChannelLayer;
 use herald_server::{
-    AnonymousAuthenticator, App, AuthError, Authenticator, HandshakeRequest, Identity,
+    AnonymousAuthenticator, App, AuthError, Authenticator, HandshakeRequest, HealthCheck, Identity,
     MetricsSource, PublishAccess, RateLimit, ServerConfig, TasksConsumer,
     TrustedHeaderAuthenticator,
 };
@@ -23,14 +23,16 @@ use crate::demo;
 use crate::layer;
 use crate::settings::{LayerOpts, load_file, or_vec};
 
-/// The default bind address: Daphne's (`127.0.0.1:8000`).
-pub(crate) const DEFAULT_BIND: &str = "127.0.0.1:8000";
+/// The default bind address. Not Daphne's 8000: that is also Django `runserver`'s, and a
+/// Django developer trying herald has runserver open there (nor 8001, where the Channels docs
+/// put Daphne behind a proxy). The senders look for the publish API here too.
+pub(crate) const DEFAULT_BIND: &str = "127.0.0.1:8700";
 
 /// `[server]` options.
 #[derive(Args, Debug, Default, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct ServerOpts {
-    /// Address to listen on [default: 127.0.0.1:8000].
+    /// Address to listen on [default: 127.0.0.1:8700].
     #[arg(long, short = 'b', env = "HERALD_BIND")]
     pub(crate) bind: Option<SocketAddr>,
     /// Allowed Origin patterns, like Django's ALLOWED_HOSTS ("example.com", ".example.com",
@@ -91,6 +93,9 @@ pub(crate) struct ServerOpts {
     /// after this) [default: 30].
     #[arg(long, env = "HERALD_PRESENCE_TTL")]
     pub(crate) presence_ttl: Option<u64>,
+    /// Seconds between health checks of Redis and the Django database (/readyz) [default: 2].
+    #[arg(long, env = "HERALD_HEALTH_INTERVAL")]
+    pub(crate) health_interval: Option<u64>,
 }
 
 impl ServerOpts {
@@ -114,6 +119,7 @@ impl ServerOpts {
             trusted_user_header: self.trusted_user_header.or(file.trusted_user_header),
             publish_token: self.publish_token.or(file.publish_token),
             presence_ttl: self.presence_ttl.or(file.presence_ttl),
+            health_interval: self.health_interval.or(file.health_interval),
         }
     }
 
@@ -149,6 +155,12 @@ impl ServerOpts {
                 let limit = RateLimit::new(rate, burst.unwrap_or(rate.max(d.burst.get())))?;
                 c = c.with_rate_limit(Some(limit));
             }
+        }
+        if let Some(s) = self.health_interval {
+            if s == 0 {
+                bail!("--health-interval must be at least 1 second");
+            }
+            c = c.with_health_interval(Duration::from_secs(s));
         }
         c = c.with_max_connections_per_user(self.max_connections_per_user);
         c = c.with_max_connections_per_ip(self.max_connections_per_ip);
@@ -299,6 +311,22 @@ impl Authenticator for DjangoAuthenticator {
     }
 }
 
+/// The Django database as a readiness dependency: `SELECT 1` (session mode only; with
+/// `signed_cookies` the user table is still read from it).
+#[derive(Debug)]
+struct DjangoDatabase(DjangoAuth);
+
+#[async_trait]
+impl HealthCheck for DjangoDatabase {
+    fn name(&self) -> &str {
+        "django_database"
+    }
+
+    async fn check(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.0.ping().await?)
+    }
+}
+
 /// Layer statistics on `/metrics`.
 #[derive(Debug)]
 struct RedisMetrics(Arc<RedisChannelLayer>);
@@ -390,6 +418,7 @@ pub(crate) fn resolve(
 /// Builds the app `serve` runs.
 pub(crate) fn build_app(r: &Resolved) -> anyhow::Result<App> {
     let built = layer::build(&r.layer, true)?;
+    let mut database = None;
     let authenticator: Arc<dyn Authenticator> = if let Some(header) = &r.server.trusted_user_header
     {
         if r.django.configured() {
@@ -401,14 +430,18 @@ pub(crate) fn build_app(r: &Resolved) -> anyhow::Result<App> {
             .with_context(|| format!("invalid header name {header:?}"))?;
         Arc::new(TrustedHeaderAuthenticator::new().with_user_header(name))
     } else if r.django.configured() {
-        Arc::new(DjangoAuthenticator(DjangoAuth::new(
-            r.django.auth_config()?,
-        )?))
+        let auth = DjangoAuth::new(r.django.auth_config()?)?;
+        if r.django.auth_callback.is_none() {
+            database = Some(DjangoDatabase(auth.clone()));
+        }
+        Arc::new(DjangoAuthenticator(auth))
     } else {
         if !r.demo {
             warn!(
-                "no authentication configured (--secret-key, --auth-callback or \
-                 --trusted-user-header): every /ws/tasks/ handshake will be refused with 403"
+                "no authentication configured: every /ws/tasks/ handshake will be refused with \
+                 403. To try herald on this machine run `herald serve --demo`; to serve a \
+                 Django site pass --redis, --secret-key and --django-db (or --auth-callback), \
+                 as flags, HERALD_* variables or a --config TOML file (see herald serve --help)"
             );
         }
         Arc::new(AnonymousAuthenticator)
@@ -424,6 +457,9 @@ pub(crate) fn build_app(r: &Resolved) -> anyhow::Result<App> {
         .config(r.server.server_config()?)
         .route("/ws/tasks/", TasksConsumer::default)
         .demo_page(r.demo);
+    if let Some(database) = database {
+        builder = builder.health_check(database);
+    }
     let ttl = r
         .server
         .presence_ttl
@@ -508,11 +544,22 @@ pub(crate) async fn run(args: ServeArgs, config: Option<&std::path::Path>) -> an
     if resolved.demo {
         demo::check_bind(bind)?;
     }
-    let listener = listen(bind).with_context(|| format!("cannot listen on {bind}"))?;
+    let listener = match listen(bind) {
+        Ok(l) => l,
+        Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => bail!(
+            "cannot listen on {bind}: the address is already in use (another herald, or a \
+             Django runserver?); choose another with --bind HOST:PORT (or HERALD_BIND)"
+        ),
+        Err(err) => {
+            return Err(err).with_context(|| {
+                format!("cannot listen on {bind} (choose another with --bind HOST:PORT)")
+            });
+        }
+    };
     info!(
         addr = %listener.local_addr()?,
         backend = ?resolved.layer.backend(),
-        "herald serving /ws/tasks/, /healthz and /metrics"
+        "herald serving /ws/tasks/, /healthz, /readyz and /metrics"
     );
     if resolved.demo {
         demo::announce(listener.local_addr()?, &resolved.layer);

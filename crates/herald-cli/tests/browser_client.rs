@@ -176,6 +176,12 @@ impl Browser {
             .await
     }
 
+    /// Resizes the page (e.g. 390 x 844, a phone).
+    async fn viewport(&mut self, width: u32, height: u32) {
+        self.ok(json!({"op": "viewport", "width": width, "height": height}))
+            .await;
+    }
+
     async fn screenshot(&mut self, name: &str) {
         let path = screenshot_path(name);
         self.ok(json!({"op": "screenshot", "path": path})).await;
@@ -783,12 +789,132 @@ async fn newcomer_flow_without_redis_shows_the_message() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "True");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "sent to group user_demo: 1 channel"
+    );
     browser.element(".herald-toast-info", "Hello").await;
     browser
         .element("#events .event-user_message", "Hello")
         .await;
     browser.screenshot("newcomer.png").await;
+
+    // The file dialog's Download link works on herald's own origin: the demo serves the file.
+    let out = herald(&[
+        "file",
+        "--server",
+        &base,
+        "--user",
+        "demo",
+        "--size",
+        "84",
+        "/demo/report.csv",
+    ])
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    browser
+        .element(".herald-modal .herald-file-name", "report.csv")
+        .await;
+    let status = browser
+        .eval("fetch(document.querySelector('.herald-modal .herald-download').href).then(r => r.status)")
+        .await;
+    assert_eq!(status, 200);
+    browser
+        .eval("document.querySelector('.herald-modal .herald-close').click()")
+        .await;
+
+    // A phone: the commands stay one per line (scrolled, not broken), and a toast does not
+    // cover the heading.
+    browser.viewport(390, 844).await;
+    let out = herald(&["send", "--server", &base, "--user", "demo", "On a phone"]).await;
+    assert!(out.status.success(), "{out:?}");
+    browser.element(".herald-toast-info", "On a phone").await;
+    let layout = browser
+        .eval(
+            "(() => { const pre = document.querySelector('pre');\
+               const h1 = document.querySelector('h1').getBoundingClientRect();\
+               const toast = document.querySelector('.herald-toasts').getBoundingClientRect();\
+               return {whiteSpace: getComputedStyle(pre).whiteSpace,\
+                       pageFits: document.documentElement.scrollWidth <= innerWidth,\
+                       toastClearOfHeading: toast.top >= h1.bottom || toast.bottom <= h1.top}; })()",
+        )
+        .await;
+    assert_eq!(
+        layout,
+        json!({"whiteSpace": "pre", "pageFits": true, "toastClearOfHeading": true})
+    );
+    browser.screenshot("newcomer-390px.png").await;
+    browser.assert_clean_console().await;
+    browser.quit().await;
+    drop(server);
+}
+
+/// A server whose Redis is down accepts handshakes and closes them with 1013; the browser
+/// client keeps backing off (its attempt count grows instead of restarting at 1 on every
+/// accepted-then-closed socket) and is served once Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_backs_off_on_1013_while_redis_is_down_and_connects_once_it_is_back() {
+    let Some(mut browser) = Browser::launch().await else {
+        return;
+    };
+    let redis_port = free_port();
+    let url = format!("redis://127.0.0.1:{redis_port}");
+    let server = Served::start_with(
+        ([127, 0, 0, 1], free_port()).into(),
+        &["--redis", &url, "--health-interval", "1"],
+    )
+    .await;
+    let deadline = Instant::now() + TIMEOUT;
+    while !support::http_get(server.addr, "/readyz")
+        .await
+        .starts_with("HTTP/1.1 503")
+    {
+        assert!(Instant::now() < deadline, "never not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    browser.open(&server.url("/demo/")).await;
+    browser
+        .eval(
+            "taskNotifications.configure({initialDelay: 100, maxDelay: 800});\
+             window.__codes = []; window.__attempts = [];\
+             taskNotifications.on('close', e => window.__codes.push(e.code));\
+             taskNotifications.on('reconnecting', e => window.__attempts.push(e.attempt));",
+        )
+        .await;
+    browser.wait("window.__attempts.length >= 3").await;
+    let codes: Vec<u16> = serde_json::from_value(browser.eval("window.__codes").await).unwrap();
+    assert!(
+        !codes.is_empty() && codes.iter().all(|c| *c == 1013),
+        "{codes:?}"
+    );
+    let attempts: Vec<u64> =
+        serde_json::from_value(browser.eval("window.__attempts").await).unwrap();
+    assert!(
+        attempts.windows(2).all(|w| w[1] == w[0] + 1),
+        "the backoff must grow across 1013 closes: {attempts:?}"
+    );
+
+    let _redis = RedisServer::start_on_port(redis_port, &[]).unwrap();
+    while !support::http_get(server.addr, "/readyz")
+        .await
+        .starts_with("HTTP/1.1 200")
+    {
+        assert!(Instant::now() < deadline + TIMEOUT, "never ready again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Served: a message sent through Redis reaches the page.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let out = herald(&["send", "--redis", &url, "--user", "demo", "Redis is back"]).await;
+        assert!(out.status.success(), "{out:?}");
+        if String::from_utf8_lossy(&out.stdout).contains("1 channel") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the page never joined user_demo");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    browser.element(".herald-toast-info", "Redis is back").await;
+    browser.element("#state", "open").await;
     browser.assert_clean_console().await;
     browser.quit().await;
     drop(server);

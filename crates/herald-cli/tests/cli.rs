@@ -30,7 +30,10 @@ async fn send_reaches_the_users_socket_through_redis() {
     ])
     .await;
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "True");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "sent to group user_amadmin: 1 channel"
+    );
 
     let frame = recv_json(&mut ws).await;
     assert_eq!(frame["type"], "user_message");
@@ -126,7 +129,10 @@ async fn broadcast_counts_like_python_and_reaches_each_user() {
     ])
     .await;
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "sent to 2 of 2 users"
+    );
     assert_eq!(
         recv_json(&mut a).await["message"],
         "Maintenance in 10 minutes"

@@ -59,11 +59,54 @@ async fn check_fails_on_unreachable_redis() {
     let url = format!("redis://127.0.0.1:{}", free_port());
     let out = herald(&["check", "--redis", &url]).await;
     assert!(!out.status.success());
+    let text = stdout(&out);
+    // One verdict per item, and the underlying error once.
+    let verdicts: Vec<&str> = text.lines().collect();
+    assert_eq!(verdicts.len(), 4, "{text}");
+    assert!(verdicts[0].starts_with("ok    config"), "{text}");
     assert!(
-        stdout(&out).contains("FAIL  channel layer"),
-        "{}",
-        stdout(&out)
+        verdicts[1].starts_with("FAIL  channel layer: redis host #0")
+            && verdicts[1].matches("Connection refused").count() == 1,
+        "{text}"
     );
+    assert_eq!(
+        verdicts[2], "skip  key prefix: needs a reachable channel layer",
+        "{text}"
+    );
+    assert!(verdicts[3].starts_with("warn  django auth"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_names_the_databases_own_error() {
+    let Some(db) = support::postgres::Database::create().await else {
+        return;
+    };
+    let redis = RedisServer::start();
+    // A database without Django's tables; the password (trust auth ignores it) is masked.
+    let url = db.url().replace("postgres@", "postgres:hunter2@");
+    let out = herald(&[
+        "check",
+        "--redis",
+        &redis.url(),
+        "--secret-key",
+        "k",
+        "--django-db",
+        &url,
+    ])
+    .await;
+    assert!(!out.status.success());
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find(|l| l.contains("django database"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.starts_with("FAIL  django database: postgres: db error: ")
+            && line.contains("\"django_session\" does not exist"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+    db.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

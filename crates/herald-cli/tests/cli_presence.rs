@@ -70,11 +70,17 @@ async fn test_connection_counts_receiving_sockets() {
     let server = Herald::start(&["--redis", &url, "--trusted-user-header", "x-remote-user"]).await;
     let out = herald(&["test-connection", "--redis", &url, "--wait", "1", "amadmin"]).await;
     assert!(!out.status.success());
-    assert_eq!(stdout(&out), "0");
+    assert_eq!(
+        stdout(&out),
+        "0 sockets of amadmin received the test message"
+    );
     let mut ws = ws_connect_as(server.addr, "amadmin").await;
     let out = herald(&["test-connection", "--redis", &url, "amadmin"]).await;
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(stdout(&out), "1");
+    assert_eq!(
+        stdout(&out),
+        "1 socket of amadmin received the test message"
+    );
     let frame = recv_json(&mut ws).await;
     assert_eq!(frame["title"], "WebSocket Test");
     assert!(frame.get("herald_ack").is_none());
@@ -141,7 +147,7 @@ async fn demo_quick_start_works_without_redis() {
         .unwrap();
     let out = herald(&["send", "--server", &api, "--user", "demo", "Hello"]).await;
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(stdout(&out), "True");
+    assert_eq!(stdout(&out), "sent to group user_demo: 1 channel");
     let frame = recv_json(&mut ws).await;
     assert_eq!(frame["type"], "user_message");
     assert_eq!(frame["message"], "Hello");
@@ -159,6 +165,35 @@ async fn test_connection_works_across_three_shards() {
         // Each run picks a new ack channel; whichever shard the ack lands on, it is read.
         let out = herald(&["test-connection", "--redis", &hosts, "amadmin"]).await;
         assert!(out.status.success(), "{out:?}");
-        assert_eq!(stdout(&out), "1");
+        assert_eq!(
+            stdout(&out),
+            "1 socket of amadmin received the test message"
+        );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_connection_without_redis_goes_through_the_server() {
+    let server = Herald::start(&["--demo"]).await;
+    let api = format!("http://{}", server.addr);
+    let base = [
+        "test-connection",
+        "--server",
+        api.as_str(),
+        "--wait",
+        "1",
+        "demo",
+    ];
+    let out = herald(&base).await;
+    assert!(!out.status.success());
+    assert_eq!(stdout(&out), "0 sockets of demo received the test message");
+    let url = format!("ws://{}/ws/tasks/", server.addr);
+    let (mut ws, _) = tokio::time::timeout(support::TIMEOUT, tokio_tungstenite::connect_async(url))
+        .await
+        .unwrap()
+        .unwrap();
+    let out = herald(&base).await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out), "1 socket of demo received the test message");
+    assert_eq!(recv_json(&mut ws).await["title"], "WebSocket Test");
 }

@@ -9,8 +9,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use fault_common::*;
+use futures_util::StreamExt;
 use herald_test_support::{RedisServer, compat_python};
 use support::django::Django;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const SOCKETS: usize = 50;
@@ -123,9 +125,22 @@ async fn sockets_survive_thirty_seconds_without_redis_and_receive_exactly_once_a
         )
         .await
         .unwrap();
+        // Before herald's health monitor noticed, the failed group_add answers 5xx; once it
+        // has, the handshake is accepted and closed with 1013 "try again later".
         match attempt {
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
                 assert!(resp.status().is_server_error(), "{}", resp.status());
+            }
+            Ok((mut ws, _)) => {
+                let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .unwrap();
+                match frame {
+                    WsMessage::Close(Some(close)) => assert_eq!(u16::from(close.code), 1013),
+                    other => panic!("a handshake while Redis is down must be refused: {other:?}"),
+                }
             }
             other => panic!("a handshake while Redis is down must be refused: {other:?}"),
         }

@@ -139,9 +139,113 @@ impl From<std::io::Error> for Error {
     }
 }
 
+/// `err` and its causes as one line, each cause once (many errors, this crate's included,
+/// already repeat their source in their own text; `anyhow`'s `{:#}` would print it again), with
+/// passwords in URLs and `password=` options masked.
+///
+/// ```
+/// let io = std::io::Error::other("Connection refused (os error 111)");
+/// let err = herald_core::Error::with_source(herald_core::ErrorKind::Redis, "redis send failed", io);
+/// assert_eq!(herald_core::error::error_chain(&err), "redis send failed: Connection refused (os error 111)");
+/// ```
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    mask_secrets(&out)
+}
+
+/// Replaces the password of every `scheme://user:password@` and the value of every
+/// `password=` option in `text` with `***`.
+pub fn mask_secrets(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        // The authority ends at the first '/', whitespace or quote; a password sits between
+        // its first ':' and its last '@'.
+        let end = tail
+            .find(|c: char| c == '/' || c.is_whitespace() || c == '"' || c == '\'')
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at), Some(colon)) if colon < at => {
+                out.push_str(&authority[..=colon]);
+                out.push_str("***");
+                out.push_str(&authority[at..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    let mut masked = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(i) = rest.find("password=") {
+        let (head, tail) = rest.split_at(i + "password=".len());
+        masked.push_str(head);
+        let end = tail
+            .find(|c: char| c == '&' || c.is_whitespace() || c == '"' || c == '\'')
+            .unwrap_or(tail.len());
+        if end > 0 {
+            masked.push_str("***");
+        }
+        rest = &tail[end..];
+    }
+    masked.push_str(rest);
+    masked
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_chain_adds_each_cause_once() {
+        #[derive(Debug)]
+        struct Db(std::io::Error);
+        impl fmt::Display for Db {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("db error")
+            }
+        }
+        impl std::error::Error for Db {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let db = || Db(std::io::Error::other("FATAL: role \"x\" does not exist"));
+        assert_eq!(
+            error_chain(&db()),
+            "db error: FATAL: role \"x\" does not exist"
+        );
+        let wrapped = Error::with_source(ErrorKind::Redis, "postgres", db());
+        assert_eq!(
+            error_chain(&wrapped),
+            "postgres: db error: FATAL: role \"x\" does not exist"
+        );
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        assert_eq!(
+            mask_secrets("cannot reach redis://:s3cret@h:6379/0 or postgres://u:pw@db/app"),
+            "cannot reach redis://:***@h:6379/0 or postgres://u:***@db/app"
+        );
+        assert_eq!(
+            mask_secrets("sentinel://h:1/m?db=1&password=x&y=1 password=z"),
+            "sentinel://h:1/m?db=1&password=***&y=1 password=***"
+        );
+        assert_eq!(mask_secrets("redis://h:1 user@x"), "redis://h:1 user@x");
+    }
 
     #[test]
     fn predicates_follow_kind() {

@@ -118,4 +118,18 @@ pub trait ChannelLayer: Send + Sync + std::fmt::Debug + 'static {
     /// Herald extension (Python discards a buffer when its `receive` is cancelled); servers call
     /// it when a connection ends.
     fn close_channel(&self, channel: &str);
+
+    /// Checks that the layer's backend answers (e.g. a Redis `PING` on every shard), within a
+    /// bounded time. Herald extension, used by the server's health monitor for readiness; the
+    /// default (an in-process layer) is always reachable.
+    ///
+    /// # Errors
+    /// The backend's error (for Redis: [`Redis`](crate::ErrorKind::Redis) or
+    /// [`Timeout`](crate::ErrorKind::Timeout)) naming what did not answer.
+    ///
+    /// # Cancellation safety
+    /// Cancel-safe: it only reads.
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
 }

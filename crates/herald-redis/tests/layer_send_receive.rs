@@ -301,3 +301,22 @@ async fn send_receive_over_a_unix_socket() {
     drop(server);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn ping_answers_on_every_shard_and_names_the_one_that_is_down() {
+    let a = RedisServer::start();
+    let mut b = RedisServer::start();
+    let layer =
+        RedisChannelLayer::new(RedisLayerConfig::default().with_hosts([a.url(), b.url()])).unwrap();
+    timeout(Duration::from_secs(10), layer.ping())
+        .await
+        .unwrap()
+        .unwrap();
+    b.kill();
+    let err = timeout(Duration::from_secs(10), layer.ping())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(err.is_redis() || err.is_timeout(), "{err:?}");
+    assert!(err.to_string().starts_with("redis host #1"), "{err}");
+}

@@ -589,3 +589,19 @@ async fn invalid_names_and_reserved_keys_are_rejected() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidMessage);
 }
+
+#[tokio::test]
+async fn ping_answers_while_redis_is_up_and_fails_when_it_is_down() {
+    let mut server = RedisServer::start();
+    let layer = layer(&server);
+    timeout(WAIT, layer.ping()).await.unwrap().unwrap();
+    server.kill();
+    let err = timeout(Duration::from_secs(10), layer.ping())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::Redis | ErrorKind::Timeout),
+        "{err:?}"
+    );
+}

@@ -7,7 +7,8 @@
  *
  * It defines one global, `taskNotifications`, which connects to /ws/tasks/ on page load
  * (ws:// or wss:// from the page's location), reconnects with capped exponential backoff and
- * jitter, resubscribes the page's tasks after every reconnect, and shows the user guide's UI:
+ * jitter (also after a 1013 "try again later" close from a server whose Redis is down),
+ * resubscribes the page's tasks after every reconnect, and shows the user guide's UI:
  *
  *   user_message       -> info toast
  *   user_notification  -> success / error / warning / info toast (by notification_type)
@@ -71,6 +72,9 @@
   };
 
   var LIFECYCLE = { open: true, close: true, reconnecting: true };
+  // Close code of a server that is up but cannot serve yet (its Redis is down): retry later,
+  // with the same growing backoff as a failed connect.
+  var TRY_AGAIN_LATER = 1013;
   var TOAST_KINDS = ['success', 'error', 'warning', 'info'];
 
   var options = Object.assign({}, DEFAULTS, global.taskNotificationsConfig || {});
@@ -144,9 +148,12 @@
     }
     api.ws = ws;
     setState('connecting');
+    var opened = false;
     ws.onopen = function () {
       if (api.ws !== ws) return;
-      attempt = 0;
+      // `attempt` is reset when this socket closes after a real session, not here: a server
+      // whose Redis is down accepts and at once closes with 1013, and that must keep backing off.
+      opened = true;
       setState('open');
       log('WebSocket connected');
       // The server forgets task subscriptions with the socket: restore them.
@@ -170,7 +177,12 @@
     ws.onclose = function (event) {
       if (api.ws !== ws) return;
       setState('closed');
-      log('WebSocket closed (code ' + event.code + ')');
+      if (event.code === TRY_AGAIN_LATER) {
+        log('WebSocket closed: server not ready (1013 ' + event.reason + '), backing off');
+      } else {
+        log('WebSocket closed (code ' + event.code + ')');
+        if (opened) attempt = 0;
+      }
       emit('close', { code: event.code, reason: event.reason, wasClean: event.wasClean });
       scheduleReconnect();
     };
@@ -196,6 +208,8 @@
     '.herald-modal-actions{display:flex;gap:.5rem;justify-content:center}',
     '.herald-download,.herald-close{padding:.5rem 1.1rem;border-radius:5px;border:1px solid #1565c0;font:inherit;cursor:pointer;text-decoration:none}',
     '.herald-download{background:#1565c0;color:#fff}.herald-close{background:#fff;color:#1565c0}',
+    // Phones: toasts along the bottom, full width, so they never cover the page's heading.
+    '@media (max-width:600px){.herald-toasts{top:auto;bottom:.75rem;left:.75rem;right:.75rem;max-width:none}}',
     '@keyframes herald-in{from{opacity:0;transform:translateY(-6px)}to{opacity:1;transform:none}}',
   ].join('\n');
 

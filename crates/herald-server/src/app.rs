@@ -16,6 +16,7 @@ use crate::consumer::ConsumerFactory;
 use crate::context::{Context, State};
 use crate::error::{Error, ErrorKind, Result};
 use crate::groups::GroupTable;
+use crate::health::{Health, HealthCheck, Readiness};
 use crate::limits::ConnectionCaps;
 use crate::metrics::{Metrics, MetricsSource};
 use crate::origin::origin_allowed;
@@ -41,6 +42,8 @@ pub(crate) struct AppInner {
     pub(crate) publish: Option<PublishAccess>,
     /// Local group table; `None` when `group_multiplexing` is off.
     pub(crate) groups: Option<Arc<GroupTable>>,
+    /// The layer's and every [`HealthCheck`]'s state: `/readyz`, 1013 refusals.
+    pub(crate) health: Arc<Health>,
 }
 
 impl std::fmt::Debug for AppInner {
@@ -86,6 +89,7 @@ pub struct AppBuilder {
     demo_page: bool,
     presence: Option<(Arc<dyn Presence>, Duration)>,
     publish: Option<PublishAccess>,
+    health_checks: Vec<Arc<dyn HealthCheck>>,
 }
 
 impl std::fmt::Debug for AppBuilder {
@@ -159,6 +163,13 @@ impl AppBuilder {
         self
     }
 
+    /// Adds a dependency to readiness next to the channel layer (e.g. the Django database):
+    /// while its check fails, `/readyz` answers 503 and handshakes are closed with 1013.
+    pub fn health_check(mut self, check: impl HealthCheck) -> Self {
+        self.health_checks.push(Arc::new(check));
+        self
+    }
+
     /// Validates and builds.
     ///
     /// # Errors
@@ -191,8 +202,14 @@ impl AppBuilder {
             .config
             .group_multiplexing
             .then(|| GroupTable::new(Arc::clone(&layer), self.config.group_channel_keys));
+        let health = Arc::new(Health::new(
+            Arc::clone(&layer),
+            self.health_checks,
+            self.config.health_interval,
+        ));
         Ok(App {
             inner: Arc::new(AppInner {
+                health,
                 groups,
                 layer,
                 authenticator: self
@@ -281,10 +298,17 @@ impl App {
         &self.inner.layer
     }
 
+    /// Whether every dependency (the layer and each [`HealthCheck`]) answered its last check:
+    /// what `/readyz` answers. Checks run while [`serve`](crate::serve) runs.
+    pub fn readiness(&self) -> Readiness {
+        self.inner.health.readiness()
+    }
+
     /// The `/metrics` page: the server's counters followed by every [`MetricsSource`].
     pub fn render_metrics(&self) -> String {
         let mut out = String::with_capacity(4096);
         self.inner.metrics.render(&mut out);
+        self.inner.health.render_metrics(&mut out);
         for source in &self.inner.metrics_sources {
             source.extra_metrics(&mut out);
         }

@@ -19,6 +19,9 @@ use crate::upgrade::Body;
 pub const CLIENT_JS_PATH: &str = "/static/herald/task-notifications.js";
 /// Where the demo page is served when enabled.
 pub const DEMO_PATH: &str = "/demo/";
+/// A small file the demo's "file ready" dialog can really download (served only with the demo
+/// page): `herald file --user demo /demo/report.csv`.
+pub const DEMO_FILE_PATH: &str = "/demo/report.csv";
 /// The demo page's glue script (served only with the demo page).
 pub const DEMO_JS_PATH: &str = "/static/herald/demo.js";
 /// The source of `task-notifications.js`, for hosts that bundle or serve it themselves.
@@ -28,6 +31,7 @@ pub const CLIENT_MAX_AGE_SECS: u32 = 300;
 
 const JS: &str = "text/javascript; charset=utf-8";
 const HTML: &str = "text/html; charset=utf-8";
+const CSV: &str = "text/csv; charset=utf-8";
 
 /// One compiled-in file and the headers it is served with.
 #[derive(Debug)]
@@ -53,6 +57,7 @@ impl Asset {
 
 static CLIENT: Asset = Asset::new(CLIENT_JS, JS, "public, max-age=300");
 static DEMO_JS: Asset = Asset::new(include_str!("../assets/demo.js"), JS, "no-store");
+static DEMO_FILE: Asset = Asset::new(include_str!("../assets/demo-report.csv"), CSV, "no-store");
 static DEMO_HTML: Asset = Asset {
     // Scripts only from this origin (the page's own logic is in demo.js); the client injects
     // one <style> element, hence 'unsafe-inline' for styles only.
@@ -85,7 +90,10 @@ const fn etag(bytes: &[u8]) -> [u8; 18] {
 
 /// True for every path an asset may be served at (so no WebSocket route can shadow one).
 pub(crate) fn is_asset_path(path: &str) -> bool {
-    matches!(path, CLIENT_JS_PATH | DEMO_PATH | DEMO_JS_PATH)
+    matches!(
+        path,
+        CLIENT_JS_PATH | DEMO_PATH | DEMO_JS_PATH | DEMO_FILE_PATH
+    )
 }
 
 /// The asset at `path`; the demo files only when `demo` is on.
@@ -94,6 +102,7 @@ pub(crate) fn lookup(path: &str, demo: bool) -> Option<&'static Asset> {
         CLIENT_JS_PATH => Some(&CLIENT),
         DEMO_PATH if demo => Some(&DEMO_HTML),
         DEMO_JS_PATH if demo => Some(&DEMO_JS),
+        DEMO_FILE_PATH if demo => Some(&DEMO_FILE),
         _ => None,
     }
 }
@@ -166,6 +175,8 @@ mod tests {
         assert!(lookup(CLIENT_JS_PATH, false).is_some());
         assert!(lookup(DEMO_PATH, false).is_none());
         assert!(lookup(DEMO_JS_PATH, false).is_none());
+        assert!(lookup(DEMO_FILE_PATH, false).is_none());
+        assert!(lookup(DEMO_FILE_PATH, true).is_some());
         assert!(lookup(DEMO_PATH, true).is_some());
         assert!(lookup("/static/herald/other.js", true).is_none());
     }

@@ -44,6 +44,9 @@ pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long graceful shutdown waits for sockets to close and run `disconnect` (Daphne
 /// `--application-close-timeout`, 10 s).
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the health monitor checks the channel layer and the other dependencies behind
+/// `/readyz` (Herald extension).
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 /// Join layer groups with one channel per (process, group) and fan out locally (Herald-specific,
 /// default on). Python's `group_send` then sends one message per group instead of one listing
 /// every local socket. Off: every socket joins the layer group with its own channel, as Channels.
@@ -146,6 +149,8 @@ pub struct ServerConfig {
     /// the header is never read. Deviation from Daphne: `--proxy-headers` takes the leftmost
     /// entry from any peer, which a client can forge.
     pub trusted_proxies: Vec<TrustedProxy>,
+    /// See [`DEFAULT_HEALTH_INTERVAL`].
+    pub health_interval: Duration,
     /// See [`DEFAULT_GROUP_MULTIPLEXING`].
     pub group_multiplexing: bool,
     /// See [`DEFAULT_GROUP_INBOX_CAPACITY`].
@@ -173,6 +178,7 @@ impl Default for ServerConfig {
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             trusted_proxies: Vec::new(),
+            health_interval: DEFAULT_HEALTH_INTERVAL,
             group_multiplexing: DEFAULT_GROUP_MULTIPLEXING,
             group_inbox_capacity: NonZeroUsize::new(DEFAULT_GROUP_INBOX_CAPACITY)
                 .unwrap_or(NonZeroUsize::MIN),
@@ -277,6 +283,12 @@ impl ServerConfig {
         self
     }
 
+    /// Sets [`health_interval`](Self::health_interval).
+    pub fn with_health_interval(mut self, interval: Duration) -> Self {
+        self.health_interval = interval;
+        self
+    }
+
     /// Sets [`trusted_proxies`](Self::trusted_proxies).
     pub fn with_trusted_proxies(mut self, proxies: impl IntoIterator<Item = TrustedProxy>) -> Self {
         self.trusted_proxies = proxies.into_iter().collect();
@@ -332,6 +344,9 @@ impl ServerConfig {
         }
         if self.close_timeout.is_zero() || self.shutdown_timeout.is_zero() {
             return bad("close_timeout and shutdown_timeout must be positive");
+        }
+        if self.health_interval < Duration::from_millis(100) {
+            return bad("health_interval must be at least 100 ms");
         }
         if let Some(origins) = &self.allowed_origins
             && origins.iter().any(|o| o.trim().is_empty())

@@ -65,6 +65,8 @@
 //!   store (see [`AppBuilder::presence`]).
 //! * `publish` — the opt-in HTTP publish API ([`PublishAccess`]): JSON in, counts out.
 //! * `fanout` — [`SharedText`] and encode-once fan-out.
+//! * `health` — readiness: the monitor task that checks the layer and every [`HealthCheck`],
+//!   `/readyz`, and the 1013 refusal while a dependency is down.
 //! * `groups` — group multiplexing: one layer channel per (process, group), fanned out to the
 //!   local sockets' inboxes (see [`ServerConfig::group_multiplexing`]).
 //! * `pyjson` — JSON written byte-for-byte like Python's `json.dumps`.
@@ -78,6 +80,7 @@
 //! | 1008 | [`CLOSE_RATE_LIMITED`]: inbound rate limit exceeded |
 //! | 1009 | [`CLOSE_TOO_BIG`]: frame or message over `max_frame_size` / `max_message_size` |
 //! | 1011 | a consumer handler or the layer failed after accept (Daphne) |
+//! | 1013 | [`CLOSE_TRY_AGAIN_LATER`]: the handshake came while the layer (or another [`HealthCheck`]) was down; retry with backoff |
 //! | 4008 | [`CLOSE_SLOW_CONSUMER`]: the client did not read and its outbound queue overflowed |
 //!
 //! A missed pong drops the TCP connection without a close frame (autobahn's behaviour), so
@@ -101,6 +104,7 @@ mod fanout;
 mod forwarded;
 mod gate;
 mod groups;
+mod health;
 mod limits;
 mod presence;
 mod publish;
@@ -111,7 +115,9 @@ mod server;
 mod upgrade;
 
 pub use app::{App, AppBuilder, Handshake, Rejection};
-pub use assets::{CLIENT_JS, CLIENT_JS_PATH, CLIENT_MAX_AGE_SECS, DEMO_JS_PATH, DEMO_PATH};
+pub use assets::{
+    CLIENT_JS, CLIENT_JS_PATH, CLIENT_MAX_AGE_SECS, DEMO_FILE_PATH, DEMO_JS_PATH, DEMO_PATH,
+};
 pub use auth::{
     AnonymousAuthenticator, AuthError, Authenticator, HandshakeRequest, Identity,
     StaticTokenAuthenticator, TrustedHeaderAuthenticator,
@@ -125,8 +131,14 @@ pub use context::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use fanout::SharedText;
+pub use health::{
+    CHANNEL_LAYER, CLOSE_TRY_AGAIN_LATER, HealthCheck, MAX_REMINDER_INTERVAL, READYZ_PATH,
+    Readiness, TRY_AGAIN_LATER_REASON,
+};
 pub use metrics::{DropReason, Metrics, MetricsSource};
-pub use publish::{MAX_PUBLISH_BODY, PRESENCE_PATH, PUBLISH_PATH, PublishAccess};
+pub use publish::{
+    MAX_PUBLISH_BODY, PRESENCE_PATH, PUBLISH_PATH, PublishAccess, TEST_CONNECTION_PATH,
+};
 pub use routing::{HEALTHZ_PATH, METRICS_PATH};
 pub use runtime::{CloseReason, Closed, Connection};
 pub use server::serve;

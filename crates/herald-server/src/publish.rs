@@ -7,6 +7,7 @@
 //! | `POST /api/publish` | `{"user": "u"}` or `{"users": ["a","b"]}` or `{"group": "task_1"}` or `{"groups": [...]}` or `{"online": true}`, plus `"message": {"type": "user.message", ...}` | `{"ok": true, "groups": n, "members": m, "over_capacity": k}` |
 //! | `GET /api/presence?user=u` | | `{"user": "u", "online": true, "connections": 2}` |
 //! | `GET /api/presence` | | `{"users": ["a", "b"], "count": 2}` |
+//! | `POST /api/test-connection` | `{"user": "u", "wait": 3}` (seconds, 1–30, default 3) | `{"user": "u", "sockets": 1}`: sockets that acknowledged the guide's test notification |
 //!
 //! Users map to their `user_{username}` groups, exactly like the guide's Python helpers; the
 //! message is sent as given (it must be a JSON object with a string `"type"`). `online` sends to
@@ -26,7 +27,7 @@ use subtle::ConstantTimeEq;
 use tracing::{debug, warn};
 
 use herald_core::Message;
-use herald_core::messaging::user_group;
+use herald_core::messaging::{Messenger, user_group};
 use herald_core::names::require_valid_group_name;
 
 use crate::app::AppInner;
@@ -35,6 +36,8 @@ use crate::app::AppInner;
 pub const PUBLISH_PATH: &str = "/api/publish";
 /// `GET` presence here.
 pub const PRESENCE_PATH: &str = "/api/presence";
+/// `POST {"user": …}` here: the guide's test notification, counting the sockets that got it.
+pub const TEST_CONNECTION_PATH: &str = "/api/test-connection";
 /// Largest accepted request body.
 pub const MAX_PUBLISH_BODY: usize = 1024 * 1024;
 
@@ -59,7 +62,7 @@ impl std::fmt::Debug for PublishAccess {
 }
 
 pub(crate) fn is_api_path(path: &str) -> bool {
-    path == PUBLISH_PATH || path == PRESENCE_PATH
+    path == PUBLISH_PATH || path == PRESENCE_PATH || path == TEST_CONNECTION_PATH
 }
 
 type Body = Full<Bytes>;
@@ -109,28 +112,77 @@ pub(crate) async fn handle(
     match (req.method(), req.uri().path()) {
         (&Method::POST, PUBLISH_PATH) => publish(app, req).await,
         (&Method::GET, PRESENCE_PATH) => presence(app, req.uri().query()).await,
+        (&Method::POST, TEST_CONNECTION_PATH) => test_connection(app, req).await,
         _ => error(
             StatusCode::METHOD_NOT_ALLOWED,
-            "use POST /api/publish or GET /api/presence",
+            "use POST /api/publish, GET /api/presence or POST /api/test-connection",
         ),
     }
 }
 
-async fn publish(app: &Arc<AppInner>, req: Request<Incoming>) -> Response<Body> {
+/// The request body as a JSON object, or the error response.
+async fn json_body(
+    req: Request<Incoming>,
+) -> Result<serde_json::Map<String, Json>, Response<Body>> {
     let body = match Limited::new(req.into_body(), MAX_PUBLISH_BODY)
         .collect()
         .await
     {
         Ok(b) => b.to_bytes(),
         Err(_) => {
-            return error(
+            return Err(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body over 1 MiB or unreadable",
-            );
+            ));
         }
     };
     let Ok(Json::Object(body)) = serde_json::from_slice::<Json>(&body) else {
-        return error(StatusCode::BAD_REQUEST, "body must be a JSON object");
+        return Err(error(StatusCode::BAD_REQUEST, "body must be a JSON object"));
+    };
+    Ok(body)
+}
+
+/// The guide's `test_websocket_connection`, run inside this server: works without Redis.
+async fn test_connection(app: &Arc<AppInner>, req: Request<Incoming>) -> Response<Body> {
+    let body = match json_body(req).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let Some(user) = body.get("user").and_then(Json::as_str) else {
+        return error(StatusCode::BAD_REQUEST, "\"user\" must be a string");
+    };
+    let wait = match body.get("wait").map(Json::as_u64) {
+        None => 3,
+        Some(Some(s @ 1..=30)) => s,
+        Some(_) => return error(StatusCode::BAD_REQUEST, "\"wait\" must be 1 to 30 seconds"),
+    };
+    if let Err(e) = require_valid_group_name(&user_group(user)) {
+        return error(StatusCode::BAD_REQUEST, &e.to_string());
+    }
+    let mut messenger = Messenger::new(Arc::clone(&app.layer));
+    if let Some(presence) = &app.presence {
+        // Which sockets the user has: the probe goes to each of them.
+        messenger = messenger.with_presence(Arc::clone(presence.store()));
+    }
+    match messenger
+        .test_connection(user, std::time::Duration::from_secs(wait))
+        .await
+    {
+        Ok(n) => json_response(StatusCode::OK, &json!({"user": user, "sockets": n})),
+        Err(err) => {
+            warn!(error = %err, "publish api: test connection failed");
+            error(
+                StatusCode::BAD_GATEWAY,
+                &format!("test connection failed: {err}"),
+            )
+        }
+    }
+}
+
+async fn publish(app: &Arc<AppInner>, req: Request<Incoming>) -> Response<Body> {
+    let body = match json_body(req).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
     };
     let Some(message) = body.get("message").and_then(Message::from_json) else {
         return error(StatusCode::BAD_REQUEST, "\"message\" must be a JSON object");

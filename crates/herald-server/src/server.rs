@@ -45,6 +45,10 @@ pub async fn serve(
     let (trigger, signal) = shutdown::channel();
     let mut tracker = TaskTracker::new();
     tokio::pin!(shutdown);
+    let monitor = tokio::spawn(crate::health::monitor(
+        std::sync::Arc::clone(&app.inner.health),
+        signal.clone(),
+    ));
     info!(addr = %local, "listening");
 
     loop {
@@ -80,6 +84,8 @@ pub async fn serve(
         "shutting down: closing websockets with 1001"
     );
     trigger.trigger();
+    // It returns on the trigger; aborting also covers a check stuck in its timeout.
+    monitor.abort();
     if tokio::time::timeout(app.config().shutdown_timeout, tracker.wait_idle())
         .await
         .is_err()

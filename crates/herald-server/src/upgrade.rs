@@ -15,12 +15,14 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tracing::{debug, warn};
 
 use crate::app::{App, Handshake, Rejection};
 use crate::auth::HandshakeRequest;
 use crate::config::ServerConfig;
+use crate::health::{CLOSE_TRY_AGAIN_LATER, TRY_AGAIN_LATER_REASON};
 use crate::metrics::Metrics;
 use crate::routing::{self, Target};
 use crate::shutdown::{ShutdownSignal, TaskToken};
@@ -126,6 +128,21 @@ pub(crate) async fn handle_request(
     let target = routing::resolve(&info.app.inner, req.uri().path());
     let resp = match target {
         Target::Health => text_response(StatusCode::OK, "ok\n"),
+        Target::Ready => {
+            let readiness = info.app.readiness();
+            let status = if readiness.is_ready() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            let mut resp = Response::new(Full::new(Bytes::from(format!("{readiness}\n"))));
+            *resp.status_mut() = status;
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            resp
+        }
         Target::Metrics => {
             let mut resp = Response::new(Full::new(Bytes::from(info.app.render_metrics())));
             resp.headers_mut().insert(
@@ -161,6 +178,13 @@ async fn websocket(mut req: Request<Incoming>, info: ConnInfo) -> Response<Body>
             return rejection_response(rejection);
         }
     };
+    if let Some(dependency) = info.app.inner.health.refusal_rechecked().await {
+        Metrics::incr(&metrics.handshakes_rejected);
+        debug!(dependency, "dependency down: handshake closed with 1013");
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        drop(req);
+        return try_again_later(&key, on_upgrade, info);
+    }
     let path_and_query = req
         .uri()
         .path_and_query()
@@ -181,27 +205,27 @@ async fn websocket(mut req: Request<Incoming>, info: ConnInfo) -> Response<Body>
         Ok(Handshake::Accepted(connection)) => connection,
         Ok(Handshake::Rejected(rejection)) => {
             debug!(status = rejection.status(), reason = ?rejection, "handshake refused");
+            if rejection == Rejection::ConsumerError {
+                // Usually the layer (a group_add in connect): have it checked now, so the next
+                // handshakes get 1013 instead of the same failure.
+                info.app.inner.health.nudge();
+            }
             return rejection_response(rejection);
         }
         Err(err) => {
             warn!(error = %err, "handshake failed");
+            info.app.inner.health.nudge();
             Metrics::incr(&metrics.handshakes_rejected);
             return rejection_response(Rejection::ConsumerError);
         }
     };
 
-    let mut resp = Response::new(Full::new(Bytes::new()));
-    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = resp.headers_mut();
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
-        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
-    }
+    let mut resp = switching_protocols(&key);
     if let Some(protocol) = connection.subprotocol()
         && let Ok(value) = HeaderValue::from_str(protocol)
     {
-        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+        resp.headers_mut()
+            .insert(header::SEC_WEBSOCKET_PROTOCOL, value);
     }
 
     let ConnInfo {
@@ -236,4 +260,56 @@ async fn websocket(mut req: Request<Incoming>, info: ConnInfo) -> Response<Body>
         }
     });
     resp
+}
+
+/// The `101 Switching Protocols` answer to a valid upgrade with client key `key`.
+fn switching_protocols(key: &HeaderValue) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = resp.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    resp
+}
+
+/// Accepts the upgrade and closes the socket at once with 1013 "try again later": a browser
+/// cannot read the HTTP status of a refused handshake (it only sees an error and 1006), but it
+/// does see a close code, which the browser client answers by retrying with backoff.
+fn try_again_later(
+    key: &HeaderValue,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    info: ConnInfo,
+) -> Response<Body> {
+    tokio::spawn(async move {
+        // Held until the close is done, so `serve` waits for it on shutdown.
+        let _token = info.token;
+        let config = info.app.config();
+        let Ok(Ok(upgraded)) = tokio::time::timeout(config.handshake_timeout, on_upgrade).await
+        else {
+            return;
+        };
+        let mut ws = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(ws_config(config)),
+        )
+        .await;
+        let frame = CloseFrame {
+            code: CloseCode::from(CLOSE_TRY_AGAIN_LATER),
+            reason: TRY_AGAIN_LATER_REASON.into(),
+        };
+        // Send the close, then read until the client's close reply ends the stream.
+        let close = async {
+            ws.close(Some(frame)).await?;
+            while ws.next().await.transpose()?.is_some() {}
+            Ok::<_, tokio_tungstenite::tungstenite::Error>(())
+        };
+        if let Ok(Err(err)) = tokio::time::timeout(config.close_timeout, close).await {
+            debug!(error = %err, "closing a refused socket failed");
+        }
+    });
+    switching_protocols(key)
 }

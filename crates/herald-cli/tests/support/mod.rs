@@ -62,6 +62,20 @@ impl Herald {
 
     /// As [`Herald::start`] with extra environment variables.
     pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Herald {
+        Self::launch(args, env, Stdio::inherit()).await
+    }
+
+    /// As [`Herald::start_with_env`] with stderr (the log) written to `log` instead of the
+    /// test's own stderr; `RUST_LOG` may be overridden through `env`.
+    pub async fn start_with_log(
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: &std::path::Path,
+    ) -> Herald {
+        Self::launch(args, env, std::fs::File::create(log).unwrap().into()).await
+    }
+
+    async fn launch(args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Herald {
         let port = herald_test_support::free_port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut child = Command::new(bin())
@@ -72,7 +86,7 @@ impl Herald {
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .unwrap();
