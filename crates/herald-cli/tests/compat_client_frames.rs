@@ -5,8 +5,8 @@
 
 mod support;
 
-use herald_test_support::{RedisServer, compat_python};
-use support::django::{Django, SECRET};
+use herald_test_support::compat_python;
+use support::django::Site;
 use support::{Herald, Ws, recv_text, send_text, ws_connect_browser};
 
 /// Sends `frame` to both servers and returns the reply, asserting it is the same bytes.
@@ -27,23 +27,12 @@ async fn client_frames_get_the_same_replies_from_herald_and_daphne() {
     let Some(python) = compat_python() else {
         return;
     };
-    let redis = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let db_url = format!("sqlite:///{}", dir.path().join("db.sqlite3").display());
-    let django = Django::new(python, &db_url, &redis.url());
-    let fixture = django.fixture(&["--username", "amadmin"]).await;
-    let server = Herald::start(&[
-        "--redis",
-        &redis.url(),
-        "--secret-key",
-        SECRET,
-        "--django-db",
-        &db_url,
-    ])
-    .await;
+    let site = Site::start(python, "amadmin").await;
+    let django = &site.db.django;
     let daphne = django.daphne().await;
-    let mut herald = ws_connect_browser(&server.addr.to_string(), &fixture.cookie).await;
-    let mut python = ws_connect_browser(&daphne.host, &fixture.cookie).await;
+    let cookie = &site.db.fixture.cookie;
+    let mut herald = ws_connect_browser(&site.herald.addr.to_string(), cookie).await;
+    let mut python = ws_connect_browser(&daphne.host, cookie).await;
 
     // Numeric ids: subscribed to `task_{str(id)}`, echoed as json.dumps writes the parsed id.
     let subscribes = [

@@ -6,10 +6,10 @@ mod support;
 
 use std::time::Duration;
 
-use herald_test_support::{RedisServer, compat_python};
+use herald_test_support::compat_python;
 use serde_json::Value;
-use support::django::{Django, SECRET};
-use support::{Herald, herald, recv_text, ws_connect_browser};
+use support::django::Site;
+use support::{herald, recv_text, ws_connect_browser};
 
 /// Polls `herald online USER` until it reports `expected` (the herald socket's presence
 /// record is written just after the handshake).
@@ -30,28 +30,21 @@ async fn a_daphne_socket_and_a_herald_socket_get_the_same_test_notification() {
     let Some(python) = compat_python() else {
         return;
     };
-    let redis = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let db_url = format!("sqlite:///{}", dir.path().join("db.sqlite3").display());
-    let django = Django::new(python, &db_url, &redis.url());
-    let fixture = django.fixture(&["--username", "amadmin"]).await;
-    let server = Herald::start(&[
-        "--redis",
-        &redis.url(),
-        "--secret-key",
-        SECRET,
-        "--django-db",
-        &db_url,
-    ])
-    .await;
-    let daphne = django.daphne().await;
-    let mut on_herald = ws_connect_browser(&server.addr.to_string(), &fixture.cookie).await;
-    let mut on_daphne = ws_connect_browser(&daphne.host, &fixture.cookie).await;
-    wait_online(&redis.url(), "amadmin", "online (1 connection)").await;
+    let site = Site::start(python, "amadmin").await;
+    let daphne = site.db.django.daphne().await;
+    let cookie = &site.db.fixture.cookie;
+    let mut on_herald = ws_connect_browser(&site.herald.addr.to_string(), cookie).await;
+    let mut on_daphne = ws_connect_browser(&daphne.host, cookie).await;
+    let redis = site.db.redis.url();
+    wait_online(&redis, "amadmin", "online (1 connection)").await;
 
-    let out = herald(&["test-connection", "--redis", &redis.url(), "amadmin"]).await;
+    let out = herald(&["test-connection", "--redis", &redis, "amadmin"]).await;
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1 socket of amadmin received the test message",
+        "{out:?}"
+    );
 
     let mut ours: Value = serde_json::from_str(&recv_text(&mut on_herald).await).unwrap();
     let mut theirs: Value = serde_json::from_str(&recv_text(&mut on_daphne).await).unwrap();

@@ -8,8 +8,8 @@ mod support;
 
 use std::net::SocketAddr;
 
-use herald_test_support::{RedisServer, compat_python};
-use support::django::{Django, SECRET};
+use herald_test_support::compat_python;
+use support::django::{SECRET, SiteDb};
 use support::nginx::{Nginx, deploy_doc_block, replace_once};
 use support::{Herald, TIMEOUT, Ws, recv_json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -132,16 +132,14 @@ async fn deploy_guide_puts_herald_behind_nginx() {
     let Some(python) = compat_python() else {
         return;
     };
-    let redis = RedisServer::start();
+    let site = SiteDb::start(python, "amadmin").await;
+    let (redis, db_url, django, fixture) = (&site.redis, &site.db_url, &site.django, &site.fixture);
     let dir = tempfile::tempdir().unwrap();
-    let db_url = format!("sqlite:///{}", dir.path().join("db.sqlite3").display());
-    let django = Django::new(python, &db_url, &redis.url());
-    let fixture = django.fixture(&["--username", "amadmin"]).await;
 
     // Herald from the doc's TOML (its bind address is replaced by a free port). One socket per
     // client address, so the address Herald sees is visible as accept or 429.
     let config = dir.path().join("herald.toml");
-    std::fs::write(&config, herald_toml(&redis.url(), &db_url)).unwrap();
+    std::fs::write(&config, herald_toml(&redis.url(), db_url)).unwrap();
     let config = config.to_str().unwrap();
     let herald = Herald::start(&["--config", config, "--max-connections-per-ip", "1"]).await;
 

@@ -61,11 +61,8 @@ fn signal(herald: &Herald, signal: &str) {
 
 const GROUPS: [&str; 3] = ["user_alice", "task_a", "task_b"];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_server_delivers_a_backlog_over_three_groups_in_send_order() {
-    let Some(python) = compat_python() else {
-        return;
-    };
+/// A Redis, a herald on it, alice's socket in the three groups and a Python sender.
+async fn start(python: &std::path::Path) -> (RedisServer, Herald, Ws, PythonPeer) {
     let redis = RedisServer::start();
     let herald = Herald::start(&[
         "--redis",
@@ -74,8 +71,17 @@ async fn a_paused_server_delivers_a_backlog_over_three_groups_in_send_order() {
         "x-remote-user",
     ])
     .await;
-    let mut ws = alice(&herald).await;
-    let mut peer = PythonPeer::start(&python, &json!({"hosts": python_hosts(&[redis.url()])}));
+    let ws = alice(&herald).await;
+    let peer = PythonPeer::start(python, &json!({"hosts": python_hosts(&[redis.url()])}));
+    (redis, herald, ws, peer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_server_delivers_a_backlog_over_three_groups_in_send_order() {
+    let Some(python) = compat_python() else {
+        return;
+    };
+    let (_redis, herald, mut ws, mut peer) = start(&python).await;
     for run in 0..8 {
         // Stopped, herald cannot read: all 16 messages wait in Redis, spread over the keys
         // of its group channels, and are taken in at once when it resumes.
@@ -95,16 +101,7 @@ async fn a_large_task_result_then_the_users_notification_arrive_in_that_order() 
     let Some(python) = compat_python() else {
         return;
     };
-    let redis = RedisServer::start();
-    let herald = Herald::start(&[
-        "--redis",
-        &redis.url(),
-        "--trusted-user-header",
-        "x-remote-user",
-    ])
-    .await;
-    let mut ws = alice(&herald).await;
-    let mut peer = PythonPeer::start(&python, &json!({"hosts": python_hosts(&[redis.url()])}));
+    let (_redis, _herald, mut ws, mut peer) = start(&python).await;
     let result = "x".repeat(600_000);
     for round in 0..3 {
         // The guide's Celery task: the result to the task group, then the notification.
@@ -135,16 +132,7 @@ async fn a_burst_over_three_groups_arrives_in_send_order() {
     let Some(python) = compat_python() else {
         return;
     };
-    let redis = RedisServer::start();
-    let herald = Herald::start(&[
-        "--redis",
-        &redis.url(),
-        "--trusted-user-header",
-        "x-remote-user",
-    ])
-    .await;
-    let mut ws = alice(&herald).await;
-    let mut peer = PythonPeer::start(&python, &json!({"hosts": python_hosts(&[redis.url()])}));
+    let (_redis, _herald, mut ws, mut peer) = start(&python).await;
     // 90 rounds of three messages, one per group, as fast as the Python sender goes.
     let count = 270;
     let receiver = tokio::spawn(async move { receive_numbers(&mut ws, count).await });

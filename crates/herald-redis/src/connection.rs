@@ -242,6 +242,37 @@ fn normalize_url(url: &str) -> String {
     format!("{base}?{}", query.join("&"))
 }
 
+/// How long one shard may take to answer a health `PING`.
+const PING_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `PING` on every shard at once, each bounded by [`PING_TIMEOUT`] (the shared connection is
+/// re-made once on a connection error, as for any command). The first failing shard is the
+/// error. Both layers' `ChannelLayer::ping`.
+pub(crate) async fn ping_all<'a>(shards: impl Iterator<Item = &'a Shard>) -> Result<()> {
+    let pings = shards.map(|shard| async move {
+        let index = shard.index();
+        let pinged = shard.run("ping", |mut c| async move {
+            redis::cmd("PING").query_async::<String>(&mut c).await
+        });
+        match tokio::time::timeout(PING_TIMEOUT, pinged).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(Error::with_source(
+                err.kind(),
+                format!("redis host #{index}"),
+                err,
+            )),
+            Err(_) => Err(Error::new(
+                herald_core::ErrorKind::Timeout,
+                format!("redis host #{index} did not answer PING within {PING_TIMEOUT:?}"),
+            )),
+        }
+    });
+    futures_util::future::join_all(pings)
+        .await
+        .into_iter()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

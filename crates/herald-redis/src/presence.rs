@@ -141,10 +141,23 @@ impl Presence for RedisChannelLayer {
 
     async fn connection_names(&self, username: &str) -> Result<Vec<String>> {
         let key = self.keys().presence_user_key(username);
+        self.live_members(self.presence_user_shard(username), key)
+            .await
+    }
+
+    async fn online_users(&self) -> Result<Vec<String>> {
+        let index = self.keys().presence_users_key();
+        self.live_members(self.presence_index_shard(), index).await
+    }
+}
+
+impl RedisChannelLayer {
+    /// The members of a presence sorted set whose expiry score is still ahead, sorted.
+    async fn live_members(&self, shard: usize, key: String) -> Result<Vec<String>> {
         let now = now_f64();
-        let mut names: Vec<String> = self
-            .shard(self.presence_user_shard(username))
-            .run("presence connections", |mut c| {
+        let mut members: Vec<String> = self
+            .shard(shard)
+            .run("presence members", |mut c| {
                 let key = key.clone();
                 async move {
                     redis::cmd("ZRANGEBYSCORE")
@@ -156,28 +169,7 @@ impl Presence for RedisChannelLayer {
                 }
             })
             .await?;
-        names.sort();
-        Ok(names)
-    }
-
-    async fn online_users(&self) -> Result<Vec<String>> {
-        let index = self.keys().presence_users_key();
-        let now = now_f64();
-        let mut users: Vec<String> = self
-            .shard(self.presence_index_shard())
-            .run("presence users", |mut c| {
-                let index = index.clone();
-                async move {
-                    redis::cmd("ZRANGEBYSCORE")
-                        .arg(&index)
-                        .arg(format!("({now}"))
-                        .arg("+inf")
-                        .query_async(&mut c)
-                        .await
-                }
-            })
-            .await?;
-        users.sort();
-        Ok(users)
+        members.sort();
+        Ok(members)
     }
 }

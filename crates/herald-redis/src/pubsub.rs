@@ -784,37 +784,9 @@ impl ChannelLayer for RedisPubSubLayer {
         });
     }
 
-    /// `PING` on every shard at once, each bounded by 3 s (the shared connection is re-made
-    /// once on a connection error, as for any command). The first failing shard is the error.
+    /// `PING` on every shard at once, each bounded (see `connection::ping_all`).
     async fn ping(&self) -> Result<()> {
-        const PING_TIMEOUT: Duration = Duration::from_secs(3);
-        let pings = self
-            .inner
-            .shards
-            .iter()
-            .map(|s| &s.conn)
-            .map(|shard| async move {
-                let index = shard.index();
-                let pinged = shard.run("ping", |mut c| async move {
-                    redis::cmd("PING").query_async::<String>(&mut c).await
-                });
-                match tokio::time::timeout(PING_TIMEOUT, pinged).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(err)) => Err(Error::with_source(
-                        err.kind(),
-                        format!("redis host #{index}"),
-                        err,
-                    )),
-                    Err(_) => Err(Error::new(
-                        ErrorKind::Timeout,
-                        format!("redis host #{index} did not answer PING within {PING_TIMEOUT:?}"),
-                    )),
-                }
-            });
-        futures_util::future::join_all(pings)
-            .await
-            .into_iter()
-            .collect()
+        crate::connection::ping_all(self.inner.shards.iter().map(|s| &s.conn)).await
     }
 }
 

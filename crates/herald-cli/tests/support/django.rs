@@ -148,3 +148,56 @@ impl Django {
         self.manage(&["shell", "-c", code]).await
     }
 }
+
+/// A test site without herald: its Redis and the Django project on SQLite with one logged-in
+/// user.
+#[derive(Debug)]
+pub struct SiteDb {
+    pub redis: herald_test_support::RedisServer,
+    pub db_url: String,
+    pub django: Django,
+    pub fixture: Fixture,
+    _dir: tempfile::TempDir,
+}
+
+impl SiteDb {
+    /// Starts it with `username` logged in.
+    pub async fn start(python: PathBuf, username: &str) -> SiteDb {
+        let redis = herald_test_support::RedisServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let db_url = format!("sqlite:///{}", dir.path().join("db.sqlite3").display());
+        let django = Django::new(python, &db_url, &redis.url());
+        let fixture = django.fixture(&["--username", username]).await;
+        SiteDb {
+            redis,
+            db_url,
+            django,
+            fixture,
+            _dir: dir,
+        }
+    }
+}
+
+/// A [`SiteDb`] with `herald serve` reading its sessions.
+#[derive(Debug)]
+pub struct Site {
+    pub db: SiteDb,
+    pub herald: super::Herald,
+}
+
+impl Site {
+    /// Starts it all with `username` logged in.
+    pub async fn start(python: PathBuf, username: &str) -> Site {
+        let db = SiteDb::start(python, username).await;
+        let herald = super::Herald::start(&[
+            "--redis",
+            &db.redis.url(),
+            "--secret-key",
+            SECRET,
+            "--django-db",
+            &db.db_url,
+        ])
+        .await;
+        Site { db, herald }
+    }
+}

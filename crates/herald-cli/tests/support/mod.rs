@@ -183,18 +183,7 @@ async fn ws_connect(req: tokio_tungstenite::tungstenite::handshake::client::Requ
 
 /// The next text frame, parsed as JSON (pings and pongs skipped).
 pub async fn recv_json(ws: &mut Ws) -> serde_json::Value {
-    loop {
-        let msg = tokio::time::timeout(TIMEOUT, ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        match msg {
-            WsMessage::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-            WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
-            other => panic!("unexpected frame {other:?}"),
-        }
-    }
+    serde_json::from_str(&recv_text(ws).await).unwrap()
 }
 
 /// The next text frame as sent (pings and pongs skipped): for byte-for-byte comparisons and
