@@ -46,7 +46,7 @@ use herald_core::{
     ASGI_CHANNEL_KEY, ChannelLayer, Deliver, Error, ErrorKind, GroupSendReport, Message, Result,
 };
 use tokio::task::AbortHandle;
-use tracing::{Instrument, debug, debug_span, info, trace, warn};
+use tracing::{Instrument, debug, debug_span, trace, warn};
 
 use redis::aio::{PubSubSink, PubSubStream};
 
@@ -59,6 +59,7 @@ use crate::config::{
 use crate::connection::Shard as Connections;
 use crate::error::{config_error, redis_error};
 use crate::hashing::consistent_hash;
+use crate::receive::Outage;
 
 /// Default per-channel local buffer (Herald knob; Python's queues are unbounded).
 pub const DEFAULT_CHANNEL_BUFFER: NonZeroUsize = NonZeroUsize::new(1000).unwrap();
@@ -525,14 +526,15 @@ async fn read(layer: Weak<Inner>, index: usize, generation: u64, mut stream: Pub
         inner.dispatch(msg.get_channel_name(), msg.get_payload_bytes());
     }
     drop(stream);
-    warn!(shard = index, "pubsub subscriber connection lost");
-    reconnect(layer, index, generation).await;
+    let mut outage = Outage::new("pubsub subscriber", index);
+    outage.failed(&"connection lost");
+    reconnect(layer, index, generation, outage).await;
 }
 
 /// Reconnects a lost subscriber connection with backoff until connected, flushed, superseded,
 /// left with nothing to listen to, or the layer is dropped (only a `Weak` is held while
 /// sleeping, so a dropped layer is not kept alive by a Redis that stays down).
-async fn reconnect(layer: Weak<Inner>, index: usize, generation: u64) {
+async fn reconnect(layer: Weak<Inner>, index: usize, generation: u64, mut outage: Outage) {
     let mut delay = Duration::ZERO;
     loop {
         let Some(inner) = layer.upgrade() else {
@@ -550,12 +552,11 @@ async fn reconnect(layer: Weak<Inner>, index: usize, generation: u64) {
             }
             match inner.connect(index, &mut sub).await {
                 Ok(_) => {
-                    info!(shard = index, "pubsub subscriber reconnected");
+                    outage.recovered();
                     return;
                 }
-                Err(err) => {
-                    warn!(shard = index, error = %err, retry_in = ?delay, "pubsub reconnect failed");
-                }
+                // Logged when the connection went down and as reminders, not per attempt.
+                Err(err) => outage.failed(&err),
             }
         }
         delay = (delay * 2).clamp(inner.reconnect_min_delay, inner.reconnect_max_delay);
