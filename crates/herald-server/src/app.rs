@@ -15,7 +15,7 @@ use crate::config::ServerConfig;
 use crate::consumer::ConsumerFactory;
 use crate::context::{Context, State};
 use crate::error::{Error, ErrorKind, Result};
-use crate::groups::GroupTable;
+use crate::groups::{Dispatcher, GroupTable};
 use crate::health::{Health, HealthCheck, Readiness};
 use crate::limits::ConnectionCaps;
 use crate::metrics::{Metrics, MetricsSource};
@@ -42,6 +42,8 @@ pub(crate) struct AppInner {
     pub(crate) publish: Option<PublishAccess>,
     /// Local group table; `None` when `group_multiplexing` is off.
     pub(crate) groups: Option<Arc<GroupTable>>,
+    /// Fans layer messages out to the sockets' inboxes, in the layer's order (see `groups`).
+    pub(crate) dispatcher: Arc<Dispatcher>,
     /// The layer's and every [`HealthCheck`]'s state: `/readyz`, 1013 refusals.
     pub(crate) health: Arc<Health>,
 }
@@ -198,10 +200,14 @@ impl AppBuilder {
                 return Err(Error::new(ErrorKind::Config, "route registered twice"));
             }
         }
-        let groups = self
-            .config
-            .group_multiplexing
-            .then(|| GroupTable::new(Arc::clone(&layer), self.config.group_channel_keys));
+        let dispatcher = Dispatcher::new();
+        let groups = self.config.group_multiplexing.then(|| {
+            GroupTable::new(
+                Arc::clone(&layer),
+                self.config.group_channel_keys,
+                Arc::clone(&dispatcher),
+            )
+        });
         let health = Arc::new(Health::new(
             Arc::clone(&layer),
             self.health_checks,
@@ -211,6 +217,7 @@ impl AppBuilder {
             inner: Arc::new(AppInner {
                 health,
                 groups,
+                dispatcher,
                 layer,
                 authenticator: self
                     .authenticator

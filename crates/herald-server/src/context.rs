@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use herald_core::names::require_valid_group_name;
-use herald_core::{ChannelLayer, Deliver, GroupSendReport, Message};
+use herald_core::{ChannelLayer, GroupSendReport, Message};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -112,7 +112,7 @@ impl Context {
 
     /// Has the layer deliver this socket's own channel into its inbox.
     pub(crate) async fn attach_channel(&self) -> Result<()> {
-        let sink: Arc<dyn Deliver> = Arc::new(self.inbox_tx.clone());
+        let sink = self.shared.dispatcher.socket_sink(&self.inbox_tx);
         self.shared.layer.attach(&self.channel_name, sink).await?;
         Ok(())
     }

@@ -123,13 +123,6 @@ impl InboxSender {
     }
 }
 
-/// The socket's own channel is attached to its inbox.
-impl Deliver for InboxSender {
-    fn deliver(&self, messages: &[Message]) {
-        self.offer_all(messages);
-    }
-}
-
 /// The receiving half, polled by the connection's runtime.
 #[derive(Debug)]
 pub(crate) struct Inbox {
@@ -209,22 +202,129 @@ pub(crate) fn next_member_id() -> u64 {
 
 type Members = Arc<Mutex<HashMap<u64, InboxSender>>>;
 
-/// Where the layer delivers a group channel's messages: every local member's inbox.
+/// What the [`Dispatcher`] does next.
 #[derive(Debug)]
-struct GroupSink {
-    group: String,
-    members: Members,
+enum Job {
+    /// A group channel's messages, for every member of the group.
+    Group(Members, Vec<Message>),
+    /// A socket's own channel's messages.
+    Socket(InboxSender, Vec<Message>),
 }
 
-impl Deliver for GroupSink {
-    /// Runs on the layer's reader; takes the members lock once per call (lock order: the
-    /// layer's, then members, then an inbox's).
-    fn deliver(&self, messages: &[Message]) {
-        let members = lock(&self.members);
-        trace!(group = %self.group, members = members.len(), batch = messages.len(), "group messages");
-        for inbox in members.values() {
-            inbox.offer_all(messages);
+#[derive(Debug, Default)]
+struct DispatchQueue {
+    jobs: VecDeque<Job>,
+    /// The dispatcher task, parked on an empty queue.
+    waker: Option<Waker>,
+}
+
+/// Moves the fan-out off the layer's reader: the sinks only queue a job here (one lock, at most
+/// one cross-runtime wake-up per batch), and one task on the application's runtime offers the
+/// jobs to the inboxes, in the order they came. One task keeps the layer's order; running on the
+/// application's workers keeps the reader free to pop Redis, and wakes the sockets from a
+/// worker thread, where a wake-up is a local queue push rather than a cross-thread unpark.
+#[derive(Debug, Default)]
+pub(crate) struct Dispatcher {
+    queue: Mutex<DispatchQueue>,
+    started: std::sync::atomic::AtomicBool,
+}
+
+impl Dispatcher {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// Starts the dispatching task on the current runtime, once (the first attach runs on the
+    /// application's runtime).
+    fn ensure_started(self: &Arc<Self>) {
+        if !self.started.swap(true, Ordering::AcqRel) {
+            tokio::spawn(Arc::clone(self).run());
         }
+    }
+
+    fn push(&self, job: Job) {
+        let mut queue = lock(&self.queue);
+        queue.jobs.push_back(job);
+        let waker = queue.waker.take();
+        drop(queue);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// A sink for a socket's own channel, delivering into `inbox` through this dispatcher.
+    pub(crate) fn socket_sink(self: &Arc<Self>, inbox: &InboxSender) -> Arc<dyn Deliver> {
+        self.ensure_started();
+        Arc::new(Sink {
+            dispatcher: Arc::clone(self),
+            target: SinkTarget::Socket(inbox.clone()),
+        })
+    }
+
+    fn group_sink(self: &Arc<Self>, members: Members) -> Arc<dyn Deliver> {
+        self.ensure_started();
+        Arc::new(Sink {
+            dispatcher: Arc::clone(self),
+            target: SinkTarget::Group(members),
+        })
+    }
+
+    /// Runs the jobs in order, for ever (the task ends with the runtime).
+    async fn run(self: Arc<Self>) {
+        loop {
+            let jobs = std::future::poll_fn(|cx| {
+                let mut queue = lock(&self.queue);
+                if queue.jobs.is_empty() {
+                    match &mut queue.waker {
+                        Some(waker) if waker.will_wake(cx.waker()) => {}
+                        slot => *slot = Some(cx.waker().clone()),
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(std::mem::take(&mut queue.jobs))
+            })
+            .await;
+            for job in jobs {
+                match job {
+                    Job::Group(members, messages) => {
+                        let members = lock(&members);
+                        trace!(
+                            members = members.len(),
+                            batch = messages.len(),
+                            "group messages"
+                        );
+                        for inbox in members.values() {
+                            inbox.offer_all(&messages);
+                        }
+                    }
+                    Job::Socket(inbox, messages) => inbox.offer_all(&messages),
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+enum SinkTarget {
+    Group(Members),
+    Socket(InboxSender),
+}
+
+/// What the layer holds for an attached channel: queues the messages for the [`Dispatcher`].
+#[derive(Debug)]
+struct Sink {
+    dispatcher: Arc<Dispatcher>,
+    target: SinkTarget,
+}
+
+impl Deliver for Sink {
+    /// Runs on the layer's reader: one lock and at most one wake-up.
+    fn deliver(&self, messages: &[Message]) {
+        let job = match &self.target {
+            SinkTarget::Group(members) => Job::Group(Arc::clone(members), messages.to_vec()),
+            SinkTarget::Socket(inbox) => Job::Socket(inbox.clone(), messages.to_vec()),
+        };
+        self.dispatcher.push(job);
     }
 }
 
@@ -248,6 +348,9 @@ pub(crate) struct GroupTable {
     /// The `new_channel` prefixes the group channels are spread over, chosen by the layer so
     /// that it reads them together with the sockets' own channels (one order for all).
     prefixes: Vec<String>,
+    /// Where the group channels' sinks queue their fan-out (shared with the sockets' own
+    /// channels, so all keep one order).
+    dispatcher: Arc<Dispatcher>,
 }
 
 impl std::fmt::Debug for GroupTable {
@@ -302,12 +405,17 @@ impl Drop for CloseOnDrop<'_> {
 }
 
 impl GroupTable {
-    pub(crate) fn new(layer: Arc<dyn ChannelLayer>, keys: NonZeroUsize) -> Arc<Self> {
+    pub(crate) fn new(
+        layer: Arc<dyn ChannelLayer>,
+        keys: NonZeroUsize,
+        dispatcher: Arc<Dispatcher>,
+    ) -> Arc<Self> {
         let prefixes = layer.colocated_prefixes(GROUP_CHANNEL_PREFIX, keys.get());
         Arc::new(GroupTable {
             layer,
             slots: Mutex::new(HashMap::new()),
             prefixes,
+            dispatcher,
         })
     }
 
@@ -376,11 +484,8 @@ impl GroupTable {
                 let prefix = &self.prefixes[prefix_index(group, self.prefixes.len())];
                 let channel: Arc<str> = self.layer.new_channel(prefix).await?.into();
                 pending.channel = Some(Arc::clone(&channel));
-                let sink = GroupSink {
-                    group: group.to_owned(),
-                    members,
-                };
-                self.layer.attach(&channel, Arc::new(sink)).await?;
+                let sink = self.dispatcher.group_sink(members);
+                self.layer.attach(&channel, sink).await?;
                 self.layer.group_add(group, &channel).await?;
                 Ok::<_, herald_core::Error>(channel)
             }
@@ -462,7 +567,7 @@ mod tests {
     async fn racing_joins_and_leaves_keep_at_most_one_membership_and_clean_up() {
         let layer: Arc<dyn ChannelLayer> =
             Arc::new(InMemoryLayer::new(Default::default()).unwrap());
-        let table = GroupTable::new(Arc::clone(&layer), NonZeroUsize::MIN);
+        let table = GroupTable::new(Arc::clone(&layer), NonZeroUsize::MIN, Dispatcher::new());
         let mut tasks = Vec::new();
         for member in 0..32u64 {
             let table = Arc::clone(&table);
@@ -522,10 +627,18 @@ mod tests {
     async fn a_socket_in_several_groups_sees_one_senders_messages_in_send_order() {
         let layer: Arc<dyn ChannelLayer> =
             Arc::new(InMemoryLayer::new(Default::default()).unwrap());
-        let table = GroupTable::new(Arc::clone(&layer), NonZeroUsize::new(8).unwrap());
+        let dispatcher = Dispatcher::new();
+        let table = GroupTable::new(
+            Arc::clone(&layer),
+            NonZeroUsize::new(8).unwrap(),
+            Arc::clone(&dispatcher),
+        );
         let (tx, mut rx) = Inbox::new(64);
         let own = layer.new_channel("specific").await.unwrap();
-        layer.attach(&own, Arc::new(tx.clone())).await.unwrap();
+        layer
+            .attach(&own, dispatcher.socket_sink(&tx))
+            .await
+            .unwrap();
         let groups = ["user_a", "task_1", "task_2"];
         for group in groups {
             bounded(table.join(group, 1, &tx)).await.unwrap();
@@ -541,9 +654,10 @@ mod tests {
                     .unwrap();
             }
         }
+        // Through the dispatcher task: wait for each.
         for n in 0..30 {
-            match rx.try_recv() {
-                Some(Delivery::Message(m)) => assert_eq!(m.get("n"), Some(&Value::Int(n))),
+            match bounded(rx.recv()).await {
+                Delivery::Message(m) => assert_eq!(m.get("n"), Some(&Value::Int(n))),
                 other => panic!("expected message {n}, got {other:?}"),
             }
         }
