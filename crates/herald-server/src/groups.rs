@@ -4,18 +4,18 @@
 //! Python's `group_send` packs one message per process key listing every member channel; with a
 //! thousand Herald sockets in `broadcast` that is a ~75 KB message, built by Python and decoded
 //! by Herald on every send. Instead, the first local socket to join a group makes a *group
-//! channel* ([`GROUP_CHANNEL_PREFIX`]), [attaches](ChannelLayer::attach) it to a [`GroupSink`]
-//! and adds it to the layer group; the layer hands each message to the sink, which offers it
-//! (an `Arc` clone, so the fan-out cache still encodes it once) to every local member's
-//! [`Inbox`]. Python's `group_send` then sees a one-member group. The last local member
+//! channel* ([`GROUP_CHANNEL_PREFIX`]), [attaches](ChannelLayer::attach) it to a sink of the
+//! [`Dispatcher`] and adds it to the layer group; the layer hands each message to the sink, and
+//! the dispatcher's task offers it (an `Arc` clone, so the fan-out cache still encodes it once)
+//! to every local member's [`Inbox`]. Python's `group_send` then sees a one-member group. The last local member
 //! leaving discards the membership and closes the channel.
 //!
 //! # Order
 //! A socket's own channel and every group channel it is in deliver into its one inbox, and
 //! the layer calls the sinks in the order it took the messages in (for Redis, the senders'
 //! scores, per shard): a sender's `task.complete` to `task_42` and its notification to
-//! `user_alice` reach a socket in both in the order they were sent. Nothing between the layer
-//! and the inbox runs on its own task, so nothing can overtake.
+//! `user_alice` reach a socket in both in the order they were sent. Between the layer and the
+//! inbox there is one FIFO queue and one task (the dispatcher), so nothing can overtake.
 //!
 //! Works on any [`ChannelLayer`]: the group channel is an ordinary local channel, so
 //! herald-redis tracks and refreshes its membership like any socket's.
@@ -335,7 +335,7 @@ struct Link {
 struct Slot {
     /// Serialises linking this slot; held across `new_channel` + `attach` + `group_add`.
     gate: Arc<tokio::sync::Mutex<()>>,
-    /// Shared with the slot's [`GroupSink`], which locks it once per delivery. Only modified
+    /// Shared with the slot's dispatcher sink; the dispatcher locks it once per job. Only modified
     /// while the table lock is held too (lock order: table, then members).
     members: Members,
     link: Option<Link>,
