@@ -33,33 +33,7 @@ async fn cli_senders_match_the_python_helpers_and_reach_a_python_consumer() {
     let url = redis.url();
 
     // A Python consumer (real channels_redis) in both users' groups.
-    let config = serde_json::json!({"hosts": [{"address": url, "socket_timeout": null}]});
-    let mut peer = tokio::process::Command::new(&python)
-        .arg(workspace_root().join("tests/compat/peer.py"))
-        .args([
-            "--config",
-            &config.to_string(),
-            "listen",
-            "--groups",
-            "user_amadmin,user_bob",
-        ])
-        .args(["--count", "6"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(peer.stdout.take().unwrap()).lines();
-    let mut next = async || -> serde_json::Value {
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        serde_json::from_str(&line).unwrap()
-    };
-    assert_eq!(next().await["event"], "ready");
+    let mut listener = Listener::start(&python, &url, "user_amadmin,user_bob", 6).await;
 
     let sends: [&[&str]; 5] = [
         &[
@@ -111,7 +85,7 @@ async fn cli_senders_match_the_python_helpers_and_reach_a_python_consumer() {
     }
     let mut received = Vec::new();
     for _ in 0..6 {
-        let event = next().await;
+        let event = listener.next().await;
         assert_eq!(event["event"], "message", "{event}");
         received.push(event["message"].clone());
     }
@@ -164,10 +138,52 @@ async fn cli_senders_match_the_python_helpers_and_reach_a_python_consumer() {
             }
         }
     }
-    let _ = peer.start_kill();
 }
 
 /// `b - a` for two naive `isoformat()` stamps.
+/// `peer.py listen`: a Python consumer (real channels_redis) in `groups`, printing what it
+/// receives as JSON lines; ready once it said so. Killed on drop.
+struct Listener {
+    _peer: tokio::process::Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Listener {
+    async fn start(python: &std::path::Path, url: &str, groups: &str, count: usize) -> Listener {
+        let config = serde_json::json!({"hosts": [{"address": url, "socket_timeout": null}]});
+        let mut peer = tokio::process::Command::new(python)
+            .arg(workspace_root().join("tests/compat/peer.py"))
+            .args([
+                "--config",
+                &config.to_string(),
+                "listen",
+                "--groups",
+                groups,
+            ])
+            .args(["--count", &count.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(peer.stdout.take().unwrap()).lines();
+        let mut listener = Listener { _peer: peer, lines };
+        assert_eq!(listener.next().await["event"], "ready");
+        listener
+    }
+
+    /// The next line the consumer printed.
+    async fn next(&mut self) -> serde_json::Value {
+        let line = tokio::time::timeout(Duration::from_secs(30), self.lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+}
+
 fn seconds_between(a: &str, b: &str) -> f64 {
     let parse = |t: &str| chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f").unwrap();
     (parse(b) - parse(a)).as_seconds_f64()
@@ -226,33 +242,7 @@ async fn cli_timestamps_are_local_time_in_django_time_zone() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Nowhere/City"));
 
-    let config = serde_json::json!({"hosts": [{"address": url, "socket_timeout": null}]});
-    let mut peer = tokio::process::Command::new(&python)
-        .arg(workspace_root().join("tests/compat/peer.py"))
-        .args([
-            "--config",
-            &config.to_string(),
-            "listen",
-            "--groups",
-            "user_amadmin",
-        ])
-        .args(["--count", "4"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(peer.stdout.take().unwrap()).lines();
-    let mut next = async || -> serde_json::Value {
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        serde_json::from_str(&line).unwrap()
-    };
-    assert_eq!(next().await["event"], "ready");
+    let mut listener = Listener::start(&python, &url, "user_amadmin", 4).await;
 
     let toml = dir.path().join("herald.toml");
     std::fs::write(&toml, "[django]\ntime_zone = \"Pacific/Chatham\"\n").unwrap();
@@ -292,7 +282,7 @@ async fn cli_timestamps_are_local_time_in_django_time_zone() {
         full.extend(["--user", "amadmin", "--redis", &url]);
         let out = herald_with_env(&full, env).await;
         assert!(out.status.success(), "{args:?}: {out:?}");
-        let ours = next().await["message"]["timestamp"]
+        let ours = listener.next().await["message"]["timestamp"]
             .as_str()
             .unwrap()
             .to_owned();
@@ -314,7 +304,6 @@ async fn cli_timestamps_are_local_time_in_django_time_zone() {
             "{args:?} in {zone}: herald stamped {ours}, Django {theirs}"
         );
     }
-    let _ = peer.start_kill();
 }
 
 #[test]
