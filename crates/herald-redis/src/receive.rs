@@ -400,8 +400,8 @@ impl Readers {
     }
 
     /// Drains the process keys on one connection until it fails, handing messages to the
-    /// router in the senders' score order. `pending` holds what was popped but may not be
-    /// handed over yet (see [`Merge`]); it survives a reconnect.
+    /// router in the senders' score order. `merge` holds what was popped but may not be handed
+    /// over yet; it outlives the connection, so a reconnect loses none of it.
     async fn drain(
         &self,
         conn: &mut MultiplexedConnection,
