@@ -12,6 +12,7 @@ use clap::Args;
 use herald_core::Message;
 use herald_core::error::{error_chain, mask_secrets};
 use herald_django::{AuthOutcome, DjangoAuth};
+use herald_redis::keys;
 
 use crate::layer;
 use crate::serve::{DjangoOpts, ServeArgs, resolve};
@@ -160,7 +161,10 @@ async fn check_layer(report: &mut Report, opts: &crate::settings::LayerOpts) -> 
 /// Looks at which key prefixes the group keys in Redis use: if Python's groups live under
 /// another prefix than ours, Python and herald will never meet.
 async fn check_prefixes(report: &mut Report, opts: &crate::settings::LayerOpts) {
-    let prefix = opts.prefix.clone().unwrap_or_else(|| "asgi".to_owned());
+    let prefix = opts
+        .prefix
+        .clone()
+        .unwrap_or_else(|| herald_redis::config::DEFAULT_PREFIX.to_owned());
     let mut seen = BTreeSet::new();
     for host in &opts.hosts {
         if !(host.starts_with("redis://")
@@ -180,13 +184,13 @@ async fn check_prefixes(report: &mut Report, opts: &crate::settings::LayerOpts) 
                 let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
                     .arg(cursor)
                     .arg("MATCH")
-                    .arg("*:group:*")
+                    .arg(keys::ANY_GROUP_KEY_PATTERN)
                     .arg("COUNT")
                     .arg(1000)
                     .query_async(&mut conn)
                     .await?;
                 for key in keys {
-                    if let Some((p, _)) = key.split_once(":group:") {
+                    if let Some(p) = keys::group_key_prefix(&key) {
                         seen.insert(p.to_owned());
                     }
                 }

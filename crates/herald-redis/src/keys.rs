@@ -11,6 +11,17 @@
 
 use herald_core::names::non_local_name;
 
+/// What separates a group key's layer prefix from the group name (`asgi:group:chat`).
+const GROUP_INFIX: &str = ":group:";
+
+/// A `SCAN MATCH` pattern for the group keys of every layer prefix.
+pub const ANY_GROUP_KEY_PATTERN: &str = "*:group:*";
+
+/// The layer prefix of a group key: `asgi` for `asgi:group:chat`.
+pub fn group_key_prefix(key: &str) -> Option<&str> {
+    key.split_once(GROUP_INFIX).map(|(prefix, _)| prefix)
+}
+
 /// Suffix of Python's receive backup key (`<channel key>$inflight`).
 pub const INFLIGHT_SUFFIX: &str = "$inflight";
 
@@ -58,7 +69,7 @@ impl Keys {
     ///
     /// Mirrors `core.py` `RedisChannelLayer._group_key` (which returns it UTF-8 encoded).
     pub fn group_key(&self, group: &str) -> String {
-        format!("{}:group:{group}", self.prefix)
+        format!("{}{GROUP_INFIX}{group}", self.prefix)
     }
 
     /// Python's receive backup key for a channel key (`key + "$inflight"`); Herald never writes
@@ -92,6 +103,14 @@ impl Keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_keys_of_any_prefix_are_found_and_split() {
+        let key = Keys::new("myapp").group_key("chat");
+        assert_eq!(group_key_prefix(&key), Some("myapp"));
+        assert_eq!(group_key_prefix("asgispecific.abc!"), None);
+        assert_eq!(ANY_GROUP_KEY_PATTERN, "*:group:*");
+    }
 
     #[test]
     fn group_key_has_colon_group_colon() {
