@@ -3,10 +3,9 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use herald_test_support::{RedisServer, compat_python, workspace_root};
+use herald_test_support::{RedisServer, compat_python};
 use support::django::Django;
 use support::{herald, herald_with_env};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -151,22 +150,9 @@ struct Listener {
 impl Listener {
     async fn start(python: &std::path::Path, url: &str, groups: &str, count: usize) -> Listener {
         let config = serde_json::json!({"hosts": [{"address": url, "socket_timeout": null}]});
-        let mut peer = tokio::process::Command::new(python)
-            .arg(workspace_root().join("tests/compat/peer.py"))
-            .args([
-                "--config",
-                &config.to_string(),
-                "listen",
-                "--groups",
-                groups,
-            ])
-            .args(["--count", &count.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+        let count = count.to_string();
+        let args = ["listen", "--groups", groups, "--count", &count];
+        let mut peer = support::peer_py(python, &config, &args);
         let lines = BufReader::new(peer.stdout.take().unwrap()).lines();
         let mut listener = Listener { _peer: peer, lines };
         assert_eq!(listener.next().await["event"], "ready");

@@ -177,19 +177,20 @@ impl RedisServer {
     }
 }
 
+/// Prints the last lines of a server's log, for a test that is failing (its servers are being
+/// dropped while the thread panics).
+fn print_log_tail(server: &str, port: u16, log: &str) {
+    let tail: Vec<&str> = log.lines().rev().take(30).collect();
+    eprintln!("--- {server} :{port} log (last {} lines) ---", tail.len());
+    for line in tail.iter().rev() {
+        eprintln!("{line}");
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            eprintln!(
-                "--- redis-server :{} log (last {} lines) ---",
-                self.port,
-                tail.len()
-            );
-            for line in tail.iter().rev() {
-                eprintln!("{line}");
-            }
+            print_log_tail("redis-server", self.port, &self.log());
         }
         self.kill();
     }

@@ -185,16 +185,7 @@ impl PostgresServer {
 impl Drop for PostgresServer {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            eprintln!(
-                "--- private postgres :{} log (last {} lines) ---",
-                self.port,
-                tail.len()
-            );
-            for line in tail.iter().rev() {
-                eprintln!("{line}");
-            }
+            crate::print_log_tail("private postgres", self.port, &self.log());
         }
         if self.port != 0 {
             let data = self.data_dir();

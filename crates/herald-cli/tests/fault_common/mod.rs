@@ -4,15 +4,14 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::support::{Herald, Ws, recv_json, send_json, ws_connect_as};
@@ -337,19 +336,7 @@ pub fn python_hosts(urls: &[String]) -> Value {
 impl PythonPeer {
     /// Starts `python peer.py --config CONFIG repl`.
     pub fn start(python: &Path, config: &Value) -> PythonPeer {
-        let peer: PathBuf = herald_test_support::workspace_root().join("tests/compat/peer.py");
-        let mut child = Command::new(python)
-            .arg(peer)
-            .arg("--config")
-            .arg(config.to_string())
-            .arg("repl")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+        let mut child = crate::support::peer_py(python, config, &["repl"]);
         let stdin = child.stdin.take().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
         PythonPeer {

@@ -236,6 +236,23 @@ pub async fn send_json(ws: &mut Ws, value: serde_json::Value) {
 }
 
 pub mod django;
+
+/// Starts `python tests/compat/peer.py --config CONFIG ARGS…` (real channels_redis) with piped
+/// stdin/stdout, killed on drop.
+pub fn peer_py(python: &std::path::Path, config: &serde_json::Value, args: &[&str]) -> Child {
+    Command::new(python)
+        .arg(herald_test_support::workspace_root().join("tests/compat/peer.py"))
+        .arg("--config")
+        .arg(config.to_string())
+        .args(args)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
 pub mod nginx;
 pub mod postgres;
 
