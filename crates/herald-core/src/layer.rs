@@ -5,6 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::error::Result;
+use crate::history::{Position, Recorded, Replay};
 use crate::message::Message;
 
 /// The default `prefix` of [`ChannelLayer::new_channel`], as in Python (`"specific"`).
@@ -43,6 +44,14 @@ pub trait Deliver: Send + Sync + std::fmt::Debug + 'static {
     /// The next messages for the channel, oldest first (consecutive messages for the same
     /// channel may come in one call).
     fn deliver(&self, messages: &[Message]);
+
+    /// The next recorded messages of a group's history (see
+    /// [`ChannelLayer::history_channel`]), oldest first, with their positions. The default
+    /// drops the positions and calls [`deliver`](Self::deliver).
+    fn deliver_recorded(&self, recorded: &[Recorded]) {
+        let messages: Vec<Message> = recorded.iter().map(|r| r.message.clone()).collect();
+        self.deliver(&messages);
+    }
 }
 
 /// A channel layer: named queues plus groups of channels, as in Django Channels.
@@ -118,6 +127,22 @@ pub trait ChannelLayer: Send + Sync + std::fmt::Debug + 'static {
     /// Herald extension (Python discards a buffer when its `receive` is cancelled); servers call
     /// it when a connection ends.
     fn close_channel(&self, channel: &str);
+
+    /// The channel that records `group`'s messages in a history shared by every server on this
+    /// layer, if the layer keeps one for this group (`None` by default). Added to the group
+    /// (`group_add`) and [attached](Self::attach), it delivers each message sent to the group
+    /// once, through [`Deliver::deliver_recorded`], with its [`Position`].
+    fn history_channel(&self, group: &str) -> Option<String> {
+        let _ = group;
+        None
+    }
+
+    /// What `group`'s history holds after `since` (without `since`: its latest message), or
+    /// `None` if the layer keeps no history for the group (the default).
+    async fn replay(&self, group: &str, since: Option<&Position>) -> Result<Option<Replay>> {
+        let _ = (group, since);
+        Ok(None)
+    }
 
     /// Checks that the layer's backend answers (e.g. a Redis `PING` on every shard), within a
     /// bounded time. Herald extension, used by the server's health monitor for readiness; the

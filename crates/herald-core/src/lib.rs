@@ -33,6 +33,7 @@
 
 pub mod capacity;
 pub mod error;
+pub mod history;
 pub mod layer;
 pub mod memory;
 pub mod message;
@@ -44,6 +45,7 @@ pub mod sync;
 pub mod value;
 
 pub use error::{Error, ErrorKind, Result};
+pub use history::{Offset, Position, Recorded, Replay};
 pub use layer::{ChannelLayer, DEFAULT_NEW_CHANNEL_PREFIX, Deliver, GroupSendReport};
 pub use memory::{InMemoryConfig, InMemoryLayer};
 pub use message::{ASGI_CHANNEL_KEY, Message};

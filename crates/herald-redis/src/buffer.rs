@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use herald_core::sync::lock;
-use herald_core::{Deliver, Message};
+use herald_core::{Deliver, Message, Recorded};
 use tokio::sync::Notify;
 
 #[derive(Debug, Default)]
@@ -62,6 +62,22 @@ impl Buffer {
         // empty just before this push still wakes up.
         self.notify.notify_one();
         dropped
+    }
+
+    /// Like [`push_all`](Self::push_all) for recorded history messages: an attached sink gets
+    /// them with their positions, a queue gets the messages.
+    pub(crate) fn push_recorded(&self, recorded: &[Recorded]) -> usize {
+        let state = lock(&self.state);
+        if state.closed || recorded.is_empty() {
+            return 0;
+        }
+        if let Some(sink) = &state.sink {
+            sink.deliver_recorded(recorded);
+            return 0;
+        }
+        drop(state);
+        let messages: Vec<Message> = recorded.iter().map(|r| r.message.clone()).collect();
+        self.push_all(&messages)
     }
 
     /// Appends one message; true if the oldest one had to be dropped.

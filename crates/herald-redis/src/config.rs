@@ -7,6 +7,7 @@ use std::time::Duration;
 use herald_core::capacity::CapacityRule;
 
 pub use crate::codec::SerializerFormat;
+use crate::history::HistoryConfig;
 
 /// Default host list (Python `decode_hosts(None)`): one shard on `redis://localhost:6379`.
 pub const DEFAULT_HOST: &str = "redis://localhost:6379";
@@ -234,6 +235,9 @@ pub struct RedisLayerConfig {
     pub reconnect_min_delay: Duration,
     /// Herald: longest reconnect delay.
     pub reconnect_max_delay: Duration,
+    /// Herald extension: the groups whose messages are recorded for replay after a reconnect
+    /// (see `history.rs`); `None` (the default here) records nothing.
+    pub history: Option<HistoryConfig>,
 }
 
 impl Default for RedisLayerConfig {
@@ -255,6 +259,7 @@ impl Default for RedisLayerConfig {
             connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
             reconnect_min_delay: DEFAULT_RECONNECT_MIN_DELAY,
             reconnect_max_delay: DEFAULT_RECONNECT_MAX_DELAY,
+            history: None,
         }
     }
 }
@@ -323,6 +328,12 @@ impl RedisLayerConfig {
         self
     }
 
+    /// Sets which groups are recorded for replay (`None`: none).
+    pub fn with_history(mut self, history: Option<HistoryConfig>) -> Self {
+        self.history = history;
+        self
+    }
+
     /// Sets how often memberships of local channels are re-added (`None` disables).
     pub fn with_group_refresh_interval(mut self, interval: Option<Duration>) -> Self {
         self.group_refresh_interval = interval;
@@ -357,6 +368,9 @@ impl RedisLayerConfig {
     /// Checks the values `RedisChannelLayer::new` relies on.
     pub(crate) fn validate(&self) -> crate::Result<()> {
         use crate::error::config_error;
+        if let Some(history) = &self.history {
+            history.validate()?;
+        }
         if self.hosts.is_empty() {
             return Err(config_error("hosts must list at least one Redis host"));
         }

@@ -93,6 +93,28 @@ impl Keys {
         format!("{}:presence:users", self.prefix)
     }
 
+    /// The stream into which the history channels' messages are taken, in order, before every
+    /// server reads them.
+    pub fn history_log_key(&self) -> String {
+        format!("{}herald.history.log", self.prefix)
+    }
+
+    /// The key holding the current epoch of the recorded history (gone with a flush or a
+    /// restart without persistence, and then chosen anew).
+    pub fn history_epoch_key(&self) -> String {
+        format!("{}herald.history.epoch", self.prefix)
+    }
+
+    /// The lease of the one server that takes the history keys into the log.
+    pub fn history_lease_key(&self) -> String {
+        format!("{}herald.history.lease", self.prefix)
+    }
+
+    /// The stream holding `group`'s recorded history.
+    pub fn history_stream_key(&self, group: &str) -> String {
+        format!("{}:history:{group}", self.prefix)
+    }
+
     /// The `KEYS` pattern `flush` deletes: `prefix + "*"` (mirrors `core.py` `flush`). Like
     /// Python, a prefix `asgi` also matches another layer's `asgi2…` keys.
     pub fn flush_pattern(&self) -> String {

@@ -15,6 +15,7 @@ use herald_core::names::{
 use herald_core::sync::lock;
 use herald_core::{
     ASGI_CHANNEL_KEY, ChannelLayer, DEFAULT_NEW_CHANNEL_PREFIX, Deliver, GroupSendReport, Message,
+    Position, Replay,
 };
 use indexmap::IndexMap;
 use redis::Script;
@@ -27,6 +28,7 @@ use crate::config::RedisLayerConfig;
 use crate::connection::Shard;
 use crate::error::{Error, ErrorKind, Result};
 use crate::hashing::consistent_hash;
+use crate::history;
 use crate::keys::Keys;
 use crate::membership::Memberships;
 use crate::reader_thread::ReaderThread;
@@ -151,18 +153,12 @@ impl Inner {
         if tasks.shut_down {
             return;
         }
-        let Some(first) = self.readers.add_process_key(key) else {
+        let Some(_first) = self.readers.add_process_key(key) else {
             return;
         };
-        if first {
-            for shard in 0..self.ring() {
-                let span = debug_span!("layer.reader", shard);
-                let reader = receive::process_reader(Arc::clone(&self.readers), shard);
-                let handle = tasks.spawn_reader(reader.instrument(span));
-                tasks.readers.push(handle);
-            }
+        if tasks.readers.is_empty() {
             drop(tasks);
-            self.ensure_refresher();
+            self.ensure_started();
         } else {
             let readers = Arc::clone(&self.readers);
             tasks.spawn_reader(async move {
@@ -171,6 +167,28 @@ impl Inner {
                 }
             });
         }
+    }
+
+    /// Starts the readers (one per shard, plus the history log's) and the refresher, once.
+    fn ensure_started(self: &Arc<Self>) {
+        let mut tasks = lock(&self.tasks);
+        if tasks.shut_down || !tasks.readers.is_empty() {
+            return;
+        }
+        for shard in 0..self.ring() {
+            let span = debug_span!("layer.reader", shard);
+            let reader = receive::process_reader(Arc::clone(&self.readers), shard);
+            let handle = tasks.spawn_reader(reader.instrument(span));
+            tasks.readers.push(handle);
+        }
+        if self.readers.history.is_some() {
+            let span = debug_span!("layer.history_log");
+            let reader = history::log_reader(Arc::clone(&self.readers));
+            let handle = tasks.spawn_reader(reader.instrument(span));
+            tasks.readers.push(handle);
+        }
+        drop(tasks);
+        self.ensure_refresher();
     }
 
     fn general(self: &Arc<Self>, channel: &str) -> Arc<General> {
@@ -387,6 +405,7 @@ impl RedisChannelLayer {
                 receive_batch: config.receive_batch,
                 reconnect_min_delay: config.reconnect_min_delay,
                 reconnect_max_delay: config.reconnect_max_delay,
+                history: config.history.clone(),
             },
             events,
         );
@@ -528,6 +547,14 @@ impl ChannelLayer for RedisChannelLayer {
     async fn attach(&self, channel: &str, sink: Arc<dyn Deliver>) -> Result<()> {
         require_valid_channel_name(channel)?;
         let inner = &self.inner;
+        if let Some(history) = &inner.readers.history
+            && history.group_of(channel).is_some()
+        {
+            // A history channel is the whole fleet's: nothing to drain here but the log.
+            inner.readers.router.attach(channel, sink);
+            inner.ensure_started();
+            return Ok(());
+        }
         if !inner.is_local(channel) {
             return Err(Error::new(
                 ErrorKind::InvalidName,
@@ -537,6 +564,26 @@ impl ChannelLayer for RedisChannelLayer {
         inner.readers.router.attach(channel, sink);
         inner.ensure_reader(non_local_name(channel));
         Ok(())
+    }
+
+    fn history_channel(&self, group: &str) -> Option<String> {
+        self.inner.readers.history.as_ref()?.channel(group)
+    }
+
+    async fn replay(&self, group: &str, since: Option<&Position>) -> Result<Option<Replay>> {
+        require_valid_group_name(group)?;
+        let inner = &self.inner;
+        let Some(history) = inner.readers.history.as_ref() else {
+            return Ok(None);
+        };
+        history
+            .replay(
+                &inner.shards[history.home()],
+                &inner.readers.counters,
+                group,
+                since,
+            )
+            .await
     }
 
     /// With several shards, the prefixes are chosen so that a channels_redis sender writes
@@ -649,7 +696,9 @@ impl ChannelLayer for RedisChannelLayer {
             })
             .instrument(debug_span!("layer.group_add", group = %group, shard))
             .await?;
-        if inner.is_local(channel) {
+        let recorded =
+            (inner.readers.history.as_ref()).is_some_and(|h| h.group_of(channel).is_some());
+        if inner.is_local(channel) || recorded {
             lock(&inner.memberships).add(group, channel);
             inner.ensure_refresher();
         }

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald_core::sync::lock;
-use herald_core::{ASGI_CHANNEL_KEY, Deliver, Message, Value};
+use herald_core::{ASGI_CHANNEL_KEY, Deliver, Message, Recorded, Value};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, info, trace, warn};
@@ -32,6 +32,7 @@ use tracing::{debug, info, trace, warn};
 use crate::buffer::Buffer;
 use crate::codec::{Codec, DecodeError};
 use crate::connection::Shard;
+use crate::history::{History, HistoryConfig};
 use crate::keys::Keys;
 
 /// A point-in-time copy of the layer's counters, for a server's `/metrics`.
@@ -59,6 +60,17 @@ pub struct LayerStats {
     pub reconnects: u64,
     /// Memberships re-added (periodic refresh and after reconnects), counted per member.
     pub memberships_refreshed: u64,
+    /// History messages this server took out of the history keys into the log.
+    pub history_captured: u64,
+    /// History messages this server recorded in their group's history first (summed over the
+    /// servers of a fleet: each message once).
+    pub history_recorded: u64,
+    /// History messages handed back by replays.
+    pub history_replayed: u64,
+    /// Replays that could not cover the asked gap (other epoch, or trimmed).
+    pub history_unrecoverable: u64,
+    /// Log entries gone (trimmed) before this server could record them.
+    pub history_log_missed: u64,
 }
 
 impl LayerStats {
@@ -80,6 +92,11 @@ pub(crate) struct Counters {
     pub(crate) unknown_channel_drops: AtomicU64,
     pub(crate) reconnects: AtomicU64,
     pub(crate) memberships_refreshed: AtomicU64,
+    pub(crate) history_captured: AtomicU64,
+    pub(crate) history_recorded: AtomicU64,
+    pub(crate) history_replayed: AtomicU64,
+    pub(crate) history_unrecoverable: AtomicU64,
+    pub(crate) history_log_missed: AtomicU64,
 }
 
 impl Counters {
@@ -96,6 +113,11 @@ impl Counters {
             unknown_channel_drops: get(&self.unknown_channel_drops),
             reconnects: get(&self.reconnects),
             memberships_refreshed: get(&self.memberships_refreshed),
+            history_captured: get(&self.history_captured),
+            history_recorded: get(&self.history_recorded),
+            history_replayed: get(&self.history_replayed),
+            history_unrecoverable: get(&self.history_unrecoverable),
+            history_log_missed: get(&self.history_log_missed),
         }
     }
 
@@ -103,7 +125,7 @@ impl Counters {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    fn decode_error(&self, err: DecodeError) -> &'static str {
+    pub(crate) fn decode_error(&self, err: DecodeError) -> &'static str {
         match err {
             DecodeError::ShortMember => {
                 Self::add(&self.decode_short_member, 1);
@@ -207,6 +229,41 @@ impl Router {
     }
 }
 
+impl Router {
+    /// Hands recorded history messages to their (history) channels' buffers, consecutive ones
+    /// for one channel in one call. A history channel nobody here attached is normal (this
+    /// server has no socket in that group): skipped silently.
+    pub(crate) fn deliver_recorded(
+        &self,
+        routed: impl IntoIterator<Item = (String, Recorded)>,
+        counters: &Counters,
+    ) {
+        let channels = lock(&self.channels);
+        let mut run: Vec<Recorded> = Vec::new();
+        let mut run_buffer: Option<&Arc<Buffer>> = None;
+        let flush = |buffer: &Buffer, run: &mut Vec<Recorded>| {
+            let dropped = buffer.push_recorded(run);
+            Counters::add(&counters.buffer_drops, dropped as u64);
+            Counters::add(&counters.delivered, run.len() as u64);
+            run.clear();
+        };
+        for (channel, recorded) in routed {
+            let Some(buffer) = channels.get(&channel) else {
+                continue;
+            };
+            if !run_buffer.is_some_and(|b| Arc::ptr_eq(b, buffer))
+                && let Some(previous) = run_buffer.replace(buffer)
+            {
+                flush(previous, &mut run);
+            }
+            run.push(recorded);
+        }
+        if let Some(buffer) = run_buffer {
+            flush(buffer, &mut run);
+        }
+    }
+}
+
 /// The local channel(s) a message names in `__asgi_channel__`.
 enum Target {
     One(String),
@@ -241,6 +298,8 @@ pub(crate) struct Readers {
     process_keys: Mutex<Arc<[String]>>,
     wake_key: String,
     events: mpsc::UnboundedSender<ReaderEvent>,
+    /// The recorded history, if configured (see `history.rs`).
+    pub(crate) history: Option<History>,
 }
 
 impl std::fmt::Debug for Readers {
@@ -266,6 +325,8 @@ pub(crate) struct ReaderSettings {
     pub(crate) receive_batch: usize,
     pub(crate) reconnect_min_delay: Duration,
     pub(crate) reconnect_max_delay: Duration,
+    /// The groups to record, if any.
+    pub(crate) history: Option<HistoryConfig>,
 }
 
 impl Readers {
@@ -279,7 +340,18 @@ impl Readers {
         settings: ReaderSettings,
         events: mpsc::UnboundedSender<ReaderEvent>,
     ) -> Self {
+        let history = settings.history.map(|config| {
+            History::new(
+                config,
+                &keys,
+                &codec,
+                shards.len(),
+                client_prefix,
+                settings.brpop_timeout,
+            )
+        });
         Readers {
+            history,
             wake_key: keys.wake_key(client_prefix),
             codec,
             keys,
@@ -300,12 +372,19 @@ impl Readers {
         self.shards.len()
     }
 
+    /// The blocking wait in milliseconds (`XREAD BLOCK`).
+    pub(crate) fn brpop_timeout_ms(&self) -> u64 {
+        u64::try_from(self.brpop_timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
     /// Blocking reads may take `brpop_timeout`; allow a margin before calling the link dead.
-    fn blocking_response_timeout(&self) -> Duration {
+    pub(crate) fn blocking_response_timeout(&self) -> Duration {
         self.brpop_timeout + BLOCKING_REPLY_MARGIN
     }
 
-    fn backoff(&self) -> Backoff {
+    pub(crate) fn backoff(&self) -> Backoff {
         Backoff::new(self.reconnect_min_delay, self.reconnect_max_delay)
     }
 
@@ -402,34 +481,62 @@ impl Readers {
     /// Drains the process keys on one connection until it fails, handing messages to the
     /// router in the senders' score order. `merge` holds what was popped but may not be handed
     /// over yet; it outlives the connection, so a reconnect loses none of it.
+    ///
+    /// On the history's home shard each round also takes the history keys into the log
+    /// ([`History::capture`]); the messages come back through the log reader.
     async fn drain(
         &self,
         conn: &mut MultiplexedConnection,
         merge: &mut Merge,
+        shard: usize,
     ) -> redis::RedisResult<()> {
         let timeout = timeout_arg(self.brpop_timeout);
+        let history = self.history.as_ref().filter(|h| h.home() == shard);
         loop {
-            let keys = self.process_keys();
-            let snapshot = self.snapshot(conn, &keys).await?;
-            let took_nothing = snapshot.iter().all(Vec::is_empty);
-            let ready = merge.round(snapshot, self.receive_batch);
-            if !ready.is_empty() {
-                trace!(count = ready.len(), "popped batch");
-                let routed: Vec<_> = ready.iter().filter_map(|m| self.decode(m)).collect();
-                self.router.deliver(routed, &self.counters);
+            let mut captured = 0;
+            // Only the lease holder waits on the history keys.
+            let mut capturing = false;
+            if let Some(history) = history {
+                (captured, capturing) = history.capture(conn, merge.held_history.as_ref()).await?;
+                merge.held_history = None;
+                Counters::add(&self.counters.history_captured, captured as u64);
             }
-            if !took_nothing || merge.has_pending() {
+            let keys = self.process_keys();
+            let mut took_nothing = true;
+            if !keys.is_empty() {
+                let snapshot = self.snapshot(conn, &keys).await?;
+                took_nothing = snapshot.iter().all(Vec::is_empty);
+                let ready = merge.round(snapshot, self.receive_batch);
+                if !ready.is_empty() {
+                    trace!(count = ready.len(), "popped batch");
+                    let routed: Vec<_> = ready.iter().filter_map(|m| self.decode(m)).collect();
+                    self.router.deliver(routed, &self.counters);
+                }
+            }
+            if !took_nothing || merge.has_pending() || captured > 0 {
                 continue;
             }
             // Nothing anywhere: wait for the first member of any key (or a wake-up), then take
-            // a snapshot at once. The member popped here is merged with that snapshot.
+            // a snapshot at once. The member popped here is merged with that snapshot (a
+            // history member goes to the next capture).
+            let history_keys = history
+                .filter(|_| capturing)
+                .map(History::keys)
+                .unwrap_or_default();
             let mut wait = redis::cmd("BZPOPMIN");
-            wait.arg(&*keys).arg(&self.wake_key).arg(&timeout);
+            wait.arg(&*keys)
+                .arg(history_keys)
+                .arg(&self.wake_key)
+                .arg(&timeout);
             let reply: redis::Value = wait.query_async(conn).await?;
             if let Some((key, popped)) = blocked_member(reply)
                 && key != self.wake_key.as_bytes()
             {
-                merge.hold(popped);
+                if history_keys.iter().any(|k| k.as_bytes() == key) {
+                    merge.held_history = Some((popped.member, popped.score));
+                } else {
+                    merge.hold(popped);
+                }
             }
         }
     }
@@ -459,6 +566,8 @@ struct Popped {
 #[derive(Debug, Default)]
 struct Merge {
     pending: Vec<Popped>,
+    /// A history member a blocking wait popped, for the next capture (with its score).
+    held_history: Option<(Vec<u8>, f64)>,
 }
 
 impl Merge {
@@ -673,7 +782,7 @@ pub(crate) async fn process_reader(readers: Arc<Readers>, shard: usize) {
             let _ = readers.events.send(ReaderEvent::Reconnected(shard));
         }
         backoff.reset();
-        if let Err(err) = readers.drain(&mut conn, &mut merge).await {
+        if let Err(err) = readers.drain(&mut conn, &mut merge, shard).await {
             outage.failed(&err);
             backoff.wait().await;
         }

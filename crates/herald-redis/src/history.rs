@@ -1,0 +1,968 @@
+//! Recorded group history: every message sent to a recorded group is taken out of Redis once,
+//! by whichever server gets it first, kept for a while with an offset, and delivered by every
+//! server to its own sockets of the group.
+//!
+//! How it fits channels_redis without changing the Python senders:
+//!
+//! 1. **One member per recorded group for the whole fleet.** A recorded group gets the member
+//!    channel `herald.history.k<n>!<group>` ([`History::channel`]); channels_redis keeps all
+//!    `X!…` channels in the one sorted set of `X!`, so `group_send` writes the message once
+//!    into `asgiherald.history.k<n>!`, however many servers hold sockets of the group, and
+//!    `__asgi_channel__` names the group.
+//! 2. **Taken and logged in one step.** A server's reader of the home shard runs the
+//!    [`CAPTURE`] script: it pops every history key, merges the members by the senders'
+//!    scores and appends them to one stream, the *log* (`asgiherald.history.log`), in one
+//!    atomic step. A message is never out of Redis and unlogged, except the one member a
+//!    reader's blocking wait (`BZPOPMIN`) was handed after an idle spell, until its next
+//!    round trip passes it to the script (see `docs/reliability.md`).
+//! 3. **Every server reads the log** ([`log_reader`]) with `XREAD` from its last id (the log
+//!    is not consumed), decodes each entry, records it in its group's stream (the [`INDEX`]
+//!    script, idempotent: the stream id is the log id, so the servers that record the same
+//!    entry after the first change nothing) and hands it, with its [`Position`], to the
+//!    group's attached sink. The log id is therefore the message's offset everywhere.
+//! 4. **Replay** ([`History::replay`]) reads a group's stream after an offset and says whether
+//!    it covers the gap (same epoch, nothing after it trimmed).
+//!
+//! The *epoch* (`asgiherald.history.epoch`, a random id set if absent) goes away with a flush
+//! or a Redis restart without persistence; a new one tells clients that their offsets mean
+//! nothing any more.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use herald_core::sync::lock;
+use herald_core::{ASGI_CHANNEL_KEY, Message, Offset, Position, Recorded, Replay, Value};
+use redis::Script;
+use redis::aio::MultiplexedConnection;
+use tracing::{debug, info, trace, warn};
+
+use crate::codec::Codec;
+use crate::connection::Shard;
+use crate::error::{Error, ErrorKind, Result};
+use crate::hashing::consistent_hash;
+use crate::keys::Keys;
+use crate::receive::{Counters, Outage, Readers};
+
+/// How long one recorded group keeps its messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRule {
+    /// The groups it applies to: a glob where `*` matches any run of characters
+    /// (`user_*`, `task_*`, `*`).
+    pub pattern: String,
+    /// At most this many messages per group are kept (the oldest go first).
+    pub max_len: usize,
+    /// Messages older than this are dropped, and a group's history that received nothing for
+    /// this long is deleted.
+    pub max_age: Duration,
+}
+
+impl HistoryRule {
+    /// A rule for the groups matching `pattern`.
+    pub fn new(pattern: impl Into<String>, max_len: usize, max_age: Duration) -> Self {
+        HistoryRule {
+            pattern: pattern.into(),
+            max_len,
+            max_age,
+        }
+    }
+
+    fn matches(&self, group: &str) -> bool {
+        glob_matches(&self.pattern, group)
+    }
+}
+
+/// Which groups are recorded and for how long. The first matching rule applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// The rules, first match wins; a group matching none is not recorded.
+    pub rules: Vec<HistoryRule>,
+}
+
+/// The default retention of `user_*` groups: a reconnect, a reload or a short outage.
+pub(crate) const DEFAULT_USER_RETENTION: (usize, Duration) = (100, Duration::from_secs(300));
+/// The default retention of `task_*` groups: long enough that a page opened after a task ended
+/// still learns its result (a task's history is its latest state).
+pub(crate) const DEFAULT_TASK_RETENTION: (usize, Duration) = (20, Duration::from_secs(3600));
+
+impl Default for HistoryConfig {
+    /// `user_*`: 100 messages / 5 minutes; `task_*`: 20 messages / 1 hour.
+    fn default() -> Self {
+        HistoryConfig {
+            rules: vec![
+                HistoryRule::new("user_*", DEFAULT_USER_RETENTION.0, DEFAULT_USER_RETENTION.1),
+                HistoryRule::new("task_*", DEFAULT_TASK_RETENTION.0, DEFAULT_TASK_RETENTION.1),
+            ],
+        }
+    }
+}
+
+impl HistoryConfig {
+    /// The rule for `group`, if it is recorded.
+    pub fn rule_for(&self, group: &str) -> Option<&HistoryRule> {
+        self.rules.iter().find(|rule| rule.matches(group))
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        for rule in &self.rules {
+            if rule.pattern.is_empty() || rule.max_len == 0 || rule.max_age < Duration::from_secs(1)
+            {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "history rule {:?}: needs a pattern, at least 1 message and at least 1 s",
+                        rule.pattern
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `*` matches any run of characters, everything else itself.
+fn glob_matches(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty(); // no `*` at all
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// How many sorted sets the history channels are spread over: each holds at most the site's
+/// `capacity` messages between two reader rounds, so one shared key would drop messages of a
+/// busy fleet. Every server must use the same names, so it is fixed.
+pub(crate) const HISTORY_KEYS: usize = 8;
+
+/// How many entries the log keeps (approximately): the log only carries messages from the
+/// server that took them to the others, which read it within milliseconds; this is slack for
+/// a server that falls behind or reconnects.
+const LOG_MAX_LEN: usize = 10_000;
+
+/// Members popped per history key per capture; what a full key holds beyond it goes back and
+/// is taken next round (in order: see [`CAPTURE`]).
+const CAPTURE_BATCH: usize = 1_000;
+
+/// The capture lease lasts this many of the holder's blocking waits: a holder that is gone
+/// (killed) is replaced after at most that long.
+const LEASE_WAITS: u32 = 3;
+
+/// The shortest capture lease.
+const MIN_LEASE: Duration = Duration::from_secs(1);
+
+/// Log entries read per `XREAD`.
+const LOG_READ_BATCH: usize = 512;
+
+/// At most this many messages per replay (a rule's `max_len` above it is cut to it).
+const REPLAY_LIMIT: usize = 10_000;
+
+/// Pops every history key (`KEYS[3..]`), merges the members by score and appends them to the
+/// log (`KEYS[1]`) in one atomic step, if the caller holds the capture lease (`KEYS[2]`).
+///
+/// `ARGV`: log max length, members per key, the caller's id, the lease in ms, then optionally
+/// a member and its score that the caller's blocking wait already popped. One server at a time
+/// captures: two capturing servers would each hold a member their blocking waits popped and
+/// log them in whichever order their next calls arrive. The lease is taken when free and
+/// renewed by every call of its holder. A key that gave a full batch may hold members scoring
+/// below what other keys gave: members above the lowest last score of such a key go back where
+/// they were and wait for the next call. Returns `{logged, 1}` for the lease holder; a caller
+/// without the lease gets `{logged, 0}` and logs only the member it holds, if any, so that it
+/// is not lost.
+pub(crate) const CAPTURE: &str = r"
+local items = {}
+local cutoff = math.huge
+if ARGV[5] then
+  items[1] = {tonumber(ARGV[6]), 0, 0, ARGV[5], ARGV[6]}
+end
+local holder = redis.call('GET', KEYS[2])
+local leader = 0
+if not holder or holder == ARGV[3] then
+  leader = 1
+  redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+  for i = 3, #KEYS do
+    local popped = redis.call('ZPOPMIN', KEYS[i], ARGV[2])
+    for j = 1, #popped, 2 do
+      items[#items + 1] = {tonumber(popped[j + 1]), i, j, popped[j], popped[j + 1]}
+    end
+    if #popped >= 2 * tonumber(ARGV[2]) then
+      local last = tonumber(popped[#popped])
+      if last < cutoff then cutoff = last end
+    end
+  end
+end
+table.sort(items, function(a, b)
+  if a[1] ~= b[1] then return a[1] < b[1] end
+  if a[2] ~= b[2] then return a[2] < b[2] end
+  return a[3] < b[3]
+end)
+local logged = 0
+for _, item in ipairs(items) do
+  if item[1] <= cutoff or item[2] == 0 then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', item[4])
+    logged = logged + 1
+  else
+    redis.call('ZADD', KEYS[item[2]], item[5], item[4])
+  end
+end
+return {logged, leader}
+";
+
+/// Records log entries in their groups' streams. `KEYS[1]` is the log, `KEYS[2..]` one
+/// group stream per entry; `ARGV` has four values per entry: the log id, how many entries the
+/// group keeps, the age limit as an id (entries below it go) and the stream's expiry in
+/// seconds.
+///
+/// The stream id is the log id, so recording an entry a second time (another server got there
+/// first) fails Redis's "id must grow" rule and changes nothing. The age trim keeps the newest
+/// entry below the limit as a fence: a client whose last message is that one can still be
+/// told that it missed nothing. Returns how many entries were recorded here and how many were
+/// no longer in the log.
+pub(crate) const INDEX: &str = r"
+local added, missing = 0, 0
+for i = 2, #KEYS do
+  local b = (i - 2) * 4
+  local entry = redis.call('XRANGE', KEYS[1], ARGV[b + 1], ARGV[b + 1])
+  if #entry == 0 then
+    missing = missing + 1
+  else
+    local fields = entry[1][2]
+    local ok = redis.pcall('XADD', KEYS[i], 'MAXLEN', ARGV[b + 2], ARGV[b + 1], 'm', fields[2])
+    if type(ok) ~= 'table' or not ok.err then
+      added = added + 1
+      local fence = redis.call('XREVRANGE', KEYS[i], '(' .. ARGV[b + 3], '-', 'COUNT', 1)
+      if #fence > 0 then
+        redis.call('XTRIM', KEYS[i], 'MINID', fence[1][1])
+      end
+      redis.call('EXPIRE', KEYS[i], ARGV[b + 4])
+    end
+  end
+end
+return {added, missing}
+";
+
+/// Reads a group's stream (`KEYS[1]`) after an id (`ARGV[1]`, or its latest entry if empty),
+/// at most `ARGV[2]` entries, with what decides whether that covers the gap: the epoch
+/// (`KEYS[2]`), Redis's clock in ms, how many entries the stream ever took (Redis 7; empty
+/// before), its first id and its length.
+pub(crate) const REPLAY: &str = r"
+local epoch = redis.call('GET', KEYS[2]) or ''
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {epoch, now, '', '', 0, {}}
+end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local added, first, len = '', '', 0
+for i = 1, #info, 2 do
+  local k = info[i]
+  if k == 'entries-added' then added = tostring(info[i + 1])
+  elseif k == 'length' then len = info[i + 1]
+  elseif k == 'first-entry' and info[i + 1] then first = info[i + 1][1] end
+end
+local entries
+if ARGV[1] == '' then
+  entries = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+else
+  entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
+end
+return {epoch, now, added, first, len, entries}
+";
+
+/// The recorded history of one layer: its configuration, key names and scripts. Owned by the
+/// layer's [`Readers`].
+#[derive(Debug)]
+pub(crate) struct History {
+    config: HistoryConfig,
+    /// The shard holding the history keys, the log and every group's stream.
+    home: usize,
+    /// The non-local names `herald.history.k<n>` of the history channels (without `!`).
+    names: Vec<String>,
+    /// Their sorted sets, in the same order.
+    keys: Vec<String>,
+    log_key: String,
+    epoch_key: String,
+    lease_key: String,
+    /// This server's id in the capture lease.
+    me: String,
+    lease: Duration,
+    stream_keys: Keys,
+    /// Decodes logged members without Fernet's time limit: a replay may read a message minutes
+    /// after it was sent, which is the point.
+    codec: Codec,
+    /// The epoch last read from Redis.
+    epoch: Mutex<Option<Arc<str>>>,
+    capture: Script,
+    index: Script,
+    replay: Script,
+}
+
+/// The non-local names of the history channels: `herald.history.k<n>` for the first
+/// [`HISTORY_KEYS`] values of `n` whose keys channels_redis writes to shard 0, so that one
+/// reader merges all of them (every server computes the same list).
+fn history_names(ring: usize) -> Vec<String> {
+    let on_home = (0..)
+        .map(|n| format!("herald.history.k{n}"))
+        .filter(|name| consistent_hash(format!("{name}!").as_bytes(), ring) == 0);
+    on_home.take(HISTORY_KEYS).collect()
+}
+
+impl History {
+    pub(crate) fn new(
+        config: HistoryConfig,
+        keys: &Keys,
+        codec: &Codec,
+        ring: usize,
+        me: &str,
+        wait: Duration,
+    ) -> Self {
+        let names = history_names(ring.max(1));
+        History {
+            lease_key: keys.history_lease_key(),
+            me: me.to_owned(),
+            // The holder renews it at least once per blocking wait.
+            lease: (wait * LEASE_WAITS).max(MIN_LEASE),
+            config,
+            home: 0,
+            keys: names
+                .iter()
+                .map(|name| keys.channel_key(&format!("{name}!")))
+                .collect(),
+            names,
+            log_key: keys.history_log_key(),
+            epoch_key: keys.history_epoch_key(),
+            stream_keys: keys.clone(),
+            codec: codec.clone().with_ttl(None),
+            epoch: Mutex::new(None),
+            capture: Script::new(CAPTURE),
+            index: Script::new(INDEX),
+            replay: Script::new(REPLAY),
+        }
+    }
+
+    pub(crate) fn home(&self) -> usize {
+        self.home
+    }
+
+    /// The sorted sets a home-shard reader waits on besides its own keys.
+    pub(crate) fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    /// The history channel of `group`, if it is recorded and the name fits Channels' limit.
+    pub(crate) fn channel(&self, group: &str) -> Option<String> {
+        self.config.rule_for(group)?;
+        let index = consistent_hash(group.as_bytes(), self.names.len());
+        let channel = format!("{}!{group}", self.names[index]);
+        herald_core::names::is_valid_channel_name(&channel).then_some(channel)
+    }
+
+    /// The group of a history channel name, if it is one of ours.
+    pub(crate) fn group_of<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        let (head, group) = channel.split_once('!')?;
+        self.names.iter().any(|n| n == head).then_some(group)
+    }
+
+    /// Takes what the history keys hold into the log (plus `held`, a member a blocking wait
+    /// popped) if this server holds the capture lease; returns how many members were logged
+    /// and whether it holds the lease.
+    pub(crate) async fn capture(
+        &self,
+        conn: &mut MultiplexedConnection,
+        held: Option<&(Vec<u8>, f64)>,
+    ) -> redis::RedisResult<(usize, bool)> {
+        let mut invocation = self.capture.prepare_invoke();
+        invocation.key(&self.log_key).key(&self.lease_key);
+        for key in &self.keys {
+            invocation.key(key);
+        }
+        invocation
+            .arg(LOG_MAX_LEN)
+            .arg(CAPTURE_BATCH)
+            .arg(&self.me)
+            .arg(u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX));
+        if let Some((member, score)) = held {
+            // The score as Rust prints an f64: shortest form that reads back exactly.
+            invocation.arg(member.as_slice()).arg(format!("{score:?}"));
+        }
+        let (logged, leader): (usize, u8) = invocation.invoke_async(conn).await?;
+        Ok((logged, leader == 1))
+    }
+
+    /// Sets the epoch if Redis has none (first use, flush, restart without persistence) and
+    /// returns it; true if it differs from the one seen before.
+    async fn refresh_epoch(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<(Arc<str>, bool)> {
+        let fresh = format!("{:016x}", rand::random::<u64>());
+        let (epoch,): (String,) = redis::pipe()
+            .cmd("SET")
+            .arg(&self.epoch_key)
+            .arg(&fresh)
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(&self.epoch_key)
+            .query_async(conn)
+            .await?;
+        let epoch: Arc<str> = Arc::from(epoch);
+        let mut seen = lock(&self.epoch);
+        let changed = seen.as_ref().is_some_and(|old| *old != epoch);
+        *seen = Some(Arc::clone(&epoch));
+        Ok((epoch, changed))
+    }
+
+    fn current_epoch(&self) -> Arc<str> {
+        lock(&self.epoch).clone().unwrap_or_else(|| Arc::from(""))
+    }
+
+    /// What `group`'s stream holds after `since` (its latest entry without one), and whether
+    /// that covers everything since `since`.
+    pub(crate) async fn replay(
+        &self,
+        shard: &Shard,
+        counters: &Counters,
+        group: &str,
+        since: Option<&Position>,
+    ) -> Result<Option<Replay>> {
+        let Some(rule) = self.config.rule_for(group) else {
+            return Ok(None);
+        };
+        let stream = self.stream_keys.history_stream_key(group);
+        let after = since.map(|p| p.offset.to_string()).unwrap_or_default();
+        let limit = rule.max_len.min(REPLAY_LIMIT);
+        let reply: redis::Value = shard
+            .run("replay history", |mut c| {
+                let mut invocation = self.replay.prepare_invoke();
+                invocation
+                    .key(&stream)
+                    .key(&self.epoch_key)
+                    .arg(&after)
+                    .arg(limit);
+                async move { invocation.invoke_async(&mut c).await }
+            })
+            .await?;
+        let parsed = ReplayReply::parse(reply)
+            .ok_or_else(|| Error::new(ErrorKind::Redis, "unexpected reply of the replay script"))?;
+        let epoch: Arc<str> = Arc::from(parsed.epoch.as_str());
+        let group_name: Arc<str> = Arc::from(group);
+        let mut messages = Vec::with_capacity(parsed.entries.len());
+        for (offset, member) in parsed.entries {
+            match self.codec.decode_detailed(&member) {
+                Ok(mut message) => {
+                    message.remove(ASGI_CHANNEL_KEY);
+                    messages.push(Recorded {
+                        group: Arc::clone(&group_name),
+                        position: Position {
+                            epoch: Arc::clone(&epoch),
+                            offset,
+                        },
+                        message,
+                    });
+                }
+                Err(err) => {
+                    let reason = counters.decode_error(err);
+                    warn!(group, %offset, reason, "skipping undecodable recorded message");
+                }
+            }
+        }
+        let recovered = match since {
+            None => true,
+            Some(since) => covers(&parsed.coverage, since, &epoch, rule),
+        };
+        Counters::add(&counters.history_replayed, messages.len() as u64);
+        if !recovered {
+            Counters::add(&counters.history_unrecoverable, 1);
+        }
+        Ok(Some(Replay {
+            epoch,
+            recovered,
+            messages,
+        }))
+    }
+}
+
+/// What the replay script says about a stream besides its entries.
+#[derive(Debug, Default, PartialEq)]
+struct Coverage {
+    now_ms: u64,
+    /// How many entries the stream ever took (Redis 7 and later; `None` before).
+    added: Option<u64>,
+    first: Option<Offset>,
+    len: u64,
+    exists: bool,
+}
+
+/// True if a stream with `coverage` still holds everything recorded after `since`.
+///
+/// Trimming removes the oldest entries, and keeps one entry more than the rule's length plus
+/// an age fence (see [`INDEX`]); so the stream covers the gap if it still holds `since`'s
+/// entry or an older one. If it starts after `since`, it covers the gap only if it never
+/// trimmed anything and is not a stream made anew after an idle spell (`since` within the
+/// retention); when unsure, the answer is no: a client told to refetch loses nothing, one
+/// that skips silently does.
+fn covers(coverage: &Coverage, since: &Position, epoch: &str, rule: &HistoryRule) -> bool {
+    if *since.epoch != *epoch {
+        return false;
+    }
+    let age_ms = u64::try_from(rule.max_age.as_millis()).unwrap_or(u64::MAX);
+    let old = since.offset.ms.saturating_add(age_ms) < coverage.now_ms;
+    let first = match coverage.first {
+        Some(first) if coverage.exists => first,
+        // No stream: nothing was recorded within the retention.
+        _ => return !old,
+    };
+    if first <= since.offset {
+        return true;
+    }
+    if old {
+        return false;
+    }
+    match coverage.added {
+        Some(added) => added == coverage.len,
+        None => coverage.len < kept(rule),
+    }
+}
+
+/// How many entries a group's stream keeps: one more than the rule's length, so that a client
+/// that saw the oldest of the last `max_len` can be told it missed nothing.
+fn kept(rule: &HistoryRule) -> u64 {
+    u64::try_from(rule.max_len)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
+}
+
+struct ReplayReply {
+    epoch: String,
+    coverage: Coverage,
+    entries: Vec<(Offset, Vec<u8>)>,
+}
+
+impl ReplayReply {
+    fn parse(reply: redis::Value) -> Option<Self> {
+        let redis::Value::Array(items) = reply else {
+            return None;
+        };
+        let mut items = items.into_iter();
+        let epoch = text(items.next()?)?;
+        let now_ms = int(items.next()?)?;
+        let added = text(items.next()?)?;
+        let first = text(items.next()?)?;
+        let len = int(items.next()?)?;
+        let entries = stream_entries(items.next()?)?;
+        Some(ReplayReply {
+            epoch,
+            coverage: Coverage {
+                now_ms,
+                added: added.parse().ok(),
+                exists: !first.is_empty(),
+                first: first.parse().ok(),
+                len,
+            },
+            entries,
+        })
+    }
+}
+
+fn text(value: redis::Value) -> Option<String> {
+    match value {
+        redis::Value::BulkString(bytes) => String::from_utf8(bytes).ok(),
+        redis::Value::SimpleString(s) => Some(s),
+        redis::Value::Okay => Some("OK".into()),
+        redis::Value::Nil => Some(String::new()),
+        _ => None,
+    }
+}
+
+fn int(value: redis::Value) -> Option<u64> {
+    match value {
+        redis::Value::Int(n) => u64::try_from(n).ok(),
+        other => text(other)?.parse().ok(),
+    }
+}
+
+/// `[[id, [field, value, …]], …]` → (offset, value of field `m`) pairs.
+fn stream_entries(value: redis::Value) -> Option<Vec<(Offset, Vec<u8>)>> {
+    let redis::Value::Array(entries) = value else {
+        return None;
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let redis::Value::Array(parts) = entry else {
+            return None;
+        };
+        let mut parts = parts.into_iter();
+        let id: Offset = text(parts.next()?)?.parse().ok()?;
+        let redis::Value::Array(fields) = parts.next()? else {
+            return None;
+        };
+        let mut fields = fields.into_iter();
+        let mut member = None;
+        while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+            if let (redis::Value::BulkString(name), redis::Value::BulkString(value)) = (name, value)
+                && name == b"m"
+            {
+                member = Some(value);
+            }
+        }
+        out.push((id, member?));
+    }
+    Some(out)
+}
+
+/// The `XREAD` reply for one stream → its entries.
+fn xread_entries(reply: redis::Value) -> Option<Vec<(Offset, Vec<u8>)>> {
+    match reply {
+        redis::Value::Nil => Some(Vec::new()),
+        // RESP2: [[stream, entries]]
+        redis::Value::Array(streams) => {
+            let first = streams.into_iter().next()?;
+            let redis::Value::Array(pair) = first else {
+                return None;
+            };
+            stream_entries(pair.into_iter().nth(1)?)
+        }
+        // RESP3: {stream: entries}
+        redis::Value::Map(streams) => stream_entries(streams.into_iter().next()?.1),
+        _ => None,
+    }
+}
+
+/// One decoded log entry: where it goes and what it is.
+struct Logged {
+    channel: String,
+    recorded: Recorded,
+    keep: u64,
+    min_id: Offset,
+    expire_secs: u64,
+}
+
+/// Every server's reader of the log: reads it from its last id, records each entry in its
+/// group's stream and hands it to the group's local sink. Runs until aborted.
+pub(crate) async fn log_reader(readers: Arc<Readers>) {
+    let Some(history) = readers.history.as_ref() else {
+        return;
+    };
+    let home = history.home();
+    let mut backoff = readers.backoff();
+    let mut outage = Outage::new("history log reader", home);
+    let mut last = Offset::default();
+    loop {
+        let mut conn = match readers.shards[home]
+            .open(readers.blocking_response_timeout())
+            .await
+        {
+            Ok(conn) => conn,
+            Err(err) => {
+                outage.failed(&err);
+                backoff.wait().await;
+                continue;
+            }
+        };
+        let run = async {
+            let (epoch, changed) = history.refresh_epoch(&mut conn).await?;
+            if changed {
+                info!(%epoch, "history epoch changed (Redis flushed or restarted without persistence)");
+                // A new log: its ids have nothing to do with the old one's.
+                last = Offset::default();
+            }
+            outage.recovered();
+            backoff.reset();
+            loop {
+                let reply: redis::Value = redis::cmd("XREAD")
+                    .arg("COUNT")
+                    .arg(LOG_READ_BATCH)
+                    .arg("BLOCK")
+                    .arg(readers.brpop_timeout_ms())
+                    .arg("STREAMS")
+                    .arg(&history.log_key)
+                    .arg(last.to_string())
+                    .query_async(&mut conn)
+                    .await?;
+                let Some(entries) = xread_entries(reply) else {
+                    warn!("unexpected XREAD reply from the history log");
+                    continue;
+                };
+                if entries.is_empty() {
+                    // Idle: a flush or restart may have replaced the epoch meanwhile.
+                    let (_, changed) = history.refresh_epoch(&mut conn).await?;
+                    if changed {
+                        last = Offset::default();
+                    }
+                    continue;
+                }
+                if let Some((id, _)) = entries.last() {
+                    last = *id;
+                }
+                let logged = decode_entries(history, &readers, &history.current_epoch(), entries);
+                index(history, &readers.counters, &mut conn, &logged).await?;
+                readers.router.deliver_recorded(
+                    logged.into_iter().map(|l| (l.channel, l.recorded)),
+                    &readers.counters,
+                );
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), redis::RedisError>(())
+        };
+        if let Err(err) = run.await {
+            outage.failed(&err);
+            backoff.wait().await;
+        }
+    }
+}
+
+fn decode_entries(
+    history: &History,
+    readers: &Readers,
+    epoch: &Arc<str>,
+    entries: Vec<(Offset, Vec<u8>)>,
+) -> Vec<Logged> {
+    let mut out = Vec::with_capacity(entries.len());
+    for (offset, member) in entries {
+        let mut message: Message = match history.codec.decode_detailed(&member) {
+            Ok(m) => m,
+            Err(err) => {
+                let reason = readers.counters.decode_error(err);
+                warn!(%offset, reason, "skipping undecodable history message");
+                continue;
+            }
+        };
+        let channel = match message.remove(ASGI_CHANNEL_KEY) {
+            Some(Value::Str(name)) => name,
+            // A list names several channels of one key: for history keys, several groups.
+            Some(Value::Array(names)) => {
+                for name in names {
+                    if let Value::Str(name) = name {
+                        push_logged(history, &mut out, name, offset, epoch, message.clone());
+                    }
+                }
+                continue;
+            }
+            _ => {
+                Counters::add(&readers.counters.decode_channel, 1);
+                warn!(%offset, "skipping history message without a usable __asgi_channel__");
+                continue;
+            }
+        };
+        push_logged(history, &mut out, channel, offset, epoch, message);
+    }
+    out
+}
+
+fn push_logged(
+    history: &History,
+    out: &mut Vec<Logged>,
+    channel: String,
+    offset: Offset,
+    epoch: &Arc<str>,
+    message: Message,
+) {
+    let Some(group) = history.group_of(&channel) else {
+        debug!(
+            channel,
+            "history log entry for a channel that is not a history channel"
+        );
+        return;
+    };
+    let Some(rule) = history.config.rule_for(group) else {
+        trace!(
+            group,
+            "history log entry for a group this server does not record"
+        );
+        return;
+    };
+    let age_ms = u64::try_from(rule.max_age.as_millis()).unwrap_or(u64::MAX);
+    out.push(Logged {
+        recorded: Recorded {
+            group: Arc::from(group),
+            position: Position {
+                epoch: Arc::clone(epoch),
+                offset,
+            },
+            message,
+        },
+        keep: kept(rule),
+        min_id: Offset::new(offset.ms.saturating_sub(age_ms), 0),
+        expire_secs: rule.max_age.as_secs().max(1) + 1,
+        channel,
+    });
+}
+
+/// Records decoded log entries in their groups' streams (idempotent across servers).
+async fn index(
+    history: &History,
+    counters: &Counters,
+    conn: &mut MultiplexedConnection,
+    logged: &[Logged],
+) -> redis::RedisResult<()> {
+    // Bounded script calls: a burst of thousands of entries is several calls.
+    for chunk in logged.chunks(LOG_READ_BATCH) {
+        let mut invocation = history.index.prepare_invoke();
+        invocation.key(&history.log_key);
+        for entry in chunk {
+            invocation
+                .key(
+                    history
+                        .stream_keys
+                        .history_stream_key(&entry.recorded.group),
+                )
+                .arg(entry.recorded.position.offset.to_string())
+                .arg(entry.keep)
+                .arg(entry.min_id.to_string())
+                .arg(entry.expire_secs);
+        }
+        let (added, missing): (u64, u64) = invocation.invoke_async(conn).await?;
+        Counters::add(&counters.history_recorded, added);
+        if missing > 0 {
+            Counters::add(&counters.history_log_missed, missing);
+            warn!(
+                missing,
+                "history log entries trimmed before this server recorded them"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_like_the_documented_patterns() {
+        assert!(glob_matches("user_*", "user_amadmin"));
+        assert!(glob_matches("user_*", "user_"));
+        assert!(!glob_matches("user_*", "task_1"));
+        assert!(glob_matches("*", "anything"));
+        assert!(glob_matches("task_*_done", "task_42_done"));
+        assert!(!glob_matches("task_*_done", "task_42_don"));
+        assert!(glob_matches("exact", "exact"));
+        assert!(!glob_matches("exact", "exactly"));
+        assert!(glob_matches("a*b*c", "abc"));
+        assert!(!glob_matches("a*b*c", "acb"));
+    }
+
+    #[test]
+    fn history_channels_are_stable_and_map_back_to_their_group() {
+        let keys = Keys::new("asgi");
+        let codec = Codec::new(Default::default(), 12);
+        let history = History::new(
+            HistoryConfig::default(),
+            &keys,
+            &codec,
+            1,
+            "me",
+            Duration::from_secs(5),
+        );
+        let channel = history.channel("user_amadmin").unwrap();
+        assert!(channel.starts_with("herald.history.k"), "{channel}");
+        assert_eq!(history.group_of(&channel), Some("user_amadmin"));
+        assert_eq!(history.channel("user_amadmin").unwrap(), channel);
+        assert_eq!(history.channel("broadcast"), None, "not a recorded pattern");
+        assert_eq!(
+            history.channel(&format!("user_{}", "x".repeat(90))),
+            None,
+            "too long"
+        );
+        assert_eq!(history.keys().len(), HISTORY_KEYS);
+        // With three shards every history key is one channels_redis writes to shard 0.
+        for name in history_names(3) {
+            assert_eq!(consistent_hash(format!("{name}!").as_bytes(), 3), 0);
+        }
+    }
+
+    fn rule() -> HistoryRule {
+        HistoryRule::new("user_*", 100, Duration::from_secs(300))
+    }
+
+    fn at(epoch: &str, ms: u64) -> Position {
+        Position {
+            epoch: Arc::from(epoch),
+            offset: Offset::new(ms, 0),
+        }
+    }
+
+    #[test]
+    fn coverage_says_when_a_gap_cannot_be_filled() {
+        let now = 1_000_000_000;
+        let rule = rule();
+        let stream = |first: u64, added: Option<u64>, len: u64| Coverage {
+            now_ms: now,
+            added,
+            first: Some(Offset::new(first, 0)),
+            len,
+            exists: true,
+        };
+        // The stream still holds the position's entry, or an older one.
+        assert!(covers(
+            &stream(now - 30, Some(500), 101),
+            &at("e", now - 20),
+            "e",
+            &rule
+        ));
+        assert!(covers(
+            &stream(now - 20, Some(500), 101),
+            &at("e", now - 20),
+            "e",
+            &rule
+        ));
+        // Another epoch.
+        assert!(!covers(
+            &stream(now - 30, None, 5),
+            &at("old", now - 20),
+            "e",
+            &rule
+        ));
+        // Starts after the position and trimmed: entries between may be gone.
+        assert!(!covers(
+            &stream(now - 10, Some(500), 101),
+            &at("e", now - 20),
+            "e",
+            &rule
+        ));
+        // Starts after the position, never trimmed, recent: nothing missed.
+        assert!(covers(
+            &stream(now - 10, Some(5), 5),
+            &at("e", now - 20),
+            "e",
+            &rule
+        ));
+        // … but older than the retention: maybe a stream made anew after an idle spell.
+        assert!(!covers(
+            &stream(now - 10, Some(5), 5),
+            &at("e", now - 400_000),
+            "e",
+            &rule
+        ));
+        // A Redis that cannot say what it trimmed: only a stream that is not full.
+        assert!(covers(
+            &stream(now - 10, None, 5),
+            &at("e", now - 20),
+            "e",
+            &rule
+        ));
+        assert!(!covers(
+            &stream(now - 10, None, 101),
+            &at("e", now - 20),
+            "e",
+            &rule
+        ));
+        // No stream: nothing recorded within the retention, so nothing missed if recent.
+        let gone = Coverage {
+            now_ms: now,
+            ..Coverage::default()
+        };
+        assert!(covers(&gone, &at("e", now - 1_000), "e", &rule));
+        assert!(!covers(&gone, &at("e", now - 400_000), "e", &rule));
+    }
+}
