@@ -160,6 +160,10 @@ const LEASE_WAITS: u32 = 3;
 /// The shortest capture lease.
 const MIN_LEASE: Duration = Duration::from_secs(1);
 
+/// Bounds of [`History::refresh_every`].
+const MIN_REFRESH: Duration = Duration::from_millis(200);
+const MAX_REFRESH: Duration = Duration::from_secs(60);
+
 /// Log entries read per `XREAD`.
 const LOG_READ_BATCH: usize = 512;
 
@@ -278,6 +282,17 @@ end
 return {epoch, now, added, first, len, entries}
 ";
 
+/// Removes member `ARGV[1]` from group `KEYS[1]` if its score (the time of its last add) is
+/// below `ARGV[2]`; returns 1 if it did.
+pub(crate) const SWEEP: &str = r"
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) < tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+";
+
 /// The recorded history of one layer: its configuration, key names and scripts. Owned by the
 /// layer's [`Readers`].
 #[derive(Debug)]
@@ -347,6 +362,18 @@ impl History {
             index: Script::new(INDEX),
             replay: Script::new(REPLAY),
         }
+    }
+
+    pub(crate) fn config(&self) -> &HistoryConfig {
+        &self.config
+    }
+
+    /// How often servers re-add the history memberships they use: a third of the shortest
+    /// retention, so a sweep (a retention after another server's last socket left) never
+    /// finds a membership in use older than that.
+    pub(crate) fn refresh_every(&self) -> Duration {
+        let shortest = self.config.rules.iter().map(|r| r.max_age).min();
+        (shortest.unwrap_or(MAX_REFRESH) / 3).clamp(MIN_REFRESH, MAX_REFRESH)
     }
 
     pub(crate) fn home(&self) -> usize {

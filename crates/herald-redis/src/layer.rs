@@ -28,7 +28,7 @@ use crate::config::RedisLayerConfig;
 use crate::connection::Shard;
 use crate::error::{Error, ErrorKind, Result};
 use crate::hashing::consistent_hash;
-use crate::history;
+use crate::history::{self, History};
 use crate::keys::Keys;
 use crate::membership::Memberships;
 use crate::reader_thread::ReaderThread;
@@ -93,6 +93,7 @@ pub(crate) struct Inner {
     group_send_script: Script,
     flush_script: Script,
     group_send_one_trip_script: Script,
+    sweep_script: Script,
 }
 
 #[derive(Default)]
@@ -227,34 +228,49 @@ impl Inner {
         // Weak: the task must not keep a dropped layer alive.
         let inner = Arc::downgrade(self);
         let interval = self.refresh_interval;
+        let history_interval = self.readers.history.as_ref().map(History::refresh_every);
         tasks.refresher = Some(tokio::spawn(async move {
-            let mut ticker = interval.map(|interval| {
+            let every = |interval: Duration| {
                 let mut ticker = tokio::time::interval(interval);
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 ticker.reset(); // the first tick after one interval, not at once
                 ticker
-            });
+            };
+            let mut ticker = interval.map(every);
+            let mut history_ticker = history_interval.map(every);
             loop {
-                let only_shard = tokio::select! {
+                let (only_shard, recorded_only) = tokio::select! {
                     event = events.recv() => match event {
-                        Some(ReaderEvent::Reconnected(shard)) => Some(shard),
+                        Some(ReaderEvent::Reconnected(shard)) => (Some(shard), false),
                         None => return,
                     },
-                    _ = async { ticker.as_mut().unwrap().tick().await }, if ticker.is_some() => None,
+                    _ = async { ticker.as_mut().unwrap().tick().await }, if ticker.is_some() => (None, false),
+                    _ = async { history_ticker.as_mut().unwrap().tick().await },
+                        if history_ticker.is_some() => (None, true),
                 };
                 let Some(inner) = inner.upgrade() else {
                     return;
                 };
-                inner.refresh_memberships(only_shard).await;
+                inner.refresh_memberships(only_shard, recorded_only).await;
             }
         }));
     }
 
     /// Re-adds tracked memberships whose group lives on `only_shard` (all shards if `None`):
-    /// `ZADD group <now> ch…` + `EXPIRE group <group_expiry>`, as `group_add` does.
-    pub(crate) async fn refresh_memberships(&self, only_shard: Option<usize>) {
-        let snapshot =
+    /// `ZADD group <now> ch…` + `EXPIRE group <group_expiry>`, as `group_add` does. With
+    /// `recorded_only`, only the history channels' memberships: those are re-added often, so
+    /// that another server's sweep after its last socket left sees them in use.
+    pub(crate) async fn refresh_memberships(&self, only_shard: Option<usize>, recorded_only: bool) {
+        let history = self.readers.history.as_ref();
+        let is_recorded = |channel: &str| history.is_some_and(|h| h.group_of(channel).is_some());
+        let mut snapshot =
             lock(&self.memberships).snapshot(|g| only_shard.is_none_or(|s| self.shard_of(g) == s));
+        if recorded_only {
+            for (_, channels) in &mut snapshot {
+                channels.retain(|c| is_recorded(c));
+            }
+            snapshot.retain(|(_, channels)| !channels.is_empty());
+        }
         if snapshot.is_empty() {
             return;
         }
@@ -297,6 +313,36 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// After `keep`, removes `channel` from `group` unless this server tracks it again or any
+    /// server re-added it within `keep` (its score is the time of the last add).
+    fn sweep_later(self: &Arc<Self>, group: &str, channel: &str, keep: Duration) {
+        let inner = Arc::downgrade(self);
+        let (group, channel) = (group.to_owned(), channel.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(keep).await;
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            if lock(&inner.memberships).contains(&group, &channel) {
+                return;
+            }
+            let key = inner.keys.group_key(&group);
+            let before = now_f64() - keep.as_secs_f64();
+            let script = &inner.sweep_script;
+            let result = inner.shards[inner.shard_of(&group)]
+                .run("sweep history membership", |mut c| {
+                    let mut invocation = script.prepare_invoke();
+                    invocation.key(&key).arg(&channel).arg(before);
+                    async move { invocation.invoke_async::<u8>(&mut c).await }
+                })
+                .await;
+            match result {
+                Ok(removed) => debug!(group, removed, "history membership swept"),
+                Err(err) => warn!(group, error = %err, "cannot sweep a history membership"),
+            }
+        });
     }
 
     fn shutdown(&self) {
@@ -428,6 +474,7 @@ impl RedisChannelLayer {
             group_send_script: Script::new(scripts::GROUP_SEND),
             flush_script: Script::new(scripts::FLUSH),
             group_send_one_trip_script: Script::new(scripts::GROUP_SEND_ONE_TRIP),
+            sweep_script: Script::new(history::SWEEP),
         };
         Ok(RedisChannelLayer {
             inner: Arc::new(inner),
@@ -476,7 +523,7 @@ impl RedisChannelLayer {
 
     /// Re-adds every tracked membership now (also done periodically and after reconnects).
     pub async fn refresh_memberships(&self) {
-        self.inner.refresh_memberships(None).await;
+        self.inner.refresh_memberships(None, false).await;
     }
 
     /// `group_send` in one round trip (`scripts::GROUP_SEND_ONE_TRIP`) when everything lives
@@ -711,6 +758,16 @@ impl ChannelLayer for RedisChannelLayer {
         let inner = &self.inner;
         // Stop tracking first so a concurrent refresh cannot put it back afterwards.
         lock(&inner.memberships).discard(group, channel);
+        if let Some(rule) = (inner.readers.history.as_ref())
+            .filter(|h| h.group_of(channel).is_some())
+            .and_then(|h| h.config().rule_for(group))
+        {
+            // The fleet's member: recording goes on for the retention window (a user whose
+            // only tab reconnects has no socket anywhere meanwhile), then a sweep removes it
+            // unless some server re-added it since.
+            inner.sweep_later(group, channel, rule.max_age);
+            return Ok(());
+        }
         let shard = inner.shard_of(group);
         let key = inner.keys.group_key(group);
         inner.shards[shard]

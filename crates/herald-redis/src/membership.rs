@@ -43,6 +43,12 @@ impl Memberships {
         }
     }
 
+    pub(crate) fn contains(&self, group: &str, channel: &str) -> bool {
+        self.by_group
+            .get(group)
+            .is_some_and(|channels| channels.contains(channel))
+    }
+
     /// Forgets every membership of `channel`.
     pub(crate) fn forget_channel(&mut self, channel: &str) {
         for group in self.by_channel.remove(channel).unwrap_or_default() {

@@ -372,3 +372,79 @@ async fn python_group_sends_are_recorded_in_send_order() {
     assert_eq!(numbers, (1..40).step_by(2).collect::<Vec<_>>());
     assert!(task.messages.iter().all(|r| &*r.group == "task_99"));
 }
+
+async fn member_score(url: &str, group: &str, channel: &str) -> Option<f64> {
+    let mut conn = raw(url).await;
+    redis::cmd("ZSCORE")
+        .arg(format!("asgi:group:{group}"))
+        .arg(channel)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+fn short_user_retention(seconds: u64) -> HistoryConfig {
+    HistoryConfig {
+        rules: vec![HistoryRule::new(
+            "user_*",
+            100,
+            Duration::from_secs(seconds),
+        )],
+    }
+}
+
+/// A user whose only tab is reconnecting has no socket anywhere: the group keeps its fleet
+/// member, so messages are recorded for the retention window, then the member is swept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_goes_on_for_the_retention_after_the_last_socket_left() {
+    let server = RedisServer::start();
+    let layer = layer_with(&server, short_user_retention(2));
+    let record = listen(&layer, "user_frank").await;
+    send_numbered(&layer, "user_frank", 0..1).await;
+    wait_for(&record, 1).await;
+    let seen = record.get(0).position;
+    let channel = layer.history_channel("user_frank").unwrap();
+    layer.group_discard("user_frank", &channel).await.unwrap();
+    layer.close_channel(&channel);
+
+    send_numbered(&layer, "user_frank", 1..3).await;
+    eventually(T, "both messages recorded while offline", || async {
+        let replay = layer
+            .replay("user_frank", Some(&seen))
+            .await
+            .unwrap()
+            .unwrap();
+        replay.recovered && replay.messages.iter().map(number).eq([1, 2])
+    })
+    .await;
+    assert_eq!(record.len(), 1, "nothing delivered to the detached sink");
+
+    let url = server.url();
+    eventually(Duration::from_secs(6), "the membership swept", || async {
+        member_score(&url, "user_frank", &channel).await.is_none()
+    })
+    .await;
+}
+
+/// One server's last socket leaving must not stop the delivery to another server that still
+/// has sockets in the group: that server re-adds the membership more often than the sweep
+/// looks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_spares_a_membership_another_server_uses() {
+    let server = RedisServer::start();
+    let leaving = layer_with(&server, short_user_retention(1));
+    let staying = layer_with(&server, short_user_retention(1));
+    let _gone = listen(&leaving, "user_gina").await;
+    let record = listen(&staying, "user_gina").await;
+    let channel = leaving.history_channel("user_gina").unwrap();
+    leaving.group_discard("user_gina", &channel).await.unwrap();
+    leaving.close_channel(&channel);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert!(
+        member_score(&server.url(), "user_gina", &channel)
+            .await
+            .is_some()
+    );
+    send_numbered(&leaving, "user_gina", 0..3).await;
+    wait_for(&record, 3).await;
+}
