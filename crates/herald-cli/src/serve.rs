@@ -564,6 +564,12 @@ pub(crate) async fn run(args: ServeArgs, config: Option<&std::path::Path>) -> an
     if resolved.demo {
         demo::announce(listener.local_addr()?, &resolved.layer);
     }
+    let layer = Arc::clone(app.layer());
     herald_server::serve(listener, app, shutdown_signal()).await?;
+    // Gives back what the layer holds for the fleet (the history capture lease), so another
+    // server takes over at once instead of when the lease runs out.
+    if let Err(err) = layer.close().await {
+        warn!(error = %err, "cannot release the layer's fleet resources");
+    }
     Ok(())
 }

@@ -128,6 +128,14 @@ pub trait ChannelLayer: Send + Sync + std::fmt::Debug + 'static {
     /// it when a connection ends.
     fn close_channel(&self, channel: &str);
 
+    /// Gives back what this layer holds for the whole fleet before the process exits (the
+    /// Redis layer with history: the capture lease, so another server takes over at once).
+    /// Herald extension; the default has nothing to give back. Python layers have `close()`
+    /// for their connection pools; this one's connections close when it is dropped.
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// The channel that records `group`'s messages in a history shared by every server on this
     /// layer, if the layer keeps one for this group (`None` by default). Added to the group
     /// (`group_add`) and [attached](Self::attach), it delivers each message sent to the group

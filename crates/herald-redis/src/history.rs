@@ -27,6 +27,7 @@
 //! or a Redis restart without persistence; a new one tells clients that their offsets mean
 //! nothing any more.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -157,8 +158,10 @@ const CAPTURE_BATCH: usize = 1_000;
 /// (killed) is replaced after at most that long.
 const LEASE_WAITS: u32 = 3;
 
-/// The shortest capture lease.
-const MIN_LEASE: Duration = Duration::from_secs(1);
+/// The longest blocking wait of a home-shard reader when history is on: a server without
+/// the lease tries to take it this often, so a killed holder is replaced within
+/// `LEASE_WAITS + 1` of these.
+const HISTORY_WAIT: Duration = Duration::from_secs(1);
 
 /// Bounds of [`History::refresh_every`].
 const MIN_REFRESH: Duration = Duration::from_millis(200);
@@ -173,8 +176,9 @@ const REPLAY_LIMIT: usize = 10_000;
 /// Pops every history key (`KEYS[3..]`), merges the members by score and appends them to the
 /// log (`KEYS[1]`) in one atomic step, if the caller holds the capture lease (`KEYS[2]`).
 ///
-/// `ARGV`: log max length, members per key, the caller's id, the lease in ms, then optionally
-/// a member and its score that the caller's blocking wait already popped. One server at a time
+/// `ARGV`: log max length, members per key, the caller's id, the lease in ms, `1` if the
+/// caller may take the lease (`0` once it is closing), then optionally a member and its score
+/// that the caller's blocking wait already popped. One server at a time
 /// captures: two capturing servers would each hold a member their blocking waits popped and
 /// log them in whichever order their next calls arrive. The lease is taken when free and
 /// renewed by every call of its holder. A key that gave a full batch may hold members scoring
@@ -185,12 +189,12 @@ const REPLAY_LIMIT: usize = 10_000;
 pub(crate) const CAPTURE: &str = r"
 local items = {}
 local cutoff = math.huge
-if ARGV[5] then
-  items[1] = {tonumber(ARGV[6]), 0, 0, ARGV[5], ARGV[6]}
+if ARGV[6] then
+  items[1] = {tonumber(ARGV[7]), 0, 0, ARGV[6], ARGV[7]}
 end
 local holder = redis.call('GET', KEYS[2])
 local leader = 0
-if not holder or holder == ARGV[3] then
+if ARGV[5] == '1' and (not holder or holder == ARGV[3]) then
   leader = 1
   redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
   for i = 3, #KEYS do
@@ -282,6 +286,15 @@ end
 return {epoch, now, added, first, len, entries}
 ";
 
+/// Deletes the lease `KEYS[1]` if `ARGV[1]` holds it; returns 1 if it did.
+pub(crate) const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+";
+
 /// Removes member `ARGV[1]` from group `KEYS[1]` if its score (the time of its last add) is
 /// below `ARGV[2]`; returns 1 if it did.
 pub(crate) const SWEEP: &str = r"
@@ -319,6 +332,12 @@ pub(crate) struct History {
     capture: Script,
     index: Script,
     replay: Script,
+    release: Script,
+    /// Set by [`release`](Self::release): this server takes the lease no more.
+    closing: AtomicBool,
+    /// True once the log reader knows where it starts: this server captures nothing before,
+    /// or the log reader would skip what it captured.
+    log_started: tokio::sync::watch::Sender<bool>,
 }
 
 /// The non-local names of the history channels: `herald.history.k<n>` for the first
@@ -345,7 +364,7 @@ impl History {
             lease_key: keys.history_lease_key(),
             me: me.to_owned(),
             // The holder renews it at least once per blocking wait.
-            lease: (wait * LEASE_WAITS).max(MIN_LEASE),
+            lease: Self::wait_of(wait) * LEASE_WAITS,
             config,
             home: 0,
             keys: names
@@ -361,7 +380,39 @@ impl History {
             capture: Script::new(CAPTURE),
             index: Script::new(INDEX),
             replay: Script::new(REPLAY),
+            release: Script::new(RELEASE),
+            closing: AtomicBool::new(false),
+            log_started: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// The blocking wait of a home-shard reader, given the layer's.
+    pub(crate) fn wait_of(wait: Duration) -> Duration {
+        wait.min(HISTORY_WAIT).max(Duration::from_millis(10))
+    }
+
+    /// Waits until the log reader knows where it starts reading.
+    pub(crate) async fn log_started(&self) {
+        let mut started = self.log_started.subscribe();
+        // Err only if the sender is gone, i.e. with the layer.
+        let _ = started.wait_for(|started| *started).await;
+    }
+
+    /// Gives the capture lease up if this server holds it (at shutdown), so another server
+    /// takes over at its next round instead of after the lease runs out.
+    pub(crate) async fn release(&self, shard: &Shard) -> Result<()> {
+        self.closing.store(true, Ordering::Relaxed);
+        let released: u8 = shard
+            .run("release the capture lease", |mut c| {
+                let mut invocation = self.release.prepare_invoke();
+                invocation.key(&self.lease_key).arg(&self.me);
+                async move { invocation.invoke_async(&mut c).await }
+            })
+            .await?;
+        if released == 1 {
+            info!("history capture lease released");
+        }
+        Ok(())
     }
 
     pub(crate) fn config(&self) -> &HistoryConfig {
@@ -416,7 +467,12 @@ impl History {
             .arg(LOG_MAX_LEN)
             .arg(CAPTURE_BATCH)
             .arg(&self.me)
-            .arg(u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX));
+            .arg(u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX))
+            .arg(if self.closing.load(Ordering::Relaxed) {
+                "0"
+            } else {
+                "1"
+            });
         if let Some((member, score)) = held {
             // The score as Rust prints an f64: shortest form that reads back exactly.
             invocation.arg(member.as_slice()).arg(format!("{score:?}"));
@@ -665,6 +721,21 @@ fn xread_entries(reply: redis::Value) -> Option<Vec<(Offset, Vec<u8>)>> {
     }
 }
 
+/// The id of the log's last entry (`0-0` if it has none).
+async fn log_end(log_key: &str, conn: &mut MultiplexedConnection) -> redis::RedisResult<Offset> {
+    let reply: redis::Value = redis::cmd("XREVRANGE")
+        .arg(log_key)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(conn)
+        .await?;
+    Ok(stream_entries(reply)
+        .and_then(|entries| entries.first().map(|(id, _)| *id))
+        .unwrap_or_default())
+}
+
 /// One decoded log entry: where it goes and what it is.
 struct Logged {
     channel: String,
@@ -683,7 +754,8 @@ pub(crate) async fn log_reader(readers: Arc<Readers>) {
     let home = history.home();
     let mut backoff = readers.backoff();
     let mut outage = Outage::new("history log reader", home);
-    let mut last = Offset::default();
+    // Where the log ends now: what is before was taken before this server listened.
+    let mut last: Option<Offset> = None;
     loop {
         let mut conn = match readers.shards[home]
             .open(readers.blocking_response_timeout())
@@ -701,8 +773,14 @@ pub(crate) async fn log_reader(readers: Arc<Readers>) {
             if changed {
                 info!(%epoch, "history epoch changed (Redis flushed or restarted without persistence)");
                 // A new log: its ids have nothing to do with the old one's.
-                last = Offset::default();
+                last = Some(Offset::default());
             }
+            let start = match last {
+                Some(position) => position,
+                None => log_end(&history.log_key, &mut conn).await?,
+            };
+            let position = last.insert(start);
+            history.log_started.send_replace(true);
             outage.recovered();
             backoff.reset();
             loop {
@@ -713,7 +791,7 @@ pub(crate) async fn log_reader(readers: Arc<Readers>) {
                     .arg(readers.brpop_timeout_ms())
                     .arg("STREAMS")
                     .arg(&history.log_key)
-                    .arg(last.to_string())
+                    .arg(position.to_string())
                     .query_async(&mut conn)
                     .await?;
                 let Some(entries) = xread_entries(reply) else {
@@ -724,12 +802,12 @@ pub(crate) async fn log_reader(readers: Arc<Readers>) {
                     // Idle: a flush or restart may have replaced the epoch meanwhile.
                     let (_, changed) = history.refresh_epoch(&mut conn).await?;
                     if changed {
-                        last = Offset::default();
+                        *position = Offset::default();
                     }
                     continue;
                 }
                 if let Some((id, _)) = entries.last() {
-                    last = *id;
+                    *position = *id;
                 }
                 let logged = decode_entries(history, &readers, &history.current_epoch(), entries);
                 index(history, &readers.counters, &mut conn, &logged).await?;

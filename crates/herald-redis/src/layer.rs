@@ -613,6 +613,14 @@ impl ChannelLayer for RedisChannelLayer {
         Ok(())
     }
 
+    async fn close(&self) -> Result<()> {
+        let inner = &self.inner;
+        match inner.readers.history.as_ref() {
+            Some(history) => history.release(&inner.shards[history.home()]).await,
+            None => Ok(()),
+        }
+    }
+
     fn history_channel(&self, group: &str) -> Option<String> {
         self.inner.readers.history.as_ref()?.channel(group)
     }

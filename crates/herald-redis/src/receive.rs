@@ -490,8 +490,14 @@ impl Readers {
         merge: &mut Merge,
         shard: usize,
     ) -> redis::RedisResult<()> {
-        let timeout = timeout_arg(self.brpop_timeout);
         let history = self.history.as_ref().filter(|h| h.home() == shard);
+        let timeout = match history {
+            Some(_) => timeout_arg(History::wait_of(self.brpop_timeout)),
+            None => timeout_arg(self.brpop_timeout),
+        };
+        if let Some(history) = history {
+            history.log_started().await;
+        }
         loop {
             let mut captured = 0;
             // Only the lease holder waits on the history keys.

@@ -448,3 +448,37 @@ async fn a_sweep_spares_a_membership_another_server_uses() {
     send_numbered(&leaving, "user_gina", 0..3).await;
     wait_for(&record, 3).await;
 }
+
+/// A server that stops (SIGTERM, a deploy) gives the capture lease back: the others go on
+/// recording and delivering at once, nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closing_server_hands_the_capture_over() {
+    let server = RedisServer::start();
+    let first = layer(&server);
+    let record_first = listen(&first, "user_hana").await;
+    send_numbered(&first, "user_hana", 0..2).await;
+    wait_for(&record_first, 2).await;
+    assert!(
+        first.stats().history_captured > 0,
+        "the first server holds the lease"
+    );
+    let second = layer(&server);
+    let record = listen(&second, "user_hana").await;
+
+    first.close().await.unwrap();
+    let mut conn = raw(&server.url()).await;
+    let holder: Option<String> = redis::cmd("GET")
+        .arg("asgiherald.history.lease")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_ne!(holder.as_deref(), Some(first.client_prefix()), "lease given back");
+    let sender = layer(&server);
+    send_numbered(&sender, "user_hana", 2..50).await;
+    wait_for(&record, 48).await;
+    assert_eq!(record.numbers(), (2..50).collect::<Vec<_>>());
+    let (before, after) = (first.stats(), second.stats());
+    assert_eq!(before.history_captured + after.history_captured, 50);
+    // The closing server logs at most the member its last blocking wait held.
+    assert!(after.history_captured >= 47, "{before:?} {after:?}");
+}
