@@ -11,7 +11,8 @@
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use futures_util::StreamExt;
-//! use herald_core::{ChannelLayer, InMemoryLayer, messaging};
+//! use herald_core::{ChannelLayer, InMemoryLayer};
+//! use herald_messaging as messaging;
 //! use herald_server::{App, Identity, ServerConfig, StaticTokenAuthenticator, TasksConsumer};
 //!
 //! let layer: Arc<dyn ChannelLayer> = Arc::new(InMemoryLayer::new(Default::default()).unwrap());

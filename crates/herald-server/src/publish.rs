@@ -27,8 +27,8 @@ use subtle::ConstantTimeEq;
 use tracing::{debug, warn};
 
 use herald_core::Message;
-use herald_core::messaging::{Messenger, user_group};
 use herald_core::names::require_valid_group_name;
+use herald_messaging::{Messenger, user_group};
 
 use crate::app::AppInner;
 
