@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use herald_core::messaging::{FileNotice, Messenger, NotificationType};
 use herald_core::{ChannelLayer, InMemoryLayer, Message};
+use herald_messaging::{FileNotice, Messenger, NotificationType};
 use herald_server::{App, Identity, ServerConfig, StaticTokenAuthenticator, TasksConsumer};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 

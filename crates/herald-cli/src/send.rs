@@ -3,8 +3,8 @@
 use anyhow::{Context, bail};
 use clap::Args;
 use herald_core::Message;
-use herald_core::messaging::{self, FileNotice, Messenger, NotificationType};
 use herald_core::value::Map;
+use herald_messaging::{self as messaging, FileNotice, Messenger, NotificationType};
 
 use crate::client::ApiOpts;
 use crate::layer;

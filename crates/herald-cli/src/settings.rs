@@ -196,7 +196,7 @@ impl TimeZone {
         let offset = jiff::Timestamp::from_microsecond(now.timestamp_micros())
             .map(|t| self.zone.to_offset(t).seconds())
             .unwrap_or(0);
-        herald_core::messaging::python_isoformat(
+        herald_messaging::python_isoformat(
             now.naive_utc() + chrono::TimeDelta::seconds(offset.into()),
         )
     }

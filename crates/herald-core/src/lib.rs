@@ -18,8 +18,9 @@
 //!   and the server's frames alike; and `json.loads`, for what clients send.
 //! * [`layer`] — the [`ChannelLayer`] trait.
 //! * [`memory`] — [`InMemoryLayer`], for tests and single-process use.
-//! * [`messaging`] — the guide's `user.message` / `user.notification` / `user.file` builders and
-//!   [`Messenger`](messaging::Messenger), which sends them like the Python `ws_utils` helpers.
+//!
+//! The user guide's application protocol (the `user.*` builders, `Messenger`, the delivery
+//! probes) is not here: it is the `herald-messaging` crate, on top of this one.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -37,7 +38,6 @@ pub mod history;
 pub mod layer;
 pub mod memory;
 pub mod message;
-pub mod messaging;
 pub mod names;
 pub mod presence;
 pub mod pyjson;

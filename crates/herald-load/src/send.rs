@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use herald_core::messaging::{user_group, user_message};
 use herald_core::{ChannelLayer, Map, Message, Value};
+use herald_messaging::{user_group, user_message};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tracing::warn;

@@ -22,7 +22,7 @@ use crate::metrics::{Metrics, MetricsSource};
 use crate::origin::origin_allowed;
 use crate::presence::PresenceRegistry;
 use crate::publish::PublishAccess;
-use crate::routing::{self, Target};
+use crate::routing;
 use crate::runtime::Connection;
 
 /// Shared state behind an [`App`].
@@ -313,7 +313,9 @@ impl App {
 
     /// The `/metrics` page: the server's counters followed by every [`MetricsSource`].
     pub fn render_metrics(&self) -> String {
-        let mut out = String::with_capacity(4096);
+        // About the size of the server's own counters, so the page is written without regrowing.
+        const METRICS_PAGE_CAPACITY: usize = 4096;
+        let mut out = String::with_capacity(METRICS_PAGE_CAPACITY);
         self.inner.metrics.render(&mut out);
         self.inner.health.render_metrics(&mut out);
         for source in &self.inner.metrics_sources {
@@ -340,9 +342,10 @@ impl App {
             Ok(Handshake::Rejected(r))
         };
 
-        let factory = match routing::resolve(inner, request.path()) {
-            Target::WebSocket(factory) => factory,
-            _ => return reject(Rejection::NotFound),
+        // The route, resolved once per handshake on the decoded path (`scope["path"]`, what
+        // Channels' `URLRouter` matches). No route can take a reserved path (see `build`).
+        let Some(factory) = inner.routes.get(request.path()).map(Arc::clone) else {
+            return reject(Rejection::NotFound);
         };
         if let Some(patterns) = &inner.config.allowed_origins
             && !origin_allowed(request.origin().as_deref(), patterns)
@@ -410,7 +413,7 @@ impl App {
             (Err(_), _) => Some(Rejection::Timeout),
         };
         if let Some(rejection) = rejection {
-            discard_all(&mut ctx).await;
+            ctx.discard_all().await;
             return reject(rejection);
         }
         // The headers are rarely read after connect; packed, they cost one small allocation
@@ -420,43 +423,4 @@ impl App {
             consumer, ctx, permit,
         ))))
     }
-}
-
-/// How long a closing socket's group cleanup may take: a Redis that hangs must not keep the
-/// connection's task (and its memory) alive; the memberships then lapse with `group_expiry`.
-const DISCARD_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Discards every group the context joined and forgets its channel; bounded so a stuck layer
-/// cannot hold a connection task forever.
-pub(crate) async fn discard_all(ctx: &mut Context) {
-    let layer = Arc::clone(&ctx.shared().layer);
-    let table = ctx.shared().groups.clone();
-    let member = ctx.member_id();
-    let channel = ctx.channel_name().to_owned();
-    let groups = ctx.take_groups();
-    let cleanup = async {
-        for group in &groups {
-            let discarded = match &table {
-                // The last local member of a group discards the group channel's membership.
-                Some(table) => table.leave(group, member).await,
-                None => layer
-                    .group_discard(group, &channel)
-                    .await
-                    .map_err(Into::into),
-            };
-            if let Err(err) = discarded {
-                warn!(error = %err, group = %group, "group_discard failed on disconnect");
-            }
-        }
-    };
-    if tokio::time::timeout(DISCARD_TIMEOUT, cleanup)
-        .await
-        .is_err()
-    {
-        warn!(
-            groups = groups.len(),
-            "group_discard timed out on disconnect"
-        );
-    }
-    layer.close_channel(&channel);
 }

@@ -13,7 +13,7 @@ use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
-use crate::upgrade::Body;
+use crate::routing::Body;
 
 /// Where the browser client `task-notifications.js` is served.
 pub const CLIENT_JS_PATH: &str = "/static/herald/task-notifications.js";

@@ -30,6 +30,9 @@ pub const DEFAULT_MAX_FRAME_SIZE: usize = 1024 * 1024;
 /// (browsers send a few short JSON frames); it grows to the frame's size while a larger frame
 /// is read.
 pub const DEFAULT_READ_BUFFER_SIZE: usize = 512;
+/// The smallest read buffer [`ServerConfig::validate`] accepts: below this tungstenite reads a
+/// frame header and its first bytes in several syscalls.
+const MIN_READ_BUFFER_SIZE: usize = 128;
 /// Frames that may wait for a slow client before the socket is closed with
 /// [`CLOSE_SLOW_CONSUMER`](crate::CLOSE_SLOW_CONSUMER). Herald-specific: Daphne buffers without limit.
 pub const DEFAULT_MAX_OUTBOUND_FRAMES: usize = 256;
@@ -47,6 +50,9 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the health monitor checks the channel layer and the other dependencies behind
 /// `/readyz` (Herald extension).
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+/// The shortest health interval [`ServerConfig::validate`] accepts: the checks talk to the layer
+/// and the database, which a faster loop would only load.
+const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(100);
 /// Join layer groups with one channel per (process, group) and fan out locally (Herald-specific,
 /// default on). Python's `group_send` then sends one message per group instead of one listing
 /// every local socket. Off: every socket joins the layer group with its own channel, as Channels.
@@ -339,13 +345,13 @@ impl ServerConfig {
         {
             return bad("max_frame_size must not exceed max_message_size");
         }
-        if self.read_buffer_size < 128 {
+        if self.read_buffer_size < MIN_READ_BUFFER_SIZE {
             return bad("read_buffer_size must be at least 128 bytes");
         }
         if self.close_timeout.is_zero() || self.shutdown_timeout.is_zero() {
             return bad("close_timeout and shutdown_timeout must be positive");
         }
-        if self.health_interval < Duration::from_millis(100) {
+        if self.health_interval < MIN_HEALTH_INTERVAL {
             return bad("health_interval must be at least 100 ms");
         }
         if let Some(origins) = &self.allowed_origins

@@ -13,32 +13,12 @@
 //! counted (`herald_unknown_message_types_total`) and dropped instead of killing the socket.
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use herald_core::Message;
 
 use crate::auth::HandshakeRequest;
 use crate::context::Context;
 use crate::error::Result;
-use crate::fanout::SharedText;
-
-/// A data frame from the client (`websocket.receive` with `text` or `bytes`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
-    /// A text frame (`text_data`).
-    Text(SharedText),
-    /// A binary frame (`bytes_data`).
-    Binary(Bytes),
-}
-
-impl Frame {
-    /// The text of a text frame.
-    pub fn as_text(&self) -> Option<&str> {
-        match self {
-            Frame::Text(t) => Some(t.as_str()),
-            Frame::Binary(_) => None,
-        }
-    }
-}
+pub use crate::frame::Frame;
 
 /// Whether [`Consumer::handle`] had a handler for a message type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

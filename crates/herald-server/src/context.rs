@@ -8,37 +8,26 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use herald_core::names::require_valid_group_name;
 use herald_core::{ChannelLayer, GroupSendReport, Message};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tracing::trace;
+use tracing::{trace, warn};
 
 use crate::app::AppInner;
 use crate::auth::{HandshakeRequest, Identity};
+use crate::close::{CLOSE_NORMAL, CLOSE_SLOW_CONSUMER};
 use crate::error::{Error, ErrorKind, Result};
-use crate::fanout::SharedText;
+use crate::fanout::{self, LayerEvent};
+use crate::frame::SharedText;
 use crate::groups::{Inbox, InboxSender, next_member_id};
 use crate::pyjson;
 
-/// Close code sent when a socket's outbound queue overflows (the client reads too slowly).
-/// Herald-specific (4000–4999 is the application range); Daphne buffers without limit.
-pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
-/// Close code sent when a client exceeds the inbound rate limit: 1008 "policy violation".
-pub const CLOSE_RATE_LIMITED: u16 = 1008;
-/// Close code for an oversized frame or message: 1009 "message too big".
-pub const CLOSE_TOO_BIG: u16 = 1009;
-/// Close code for server shutdown: 1001 "going away".
-pub const CLOSE_GOING_AWAY: u16 = 1001;
-/// Close code when a consumer handler fails: 1011, as Daphne after accept.
-pub const CLOSE_INTERNAL_ERROR: u16 = 1011;
-/// Close code for a normal close and for `websocket_timeout` expiry (Daphne's default).
-pub const CLOSE_NORMAL: u16 = 1000;
-/// Code reported to `disconnect` when the connection dropped without a close frame.
-pub const CLOSE_ABNORMAL: u16 = 1006;
+/// How long a closing socket's group cleanup may take: a Redis that hangs must not keep the
+/// connection's task (and its memory) alive; the memberships then lapse with `group_expiry`.
+const DISCARD_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum State {
@@ -69,6 +58,9 @@ pub struct Context {
     /// the socket sees the messages in the order the layer took them in.
     inbox_tx: InboxSender,
     pub(crate) inbox: Option<Inbox>,
+    /// The layer message being handled, while [`Consumer::handle`](crate::Consumer::handle)
+    /// runs: forwarding it uses the frame every socket shares (see `fanout`).
+    handling: Option<Arc<LayerEvent>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -107,7 +99,13 @@ impl Context {
             max_outbound,
             slow_consumer: false,
             groups: Vec::new(),
+            handling: None,
         }
+    }
+
+    /// Sets (or clears) the layer message being handled.
+    pub(crate) fn set_handling(&mut self, event: Option<Arc<LayerEvent>>) {
+        self.handling = event;
     }
 
     /// Has the layer deliver this socket's own channel into its inbox.
@@ -134,10 +132,6 @@ impl Context {
         self.subprotocol.as_deref()
     }
 
-    pub(crate) fn member_id(&self) -> u64 {
-        self.member_id
-    }
-
     /// The group inbox overflowed: closes the socket as a slow consumer, exactly as an
     /// outbound queue overflow does.
     pub(crate) fn inbox_overflowed(&mut self) {
@@ -146,8 +140,40 @@ impl Context {
         self.force_close(CLOSE_SLOW_CONSUMER);
     }
 
-    pub(crate) fn take_groups(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.groups)
+    /// Discards every group this context joined and forgets its channel: the cleanup after
+    /// `disconnect` (or after a refused handshake). Bounded by a timeout so a stuck layer
+    /// cannot hold the connection's task forever.
+    pub(crate) async fn discard_all(&mut self) {
+        let layer = Arc::clone(&self.shared.layer);
+        let table = self.shared.groups.clone();
+        let member = self.member_id;
+        let groups = std::mem::take(&mut self.groups);
+        let channel = self.channel_name.as_str();
+        let cleanup = async {
+            for group in &groups {
+                let discarded = match &table {
+                    // The last local member of a group discards the group channel's membership.
+                    Some(table) => table.leave(group, member).await,
+                    None => layer
+                        .group_discard(group, channel)
+                        .await
+                        .map_err(Into::into),
+                };
+                if let Err(err) = discarded {
+                    warn!(error = %err, group = %group, "group_discard failed on disconnect");
+                }
+            }
+        };
+        if tokio::time::timeout(DISCARD_TIMEOUT, cleanup)
+            .await
+            .is_err()
+        {
+            warn!(
+                groups = groups.len(),
+                "group_discard timed out on disconnect"
+            );
+        }
+        layer.close_channel(channel);
     }
 
     /// Marks the socket as closing with `code` without going through the consumer.
@@ -290,16 +316,13 @@ impl Context {
     /// what `await self.send(text_data=json.dumps({**event, "type": ...}))` produces.
     ///
     /// When the same message fans out to many sockets it is encoded once and the bytes are
-    /// shared.
+    /// shared: forwarding the message [`handle`](crate::Consumer::handle) was given, unmodified,
+    /// reuses the frame the first socket wrote.
     ///
     /// # Errors
     /// As [`send_text`](Self::send_text); [`ErrorKind::Serialization`] if it has no string `type`.
     pub fn forward_json(&mut self, message: &Message) -> Result<()> {
-        let Some(text) = crate::fanout::frame_once(message, |m, handler| {
-            let mut out = String::with_capacity(128);
-            pyjson::write_map(&mut out, m.map(), Some(handler));
-            out
-        }) else {
+        let Some(text) = fanout::frame_of(self.handling.as_deref(), message) else {
             return Err(Error::new(
                 ErrorKind::Serialization,
                 "layer message has no valid type",
@@ -371,11 +394,4 @@ impl Context {
     pub fn groups(&self) -> &[String] {
         &self.groups
     }
-}
-
-pub(crate) fn close_frame(code: u16) -> WsMessage {
-    WsMessage::Close(Some(CloseFrame {
-        code: CloseCode::from(code),
-        reason: "".into(),
-    }))
 }

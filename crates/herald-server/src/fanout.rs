@@ -1,160 +1,233 @@
-//! Encode once, send to many: [`SharedText`], and the frame memo kept on a message.
+//! Encode once, send to many: [`LayerEvent`], one layer message as the server fans it out.
 //!
-//! A `group_send` to a group with N local sockets hands every socket a clone of the *same*
-//! [`Message`] (the map is behind an `Arc`, in the in-memory layer, in `herald-redis`'s
-//! process-channel fan-out and in the group readers alike). The first socket to forward it
-//! encodes the JSON and stores it in the message's memo ([`Message::memo`], shared by all its
-//! clones); the others queue a reference-counted clone of the same bytes, so N sockets cost
-//! one encode and one buffer, with no lock and no lookup however far apart they run.
+//! A `group_send` to a group with N local sockets reaches this process once, as one
+//! [`Message`]. The dispatcher (`groups.rs`) wraps it in one [`LayerEvent`] and offers the
+//! same `Arc` to every member's inbox. The event carries what the server derives from the
+//! message for every socket: the handler name its `type` maps to (computed when the event is
+//! made) and the JSON frame (written by the first socket that forwards it). The others queue a
+//! reference-counted clone of the same bytes, so N sockets cost one encode and one buffer,
+//! with no lock and no lookup however far apart they run.
+//!
+//! The layer may also hand one message to several sinks: without group multiplexing a group
+//! message lists every local socket's channel, and the layer delivers the same [`Message`] (one
+//! `Arc`) to each socket's sink. The dispatcher's [`Events`] finds the event it already made for
+//! that message, so those sockets share one frame too.
+//!
+//! The cache lives here, in the server, not on [`Message`]: the layer's message type stays a
+//! plain dict, and what the server keeps per message can grow (see [`LayerEvent`]) without
+//! the layer crates knowing.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, Weak};
 
-use herald_core::Message;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use herald_core::{Map, Message};
 
 use crate::consumer::handler_name;
+use crate::frame::SharedText;
+use crate::pyjson;
 
-/// A text frame payload that is cheap to clone (reference-counted UTF-8 bytes).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct SharedText(Utf8Bytes);
-
-impl SharedText {
-    /// A frame from a static string (no allocation).
-    pub const fn from_static(s: &'static str) -> Self {
-        SharedText(Utf8Bytes::from_static(s))
-    }
-
-    /// The text.
-    pub fn as_str(&self) -> &str {
-        self.0.as_str()
-    }
-
-    /// Length in bytes.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// True for an empty frame (Daphne silently does not send those).
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub(crate) fn into_inner(self) -> Utf8Bytes {
-        self.0
-    }
-
-    pub(crate) fn from_inner(inner: Utf8Bytes) -> Self {
-        SharedText(inner)
-    }
-}
-
-impl From<String> for SharedText {
-    fn from(s: String) -> Self {
-        SharedText(Utf8Bytes::from(s))
-    }
-}
-
-impl From<&str> for SharedText {
-    fn from(s: &str) -> Self {
-        SharedText(Utf8Bytes::from(s))
-    }
-}
-
-impl std::fmt::Display for SharedText {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What the server derives from a layer message once, for every socket it reaches: the
-/// handler name its `type` maps to and, once a consumer forwards it, its JSON frame. Both
-/// follow from the message's own fields, so clones can share them (a modified clone gets a
-/// fresh memo).
+/// One layer message as the server hands it to its sockets: made once per message by the
+/// dispatcher and shared, behind an `Arc`, by every inbox it reaches.
+///
+/// A plain struct on purpose: what the server derives once per message goes here, next to the
+/// frame. Missed-message recovery is meant to add the message's stream position (group, epoch,
+/// offset) and a second frame variant for the sockets that opted in to it.
 #[derive(Debug)]
-struct Derived {
-    /// `None`: no string `type`, or a malformed one (see [`handler_name`]).
-    handler: Option<Arc<str>>,
+pub(crate) struct LayerEvent {
+    message: Message,
+    /// The Channels handler name of the message's `type`; `None`: no string `type`, or a
+    /// malformed one (see [`handler_name`]).
+    handler: Option<Box<str>>,
+    /// `json.dumps({**message, "type": handler})`, written by the first socket forwarding it.
     frame: OnceLock<SharedText>,
 }
 
-fn derive(message: &Message) -> Derived {
-    Derived {
-        handler: message.msg_type().and_then(handler_name).map(Arc::from),
-        frame: OnceLock::new(),
+impl LayerEvent {
+    /// Wraps a message fresh from the layer; its handler name is derived here, once.
+    pub(crate) fn new(message: Message) -> Arc<Self> {
+        let handler = message
+            .msg_type()
+            .and_then(handler_name)
+            .map(String::into_boxed_str);
+        Arc::new(LayerEvent {
+            message,
+            handler,
+            frame: OnceLock::new(),
+        })
     }
-}
 
-/// Runs `f` on `message`'s derived values: the memo shared by its clones, or (if the memo
-/// holds another type) values derived for this call only.
-fn with_derived<R>(message: &Message, f: impl FnOnce(&Derived) -> R) -> R {
-    match message.memo(|| derive(message)) {
-        Some(derived) => f(derived),
-        None => f(&derive(message)),
+    /// The layer message.
+    pub(crate) fn message(&self) -> &Message {
+        &self.message
     }
-}
 
-/// The handler name of `message`'s `type`, computed once for all clones of the message.
-pub(crate) fn handler_once(message: &Message) -> Option<Arc<str>> {
-    with_derived(message, |derived| derived.handler.clone())
-}
+    /// The handler name of the message's `type`, `None` if it has no usable one.
+    pub(crate) fn handler(&self) -> Option<&str> {
+        self.handler.as_deref()
+    }
 
-/// The JSON frame of `message` (with `type` as `handler`), encoded by `encode` only the first
-/// time any clone of the message asks for it.
-pub(crate) fn frame_once(
-    message: &Message,
-    encode: impl FnOnce(&Message, &str) -> String,
-) -> Option<SharedText> {
-    with_derived(message, |derived| {
-        let handler = derived.handler.as_deref()?;
+    /// True if `message` is this event's message itself (a clone sharing its fields), not a
+    /// modified copy. A consumer gets a clone while the event is alive, so modifying it copies
+    /// the fields and this turns false: a changed message is never sent the cached bytes.
+    fn is(&self, message: &Message) -> bool {
+        std::ptr::eq(self.message.map(), message.map())
+    }
+
+    /// The JSON frame, encoded the first time any socket asks; `None` without a handler name.
+    fn frame(&self) -> Option<SharedText> {
+        let handler = self.handler.as_deref()?;
         Some(
-            derived
-                .frame
-                .get_or_init(|| SharedText::from(encode(message, handler)))
+            self.frame
+                .get_or_init(|| encode(&self.message, handler))
                 .clone(),
         )
-    })
+    }
+}
+
+/// The identity of a message: the address of its shared fields. Two messages have the same
+/// identity only while they are clones of one another (a modified clone is copied first).
+fn identity(message: &Message) -> usize {
+    std::ptr::from_ref::<Map>(message.map()) as usize
+}
+
+/// The dispatcher's events that an inbox may still hold, by message identity, so that a
+/// message the layer delivered to several sinks becomes one event (see the module docs).
+///
+/// An entry is weak: it lives as long as some inbox or socket holds its event, which also
+/// keeps the message, and so its identity, from being reused meanwhile. Dead entries are
+/// pruned once the table has doubled since the last pruning, so the cost stays constant per
+/// message.
+#[derive(Debug, Default)]
+pub(crate) struct Events {
+    made: HashMap<usize, Weak<LayerEvent>>,
+    /// Prune when the table grows past this.
+    prune_at: usize,
+}
+
+/// The table is never pruned below this many entries.
+const EVENTS_MIN_PRUNE: usize = 64;
+
+impl Events {
+    /// The event of `message`: the one made earlier for a clone of it while that is still
+    /// held, else a new one.
+    pub(crate) fn event(&mut self, message: Message) -> Arc<LayerEvent> {
+        let key = identity(&message);
+        if let Some(event) = self.made.get(&key).and_then(Weak::upgrade) {
+            return event;
+        }
+        let event = LayerEvent::new(message);
+        self.made.insert(key, Arc::downgrade(&event));
+        if self.made.len() > self.prune_at.max(EVENTS_MIN_PRUNE) {
+            self.made.retain(|_, event| event.strong_count() > 0);
+            self.prune_at = self.made.len() * 2;
+        }
+        event
+    }
+
+    /// The events of a batch the layer delivered to one sink, in order.
+    pub(crate) fn events(&mut self, messages: Vec<Message>) -> Vec<Arc<LayerEvent>> {
+        messages.into_iter().map(|m| self.event(m)).collect()
+    }
+}
+
+/// The JSON frame of `message` with `type` in handler form: the cached one when `message` is
+/// the event being handled (`current`), else encoded for this call. `None` if it has no
+/// usable `type`.
+pub(crate) fn frame_of(current: Option<&LayerEvent>, message: &Message) -> Option<SharedText> {
+    match current {
+        Some(event) if event.is(message) => event.frame(),
+        _ => {
+            let handler = message.msg_type().and_then(handler_name)?;
+            Some(encode(message, &handler))
+        }
+    }
+}
+
+/// Bytes reserved up front for a frame: the guide's messages are a few hundred bytes, so most
+/// need one or two growths at most.
+const FRAME_CAPACITY_HINT: usize = 128;
+
+/// `json.dumps({**message, "type": handler})`, byte for byte as Python writes it.
+fn encode(message: &Message, handler: &str) -> SharedText {
+    let mut out = String::with_capacity(FRAME_CAPACITY_HINT);
+    pyjson::write_map(&mut out, message.map(), Some(handler));
+    SharedText::from(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    fn encode(m: &Message, handler: &str) -> String {
-        m.clone().with("type", handler).to_json().to_string()
+    #[test]
+    fn one_event_is_encoded_once_and_every_socket_shares_the_bytes() {
+        let event = LayerEvent::new(Message::with_type("user.message").with("message", "hi"));
+        // Two sockets, each handling its own clone of the message.
+        let (a, b) = (event.message().clone(), event.message().clone());
+        let first = frame_of(Some(&event), &a).unwrap();
+        let second = frame_of(Some(&event), &b).unwrap();
+        assert_eq!(first.as_str().as_ptr(), second.as_str().as_ptr());
+        assert_eq!(
+            first.as_str(),
+            r#"{"type": "user_message", "message": "hi"}"#
+        );
+        assert_eq!(event.handler(), Some("user_message"));
     }
 
     #[test]
-    fn clones_of_one_message_are_encoded_once_and_share_the_bytes() {
-        let encodes = AtomicUsize::new(0);
-        let counted = |m: &Message, h: &str| {
-            encodes.fetch_add(1, Ordering::Relaxed);
-            encode(m, h)
-        };
-        let msg = Message::with_type("user.message").with("message", "hi");
-        let a = frame_once(&msg.clone(), counted).unwrap();
-        let b = frame_once(&msg.clone(), counted).unwrap();
-        assert_eq!(encodes.load(Ordering::Relaxed), 1);
-        assert_eq!(a.as_str().as_ptr(), b.as_str().as_ptr());
-        assert!(a.as_str().contains("user_message"));
-        let h1 = handler_once(&msg).unwrap();
-        let h2 = handler_once(&msg.clone()).unwrap();
-        assert_eq!(&*h1, "user_message");
-        assert!(Arc::ptr_eq(&h1, &h2));
-    }
-
-    #[test]
-    fn a_modified_clone_is_derived_again() {
-        let msg = Message::with_type("x.y").with("n", 1);
-        let first = frame_once(&msg, encode).unwrap();
-        let mut changed = msg.clone();
+    fn a_modified_clone_is_encoded_again_and_the_cache_is_kept() {
+        let event = LayerEvent::new(Message::with_type("x.y").with("n", 1));
+        let first = frame_of(Some(&event), event.message()).unwrap();
+        let mut changed = event.message().clone();
         changed.insert("n", 2);
-        let second = frame_once(&changed, encode).unwrap();
-        assert_ne!(first, second);
-        assert_eq!(frame_once(&msg, encode).unwrap(), first);
+        let second = frame_of(Some(&event), &changed).unwrap();
+        assert_eq!(second.as_str(), r#"{"type": "x_y", "n": 2}"#);
+        assert_eq!(frame_of(Some(&event), event.message()).unwrap(), first);
         changed.insert("type", "other.kind");
-        assert_eq!(handler_once(&changed).as_deref(), Some("other_kind"));
-        assert_eq!(handler_once(&msg).as_deref(), Some("x_y"));
+        let third = frame_of(Some(&event), &changed).unwrap();
+        assert_eq!(third.as_str(), r#"{"type": "other_kind", "n": 2}"#);
+    }
+
+    #[test]
+    fn a_message_of_another_event_or_none_is_encoded_on_its_own() {
+        let event = LayerEvent::new(Message::with_type("a.b"));
+        let other = Message::with_type("a.b");
+        let cached = frame_of(Some(&event), event.message()).unwrap();
+        let fresh = frame_of(Some(&event), &other).unwrap();
+        assert_eq!(cached, fresh);
+        assert_ne!(cached.as_str().as_ptr(), fresh.as_str().as_ptr());
+        assert_eq!(frame_of(None, &other).unwrap(), cached);
+    }
+
+    #[test]
+    fn clones_of_one_message_make_one_event_while_it_is_held() {
+        let mut events = Events::default();
+        let message = Message::with_type("user.message");
+        let first = events.event(message.clone());
+        let again = events.event(message.clone());
+        assert!(Arc::ptr_eq(&first, &again));
+        // An equal but distinct message is another event.
+        let other = events.event(Message::with_type("user.message"));
+        assert!(!Arc::ptr_eq(&first, &other));
+        // Once no inbox holds the event, the message gets a fresh one.
+        drop((first, again));
+        let fresh = events.event(message);
+        assert_eq!(Arc::strong_count(&fresh), 1);
+    }
+
+    #[test]
+    fn dead_events_are_pruned_as_the_table_grows() {
+        let mut events = Events::default();
+        let held: Vec<_> = (0..10)
+            .map(|n| events.event(Message::with_type("x").with("n", n)))
+            .collect();
+        for n in 0..10_000 {
+            drop(events.event(Message::with_type("y").with("n", n)));
+        }
+        // Bounded by the live events, not by every message seen.
+        assert!(events.made.len() <= 2 * EVENTS_MIN_PRUNE + held.len());
+        for event in &held {
+            assert!(Arc::ptr_eq(event, &events.event(event.message().clone())));
+        }
     }
 
     #[test]
@@ -164,8 +237,10 @@ mod tests {
             Message::with_type("_private.x"),
             Message::new().with("type", 3),
         ] {
-            assert!(handler_once(&msg).is_none());
-            assert!(frame_once(&msg, encode).is_none());
+            let event = LayerEvent::new(msg.clone());
+            assert!(event.handler().is_none());
+            assert!(frame_of(Some(&event), &msg).is_none());
+            assert!(frame_of(None, &msg).is_none());
         }
     }
 }

@@ -6,8 +6,8 @@
 //! by Herald on every send. Instead, the first local socket to join a group makes a *group
 //! channel* ([`GROUP_CHANNEL_PREFIX`]), [attaches](ChannelLayer::attach) it to a sink of the
 //! [`Dispatcher`] and adds it to the layer group; the layer hands each message to the sink, and
-//! the dispatcher's task offers it (an `Arc` clone, so the fan-out cache still encodes it once)
-//! to every local member's [`Inbox`]. Python's `group_send` then sees a one-member group. The last local member
+//! the dispatcher's task wraps it once in a [`LayerEvent`] and offers that `Arc` to every
+//! local member's [`Inbox`] (so the frame is still encoded once, see `fanout`). Python's `group_send` then sees a one-member group. The last local member
 //! leaving discards the membership and closes the channel.
 //!
 //! # Order
@@ -42,6 +42,7 @@ use herald_core::{ChannelLayer, Deliver, Message};
 use tracing::{debug, trace};
 
 use crate::error::Result;
+use crate::fanout::{Events, LayerEvent};
 
 /// Prefix of group channel names (`herald.group.<process>!<id>` with one key, else
 /// `herald.group.k<n>.<process>!<id>`).
@@ -60,8 +61,8 @@ fn prefix_index(group: &str, count: usize) -> usize {
 /// What the inbox hands a connection.
 #[derive(Debug)]
 pub(crate) enum Delivery {
-    /// A layer message (a group message is shared with every other local member).
-    Message(Message),
+    /// A layer message, shared with every other local member it went to.
+    Event(Arc<LayerEvent>),
     /// The inbox overflowed: the connection is a slow consumer.
     Overflow,
 }
@@ -70,7 +71,7 @@ pub(crate) enum Delivery {
 /// pays only for the `Arc`); after a burst its spare capacity is given back.
 #[derive(Debug, Default)]
 struct InboxQueue {
-    messages: VecDeque<Message>,
+    messages: VecDeque<Arc<LayerEvent>>,
     /// The inbox overflowed and the connection has not been told yet.
     overflow: bool,
     /// The receiving half is gone: offers are dropped.
@@ -98,20 +99,20 @@ pub(crate) struct InboxSender {
 }
 
 impl InboxSender {
-    /// Queues `messages` in order without waiting, under one lock and with at most one wake-up.
+    /// Queues `events` in order without waiting, under one lock and with at most one wake-up.
     /// A full inbox marks the connection as overflowed (one [`Delivery::Overflow`] wakes it)
     /// and drops the rest: a group reader never blocks on one slow socket.
-    fn offer_all(&self, messages: &[Message]) {
+    fn offer_all(&self, events: &[Arc<LayerEvent>]) {
         let mut queue = lock(&self.state.queue);
         if queue.closed {
             return;
         }
-        for message in messages {
+        for event in events {
             if queue.messages.len() >= self.state.capacity {
                 queue.overflow = true;
                 break;
             }
-            queue.messages.push_back(message.clone());
+            queue.messages.push_back(Arc::clone(event));
         }
         // Only a receiver that found the queue empty is parked; one that saw messages queued
         // drains them without waiting.
@@ -175,11 +176,11 @@ impl Inbox {
         if std::mem::take(&mut queue.overflow) {
             return Some(Delivery::Overflow);
         }
-        if let Some(message) = queue.messages.pop_front() {
+        if let Some(event) = queue.messages.pop_front() {
             if queue.messages.is_empty() && queue.messages.capacity() > INBOX_KEEP_CAPACITY {
                 queue.messages.shrink_to(INBOX_KEEP_CAPACITY);
             }
-            return Some(Delivery::Message(message));
+            return Some(Delivery::Event(event));
         }
         None
     }
@@ -271,6 +272,7 @@ impl Dispatcher {
 
     /// Runs the jobs in order, for ever (the task ends with the runtime).
     async fn run(self: Arc<Self>) {
+        let mut events = Events::default();
         loop {
             let jobs = std::future::poll_fn(|cx| {
                 let mut queue = lock(&self.queue);
@@ -287,17 +289,24 @@ impl Dispatcher {
             for job in jobs {
                 match job {
                     Job::Group(members, messages) => {
+                        // One event per message, whatever the number of members: what every
+                        // socket derives from it (handler, frame) is derived once.
+                        let events = events.events(messages);
                         let members = lock(&members);
                         trace!(
                             members = members.len(),
-                            batch = messages.len(),
+                            batch = events.len(),
                             "group messages"
                         );
                         for inbox in members.values() {
-                            inbox.offer_all(&messages);
+                            inbox.offer_all(&events);
                         }
                     }
-                    Job::Socket(inbox, messages) => inbox.offer_all(&messages),
+                    Job::Socket(inbox, messages) => {
+                        // Without multiplexing, the layer hands a group message to every
+                        // member socket's sink: they share one event.
+                        inbox.offer_all(&events.events(messages));
+                    }
                 }
             }
         }
@@ -604,7 +613,9 @@ mod tests {
         for (_, mut rx) in inboxes {
             // The probe sent by layer_members above.
             let delivery = bounded(rx.recv()).await;
-            assert!(matches!(delivery, Delivery::Message(m) if m.msg_type() == Some("probe")));
+            assert!(
+                matches!(delivery, Delivery::Event(e) if e.message().msg_type() == Some("probe"))
+            );
             assert!(rx.try_recv().is_none());
         }
     }
@@ -657,7 +668,7 @@ mod tests {
         // Through the dispatcher task: wait for each.
         for n in 0..30 {
             match bounded(rx.recv()).await {
-                Delivery::Message(m) => assert_eq!(m.get("n"), Some(&Value::Int(n))),
+                Delivery::Event(e) => assert_eq!(e.message().get("n"), Some(&Value::Int(n))),
                 other => panic!("expected message {n}, got {other:?}"),
             }
         }
@@ -667,25 +678,25 @@ mod tests {
     #[test]
     fn full_inbox_reports_overflow_once_and_drops() {
         let (tx, mut rx) = Inbox::new(2);
-        let msg = Message::with_type("x");
+        let msg = LayerEvent::new(Message::with_type("x"));
         for _ in 0..5 {
             tx.offer_all(std::slice::from_ref(&msg));
         }
         // The overflow is reported first (the connection closes on it), once.
         assert!(matches!(rx.try_recv(), Some(Delivery::Overflow)));
-        assert!(matches!(rx.try_recv(), Some(Delivery::Message(_))));
-        assert!(matches!(rx.try_recv(), Some(Delivery::Message(_))));
+        assert!(matches!(rx.try_recv(), Some(Delivery::Event(_))));
+        assert!(matches!(rx.try_recv(), Some(Delivery::Event(_))));
         assert!(rx.try_recv().is_none());
         tx.offer_all(std::slice::from_ref(&msg));
-        assert!(matches!(rx.try_recv(), Some(Delivery::Message(_))));
+        assert!(matches!(rx.try_recv(), Some(Delivery::Event(_))));
     }
 
     #[test]
     fn a_closed_inbox_takes_nothing() {
         let (tx, mut rx) = Inbox::new(4);
-        let msg = Message::with_type("x");
+        let msg = LayerEvent::new(Message::with_type("x"));
         tx.offer_all(std::slice::from_ref(&msg));
-        assert!(matches!(rx.try_recv(), Some(Delivery::Message(_))));
+        assert!(matches!(rx.try_recv(), Some(Delivery::Event(_))));
         assert!(rx.try_recv().is_none());
         let state = Arc::clone(&tx.state);
         drop(rx);
@@ -693,46 +704,50 @@ mod tests {
         assert!(lock(&state.queue).messages.is_empty());
     }
 
-    #[tokio::test]
-    async fn recv_wakes_on_an_offer_made_while_it_waits_and_a_drained_queue_shrinks() {
+    #[test]
+    fn recv_wakes_on_an_offer_made_while_it_waits_and_a_drained_queue_shrinks() {
         let (tx, mut rx) = Inbox::new(1024);
-        let waiter = tokio::spawn(async move {
-            let first = rx.recv().await;
-            (first, rx)
-        });
-        // Offer only once the receiver is parked: that is the wake-up under test.
-        bounded(async {
-            while lock(&tx.state.queue).waker.is_none() {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await;
-        let msg = Message::with_type("x");
-        tx.offer_all(std::slice::from_ref(&msg));
-        let (first, mut rx) = bounded(waiter).await.unwrap();
-        assert!(matches!(first, Delivery::Message(_)));
+        let (waker, count) = crate::gate::CountingWaker::new();
+        let mut cx = std::task::Context::from_waker(&waker);
+        let msg = LayerEvent::new(Message::with_type("x"));
+        {
+            // Polled once by hand: the receiver is parked on the empty queue, for certain,
+            // before the offer under test.
+            let mut recv = std::pin::pin!(rx.recv());
+            assert!(recv.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(count.count(), 0);
+            tx.offer_all(std::slice::from_ref(&msg));
+            assert_eq!(count.count(), 1);
+            assert!(matches!(
+                recv.as_mut().poll(&mut cx),
+                Poll::Ready(Delivery::Event(_))
+            ));
+        }
         for _ in 0..500 {
             tx.offer_all(std::slice::from_ref(&msg));
         }
         assert!(lock(&tx.state.queue).messages.capacity() >= 500);
         for _ in 0..500 {
-            assert!(matches!(bounded(rx.recv()).await, Delivery::Message(_)));
+            assert!(matches!(rx.try_recv(), Some(Delivery::Event(_))));
         }
+        assert!(rx.try_recv().is_none());
         assert!(lock(&tx.state.queue).messages.capacity() <= INBOX_KEEP_CAPACITY);
     }
 
     #[test]
     fn a_batch_is_queued_in_order_up_to_capacity_then_overflows() {
         let (tx, mut rx) = Inbox::new(3);
-        let batch: Vec<Message> = (0..5)
-            .map(|i| Message::with_type("x").with("n", i))
+        let batch: Vec<Arc<LayerEvent>> = (0..5)
+            .map(|i| LayerEvent::new(Message::with_type("x").with("n", i)))
             .collect();
         tx.offer_all(&batch[..2]);
         tx.offer_all(&batch[2..]);
         assert!(matches!(rx.try_recv(), Some(Delivery::Overflow)));
         for i in 0..3 {
             match rx.try_recv() {
-                Some(Delivery::Message(m)) => assert_eq!(m.get("n"), Some(&Value::Int(i))),
+                Some(Delivery::Event(e)) => {
+                    assert_eq!(e.message().get("n"), Some(&Value::Int(i)));
+                }
                 other => panic!("expected message {i}, got {other:?}"),
             }
         }
@@ -745,14 +760,14 @@ mod tests {
         let (waker, count) = crate::gate::CountingWaker::new();
         let mut cx = std::task::Context::from_waker(&waker);
         let woken = || count.count();
-        let msg = Message::with_type("x");
+        let msg = LayerEvent::new(Message::with_type("x"));
 
         // Nobody parked: queueing wakes nobody, and the queued message is ready at once.
         tx.offer_all(std::slice::from_ref(&msg));
         assert_eq!(woken(), 0);
         assert!(matches!(
             rx.poll_recv(&mut cx),
-            Poll::Ready(Delivery::Message(_))
+            Poll::Ready(Delivery::Event(_))
         ));
 
         // Parked on an empty queue: the next offer wakes it once, later offers do not.
@@ -762,22 +777,22 @@ mod tests {
         assert_eq!(woken(), 1);
         assert!(matches!(
             rx.poll_recv(&mut cx),
-            Poll::Ready(Delivery::Message(_))
+            Poll::Ready(Delivery::Event(_))
         ));
         assert!(matches!(
             rx.poll_recv(&mut cx),
-            Poll::Ready(Delivery::Message(_))
+            Poll::Ready(Delivery::Event(_))
         ));
     }
 
     #[test]
     fn draining_makes_room_again() {
         let (tx, mut rx) = Inbox::new(1);
-        let msg = Message::with_type("x");
+        let msg = LayerEvent::new(Message::with_type("x"));
         tx.offer_all(std::slice::from_ref(&msg));
-        assert!(matches!(rx.try_recv(), Some(Delivery::Message(_))));
+        assert!(matches!(rx.try_recv(), Some(Delivery::Event(_))));
         tx.offer_all(std::slice::from_ref(&msg));
-        assert!(matches!(rx.try_recv(), Some(Delivery::Message(_))));
+        assert!(matches!(rx.try_recv(), Some(Delivery::Event(_))));
         assert!(rx.try_recv().is_none());
     }
 }

@@ -15,7 +15,7 @@
 //! [`MAX_REMINDER_INTERVAL`]. Never a line per check.
 //!
 //! While a dependency is down a WebSocket handshake is accepted and at once closed with
-//! [`CLOSE_TRY_AGAIN_LATER`] (1013): browsers cannot read an HTTP status of a refused
+//! [`CLOSE_TRY_AGAIN_LATER`](crate::CLOSE_TRY_AGAIN_LATER) (1013): browsers cannot read an HTTP status of a refused
 //! handshake, but they do see a close code, and the browser client retries with backoff.
 
 use std::fmt;
@@ -31,15 +31,12 @@ use tracing::{info, warn};
 
 use crate::shutdown::ShutdownSignal;
 
-/// Close code for a handshake refused because a dependency is down: 1013 "Try Again Later"
-/// (RFC 6455 registry). The browser client reconnects with backoff on it.
-pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
-/// Close reason sent with [`CLOSE_TRY_AGAIN_LATER`].
-pub const TRY_AGAIN_LATER_REASON: &str = "try again later";
 /// Readiness endpoint: `200 ready`, or `503` with the dependencies that are down.
 pub const READYZ_PATH: &str = "/readyz";
 /// The longest gap between two "still down" reminders.
 pub const MAX_REMINDER_INTERVAL: Duration = Duration::from_secs(600);
+/// The first "still down" reminder comes after this many check intervals (then the gap doubles).
+const FIRST_REMINDER_INTERVALS: u32 = 10;
 /// How long one check may take before it counts as failed.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// A handshake while a dependency is down re-checks it if the last check is older than this.
@@ -314,7 +311,8 @@ impl Health {
                 s.up = Some(false);
                 s.error = error;
                 s.since = now;
-                s.reminder_gap = (self.interval * 10).min(MAX_REMINDER_INTERVAL);
+                s.reminder_gap =
+                    (self.interval * FIRST_REMINDER_INTERVALS).min(MAX_REMINDER_INTERVAL);
                 s.next_reminder = now + s.reminder_gap;
             }
         }

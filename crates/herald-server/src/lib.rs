@@ -11,7 +11,8 @@
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use futures_util::StreamExt;
-//! use herald_core::{ChannelLayer, InMemoryLayer, messaging};
+//! use herald_core::{ChannelLayer, InMemoryLayer};
+//! use herald_messaging as messaging;
 //! use herald_server::{App, Identity, ServerConfig, StaticTokenAuthenticator, TasksConsumer};
 //!
 //! let layer: Arc<dyn ChannelLayer> = Arc::new(InMemoryLayer::new(Default::default()).unwrap());
@@ -47,14 +48,21 @@
 //!   frames, 5 s handshake) plus Herald's limits (queue, rate, caps).
 //! * [`error`] — the one opaque [`Error`] with [`ErrorKind`].
 //! * `server` — [`serve`]: the accept loop on hyper 1, one task per TCP connection.
-//! * `upgrade` — the only code touching hyper upgrades and the tungstenite handshake.
-//! * `routing` — path → WebSocket route, `/healthz`, `/metrics`, assets, 404.
+//! * `routing` — the HTTP router: `/healthz`, `/readyz`, `/metrics`, the publish API, assets,
+//!   404; upgrade requests go on to `upgrade`.
+//! * `upgrade` — the WebSocket handshake: the only code touching hyper upgrades and tungstenite's
+//!   handshake.
 //! * `assets` — the browser client [`CLIENT_JS_PATH`] and the opt-in demo page [`DEMO_PATH`].
 //! * `app` — [`App`]/[`AppBuilder`] and [`App::connect`], the socket-independent handshake
 //!   (route, origin, auth, caps, `connect`).
 //! * [`consumer`] — the [`Consumer`] trait and Channels' type → handler dispatch.
-//! * [`context`] — [`Context`]: accept, send, close, groups, identity, request.
-//! * `runtime` — [`Connection::run`]: the per-connection `select!` loop and close sequence.
+//! * `frame` — [`Frame`] (a client's data frame) and [`SharedText`] (a text payload cheap to
+//!   clone).
+//! * [`context`] — [`Context`]: accept, send, close, groups, identity, request; the group
+//!   cleanup when the socket ends.
+//! * [`close`] — every close code, in one table.
+//! * `runtime` — [`Connection::run`]: the per-connection `select!` loop, its steps (read,
+//!   dispatch inbox, write, flush, keep-alive) and the close sequence.
 //! * [`shutdown`] — the shutdown signal and the drain tracker.
 //! * [`metrics`] — atomic counters, Prometheus text, and the [`MetricsSource`] hook.
 //! * [`auth`] — [`HandshakeRequest`], [`Identity`], the [`Authenticator`] hook and two real
@@ -64,7 +72,8 @@
 //! * `presence` — live sockets mirrored into a [`Presence`](herald_core::presence::Presence)
 //!   store (see [`AppBuilder::presence`]).
 //! * `publish` — the opt-in HTTP publish API ([`PublishAccess`]): JSON in, counts out.
-//! * `fanout` — [`SharedText`] and encode-once fan-out.
+//! * `fanout` — encode-once fan-out: the per-message `LayerEvent` every inbox shares (handler
+//!   name, JSON frame).
 //! * `health` — readiness: the monitor task that checks the layer and every [`HealthCheck`],
 //!   `/readyz`, and the 1013 refusal while a dependency is down.
 //! * `groups` — group multiplexing: one layer channel per (process, group), fanned out to the
@@ -73,22 +82,13 @@
 //! * [`consumers`] — ready-made consumers: [`TasksConsumer`] for the guide's `/ws/tasks/`.
 //!
 //! # Close codes
-//! | code | when |
-//! |------|------|
-//! | 1000 | consumer `close()` without a code; `websocket_timeout` expired (Daphne) |
-//! | 1001 | server shutdown |
-//! | 1008 | [`CLOSE_RATE_LIMITED`]: inbound rate limit exceeded |
-//! | 1009 | [`CLOSE_TOO_BIG`]: frame or message over `max_frame_size` / `max_message_size` |
-//! | 1011 | a consumer handler or the layer failed after accept (Daphne) |
-//! | 1013 | [`CLOSE_TRY_AGAIN_LATER`]: the handshake came while the layer (or another [`HealthCheck`]) was down; retry with backoff |
-//! | 4008 | [`CLOSE_SLOW_CONSUMER`]: the client did not read and its outbound queue overflowed |
-//!
-//! A missed pong drops the TCP connection without a close frame (autobahn's behaviour), so
-//! clients and `disconnect` see 1006. Before accept, refusals are HTTP statuses: 403 (origin,
-//! consumer closed, handshake timeout — as Daphne), 404, 429 (caps), 500 (auth backend or
-//! `connect` failed).
+//! The [`close`] module has the table: 1000, 1001, 1002, 1006 (reported, never sent), 1007,
+//! 1008, 1009, 1011, 1013 and Herald's 4008 for a slow consumer. Before accept, refusals are
+//! HTTP statuses: 403 (origin, consumer closed, handshake timeout — as Daphne), 404, 429
+//! (caps), 500 (auth backend or `connect` failed).
 
 pub mod auth;
+pub mod close;
 pub mod config;
 pub mod consumer;
 pub mod consumers;
@@ -102,6 +102,7 @@ mod app;
 mod assets;
 mod fanout;
 mod forwarded;
+mod frame;
 mod gate;
 mod groups;
 mod health;
@@ -122,19 +123,18 @@ pub use auth::{
     AnonymousAuthenticator, AuthError, Authenticator, HandshakeRequest, Identity,
     StaticTokenAuthenticator, TrustedHeaderAuthenticator,
 };
+pub use close::{
+    CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_INVALID_PAYLOAD, CLOSE_NORMAL,
+    CLOSE_PROTOCOL_ERROR, CLOSE_RATE_LIMITED, CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG,
+    CLOSE_TRY_AGAIN_LATER, TRY_AGAIN_LATER_REASON,
+};
 pub use config::{RateLimit, ServerConfig};
-pub use consumer::{Consumer, ConsumerFactory, Frame, Handled, handler_name};
+pub use consumer::{Consumer, ConsumerFactory, Handled, handler_name};
 pub use consumers::tasks::TasksConsumer;
-pub use context::{
-    CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_RATE_LIMITED,
-    CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG, Context,
-};
+pub use context::Context;
 pub use error::{Error, ErrorKind, Result};
-pub use fanout::SharedText;
-pub use health::{
-    CHANNEL_LAYER, CLOSE_TRY_AGAIN_LATER, HealthCheck, MAX_REMINDER_INTERVAL, READYZ_PATH,
-    Readiness, TRY_AGAIN_LATER_REASON,
-};
+pub use frame::{Frame, SharedText};
+pub use health::{CHANNEL_LAYER, HealthCheck, MAX_REMINDER_INTERVAL, READYZ_PATH, Readiness};
 pub use metrics::{DropReason, Metrics, MetricsSource};
 pub use publish::{
     MAX_PUBLISH_BODY, PRESENCE_PATH, PUBLISH_PATH, PublishAccess, TEST_CONNECTION_PATH,

@@ -72,13 +72,17 @@ impl PresenceRegistry {
     }
 }
 
+/// The shortest refresh period, whatever the TTL: a tiny TTL must not turn the refresher into
+/// a busy loop against the store.
+const MIN_REFRESH_PERIOD: Duration = Duration::from_millis(100);
+
 /// Touches every live socket every `ttl / 3` until the registry is gone.
 async fn refresh_loop(registry: Weak<PresenceRegistry>) {
     loop {
         let Some(period) = registry.upgrade().map(|r| r.ttl / 3) else {
             return;
         };
-        tokio::time::sleep(period.max(Duration::from_millis(100))).await;
+        tokio::time::sleep(period.max(MIN_REFRESH_PERIOD)).await;
         let Some(reg) = registry.upgrade() else {
             return;
         };

@@ -27,8 +27,8 @@ use subtle::ConstantTimeEq;
 use tracing::{debug, warn};
 
 use herald_core::Message;
-use herald_core::messaging::{Messenger, user_group};
 use herald_core::names::require_valid_group_name;
+use herald_messaging::{Messenger, user_group};
 
 use crate::app::AppInner;
 
@@ -142,6 +142,13 @@ async fn json_body(
     Ok(body)
 }
 
+/// How long `test-connection` waits for the sockets' answers when the body names no `wait`
+/// (seconds, the CLI's default too).
+const DEFAULT_TEST_WAIT_SECS: u64 = 3;
+/// The longest `wait` a caller may ask for (seconds): the request holds a connection and a
+/// layer channel that long.
+const MAX_TEST_WAIT_SECS: u64 = 30;
+
 /// The guide's `test_websocket_connection`, run inside this server: works without Redis.
 async fn test_connection(app: &Arc<AppInner>, req: Request<Incoming>) -> Response<Body> {
     let body = match json_body(req).await {
@@ -152,8 +159,8 @@ async fn test_connection(app: &Arc<AppInner>, req: Request<Incoming>) -> Respons
         return error(StatusCode::BAD_REQUEST, "\"user\" must be a string");
     };
     let wait = match body.get("wait").map(Json::as_u64) {
-        None => 3,
-        Some(Some(s @ 1..=30)) => s,
+        None => DEFAULT_TEST_WAIT_SECS,
+        Some(Some(s @ 1..=MAX_TEST_WAIT_SECS)) => s,
         Some(_) => return error(StatusCode::BAD_REQUEST, "\"wait\" must be 1 to 30 seconds"),
     };
     if let Err(e) = require_valid_group_name(&user_group(user)) {

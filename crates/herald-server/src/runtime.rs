@@ -2,6 +2,19 @@
 //! layer messages and timers, then the close sequence (close frame, `disconnect`, group
 //! cleanup).
 //!
+//! The loop ([`Connection::run`]) only waits and routes; each thing it does is a named step,
+//! the way hyper's dispatcher splits reading from writing and flushing:
+//! * **write** ([`poll_write`]) and **flush** ([`poll_flush`]): queued frames go to the sink in
+//!   batches, flushed after every [`WRITE_BATCH`] and when the queue is empty;
+//! * **read** (`Connection::read`): a client frame, a read error or a close, to
+//!   [`Consumer::receive`] through the rate limit;
+//! * **dispatch inbox** (`Connection::dispatch_inbox`): up to [`INBOX_BATCH`] layer messages
+//!   per wake-up, each to [`Consumer::handle`];
+//! * **keep-alive** ([`KeepAlive`]): Daphne's ping interval and timeout and
+//!   `websocket_timeout`;
+//! * **close** (`Connection::close`) and **finish** (`Connection::finish`): the close
+//!   handshake, then `disconnect`, group cleanup and presence.
+//!
 //! The loop is generic over any `Sink`/`Stream` of tungstenite messages, so consumers are
 //! tested over in-memory channels; the server passes the two halves of a
 //! `tokio_tungstenite::WebSocketStream`.
@@ -10,38 +23,43 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, ready};
+use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use herald_core::Message;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{
     Error as WsError, Message as WsMessage, error::ProtocolError,
 };
 use tracing::{Instrument, debug, debug_span, trace, warn};
 
-use crate::app::discard_all;
-use crate::consumer::{Consumer, Frame, Handled};
-use crate::context::{
-    CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, CLOSE_RATE_LIMITED,
-    CLOSE_TOO_BIG, Context, State, close_frame,
+use crate::close::{
+    CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_INVALID_PAYLOAD, CLOSE_NORMAL,
+    CLOSE_PROTOCOL_ERROR, CLOSE_RATE_LIMITED, CLOSE_TOO_BIG, close_frame,
 };
-use crate::fanout::SharedText;
+use crate::config::ServerConfig;
+use crate::consumer::{Consumer, Handled};
+use crate::context::{Context, State};
+use crate::fanout::LayerEvent;
+use crate::frame::{Frame, SharedText};
 use crate::gate::Gate;
 use crate::groups::{Delivery, Inbox};
 use crate::limits::{CapPermit, TokenBucket};
 use crate::metrics::{DropReason, Metrics};
+use crate::presence::PresenceGuard;
 use crate::shutdown::ShutdownSignal;
 
-/// Frames handed to tungstenite between flushes; bounds its internal write buffer.
+/// Frames handed to tungstenite between flushes: bounds its internal write buffer, and lets a
+/// socket that fell behind write several frames per syscall.
 const WRITE_BATCH: usize = 16;
-/// Group messages handled per wake-up before the loop looks at its other branches again.
+/// Layer messages handled per wake-up before the loop looks at its other branches again: a
+/// busy group must not keep the loop from the client's frames and the timers.
 const INBOX_BATCH: usize = 16;
 
 /// An accepted connection waiting for its socket. Made by [`App::connect`](crate::App::connect).
 pub struct Connection {
     consumer: Box<dyn Consumer>,
     ctx: Context,
-    _permit: crate::limits::CapPermit,
+    _permit: CapPermit,
 }
 
 impl std::fmt::Debug for Connection {
@@ -51,11 +69,6 @@ impl std::fmt::Debug for Connection {
             .finish_non_exhaustive()
     }
 }
-
-/// RFC 6455 1007: a text message that is not valid UTF-8.
-const CLOSE_INVALID_PAYLOAD: u16 = 1007;
-/// RFC 6455 1002: a protocol violation (bad opcode, RSV bits, unmasked or stray frame).
-const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,9 +121,91 @@ enum Ending {
     Dropped(CloseReason),
 }
 
-/// Writes queued frames: `poll_ready` before taking a frame from the queue, so a frame leaves
-/// the queue only when the sink has room for it (nothing is lost if this future is dropped).
-fn drive_writes<Si>(
+/// What the loop keeps between rounds, apart from the consumer and its context.
+struct LoopState {
+    /// Why the server is closing, when the runtime decided it (not the consumer).
+    forced: Option<CloseReason>,
+    /// Frames went into the sink since its last flush.
+    needs_flush: bool,
+    /// The inbound rate limit, if configured.
+    bucket: Option<TokenBucket>,
+    keepalive: KeepAlive,
+}
+
+/// What the keep-alive timer asks for when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tick {
+    /// `websocket_timeout` elapsed: close with 1000 (Daphne).
+    Lifetime,
+    /// No pong (or any frame) within `ping_timeout` of our ping: drop the connection.
+    PingTimeout,
+    /// Nothing heard for `ping_interval`: send a ping.
+    Ping,
+    /// Woken early (a frame reset the clock): nothing to do.
+    Wait,
+}
+
+/// The keep-alive clock: Daphne's `ping_interval` / `ping_timeout` and `websocket_timeout`.
+/// Any frame from the client counts as a sign of life and cancels an outstanding ping.
+#[derive(Debug)]
+struct KeepAlive {
+    last_seen: Instant,
+    ping_sent: Option<Instant>,
+    lifetime_deadline: Option<Instant>,
+    ping_interval: Duration,
+    ping_timeout: Duration,
+}
+
+impl KeepAlive {
+    fn new(start: Instant, config: &ServerConfig) -> Self {
+        KeepAlive {
+            last_seen: start,
+            ping_sent: None,
+            lifetime_deadline: config.websocket_timeout.map(|t| start + t),
+            ping_interval: config.ping_interval,
+            ping_timeout: config.ping_timeout,
+        }
+    }
+
+    /// When the timer should fire next.
+    fn deadline(&self) -> Instant {
+        let keepalive = match self.ping_sent {
+            Some(sent) => sent + self.ping_timeout,
+            None => self.last_seen + self.ping_interval,
+        };
+        self.lifetime_deadline
+            .map_or(keepalive, |l| l.min(keepalive))
+    }
+
+    /// A frame arrived at `now`.
+    fn seen(&mut self, now: Instant) {
+        self.last_seen = now;
+        self.ping_sent = None;
+    }
+
+    /// The timer fired at `now`; a [`Tick::Ping`] counts as sent.
+    fn tick(&mut self, now: Instant) -> Tick {
+        if self.lifetime_deadline.is_some_and(|d| now >= d) {
+            Tick::Lifetime
+        } else if let Some(sent) = self.ping_sent {
+            if now >= sent + self.ping_timeout {
+                Tick::PingTimeout
+            } else {
+                Tick::Wait
+            }
+        } else if now >= self.last_seen + self.ping_interval {
+            self.ping_sent = Some(now);
+            Tick::Ping
+        } else {
+            Tick::Wait
+        }
+    }
+}
+
+/// Write step: hands queued frames to the sink, `poll_ready` before taking each from the queue,
+/// so a frame leaves the queue only when the sink has room for it (nothing is lost if this
+/// future is dropped); flushes after every [`WRITE_BATCH`] frames and at the end.
+fn poll_write<Si>(
     sink: &mut Si,
     queue: &mut std::collections::VecDeque<WsMessage>,
     needs_flush: &mut bool,
@@ -123,8 +218,7 @@ where
     let mut batch = 0;
     while !queue.is_empty() {
         if batch == WRITE_BATCH {
-            ready!(Pin::new(&mut *sink).poll_flush(cx))?;
-            *needs_flush = false;
+            ready!(poll_flush(sink, needs_flush, cx))?;
             batch = 0;
         }
         ready!(Pin::new(&mut *sink).poll_ready(cx))?;
@@ -139,6 +233,19 @@ where
         *needs_flush = true;
         batch += 1;
     }
+    poll_flush(sink, needs_flush, cx)
+}
+
+/// Flush step: flushes the sink if frames went into it since the last flush (and after a
+/// ping from the client, whose pong tungstenite queued itself).
+fn poll_flush<Si>(
+    sink: &mut Si,
+    needs_flush: &mut bool,
+    cx: &mut TaskContext<'_>,
+) -> Poll<Result<(), WsError>>
+where
+    Si: Sink<WsMessage, Error = WsError> + Unpin,
+{
     if *needs_flush {
         ready!(Pin::new(&mut *sink).poll_flush(cx))?;
         *needs_flush = false;
@@ -200,7 +307,7 @@ impl Connection {
         {
             warn!(error = %err, "consumer disconnect failed");
         }
-        discard_all(&mut self.ctx).await;
+        self.ctx.discard_all().await;
     }
 
     /// Runs the connection until it closes: client frames go to [`Consumer::receive`], layer
@@ -233,6 +340,8 @@ impl Connection {
         self.run_inner(sink, stream, shutdown).instrument(span)
     }
 
+    /// The loop: waits on every source, hands what arrived to its step, and ends in the
+    /// close sequence.
     async fn run_inner<Si, St>(
         mut self: Box<Self>,
         mut sink: Si,
@@ -262,20 +371,14 @@ impl Connection {
         // the layer (see `groups`), bounded.
         let mut inbox = self.ctx.inbox.take();
         let start = Instant::now();
-        let mut bucket = config.rate_limit.map(|l| TokenBucket::new(l, start));
-        let lifetime_deadline = config.websocket_timeout.map(|t| start + t);
-        let mut last_seen = start;
-        let mut ping_sent: Option<Instant> = None;
-        let next_deadline = |last_seen: Instant, ping_sent: Option<Instant>| {
-            let keepalive = match ping_sent {
-                Some(sent) => sent + config.ping_timeout,
-                None => last_seen + config.ping_interval,
-            };
-            lifetime_deadline.map_or(keepalive, |l| l.min(keepalive))
+        let mut state = LoopState {
+            forced: None,
+            needs_flush: false,
+            bucket: config.rate_limit.map(|l| TokenBucket::new(l, start)),
+            keepalive: KeepAlive::new(start, config),
         };
-        let timer = tokio::time::sleep_until(next_deadline(last_seen, ping_sent));
+        let timer = tokio::time::sleep_until(state.keepalive.deadline());
         tokio::pin!(timer);
-        let mut needs_flush = false;
         // One wait for the socket's life: a fresh `wait()` per round registers in and unlinks
         // from the watch channel's waiter list every time (~9 % of the server's CPU in a
         // 300k frames/s broadcast profile).
@@ -286,27 +389,14 @@ impl Connection {
         // (see `gate`): most wake-ups are layer messages, and polling the socket read and the
         // shutdown wait each time cost a third of the user time.
         let (shutdown_gate, read_gate) = (Gate::new(), Gate::new());
-        // Reason for a server-initiated close decided by the runtime (not the consumer).
-        let mut forced: Option<CloseReason> = None;
 
         let ending = loop {
-            if let State::Closing(code) = self.ctx.state() {
-                let reason = if self.ctx.slow_consumer {
-                    Metrics::incr(&metrics.slow_consumer_closes);
-                    debug!("slow consumer: outbound queue full");
-                    CloseReason::SlowConsumer
-                } else {
-                    forced.unwrap_or(CloseReason::ConsumerClosed)
-                };
-                break Ending::Close {
-                    code,
-                    reason,
-                    // After an oversized or invalid frame the read side is unusable.
-                    read_reply: !matches!(reason, CloseReason::TooBig | CloseReason::InvalidFrame),
-                };
+            if let Some(ending) = self.closing(state.forced, metrics) {
+                break ending;
             }
-            let has_output = !self.ctx.outbound.is_empty() || needs_flush;
+            let has_output = !self.ctx.outbound.is_empty() || state.needs_flush;
             let outbound = &mut self.ctx.outbound;
+            let needs_flush = &mut state.needs_flush;
 
             // Branch order matters (biased):
             // 1. shutdown first, so a draining server starts no new work on this socket;
@@ -323,13 +413,12 @@ impl Connection {
                     if !shutdown_seen =>
                 {
                     shutdown_seen = true;
-                    forced = Some(CloseReason::Shutdown);
-                    self.ctx.force_close(CLOSE_GOING_AWAY);
+                    self.force(&mut state, CloseReason::Shutdown, CLOSE_GOING_AWAY);
                 }
 
-                res = std::future::poll_fn(|cx| {
-                    drive_writes(&mut sink, outbound, &mut needs_flush, metrics, cx)
-                }), if has_output => {
+                res = std::future::poll_fn(|cx| poll_write(&mut sink, outbound, needs_flush, metrics, cx)),
+                    if has_output =>
+                {
                     if let Err(err) = res {
                         debug!(error = %err, "write failed");
                         break Ending::Dropped(CloseReason::Dropped);
@@ -337,137 +426,249 @@ impl Connection {
                 }
 
                 frame = std::future::poll_fn(|cx| read_gate.poll(cx, |cx| stream.poll_next_unpin(cx))) => {
-                    let msg = match frame {
-                        None => break Ending::Dropped(CloseReason::Dropped),
-                        Some(Err(WsError::Capacity(err))) => {
-                            debug!(error = %err, "frame too big");
-                            Metrics::incr(&metrics.oversize_closes);
-                            forced = Some(CloseReason::TooBig);
-                            self.ctx.force_close(CLOSE_TOO_BIG);
-                            continue;
-                        }
-                        // tungstenite reports these but sends no close frame itself;
-                        // RFC 6455 §7.4.1 wants 1007 for a text message that is not UTF-8 and
-                        // 1002 for a protocol violation (Daphne/autobahn send them too).
-                        Some(Err(WsError::Utf8(err))) => {
-                            debug!(error = %err, "text frame is not utf-8");
-                            forced = Some(CloseReason::InvalidFrame);
-                            self.ctx.force_close(CLOSE_INVALID_PAYLOAD);
-                            continue;
-                        }
-                        Some(Err(WsError::Protocol(err)))
-                            if err != ProtocolError::ResetWithoutClosingHandshake =>
-                        {
-                            debug!(error = %err, "protocol violation");
-                            forced = Some(CloseReason::InvalidFrame);
-                            self.ctx.force_close(CLOSE_PROTOCOL_ERROR);
-                            continue;
-                        }
-                        Some(Err(err)) => {
-                            debug!(error = %err, "read failed");
-                            break Ending::Dropped(CloseReason::Dropped);
-                        }
-                        Some(Ok(msg)) => msg,
-                    };
-                    last_seen = Instant::now();
-                    ping_sent = None;
-                    let frame = match msg {
-                        WsMessage::Text(text) => Frame::Text(SharedText::from_inner(text)),
-                        WsMessage::Binary(bytes) => Frame::Binary(bytes),
-                        WsMessage::Ping(_) => {
-                            // tungstenite queued the pong; make sure it gets flushed. Pings
-                            // spend rate-limit tokens too: each one makes us write a pong.
-                            needs_flush = true;
-                            if rate_limited(&mut bucket, last_seen) {
-                                Metrics::incr(&metrics.rate_limit_closes);
-                                debug!("inbound rate limit exceeded by pings");
-                                forced = Some(CloseReason::RateLimited);
-                                self.ctx.force_close(CLOSE_RATE_LIMITED);
-                            }
-                            continue;
-                        }
-                        WsMessage::Pong(_) | WsMessage::Frame(_) => continue,
-                        WsMessage::Close(close) => {
-                            // tungstenite queued the close reply; flushed in the close sequence.
-                            break Ending::ClientClosed(close.map(|c| u16::from(c.code)));
-                        }
-                    };
-                    Metrics::incr(&metrics.frames_in);
-                    if rate_limited(&mut bucket, last_seen) {
-                        Metrics::incr(&metrics.rate_limit_closes);
-                        debug!("inbound rate limit exceeded");
-                        forced = Some(CloseReason::RateLimited);
-                        self.ctx.force_close(CLOSE_RATE_LIMITED);
-                        continue;
-                    }
-                    if let Err(err) = self.consumer.receive(&mut self.ctx, frame).await
-                        && !self.ctx.slow_consumer
-                    {
-                        Metrics::incr(&metrics.handler_errors);
-                        warn!(error = %err, channel = %channel, "consumer receive failed");
-                        forced = Some(CloseReason::HandlerError);
-                        self.ctx.force_close(CLOSE_INTERNAL_ERROR);
+                    if let Some(ending) = self.read(frame, &mut state, metrics, &channel).await {
+                        break ending;
                     }
                 }
 
                 delivery = std::future::poll_fn(|cx| poll_delivery(&mut inbox, cx)) => {
-                    // Handle what is already queued too (up to a batch): one select! round per
-                    // group message would re-poll every other branch each time.
-                    let mut next = Some(delivery);
-                    let mut handled = 0;
-                    while let Some(delivery) = next.take() {
-                        match delivery {
-                            Delivery::Message(message) => {
-                                self.dispatch(message, metrics, &mut forced).await;
-                            }
-                            Delivery::Overflow => self.ctx.inbox_overflowed(),
-                        }
-                        handled += 1;
-                        if handled < INBOX_BATCH && self.ctx.is_open() {
-                            next = inbox.as_mut().and_then(Inbox::try_recv);
-                        }
-                    }
+                    self.dispatch_inbox(delivery, &mut inbox, &mut state, metrics).await;
                 }
 
                 () = &mut timer => {
-                    let now = Instant::now();
-                    if lifetime_deadline.is_some_and(|d| now >= d) {
-                        forced = Some(CloseReason::Lifetime);
-                        self.ctx.force_close(CLOSE_NORMAL);
-                    } else if let Some(sent) = ping_sent {
-                        if now >= sent + config.ping_timeout {
-                            // autobahn's autoPingTimeout drops the connection without a close
-                            // handshake; so do we (disconnect sees 1006).
-                            Metrics::incr(&metrics.ping_timeouts);
-                            debug!("ping timeout");
-                            break Ending::Dropped(CloseReason::PingTimeout);
-                        }
-                    } else if now >= last_seen + config.ping_interval {
-                        self.ctx.outbound.push_back(WsMessage::Ping(Default::default()));
-                        ping_sent = Some(now);
+                    if let Some(ending) = self.keep_alive(&mut state, metrics) {
+                        break ending;
                     }
-                    timer.as_mut().reset(next_deadline(last_seen, ping_sent));
+                    timer.as_mut().reset(state.keepalive.deadline());
                 }
             }
         };
         drop(inbox);
 
-        let closed = match ending {
+        let closed = self
+            .close(
+                ending,
+                &mut sink,
+                &mut stream,
+                &mut state.needs_flush,
+                config,
+                metrics,
+            )
+            .await;
+        drop(sink);
+        drop(stream);
+        self.finish(closed, presence, &channel).await;
+        closed
+    }
+
+    /// Records a close the runtime decided (not the consumer).
+    fn force(&mut self, state: &mut LoopState, reason: CloseReason, code: u16) {
+        state.forced = Some(reason);
+        self.ctx.force_close(code);
+    }
+
+    /// How the loop ends once the context is closing (the consumer's or the runtime's call).
+    fn closing(&self, forced: Option<CloseReason>, metrics: &Metrics) -> Option<Ending> {
+        let State::Closing(code) = self.ctx.state() else {
+            return None;
+        };
+        let reason = if self.ctx.slow_consumer {
+            Metrics::incr(&metrics.slow_consumer_closes);
+            debug!("slow consumer: outbound queue full");
+            CloseReason::SlowConsumer
+        } else {
+            forced.unwrap_or(CloseReason::ConsumerClosed)
+        };
+        Some(Ending::Close {
+            code,
+            reason,
+            // After an oversized or invalid frame the read side is unusable.
+            read_reply: !matches!(reason, CloseReason::TooBig | CloseReason::InvalidFrame),
+        })
+    }
+
+    /// Read step: what the socket read returned. `Some` ends the loop.
+    async fn read(
+        &mut self,
+        frame: Option<Result<WsMessage, WsError>>,
+        state: &mut LoopState,
+        metrics: &Metrics,
+        channel: &str,
+    ) -> Option<Ending> {
+        let msg = match frame {
+            None => return Some(Ending::Dropped(CloseReason::Dropped)),
+            Some(Err(WsError::Capacity(err))) => {
+                debug!(error = %err, "frame too big");
+                Metrics::incr(&metrics.oversize_closes);
+                self.force(state, CloseReason::TooBig, CLOSE_TOO_BIG);
+                return None;
+            }
+            // tungstenite reports these but sends no close frame itself; RFC 6455 §7.4.1
+            // wants 1007 for a text message that is not UTF-8 and 1002 for a protocol
+            // violation (Daphne/autobahn send them too).
+            Some(Err(WsError::Utf8(err))) => {
+                debug!(error = %err, "text frame is not utf-8");
+                self.force(state, CloseReason::InvalidFrame, CLOSE_INVALID_PAYLOAD);
+                return None;
+            }
+            Some(Err(WsError::Protocol(err)))
+                if err != ProtocolError::ResetWithoutClosingHandshake =>
+            {
+                debug!(error = %err, "protocol violation");
+                self.force(state, CloseReason::InvalidFrame, CLOSE_PROTOCOL_ERROR);
+                return None;
+            }
+            Some(Err(err)) => {
+                debug!(error = %err, "read failed");
+                return Some(Ending::Dropped(CloseReason::Dropped));
+            }
+            Some(Ok(msg)) => msg,
+        };
+        let now = Instant::now();
+        state.keepalive.seen(now);
+        let frame = match msg {
+            WsMessage::Text(text) => Frame::Text(SharedText::from_inner(text)),
+            WsMessage::Binary(bytes) => Frame::Binary(bytes),
+            WsMessage::Ping(_) => {
+                // tungstenite queued the pong; make sure it gets flushed. Pings spend
+                // rate-limit tokens too: each one makes us write a pong.
+                state.needs_flush = true;
+                if rate_limited(&mut state.bucket, now) {
+                    Metrics::incr(&metrics.rate_limit_closes);
+                    debug!("inbound rate limit exceeded by pings");
+                    self.force(state, CloseReason::RateLimited, CLOSE_RATE_LIMITED);
+                }
+                return None;
+            }
+            WsMessage::Pong(_) | WsMessage::Frame(_) => return None,
+            WsMessage::Close(close) => {
+                // tungstenite queued the close reply; flushed in the close sequence.
+                return Some(Ending::ClientClosed(close.map(|c| u16::from(c.code))));
+            }
+        };
+        Metrics::incr(&metrics.frames_in);
+        if rate_limited(&mut state.bucket, now) {
+            Metrics::incr(&metrics.rate_limit_closes);
+            debug!("inbound rate limit exceeded");
+            self.force(state, CloseReason::RateLimited, CLOSE_RATE_LIMITED);
+            return None;
+        }
+        if let Err(err) = self.consumer.receive(&mut self.ctx, frame).await
+            && !self.ctx.slow_consumer
+        {
+            Metrics::incr(&metrics.handler_errors);
+            warn!(error = %err, channel = %channel, "consumer receive failed");
+            self.force(state, CloseReason::HandlerError, CLOSE_INTERNAL_ERROR);
+        }
+        None
+    }
+
+    /// Dispatch-inbox step: `first` and what is already queued behind it, up to
+    /// [`INBOX_BATCH`] (one `select!` round per group message would re-poll every other
+    /// branch each time).
+    async fn dispatch_inbox(
+        &mut self,
+        first: Delivery,
+        inbox: &mut Option<Inbox>,
+        state: &mut LoopState,
+        metrics: &Metrics,
+    ) {
+        let mut next = Some(first);
+        let mut handled = 0;
+        while let Some(delivery) = next.take() {
+            match delivery {
+                Delivery::Event(event) => self.dispatch(event, state, metrics).await,
+                Delivery::Overflow => self.ctx.inbox_overflowed(),
+            }
+            handled += 1;
+            if handled < INBOX_BATCH && self.ctx.is_open() {
+                next = inbox.as_mut().and_then(Inbox::try_recv);
+            }
+        }
+    }
+
+    /// Channels' dispatch: `type` → handler name → [`Consumer::handle`].
+    async fn dispatch(&mut self, event: Arc<LayerEvent>, state: &mut LoopState, metrics: &Metrics) {
+        // Derived once per message for all the sockets it fans out to.
+        let Some(handler) = event.handler() else {
+            match event.message().msg_type() {
+                None => {
+                    metrics.inc_drop(DropReason::MissingType);
+                    debug!("layer message without type dropped");
+                }
+                Some(msg_type) => {
+                    metrics.inc_drop(DropReason::MalformedType);
+                    debug!(msg_type, "layer message with malformed type dropped");
+                }
+            }
+            return;
+        };
+        self.ctx.set_handling(Some(Arc::clone(&event)));
+        let handled = self
+            .consumer
+            .handle(&mut self.ctx, handler, event.message().clone())
+            .await;
+        self.ctx.set_handling(None);
+        match handled {
+            Ok(Handled::Yes) => {}
+            Ok(Handled::No) => {
+                metrics.inc_drop(DropReason::UnknownType);
+                debug!(handler = %handler, "no handler for layer message type; dropped");
+            }
+            Err(_) if self.ctx.slow_consumer => {}
+            Err(err) => {
+                Metrics::incr(&metrics.handler_errors);
+                warn!(error = %err, handler = %handler, channel = %self.ctx.channel_name(), "consumer handler failed");
+                self.force(state, CloseReason::HandlerError, CLOSE_INTERNAL_ERROR);
+            }
+        }
+    }
+
+    /// Keep-alive step: the timer fired. `Some` ends the loop.
+    fn keep_alive(&mut self, state: &mut LoopState, metrics: &Metrics) -> Option<Ending> {
+        match state.keepalive.tick(Instant::now()) {
+            Tick::Lifetime => self.force(state, CloseReason::Lifetime, CLOSE_NORMAL),
+            Tick::PingTimeout => {
+                // autobahn's autoPingTimeout drops the connection without a close handshake;
+                // so do we (disconnect sees 1006).
+                Metrics::incr(&metrics.ping_timeouts);
+                debug!("ping timeout");
+                return Some(Ending::Dropped(CloseReason::PingTimeout));
+            }
+            Tick::Ping => self
+                .ctx
+                .outbound
+                .push_back(WsMessage::Ping(Default::default())),
+            Tick::Wait => {}
+        }
+        None
+    }
+
+    /// Close step: the close handshake the ending calls for, bounded by `close_timeout`.
+    async fn close<Si, St>(
+        &mut self,
+        ending: Ending,
+        sink: &mut Si,
+        stream: &mut St,
+        needs_flush: &mut bool,
+        config: &ServerConfig,
+        metrics: &Metrics,
+    ) -> Closed
+    where
+        Si: Sink<WsMessage, Error = WsError> + Unpin + Send,
+        St: Stream<Item = Result<WsMessage, WsError>> + Unpin + Send,
+    {
+        match ending {
             Ending::Close {
                 code,
                 reason,
                 read_reply,
             } => {
                 self.ctx.outbound.push_back(close_frame(code));
+                let outbound = &mut self.ctx.outbound;
                 let flush_and_wait = async {
                     let flushed = std::future::poll_fn(|cx| {
-                        drive_writes(
-                            &mut sink,
-                            &mut self.ctx.outbound,
-                            &mut needs_flush,
-                            metrics,
-                            cx,
-                        )
+                        poll_write(&mut *sink, outbound, needs_flush, metrics, cx)
                     })
                     .await;
                     if flushed.is_ok() && read_reply {
@@ -504,54 +705,77 @@ impl Connection {
                 reason,
                 code: Some(CLOSE_ABNORMAL),
             },
-        };
-        drop(sink);
-        drop(stream);
+        }
+    }
+
+    /// Finish step: `disconnect`, then the group cleanup and the presence record, whatever
+    /// `disconnect` did.
+    async fn finish(&mut self, closed: Closed, presence: Option<PresenceGuard>, channel: &str) {
         if let Err(err) = self.consumer.disconnect(&mut self.ctx, closed.code).await {
             warn!(error = %err, channel = %channel, "consumer disconnect failed");
         }
-        discard_all(&mut self.ctx).await;
+        self.ctx.discard_all().await;
         if let Some(presence) = presence {
             presence.close().await;
         }
         debug!(reason = ?closed.reason, code = ?closed.code, "websocket closed");
-        closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(websocket_timeout: Option<Duration>) -> ServerConfig {
+        ServerConfig {
+            websocket_timeout,
+            ping_interval: Duration::from_secs(20),
+            ping_timeout: Duration::from_secs(30),
+            ..ServerConfig::default()
+        }
     }
 
-    /// Channels' dispatch: `type` → handler name → [`Consumer::handle`].
-    async fn dispatch(
-        &mut self,
-        message: Message,
-        metrics: &Metrics,
-        forced: &mut Option<CloseReason>,
-    ) {
-        // Computed once per message for all the sockets it fans out to.
-        let Some(handler) = crate::fanout::handler_once(&message) else {
-            match message.msg_type() {
-                None => {
-                    metrics.inc_drop(DropReason::MissingType);
-                    debug!("layer message without type dropped");
-                }
-                Some(msg_type) => {
-                    metrics.inc_drop(DropReason::MalformedType);
-                    debug!(msg_type, "layer message with malformed type dropped");
-                }
-            }
-            return;
-        };
-        match self.consumer.handle(&mut self.ctx, &handler, message).await {
-            Ok(Handled::Yes) => {}
-            Ok(Handled::No) => {
-                metrics.inc_drop(DropReason::UnknownType);
-                debug!(handler = %handler, "no handler for layer message type; dropped");
-            }
-            Err(_) if self.ctx.slow_consumer => {}
-            Err(err) => {
-                Metrics::incr(&metrics.handler_errors);
-                warn!(error = %err, handler = %handler, channel = %self.ctx.channel_name(), "consumer handler failed");
-                *forced = Some(CloseReason::HandlerError);
-                self.ctx.force_close(CLOSE_INTERNAL_ERROR);
-            }
-        }
+    #[test]
+    fn silence_brings_a_ping_then_a_timeout() {
+        let start = Instant::now();
+        let mut clock = KeepAlive::new(start, &config(None));
+        assert_eq!(clock.deadline(), start + Duration::from_secs(20));
+        // Woken early: nothing to do yet.
+        assert_eq!(clock.tick(start + Duration::from_secs(5)), Tick::Wait);
+        let pinged = start + Duration::from_secs(20);
+        assert_eq!(clock.tick(pinged), Tick::Ping);
+        assert_eq!(clock.deadline(), pinged + Duration::from_secs(30));
+        assert_eq!(clock.tick(pinged + Duration::from_secs(29)), Tick::Wait);
+        assert_eq!(
+            clock.tick(pinged + Duration::from_secs(30)),
+            Tick::PingTimeout
+        );
+    }
+
+    #[test]
+    fn any_frame_cancels_the_ping_and_restarts_the_interval() {
+        let start = Instant::now();
+        let mut clock = KeepAlive::new(start, &config(None));
+        let pinged = start + Duration::from_secs(20);
+        assert_eq!(clock.tick(pinged), Tick::Ping);
+        let heard = pinged + Duration::from_secs(1);
+        clock.seen(heard);
+        assert_eq!(clock.deadline(), heard + Duration::from_secs(20));
+        // The ping timeout no longer applies; the next ping is due a full interval later.
+        assert_eq!(clock.tick(heard + Duration::from_secs(19)), Tick::Wait);
+        assert_eq!(clock.tick(heard + Duration::from_secs(20)), Tick::Ping);
+    }
+
+    #[test]
+    fn the_lifetime_caps_every_deadline_and_wins() {
+        let start = Instant::now();
+        let mut clock = KeepAlive::new(start, &config(Some(Duration::from_secs(7))));
+        assert_eq!(clock.deadline(), start + Duration::from_secs(7));
+        assert_eq!(clock.tick(start + Duration::from_secs(7)), Tick::Lifetime);
+        // Even with a ping outstanding.
+        let mut clock = KeepAlive::new(start, &config(Some(Duration::from_secs(25))));
+        assert_eq!(clock.tick(start + Duration::from_secs(20)), Tick::Ping);
+        assert_eq!(clock.deadline(), start + Duration::from_secs(25));
+        assert_eq!(clock.tick(start + Duration::from_secs(25)), Tick::Lifetime);
     }
 }

@@ -13,8 +13,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::app::App;
 use crate::error::Result;
+use crate::routing::{self, ConnInfo};
 use crate::shutdown::{self, ShutdownSignal, TaskToken, TaskTracker};
-use crate::upgrade::{self, ConnInfo};
 
 /// Pause after a failed `accept` (e.g. `EMFILE`), so a full fd table does not spin a core.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
@@ -106,7 +106,7 @@ async fn serve_connection(stream: TcpStream, info: ConnInfo) {
     let mut shutdown: ShutdownSignal = info.shutdown.clone();
     let _token: Option<TaskToken> = info.token.clone();
     let peer: SocketAddr = info.peer;
-    let service = service_fn(move |req| upgrade::handle_request(req, info.clone()));
+    let service = service_fn(move |req| routing::handle_request(req, info.clone()));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())

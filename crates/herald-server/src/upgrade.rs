@@ -1,10 +1,8 @@
-//! HTTP request handling, and the only place that touches hyper upgrades and the WebSocket
-//! handshake: validate the upgrade request, run [`App::connect`], answer 101 (or the
-//! rejection status), then wrap the upgraded I/O in a `tokio_tungstenite::WebSocketStream`
-//! tuned so an idle socket is cheap.
-
-use std::convert::Infallible;
-use std::net::SocketAddr;
+//! The WebSocket handshake, and the only place that touches hyper upgrades: validate the
+//! upgrade request, run [`App::connect`](crate::App::connect), answer 101 (or the rejection
+//! status), then wrap the upgraded I/O in a `tokio_tungstenite::WebSocketStream` tuned so an
+//! idle socket is cheap.
+//! `routing` hands it every upgrade request that is not for a built-in endpoint.
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -19,15 +17,12 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tracing::{debug, warn};
 
-use crate::app::{App, Handshake, Rejection};
+use crate::app::{Handshake, Rejection};
 use crate::auth::HandshakeRequest;
+use crate::close::{CLOSE_TRY_AGAIN_LATER, TRY_AGAIN_LATER_REASON};
 use crate::config::ServerConfig;
-use crate::health::{CLOSE_TRY_AGAIN_LATER, TRY_AGAIN_LATER_REASON};
 use crate::metrics::Metrics;
-use crate::routing::{self, Target};
-use crate::shutdown::{ShutdownSignal, TaskToken};
-
-pub(crate) type Body = Full<Bytes>;
+use crate::routing::{Body, ConnInfo, text_response};
 
 /// tungstenite buffers writes up to this many bytes before writing to the socket; the runtime
 /// flushes after every batch anyway, so this only coalesces small frames.
@@ -44,16 +39,6 @@ fn ws_config(config: &ServerConfig) -> WebSocketConfig {
         .max_write_buffer_size(usize::MAX)
         .max_message_size(config.max_message_size)
         .max_frame_size(config.max_frame_size)
-}
-
-fn text_response(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
 }
 
 fn rejection_response(rejection: Rejection) -> Response<Body> {
@@ -106,70 +91,8 @@ fn validate_upgrade(req: &Request<Incoming>) -> Result<HeaderValue, Rejection> {
     }
 }
 
-fn is_upgrade_request(req: &Request<Incoming>) -> bool {
-    req.headers().contains_key(header::UPGRADE)
-}
-
-/// Everything one HTTP request needs from its connection.
-#[derive(Debug, Clone)]
-pub(crate) struct ConnInfo {
-    pub(crate) app: App,
-    pub(crate) peer: SocketAddr,
-    pub(crate) local: SocketAddr,
-    pub(crate) shutdown: ShutdownSignal,
-    pub(crate) token: Option<TaskToken>,
-}
-
-/// hyper service: `/healthz`, `/metrics`, WebSocket routes, 404.
-pub(crate) async fn handle_request(
-    req: Request<Incoming>,
-    info: ConnInfo,
-) -> Result<Response<Body>, Infallible> {
-    let target = routing::resolve(&info.app.inner, req.uri().path());
-    let resp = match target {
-        Target::Health => text_response(StatusCode::OK, "ok\n"),
-        Target::Ready => {
-            let readiness = info.app.readiness();
-            let status = if readiness.is_ready() {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            let mut resp = Response::new(Full::new(Bytes::from(format!("{readiness}\n"))));
-            *resp.status_mut() = status;
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            resp
-        }
-        Target::Metrics => {
-            let mut resp = Response::new(Full::new(Bytes::from(info.app.render_metrics())));
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            resp
-        }
-        Target::NotFound if !is_upgrade_request(&req) => {
-            text_response(StatusCode::NOT_FOUND, "Not Found\n")
-        }
-        Target::WebSocket(_) if !is_upgrade_request(&req) => text_response(
-            StatusCode::UPGRADE_REQUIRED,
-            "This path only serves WebSocket connections\n",
-        ),
-        Target::Asset(asset) if !is_upgrade_request(&req) => crate::assets::response(asset, &req),
-        Target::Api if !is_upgrade_request(&req) => {
-            crate::publish::handle(&info.app.inner, req, info.peer).await
-        }
-        Target::NotFound | Target::WebSocket(_) | Target::Asset(_) | Target::Api => {
-            websocket(req, info).await
-        }
-    };
-    Ok(resp)
-}
-
-async fn websocket(mut req: Request<Incoming>, info: ConnInfo) -> Response<Body> {
+/// Answers an upgrade request: the handshake, then the socket's task.
+pub(crate) async fn websocket(mut req: Request<Incoming>, info: ConnInfo) -> Response<Body> {
     let metrics = &info.app.inner.metrics;
     let key = match validate_upgrade(&req) {
         Ok(key) => key,

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use common::*;
 use futures_util::StreamExt as _;
 use herald_core::Message;
-use herald_core::messaging::{Messenger, PROBE_TYPE};
 use herald_core::presence::{InMemoryPresence, Presence};
+use herald_messaging::{Messenger, PROBE_TYPE};
 use herald_server::tungstenite::Message as WsMessage;
 use herald_server::{
     App, CloseReason, Consumer, Context, Handled, Handshake, HandshakeRequest, ServerConfig,

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{TestServer, connect, eventually, memory_layer, next_text, tasks_builder, within};
-use herald_core::messaging::Messenger;
 use herald_core::presence::{InMemoryPresence, Presence};
+use herald_messaging::Messenger;
 use herald_server::{PublishAccess, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -35,10 +35,10 @@
 //! subscribed to. Every membership is discarded on disconnect.
 
 use async_trait::async_trait;
-use herald_core::messaging::{ACK_TYPE, PROBE_TYPE, task_group, user_group};
 use herald_core::names::is_valid_group_name;
 use herald_core::pyjson::{self, Loaded, LoadsError};
 use herald_core::{Message, Value};
+use herald_messaging::{ACK_TYPE, PROBE_TYPE, task_group, user_group};
 use serde_json::json;
 
 use crate::consumer::{Consumer, Frame, Handled};

@@ -5,17 +5,28 @@
 //! `user_{username}`. The builders here produce the same dicts, field for field and in the same
 //! order, so a Python consumer or the browser cannot tell who sent them; [`Messenger`] sends them
 //! over any [`ChannelLayer`].
+//!
+//! This is the guide's application protocol, not the channel layer's: `herald-core` stays the
+//! layer contract (names, values, the in-memory layer, presence), and the server's `/ws/tasks/`
+//! consumer, the `herald` CLI and the load generator take the protocol from here.
+//!
+//! # Layout
+//! * group names: [`user_group`], [`task_group`];
+//! * builders: [`user_message`], [`user_notification`], [`user_file`] (with [`FileNotice`] and
+//!   [`NotificationType`]), stamped by [`python_isoformat_now`];
+//! * delivery probes: [`PROBE_TYPE`] and its answer [`ACK_TYPE`];
+//! * [`Messenger`]: the Python `ws_utils` helpers over any layer.
+//!
+//! Errors are `herald_core`'s: every failure here is a layer error or an invalid name or
+//! message, which callers holding a `dyn ChannelLayer` already branch on.
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::error::{Error, ErrorKind, Result};
-use crate::layer::{ChannelLayer, GroupSendReport};
-use crate::message::Message;
-use crate::names::require_valid_group_name;
-use crate::presence::Presence;
-use crate::value::{Map, Value};
+use herald_core::names::require_valid_group_name;
+use herald_core::presence::Presence;
+use herald_core::{ChannelLayer, Error, ErrorKind, GroupSendReport, Map, Message, Result, Value};
 
 /// The group every socket of `username` joins: `user_{username}`.
 pub fn user_group(username: &str) -> String {
@@ -215,7 +226,8 @@ pub fn user_file(username: &str, notice: FileNotice) -> Message {
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// use std::sync::Arc;
-/// use herald_core::{ChannelLayer, InMemoryLayer, messaging::Messenger};
+/// use herald_core::{ChannelLayer, InMemoryLayer};
+/// use herald_messaging::Messenger;
 /// let layer = Arc::new(InMemoryLayer::new(Default::default()).unwrap());
 /// let ch = layer.new_channel("specific").await.unwrap();
 /// layer.group_add("user_amadmin", &ch).await.unwrap();
@@ -464,7 +476,7 @@ mod tests {
 
     #[tokio::test]
     async fn broadcast_counts_successes_and_skips_invalid_names() {
-        let layer = Arc::new(crate::InMemoryLayer::new(Default::default()).unwrap());
+        let layer = Arc::new(herald_core::InMemoryLayer::new(Default::default()).unwrap());
         let messenger = Messenger::new(layer);
         let n = messenger
             .broadcast_message("hi", &["a", "b", "not valid"], None)
