@@ -366,6 +366,32 @@ impl MetricsSource for RedisMetrics {
                 "Group memberships re-added.",
                 s.memberships_refreshed,
             ),
+            (
+                "herald_history_captured_total",
+                "Messages of recorded groups this server took from Redis into the history log.",
+                s.history_captured,
+            ),
+            (
+                "herald_history_recorded_total",
+                "Messages this server recorded in their group's history first (a fleet's sum \
+                 counts each message once).",
+                s.history_recorded,
+            ),
+            (
+                "herald_history_replayed_total",
+                "Recorded messages handed back by replays.",
+                s.history_replayed,
+            ),
+            (
+                "herald_history_unrecoverable_total",
+                "Replays whose gap the history no longer covered (other epoch, or trimmed).",
+                s.history_unrecoverable,
+            ),
+            (
+                "herald_history_log_missed_total",
+                "History log entries trimmed before this server could record them.",
+                s.history_log_missed,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(
