@@ -472,7 +472,11 @@ async fn a_closing_server_hands_the_capture_over() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_ne!(holder.as_deref(), Some(first.client_prefix()), "lease given back");
+    assert_ne!(
+        holder.as_deref(),
+        Some(first.client_prefix()),
+        "lease given back"
+    );
     let sender = layer(&server);
     send_numbered(&sender, "user_hana", 2..50).await;
     wait_for(&record, 48).await;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herald_core::names::require_valid_group_name;
-use herald_core::{ChannelLayer, GroupSendReport, Message};
+use herald_core::{ChannelLayer, GroupSendReport, Message, Position, Recorded};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tracing::{trace, warn};
 
@@ -326,6 +326,46 @@ impl Context {
             return Err(Error::new(
                 ErrorKind::Serialization,
                 "layer message has no valid type",
+            ));
+        };
+        self.send_text(text)
+    }
+
+    /// The recorded group and position of the layer message being handled, if it came from a
+    /// group the layer records (see `ChannelLayer::history_channel`). Herald extension.
+    pub fn recorded_position(&self) -> Option<(&str, &Position)> {
+        self.handling.as_deref().and_then(LayerEvent::position)
+    }
+
+    /// Like [`forward_json`](Self::forward_json), with the message's group and position
+    /// appended as the frame's last key, `"herald": {"group", "epoch", "offset"}`, when it
+    /// came from a recorded group: the frame for clients that asked for positions. The bytes
+    /// are written once per message for all such sockets.
+    ///
+    /// # Errors
+    /// As [`forward_json`](Self::forward_json).
+    pub fn forward_json_with_position(&mut self, message: &Message) -> Result<()> {
+        let Some(text) = fanout::tagged_frame_of(self.handling.as_deref(), message) else {
+            return Err(Error::new(
+                ErrorKind::Serialization,
+                "layer message has no valid type",
+            ));
+        };
+        self.send_text(text)
+    }
+
+    /// Sends a recorded message handed back by a replay, as
+    /// [`forward_json_with_position`](Self::forward_json_with_position) would have sent it
+    /// live.
+    ///
+    /// # Errors
+    /// As [`forward_json`](Self::forward_json).
+    pub fn forward_recorded(&mut self, recorded: Recorded) -> Result<()> {
+        let event = LayerEvent::recorded(recorded);
+        let Some(text) = event.tagged_frame() else {
+            return Err(Error::new(
+                ErrorKind::Serialization,
+                "recorded message has no valid type",
             ));
         };
         self.send_text(text)

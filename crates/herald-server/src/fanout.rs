@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
 
-use herald_core::{Map, Message};
+use herald_core::{Map, Message, Position, Recorded};
 
 use crate::consumer::handler_name;
 use crate::frame::SharedText;
@@ -30,8 +30,8 @@ use crate::pyjson;
 /// dispatcher and shared, behind an `Arc`, by every inbox it reaches.
 ///
 /// A plain struct on purpose: what the server derives once per message goes here, next to the
-/// frame. Missed-message recovery is meant to add the message's stream position (group, epoch,
-/// offset) and a second frame variant for the sockets that opted in to it.
+/// frame. A message of a recorded group carries its place in the group's history, and a second
+/// frame for the sockets that asked for positions (see [`tagged`]).
 #[derive(Debug)]
 pub(crate) struct LayerEvent {
     message: Message,
@@ -40,20 +40,57 @@ pub(crate) struct LayerEvent {
     handler: Option<Box<str>>,
     /// `json.dumps({**message, "type": handler})`, written by the first socket forwarding it.
     frame: OnceLock<SharedText>,
+    /// The recorded group and position, for a message of a recorded group.
+    recorded: Option<(Arc<str>, Position)>,
+    /// The frame with the position appended, written by the first socket that wants it.
+    tagged: OnceLock<SharedText>,
 }
 
 impl LayerEvent {
     /// Wraps a message fresh from the layer; its handler name is derived here, once.
     pub(crate) fn new(message: Message) -> Arc<Self> {
+        Arc::new(Self::make(message, None))
+    }
+
+    /// Wraps a recorded message with its group and position.
+    pub(crate) fn recorded(recorded: Recorded) -> Arc<Self> {
+        Arc::new(Self::make(
+            recorded.message,
+            Some((recorded.group, recorded.position)),
+        ))
+    }
+
+    fn make(message: Message, recorded: Option<(Arc<str>, Position)>) -> Self {
         let handler = message
             .msg_type()
             .and_then(handler_name)
             .map(String::into_boxed_str);
-        Arc::new(LayerEvent {
+        LayerEvent {
             message,
             handler,
             frame: OnceLock::new(),
-        })
+            recorded,
+            tagged: OnceLock::new(),
+        }
+    }
+
+    /// The recorded group and position, if the message came from a recorded group.
+    pub(crate) fn position(&self) -> Option<(&str, &Position)> {
+        self.recorded.as_ref().map(|(group, p)| (&**group, p))
+    }
+
+    /// The frame with its position appended (see [`tagged`]); `None` without a handler name.
+    /// Without a position, the plain frame.
+    pub(crate) fn tagged_frame(&self) -> Option<SharedText> {
+        let Some((group, position)) = &self.recorded else {
+            return self.frame();
+        };
+        let frame = self.frame()?;
+        Some(
+            self.tagged
+                .get_or_init(|| tagged(frame.as_str(), group, position))
+                .clone(),
+        )
     }
 
     /// The layer message.
@@ -143,6 +180,37 @@ pub(crate) fn frame_of(current: Option<&LayerEvent>, message: &Message) -> Optio
     }
 }
 
+/// The key a recorded message's frame gets for the clients that asked for positions.
+pub(crate) const POSITION_KEY: &str = "herald";
+
+/// `frame` (a JSON object) with `"herald": {"group": …, "epoch": …, "offset": …}` appended as
+/// its last key, in `json.dumps`'s layout. Group names, epochs and offsets are ASCII letters,
+/// digits and `-_.`, so they need no escaping.
+pub(crate) fn tagged(frame: &str, group: &str, position: &Position) -> SharedText {
+    let body = frame.strip_suffix('}').unwrap_or(frame);
+    let separator = if body.ends_with('{') { "" } else { ", " };
+    SharedText::from(format!(
+        "{body}{separator}\"{POSITION_KEY}\": {{\"group\": \"{group}\", \"epoch\": \"{}\", \"offset\": \"{}\"}}}}",
+        position.epoch, position.offset
+    ))
+}
+
+/// Like [`frame_of`], with the handled event's position appended when it has one (the frame
+/// for a client that asked for positions).
+pub(crate) fn tagged_frame_of(
+    current: Option<&LayerEvent>,
+    message: &Message,
+) -> Option<SharedText> {
+    match current {
+        Some(event) if event.is(message) => event.tagged_frame(),
+        Some(LayerEvent {
+            recorded: Some((group, position)),
+            ..
+        }) => Some(tagged(frame_of(None, message)?.as_str(), group, position)),
+        _ => frame_of(None, message),
+    }
+}
+
 /// Bytes reserved up front for a frame: the guide's messages are a few hundred bytes, so most
 /// need one or two growths at most.
 const FRAME_CAPACITY_HINT: usize = 128;
@@ -228,6 +296,30 @@ mod tests {
         for event in &held {
             assert!(Arc::ptr_eq(event, &events.event(event.message().clone())));
         }
+    }
+
+    #[test]
+    fn a_recorded_message_has_a_tagged_frame_with_its_position() {
+        let position = Position {
+            epoch: Arc::from("5f0e"),
+            offset: herald_core::Offset::new(1_764_489_000_123, 2),
+        };
+        let event = LayerEvent::recorded(Recorded {
+            group: Arc::from("user_amadmin"),
+            position,
+            message: Message::with_type("user.message").with("message", "hi"),
+        });
+        assert_eq!(
+            event.tagged_frame().unwrap().as_str(),
+            r#"{"type": "user_message", "message": "hi", "herald": {"group": "user_amadmin", "epoch": "5f0e", "offset": "1764489000123-2"}}"#
+        );
+        // The plain frame is unchanged: sockets that did not ask get the same bytes as ever.
+        assert_eq!(
+            event.frame().unwrap().as_str(),
+            r#"{"type": "user_message", "message": "hi"}"#
+        );
+        let plain = LayerEvent::new(Message::with_type("a.b"));
+        assert_eq!(plain.tagged_frame().unwrap().as_str(), r#"{"type": "a_b"}"#);
     }
 
     #[test]

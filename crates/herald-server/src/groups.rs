@@ -38,7 +38,7 @@ use std::task::{Poll, Waker};
 
 use herald_core::names::require_valid_group_name;
 use herald_core::sync::lock;
-use herald_core::{ChannelLayer, Deliver, Message};
+use herald_core::{ChannelLayer, Deliver, Message, Recorded};
 use tracing::{debug, trace};
 
 use crate::error::Result;
@@ -210,6 +210,8 @@ enum Job {
     Group(Members, Vec<Message>),
     /// A socket's own channel's messages.
     Socket(InboxSender, Vec<Message>),
+    /// A recorded group's messages with their positions, for every member of the group.
+    Recorded(Members, Vec<Recorded>),
 }
 
 #[derive(Debug, Default)]
@@ -302,6 +304,14 @@ impl Dispatcher {
                             inbox.offer_all(&events);
                         }
                     }
+                    Job::Recorded(members, recorded) => {
+                        let events: Vec<_> =
+                            recorded.into_iter().map(LayerEvent::recorded).collect();
+                        let members = lock(&members);
+                        for inbox in members.values() {
+                            inbox.offer_all(&events);
+                        }
+                    }
                     Job::Socket(inbox, messages) => {
                         // Without multiplexing, the layer hands a group message to every
                         // member socket's sink: they share one event.
@@ -332,6 +342,18 @@ impl Deliver for Sink {
         let job = match &self.target {
             SinkTarget::Group(members) => Job::Group(Arc::clone(members), messages.to_vec()),
             SinkTarget::Socket(inbox) => Job::Socket(inbox.clone(), messages.to_vec()),
+        };
+        self.dispatcher.push(job);
+    }
+
+    /// A recorded group's messages (the history channel's sink): with their positions.
+    fn deliver_recorded(&self, recorded: &[Recorded]) {
+        let job = match &self.target {
+            SinkTarget::Group(members) => Job::Recorded(Arc::clone(members), recorded.to_vec()),
+            SinkTarget::Socket(inbox) => Job::Socket(
+                inbox.clone(),
+                recorded.iter().map(|r| r.message.clone()).collect(),
+            ),
         };
         self.dispatcher.push(job);
     }
@@ -490,8 +512,15 @@ impl GroupTable {
                 members: Some((Arc::clone(&members), member)),
             };
             let linked = async {
-                let prefix = &self.prefixes[prefix_index(group, self.prefixes.len())];
-                let channel: Arc<str> = self.layer.new_channel(prefix).await?.into();
+                // A recorded group has one member channel for the whole fleet (the layer's
+                // history channel); any other gets a channel of this process.
+                let channel: Arc<str> = match self.layer.history_channel(group) {
+                    Some(channel) => channel.into(),
+                    None => {
+                        let prefix = &self.prefixes[prefix_index(group, self.prefixes.len())];
+                        self.layer.new_channel(prefix).await?.into()
+                    }
+                };
                 pending.channel = Some(Arc::clone(&channel));
                 let sink = self.dispatcher.group_sink(members);
                 self.layer.attach(&channel, sink).await?;

@@ -37,11 +37,14 @@
 use async_trait::async_trait;
 use herald_core::names::is_valid_group_name;
 use herald_core::pyjson::{self, Loaded, LoadsError};
-use herald_core::{Message, Value};
+use herald_core::{Message, Offset, Position, Value};
 use herald_messaging::{ACK_TYPE, PROBE_TYPE, task_group, user_group};
 use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tracing::warn;
 
-use crate::consumer::{Consumer, Frame, Handled};
+use crate::consumer::{Consumer, Frame, Handled, handler_name};
 use crate::context::Context;
 use crate::error::Result;
 
@@ -81,7 +84,150 @@ async fn acknowledge(ctx: &Context, probe: &Message) {
 /// route factory.
 #[derive(Debug, Default)]
 pub struct TasksConsumer {
-    _private: (),
+    /// Set at connect when the client asked for positions (`?recover=1`).
+    recovery: Option<Recovery>,
+}
+
+/// The query parameter (`/ws/tasks/?recover=1`) by which a client asks for positions and
+/// resume (see the module docs).
+pub const RECOVER_PARAM: &str = "recover";
+
+/// A socket whose client asked for positions: what it has been sent per recorded group.
+#[derive(Debug)]
+struct Recovery {
+    user_group: String,
+    /// The user group is joined at the client's first `resume`, so that its replay and the
+    /// live messages meet without a gap.
+    joined_user: bool,
+    /// The last position sent per recorded group: a live message at or before it (it was
+    /// replayed already) is not sent again.
+    sent: HashMap<String, Position>,
+}
+
+impl Recovery {
+    /// True if `position` of `group` was sent already (same epoch, not after the last sent).
+    fn seen(&self, group: &str, position: &Position) -> bool {
+        self.sent
+            .get(group)
+            .is_some_and(|last| last.epoch == position.epoch && position.offset <= last.offset)
+    }
+
+    fn mark(&mut self, group: &str, position: &Position) {
+        if !self.seen(group, position) {
+            self.sent.insert(group.to_owned(), position.clone());
+        }
+    }
+}
+
+/// A position as a client sends it back: `{"epoch": "…", "offset": "<ms>-<seq>"}`.
+fn parse_position(value: &Loaded) -> Option<Position> {
+    let epoch = value.get("epoch")?.as_str()?;
+    let offset: Offset = value.get("offset")?.as_str()?.parse().ok()?;
+    Some(Position {
+        epoch: Arc::from(epoch),
+        offset,
+    })
+}
+
+/// Replays what `groups` missed (each with the client's position, if any), merged into the
+/// order they were recorded in, then tells the client per group whether that covered the gap
+/// (`herald.resumed`). Without a position a task group sends its latest message (a page that
+/// subscribes after the task ended still learns its result) and the user group nothing (the
+/// page has just loaded its state).
+async fn replay(
+    ctx: &mut Context,
+    recovery: &mut Recovery,
+    groups: Vec<(String, Option<Position>)>,
+) -> Result<()> {
+    let mut outcomes = Vec::with_capacity(groups.len());
+    let mut messages = Vec::new();
+    for (group, since) in groups {
+        let is_user = group == recovery.user_group;
+        let replay = match ctx.layer().replay(&group, since.as_ref()).await {
+            Ok(replay) => replay,
+            Err(err) => {
+                warn!(group, error = %err, "cannot replay a recorded group");
+                None
+            }
+        };
+        let Some(replay) = replay else {
+            outcomes.push((group, false, None));
+            continue;
+        };
+        let latest = replay.messages.last().map(|r| r.position.clone());
+        let recovered = replay.recovered;
+        if since.is_some() || !is_user {
+            messages.extend(replay.messages);
+        } else if let Some(latest) = &latest {
+            // The page has just loaded its state: what came before counts as seen.
+            recovery.mark(&group, latest);
+        }
+        let at = latest.or(since).or_else(|| {
+            Some(Position {
+                epoch: Arc::clone(&replay.epoch),
+                offset: Offset::default(),
+            })
+        });
+        outcomes.push((group, recovered, at));
+    }
+    // Offsets come from one log per shard: sorting by them restores the send order across
+    // groups.
+    messages.sort_by_key(|r| r.position.offset);
+    for recorded in messages {
+        let handler = recorded.message.msg_type().and_then(handler_name);
+        if recovery.seen(&recorded.group, &recorded.position)
+            || !handler.is_some_and(|h| FORWARDED_HANDLERS.contains(&h.as_str()))
+        {
+            continue;
+        }
+        recovery.mark(&recorded.group, &recorded.position);
+        ctx.forward_recorded(recorded)?;
+    }
+    for (group, recovered, at) in outcomes {
+        let (epoch, offset) = match at {
+            Some(at) => (json!(&*at.epoch), json!(at.offset.to_string())),
+            None => (serde_json::Value::Null, serde_json::Value::Null),
+        };
+        ctx.send_json(&json!({
+            "type": RESUMED_TYPE,
+            "group": group,
+            "recovered": recovered,
+            "epoch": epoch,
+            "offset": offset,
+        }))?;
+    }
+    Ok(())
+}
+
+/// The reply to `resume` (and to `subscribe` with positions), once per group.
+pub const RESUMED_TYPE: &str = "herald.resumed";
+
+/// The groups of a `resume` frame that this socket may resume: its user group and task
+/// groups, each with the client's position (`null`/missing/malformed: none).
+fn resume_targets(
+    frame: &Loaded,
+    user_group: &str,
+) -> std::result::Result<Vec<(String, Option<Position>)>, String> {
+    let mut targets = vec![(user_group.to_owned(), None)];
+    match frame.get("groups") {
+        None | Some(Loaded::Null) => {}
+        Some(Loaded::Object(entries)) => {
+            for (group, position) in entries {
+                let allowed = group == user_group
+                    || (group.starts_with("task_") && is_valid_group_name(group));
+                if !allowed {
+                    return Err(format!("cannot resume group {group:?}"));
+                }
+                let position = parse_position(position);
+                match targets.iter_mut().find(|(g, _)| g == group) {
+                    Some(target) => target.1 = position,
+                    None => targets.push((group.clone(), position)),
+                }
+            }
+        }
+        Some(_) => return Err("groups must be an object".to_owned()),
+    }
+    Ok(targets)
 }
 
 fn send_error(ctx: &mut Context, message: &str) -> Result<()> {
@@ -124,9 +270,26 @@ impl Consumer for TasksConsumer {
             ctx.close(None);
             return Ok(());
         };
+        let group = user_group(&username);
+        if ctx.request().query_param(RECOVER_PARAM).as_deref() == Some("1") {
+            if !is_valid_group_name(&group) {
+                return Err(herald_core::Error::new(
+                    herald_core::ErrorKind::InvalidName,
+                    format!("invalid group name {group:?}"),
+                )
+                .into());
+            }
+            // The user group is joined at the client's `resume`.
+            self.recovery = Some(Recovery {
+                user_group: group,
+                joined_user: false,
+                sent: HashMap::new(),
+            });
+            return ctx.accept();
+        }
         // A username that makes an invalid group name fails here, as group_add raises in
         // Python (HTTP 500 before accept).
-        ctx.group_add(&user_group(&username)).await?;
+        ctx.group_add(&group).await?;
         ctx.accept()
     }
 
@@ -146,17 +309,45 @@ impl Consumer for TasksConsumer {
             Some("subscribe") => match task_target(&value) {
                 Ok((task_id, group)) => {
                     ctx.group_add(&group).await?;
-                    ctx.send_text(task_reply("subscribed", task_id))
+                    ctx.send_text(task_reply("subscribed", task_id))?;
+                    if let Some(recovery) = &mut self.recovery {
+                        let since = value.get("since").and_then(parse_position);
+                        replay(ctx, recovery, vec![(group, since)]).await?;
+                    }
+                    Ok(())
                 }
                 Err(msg) => send_error(ctx, msg),
             },
             Some("unsubscribe") => match task_target(&value) {
                 Ok((task_id, group)) => {
                     ctx.group_discard(&group).await?;
+                    if let Some(recovery) = &mut self.recovery {
+                        recovery.sent.remove(&group);
+                    }
                     ctx.send_text(task_reply("unsubscribed", task_id))
                 }
                 Err(msg) => send_error(ctx, msg),
             },
+            Some("resume") => {
+                let Some(recovery) = &mut self.recovery else {
+                    return send_error(ctx, "resume needs /ws/tasks/?recover=1");
+                };
+                let targets = match resume_targets(&value, &recovery.user_group) {
+                    Ok(targets) => targets,
+                    Err(msg) => return send_error(ctx, &msg),
+                };
+                // Joined before the replay reads: what arrives from now on comes live, and
+                // everything before is in the history the replay reads (the server records a
+                // message before it delivers it). Live messages the replay also returned are
+                // dropped in `handle`.
+                for (group, _) in &targets {
+                    if *group != recovery.user_group || !recovery.joined_user {
+                        ctx.group_add(group).await?;
+                    }
+                }
+                recovery.joined_user = true;
+                replay(ctx, recovery, targets).await
+            }
             Some("ping") => ctx.send_json(&json!({"type": "pong"})),
             _ => send_error(ctx, "unknown action"),
         }
@@ -169,7 +360,16 @@ impl Consumer for TasksConsumer {
         message: Message,
     ) -> Result<Handled> {
         if FORWARDED_HANDLERS.contains(&handler) {
-            ctx.forward_json(&message)?;
+            match (&mut self.recovery, ctx.recorded_position()) {
+                (Some(recovery), Some((group, position))) => {
+                    if !recovery.seen(group, position) {
+                        let (group, position) = (group.to_owned(), position.clone());
+                        ctx.forward_json_with_position(&message)?;
+                        recovery.mark(&group, &position);
+                    }
+                }
+                _ => ctx.forward_json(&message)?,
+            }
             Ok(Handled::Yes)
         } else if handler == PROBE_HANDLER && message.msg_type() == Some(PROBE_TYPE) {
             // Everything sent to this socket before the probe was handled before it.
