@@ -16,7 +16,6 @@
 //! Decoding failures are a small `Copy` enum ([`DecodeError`]) so the receive path can count
 //! them by reason without allocating.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use herald_core::{ASGI_CHANNEL_KEY, Map, Message, Value};
@@ -594,65 +593,19 @@ pub mod msgpack {
 pub mod json {
     use super::*;
 
-    /// Writes one value like `json.dumps(value)`.
+    use herald_core::pyjson::{RefuseBytes, write_members, write_str};
+
+    /// The body of a stored message: `json.dumps` of `map` plus the `__asgi_channel__` member
+    /// of `target`, written by the workspace's one `json.dumps` writer
+    /// ([`herald_core::pyjson`]) with bytes refused, as Python refuses them.
     ///
     /// # Errors
-    /// [`ErrorKind::Serialization`] for [`Value::Bytes`] (Python: "Object of type bytes is not
-    /// JSON serializable").
-    pub fn dump(out: &mut String, value: &Value) -> Result<()> {
-        match value {
-            Value::Nil => out.push_str("null"),
-            Value::Bool(true) => out.push_str("true"),
-            Value::Bool(false) => out.push_str("false"),
-            Value::Int(i) => {
-                let _ = write!(out, "{i}");
-            }
-            Value::UInt(u) => {
-                let _ = write!(out, "{u}");
-            }
-            Value::Float(f) => out.push_str(&python_float_repr(*f)),
-            Value::Str(s) => write_str(out, s),
-            Value::Bytes(_) => {
-                return Err(serialization(
-                    "bytes cannot be serialized with the json serializer",
-                ));
-            }
-            Value::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(", ");
-                    }
-                    dump(out, item)?;
-                }
-                out.push(']');
-            }
-            Value::Map(map) => {
-                out.push('{');
-                for (i, (k, v)) in map.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(", ");
-                    }
-                    write_str(out, k);
-                    out.push_str(": ");
-                    dump(out, v)?;
-                }
-                out.push('}');
-            }
-        }
-        Ok(())
-    }
-
+    /// [`ErrorKind::Serialization`] for [`Value::Bytes`] anywhere in `map` (Python: "Object of
+    /// type bytes is not JSON serializable").
     pub(super) fn write_message(out: &mut String, map: &Map, target: Target<'_>) -> Result<()> {
         out.push('{');
-        for (i, (k, v)) in map.iter().enumerate() {
-            if i > 0 {
-                out.push_str(", ");
-            }
-            write_str(out, k);
-            out.push_str(": ");
-            dump(out, v)?;
-        }
+        write_members::<RefuseBytes>(out, map, None)
+            .map_err(|_| serialization("bytes cannot be serialized with the json serializer"))?;
         if !matches!(target, Target::None) {
             if !map.is_empty() {
                 out.push_str(", ");
@@ -676,14 +629,6 @@ pub mod json {
         }
         out.push('}');
         Ok(())
-    }
-
-    use herald_core::pyjson::write_str;
-
-    /// Python's `repr(float)` (also what `json.dumps` writes): shortest round-trip digits,
-    /// scientific notation when the decimal exponent is < -4 or ≥ 16, `NaN`/`Infinity`.
-    pub fn python_float_repr(f: f64) -> String {
-        herald_core::pyjson::float_repr(f)
     }
 
     /// Parses a JSON document like Python's `json.loads`: integers (`-?(0|[1-9]\d*)` without

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use herald_core::names::require_valid_group_name;
+use herald_core::pyjson::{self, BytesAsNumbers};
 use herald_core::{ChannelLayer, GroupSendReport, Message};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -22,7 +23,6 @@ use crate::auth::{HandshakeRequest, Identity};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fanout::SharedText;
 use crate::groups::{Inbox, InboxSender, next_member_id};
-use crate::pyjson;
 
 /// Close code sent when a socket's outbound queue overflows (the client reads too slowly).
 /// Herald-specific (4000–4999 is the application range); Daphne buffers without limit.
@@ -282,7 +282,7 @@ impl Context {
     /// # Errors
     /// As [`send_text`](Self::send_text).
     pub fn send_json(&mut self, value: &serde_json::Value) -> Result<()> {
-        self.send_text(pyjson::dumps(value))
+        self.send_text(pyjson::dumps_serde(value))
     }
 
     /// Forwards a layer message to the client as JSON with `type` in handler form
@@ -297,7 +297,7 @@ impl Context {
     pub fn forward_json(&mut self, message: &Message) -> Result<()> {
         let Some(text) = crate::fanout::frame_once(message, |m, handler| {
             let mut out = String::with_capacity(128);
-            pyjson::write_map(&mut out, m.map(), Some(handler));
+            let Ok(()) = pyjson::write_map::<BytesAsNumbers>(&mut out, m.map(), Some(handler));
             out
         }) else {
             return Err(Error::new(
