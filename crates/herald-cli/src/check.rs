@@ -12,7 +12,7 @@ use clap::Args;
 use herald_core::Message;
 use herald_core::error::{error_chain, mask_secrets};
 use herald_django::{AuthOutcome, DjangoAuth};
-use herald_redis::keys;
+use herald_redis::internals::{ANY_GROUP_KEY_PATTERN, group_key_prefix};
 
 use crate::layer;
 use crate::serve::{DjangoOpts, ServeArgs, resolve};
@@ -164,7 +164,7 @@ async fn check_prefixes(report: &mut Report, opts: &crate::settings::LayerOpts) 
     let prefix = opts
         .prefix
         .clone()
-        .unwrap_or_else(|| herald_redis::config::DEFAULT_PREFIX.to_owned());
+        .unwrap_or_else(|| herald_redis::DEFAULT_PREFIX.to_owned());
     let mut seen = BTreeSet::new();
     for host in &opts.hosts {
         if !(host.starts_with("redis://")
@@ -184,13 +184,13 @@ async fn check_prefixes(report: &mut Report, opts: &crate::settings::LayerOpts) 
                 let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
                     .arg(cursor)
                     .arg("MATCH")
-                    .arg(keys::ANY_GROUP_KEY_PATTERN)
+                    .arg(ANY_GROUP_KEY_PATTERN)
                     .arg("COUNT")
                     .arg(1000)
                     .query_async(&mut conn)
                     .await?;
                 for key in keys {
-                    if let Some(p) = keys::group_key_prefix(&key) {
+                    if let Some(p) = group_key_prefix(&key) {
                         seen.insert(p.to_owned());
                     }
                 }

@@ -25,7 +25,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::fernet::{FernetError, MultiFernet};
 
 /// Default random prefix length (Python kwarg `random_prefix_length`).
-pub const DEFAULT_RANDOM_PREFIX_LENGTH: usize = 12;
+pub(crate) const DEFAULT_RANDOM_PREFIX_LENGTH: usize = 12;
 /// Deepest nesting accepted when decoding, to keep hostile input from exhausting the stack.
 pub const MAX_DEPTH: usize = 512;
 
@@ -117,7 +117,8 @@ pub enum Target<'a> {
 ///
 /// ```
 /// use herald_core::Message;
-/// use herald_redis::codec::{Codec, SerializerFormat};
+/// use herald_redis::SerializerFormat;
+/// use herald_redis::internals::Codec;
 /// let codec = Codec::new(SerializerFormat::Msgpack, 12);
 /// let bytes = codec.encode(&Message::with_type("x")).unwrap();
 /// assert_eq!(&bytes[12..], b"\x81\xa4type\xa1x");

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use herald_core::capacity::CapacityRule;
 
-pub use crate::codec::SerializerFormat;
+use crate::codec::SerializerFormat;
 
 /// Default host list (Python `decode_hosts(None)`): one shard on `redis://localhost:6379`.
 pub const DEFAULT_HOST: &str = "redis://localhost:6379";

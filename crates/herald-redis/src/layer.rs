@@ -420,12 +420,14 @@ impl RedisChannelLayer {
         &self.inner.client_prefix
     }
 
-    /// The key builder of this layer's prefix.
+    /// The key builder of this layer's prefix ([`internals`](crate::internals): not covered
+    /// by semver).
     pub fn keys(&self) -> &Keys {
         &self.inner.keys
     }
 
-    /// The codec this layer stores messages with.
+    /// The codec this layer stores messages with ([`internals`](crate::internals): not
+    /// covered by semver).
     pub fn codec(&self) -> &Codec {
         &self.inner.readers.codec
     }

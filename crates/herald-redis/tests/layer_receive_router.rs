@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use common::*;
 use herald_core::{ChannelLayer, Message, Value};
-use herald_redis::{Codec, RedisChannelLayer, RedisLayerConfig, SerializerFormat};
+use herald_redis::internals::Codec;
+use herald_redis::{RedisChannelLayer, RedisLayerConfig, SerializerFormat};
 use herald_test_support::RedisServer;
 use redis::AsyncCommands;
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::*;
 use herald_core::ChannelLayer;
-use herald_redis::hashing::consistent_hash;
-use herald_redis::{Codec, RedisChannelLayer, RedisLayerConfig, SerializerFormat};
+use herald_redis::internals::{Codec, consistent_hash};
+use herald_redis::{RedisChannelLayer, RedisLayerConfig, SerializerFormat};
 use herald_test_support::RedisServer;
 use redis::AsyncCommands;
 use tokio::time::timeout;
