@@ -15,8 +15,7 @@ use herald_django::{AuthOutcome, DjangoAuth};
 use herald_redis::internals::{ANY_GROUP_KEY_PATTERN, group_key_prefix};
 
 use crate::layer;
-use crate::serve::{DjangoOpts, ServeArgs, resolve};
-use crate::settings::Backend;
+use crate::settings::{Backend, DjangoOpts, FileSettings, LayerOpts, ServeArgs};
 
 /// How long each network check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,9 +52,9 @@ impl Report {
     }
 }
 
-pub(crate) async fn run(args: CheckArgs, config: Option<&std::path::Path>) -> anyhow::Result<()> {
+pub(crate) async fn run(args: CheckArgs, file: FileSettings) -> anyhow::Result<()> {
     let mut report = Report::default();
-    let resolved = match resolve(args.serve, config) {
+    let resolved = match file.merge_serve(args.serve) {
         Ok(r) => {
             report.ok("config", "flags, HERALD_* variables and config file parse");
             r
@@ -84,7 +83,7 @@ pub(crate) async fn run(args: CheckArgs, config: Option<&std::path::Path>) -> an
 
 /// A `PING` of every host, then a full round trip through the layer: new channel, group_add,
 /// group_send, receive, discard. True if the layer works.
-async fn check_layer(report: &mut Report, opts: &crate::settings::LayerOpts) -> bool {
+async fn check_layer(report: &mut Report, opts: &LayerOpts) -> bool {
     let built = match layer::build(opts, true) {
         Ok(b) => b,
         Err(err) => {
@@ -160,7 +159,7 @@ async fn check_layer(report: &mut Report, opts: &crate::settings::LayerOpts) -> 
 
 /// Looks at which key prefixes the group keys in Redis use: if Python's groups live under
 /// another prefix than ours, Python and herald will never meet.
-async fn check_prefixes(report: &mut Report, opts: &crate::settings::LayerOpts) {
+async fn check_prefixes(report: &mut Report, opts: &LayerOpts) {
     let prefix = opts
         .prefix
         .clone()
