@@ -10,7 +10,7 @@ use common::*;
 use herald_core::{ChannelLayer, Deliver, Message, Value};
 use herald_redis::internals::{Codec, Keys, consistent_hash};
 use herald_redis::{RedisChannelLayer, RedisLayerConfig, SerializerFormat};
-use herald_test_support::RedisServer;
+use herald_test_support::{RedisServer, eventually};
 
 /// Records every delivery, in order, for all the channels attached to it.
 #[derive(Debug, Default)]

@@ -14,6 +14,7 @@ use futures_util::SinkExt;
 use herald_core::Message;
 use herald_server::ServerConfig;
 use herald_server::tungstenite::Message as WsMessage;
+use herald_test_support::eventually;
 
 /// Concurrent client loops (each: connect, receive, close).
 const CLIENTS: usize = 8;
@@ -95,7 +96,7 @@ async fn churning_connections_keep_memory_flat() {
             .unwrap();
     }
     let app = server.app.clone();
-    eventually(|| {
+    eventually(STEP, "open == 0", || {
         let open = app.metrics().connections_current();
         async move { open == 0 }
     })

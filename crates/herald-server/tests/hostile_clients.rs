@@ -17,6 +17,7 @@ use futures_util::SinkExt;
 use herald_core::Message;
 use herald_server::ServerConfig;
 use herald_server::tungstenite::Message as WsMessage;
+use herald_test_support::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -156,7 +157,7 @@ async fn others_still_served_and_released(server: &TestServer, bob: &mut Ws) {
         r#"{"type": "user_message", "message": "still here"}"#
     );
     let app = server.app.clone();
-    eventually(|| {
+    eventually(STEP, "open == 1", || {
         let open = app.metrics().connections_current();
         async move { open == 1 }
     })
@@ -430,7 +431,7 @@ async fn burst_of_abandoned_sockets_is_fully_released() {
         raws.push(RawWs::connect(server.addr, "amadmin-token").await);
     }
     let app = server.app.clone();
-    eventually(|| {
+    eventually(STEP, "open == 201", || {
         let open = app.metrics().connections_current();
         async move { open == 201 }
     })

@@ -14,6 +14,7 @@ use futures_util::SinkExt;
 use herald_core::Message;
 use herald_server::ServerConfig;
 use herald_server::tungstenite::Message as WsMessage;
+use herald_test_support::eventually;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// Task ids chosen to collide with, traverse to or pattern-match other users' groups.
@@ -299,7 +300,7 @@ async fn concurrent_handshakes_cannot_exceed_the_caps() {
             within(ws.close(None)).await.unwrap();
         }
         let app = server.app.clone();
-        eventually(|| {
+        eventually(STEP, "current == 0", || {
             let current = app.metrics().connections_current();
             async move { current == 0 }
         })

@@ -10,6 +10,7 @@ use futures_util::SinkExt;
 use herald_server::tungstenite::Message as WsMessage;
 use herald_server::tungstenite::client::IntoClientRequest;
 use herald_server::{App, Consumer, Context, Frame, Result, ServerConfig};
+use herald_test_support::eventually;
 
 #[derive(Debug, Default)]
 struct Echo;
@@ -127,7 +128,7 @@ async fn client_close_code_ends_the_connection() {
     assert_eq!(next_text(&mut ws).await, "x");
     within(ws.close(None)).await.unwrap();
     let app = server.app.clone();
-    eventually(|| {
+    eventually(STEP, "n == 0", || {
         let n = app.metrics().connections_current();
         async move { n == 0 }
     })

@@ -19,6 +19,7 @@ use herald_server::{
     App, CloseReason, Consumer, Context, Handled, Handshake, HandshakeRequest, ServerConfig,
     shutdown,
 };
+use herald_test_support::eventually;
 use tokio::sync::{Semaphore, mpsc};
 
 const GROUP_MSG: &str = r#"{"type": "user_message", "message": "hi"}"#;
@@ -134,10 +135,14 @@ async fn last_local_member_leaving_removes_the_membership() {
         close_code(&mut ws).await;
     }
     let layer = Arc::clone(&server.layer);
-    eventually(|| {
-        let layer = Arc::clone(&layer);
-        async move { group_members(&layer, "user_amadmin").await == 0 }
-    })
+    eventually(
+        STEP,
+        "group_members(&layer, \"user_amadmin\").await == 0",
+        || {
+            let layer = Arc::clone(&layer);
+            async move { group_members(&layer, "user_amadmin").await == 0 }
+        },
+    )
     .await;
     // Rejoining after the last leave links the group again.
     let mut again = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
@@ -159,7 +164,12 @@ async fn with_presence(multiplexing: bool) -> (TestServer, Arc<InMemoryPresence>
 
 /// The channels of `user`'s live sockets, once `n` are recorded.
 async fn socket_channels(presence: &InMemoryPresence, user: &str, n: usize) -> Vec<String> {
-    eventually(|| async { presence.connections(user).await.unwrap() == n }).await;
+    eventually(
+        STEP,
+        "presence.connections(user).await.unwrap() == n",
+        || async { presence.connections(user).await.unwrap() == n },
+    )
+    .await;
     presence.connection_names(user).await.unwrap()
 }
 

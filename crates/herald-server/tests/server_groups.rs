@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use herald_core::{Map, Message, Value};
 use herald_server::ServerConfig;
+use herald_test_support::eventually;
 
 fn data(pairs: &[(&str, Value)]) -> Value {
     let mut map = Map::new();
@@ -306,7 +307,7 @@ async fn disconnect_discards_every_membership() {
     assert_eq!(group_members(&server.layer, "task_t1").await, 1);
     within(ws.close(None)).await.unwrap();
     let layer = server.layer.clone();
-    eventually(|| {
+    eventually(STEP, "group_members(&layer, \"user_amadmin\").await == 0 && group_members(&layer, \"task_t1\").await == 0 && group_members(&layer, \"task_t2\").await == 0", || {
         let layer = layer.clone();
         async move {
             group_members(&layer, "user_amadmin").await == 0
@@ -325,9 +326,13 @@ async fn abrupt_tcp_drop_also_discards_memberships() {
     sync(&mut ws).await;
     drop(ws);
     let layer = server.layer.clone();
-    eventually(|| {
-        let layer = layer.clone();
-        async move { group_members(&layer, "user_amadmin").await == 0 }
-    })
+    eventually(
+        STEP,
+        "group_members(&layer, \"user_amadmin\").await == 0",
+        || {
+            let layer = layer.clone();
+            async move { group_members(&layer, "user_amadmin").await == 0 }
+        },
+    )
     .await;
 }

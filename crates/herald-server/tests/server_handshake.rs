@@ -11,6 +11,7 @@ use herald_server::tungstenite::client::IntoClientRequest;
 use herald_server::{
     AuthError, Authenticator, HandshakeRequest, Identity, ServerConfig, TasksConsumer,
 };
+use herald_test_support::eventually;
 
 fn with_origin(url: &str, origin: &str) -> herald_server::tungstenite::handshake::client::Request {
     let mut req = url.into_client_request().unwrap();
@@ -170,7 +171,7 @@ async fn per_user_cap_refuses_extra_sockets_with_429_and_frees_on_close() {
 
     within(first.close(None)).await.unwrap();
     let app = server.app.clone();
-    eventually(|| {
+    eventually(STEP, "current == 1", || {
         let current = app.metrics().connections_current();
         async move { current == 1 }
     })

@@ -10,6 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use herald_core::Message;
 use herald_server::tungstenite::Message as WsMessage;
 use herald_server::{RateLimit, ServerConfig};
+use herald_test_support::eventually;
 
 #[tokio::test]
 async fn oversized_frame_closes_with_1009() {
@@ -24,10 +25,14 @@ async fn oversized_frame_closes_with_1009() {
     assert_eq!(close_code(&mut ws).await, Some(1009));
     assert_eq!(server.app.metrics().oversize_closes(), 1);
     let layer = server.layer.clone();
-    eventually(|| {
-        let layer = layer.clone();
-        async move { group_members(&layer, "user_amadmin").await == 0 }
-    })
+    eventually(
+        STEP,
+        "group_members(&layer, \"user_amadmin\").await == 0",
+        || {
+            let layer = layer.clone();
+            async move { group_members(&layer, "user_amadmin").await == 0 }
+        },
+    )
     .await;
 }
 
@@ -161,7 +166,7 @@ async fn client_that_never_answers_pings_is_dropped() {
     // Never polled, so it never answers the server's pings.
     let _mute = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
     let app = server.app.clone();
-    eventually(|| {
+    eventually(STEP, "timeouts == 1 && open == 0", || {
         let (timeouts, open) = (
             app.metrics().ping_timeouts(),
             app.metrics().connections_current(),

@@ -6,10 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{TestServer, connect, eventually, memory_layer, next_text, tasks_builder, within};
+use common::{STEP, TestServer, connect, memory_layer, next_text, tasks_builder, within};
 use herald_core::messaging::Messenger;
 use herald_core::presence::{InMemoryPresence, Presence};
 use herald_server::{PublishAccess, ServerConfig};
+use herald_test_support::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOKEN: &str = "publish-secret";
@@ -165,7 +166,12 @@ async fn presence_api_and_broadcast_to_everyone_online() {
 
     let mut a = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
     let mut b = connect(&server.url("/ws/tasks/?token=bob-token")).await;
-    eventually(|| async { store.online_users().await.unwrap().len() == 2 }).await;
+    eventually(
+        STEP,
+        "store.online_users().await.unwrap().len() == 2",
+        || async { store.online_users().await.unwrap().len() == 2 },
+    )
+    .await;
     let (_, out) = request(
         server.addr,
         "GET",
@@ -204,7 +210,12 @@ async fn test_connection_counts_sockets_that_received_it() {
 
     let mut one = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
     let mut two = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
-    eventually(|| async { presence.connections("amadmin").await.unwrap() == 2 }).await;
+    eventually(
+        STEP,
+        "presence.connections(\"amadmin\").await.unwrap() == 2",
+        || async { presence.connections("amadmin").await.unwrap() == 2 },
+    )
+    .await;
     assert_eq!(
         within(messenger.test_connection("amadmin", wait))
             .await

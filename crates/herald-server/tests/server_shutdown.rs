@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use common::*;
 use herald_server::{Consumer, Context, Result, ServerConfig};
+use herald_test_support::eventually;
 
 #[derive(Debug, Clone, Default)]
 struct Recorder(Arc<Mutex<Vec<Option<u16>>>>);
@@ -75,7 +76,7 @@ async fn shutdown_is_bounded_when_a_client_never_answers_the_close() {
     let server = TestServer::tasks(config).await;
     let _silent = connect(&server.url("/ws/tasks/?token=bob-token")).await;
     let app = server.app.clone();
-    eventually(|| {
+    eventually(STEP, "n == 1", || {
         let n = app.metrics().connections_current();
         async move { n == 1 }
     })

@@ -186,25 +186,6 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// Polls `check` until it holds, failing after a deadline (no fixed sleeps).
-pub async fn eventually<F, Fut>(mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + STEP;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not met in time"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Members a `group_send` reached (sends a probe message with an unhandled type).
 pub async fn group_members(layer: &Arc<dyn ChannelLayer>, group: &str) -> usize {
     within(layer.group_send(group, herald_core::Message::with_type("probe.unhandled")))
