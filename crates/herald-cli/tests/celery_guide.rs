@@ -7,9 +7,10 @@ mod support;
 use std::process::Stdio;
 use std::time::Duration;
 
+use herald_test_support::ws::recv_json_within;
 use herald_test_support::{RedisServer, compat_python};
 use support::django::{Django, SECRET, project_dir};
-use support::{Herald, recv_json_within, ws_connect_with_cookie};
+use support::{Herald, ws_connect_with_cookie};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn celery_task_notifies_the_user_through_herald() {

@@ -9,6 +9,7 @@
 //! * [`free_port`] — a loopback port nobody listens on right now.
 //! * [`compat_python`] — the Python of the pinned compat venv (`tests/compat/`), or why not.
 //! * [`eventually`] — waits for a condition with a deadline, for every crate's tests.
+//! * [`ws`] — WebSocket client helpers (connect, next frame, send, close code), each step bounded.
 //! * [`PostgresServer`] — a private PostgreSQL cluster (initdb + pg_ctl) with TLS on, for
 //!   server settings the machine's own cluster must not get.
 //!
@@ -16,6 +17,7 @@
 
 mod poll;
 mod postgres;
+pub mod ws;
 
 pub use poll::{POLL_INTERVAL, eventually};
 pub use postgres::{PostgresServer, postgres_bin_dir};
