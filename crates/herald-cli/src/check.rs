@@ -19,6 +19,12 @@ use crate::settings::{Backend, DjangoOpts, FileSettings, LayerOpts, ServeArgs};
 
 /// How long each network check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Keys asked for per `SCAN` step when looking for other prefixes' group keys: large enough
+/// that a few rounds cover a typical Redis, small enough that one step never blocks it.
+const SCAN_COUNT: u32 = 1000;
+/// `SCAN` steps at most (up to 20,000 keys looked at): the prefix check is a hint, not an
+/// audit, so a huge keyspace is sampled rather than walked.
+const SCAN_ROUNDS: usize = 20;
 
 /// `herald check` flags: everything `serve` takes, plus a cookie to try.
 #[derive(Args, Debug, Clone)]
@@ -179,13 +185,13 @@ async fn check_prefixes(report: &mut Report, opts: &LayerOpts) {
         let scan = async {
             let mut conn = client.get_multiplexed_async_connection().await?;
             let mut cursor: u64 = 0;
-            for _ in 0..20 {
+            for _ in 0..SCAN_ROUNDS {
                 let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
                     .arg(cursor)
                     .arg("MATCH")
                     .arg(ANY_GROUP_KEY_PATTERN)
                     .arg("COUNT")
-                    .arg(1000)
+                    .arg(SCAN_COUNT)
                     .query_async(&mut conn)
                     .await?;
                 for key in keys {

@@ -119,6 +119,10 @@ impl MetricsSource for RedisMetrics {
     }
 }
 
+/// The shortest `--presence-ttl`: records are refreshed well inside the TTL, and Redis keys
+/// expire in whole seconds.
+const MIN_PRESENCE_TTL: Duration = Duration::from_secs(1);
+
 /// Builds the app `serve` runs.
 pub(crate) fn build_app(r: &ServeArgs) -> anyhow::Result<App> {
     let built = layer::build(&r.layer, true)?;
@@ -168,7 +172,7 @@ pub(crate) fn build_app(r: &ServeArgs) -> anyhow::Result<App> {
         .server
         .presence_ttl
         .map_or(DEFAULT_PRESENCE_TTL, Duration::from_secs);
-    if ttl < Duration::from_secs(1) {
+    if ttl < MIN_PRESENCE_TTL {
         bail!("--presence-ttl must be at least 1 second");
     }
     let presence: Arc<dyn Presence> = match &built.redis {

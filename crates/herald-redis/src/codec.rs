@@ -26,6 +26,9 @@ use crate::fernet::{FernetError, MultiFernet};
 
 /// Default random prefix length (Python kwarg `random_prefix_length`).
 pub(crate) const DEFAULT_RANDOM_PREFIX_LENGTH: usize = 12;
+/// Bytes reserved up front for an encoded body: a typical `group_send` message (type, a short
+/// text, a few fields) fits, so the common case allocates once.
+const BODY_CAPACITY_HINT: usize = 64;
 /// Deepest nesting accepted when decoding, to keep hostile input from exhausting the stack.
 pub const MAX_DEPTH: usize = 512;
 
@@ -183,7 +186,7 @@ impl Codec {
 
     /// Serializes a message with `__asgi_channel__` appended as its last entry.
     pub fn encode_routed(&self, map: &Map, target: Target<'_>) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(self.random_prefix_length + 64);
+        let mut out = Vec::with_capacity(self.random_prefix_length + BODY_CAPACITY_HINT);
         if self.random_prefix_length > 0 {
             out.resize(self.random_prefix_length, 0);
             rand::rng().fill_bytes(&mut out);
@@ -191,7 +194,7 @@ impl Codec {
         match &self.fernet {
             None => self.write_body(&mut out, map, target)?,
             Some(fernet) => {
-                let mut body = Vec::with_capacity(64);
+                let mut body = Vec::with_capacity(BODY_CAPACITY_HINT);
                 self.write_body(&mut body, map, target)?;
                 out.extend_from_slice(fernet.encrypt(&body).as_bytes());
             }
@@ -205,7 +208,7 @@ impl Codec {
         if self.format != SerializerFormat::Msgpack || self.fernet.is_some() {
             return Ok(None);
         }
-        let mut out = Vec::with_capacity(64);
+        let mut out = Vec::with_capacity(BODY_CAPACITY_HINT);
         for (k, v) in map {
             msgpack::pack_str(&mut out, k)?;
             msgpack::pack(&mut out, v)?;
@@ -224,7 +227,7 @@ impl Codec {
         match self.format {
             SerializerFormat::Msgpack => msgpack::write_message(out, map, target),
             SerializerFormat::Json => {
-                let mut s = String::with_capacity(64);
+                let mut s = String::with_capacity(BODY_CAPACITY_HINT);
                 json::write_message(&mut s, map, target)?;
                 out.extend_from_slice(s.as_bytes());
                 Ok(())
