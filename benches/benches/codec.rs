@@ -2,9 +2,8 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use herald_benches::sample_message;
-use herald_redis::codec::Target;
-use herald_redis::hashing::consistent_hash;
-use herald_redis::{Codec, SerializerFormat};
+use herald_redis::SerializerFormat;
+use herald_redis::internals::{Codec, Target, consistent_hash};
 use std::hint::black_box;
 use std::time::Duration;
 

@@ -13,7 +13,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::FutureExt as _;
 use herald_benches::sample_message;
 use herald_core::{ChannelLayer, Message};
-use herald_redis::codec::Target;
+use herald_redis::internals::Target;
 use herald_redis::{RedisChannelLayer, RedisLayerConfig};
 use herald_test_support::RedisServer;
 

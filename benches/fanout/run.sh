@@ -397,7 +397,7 @@ fi
 cp "$RESULTS" "$ROOT/$RAW"
 note "Connect concurrency $CONNECT_CONCURRENCY for every scenario but the burst (Daphne's default channels_redis pool of 100 Redis connections fails connects beyond that: see the burst row)."
 note "Sessions: Django db engine on ${DATABASE_URL%%:*}; idle scenarios cycle $IDLE_USERS users' cookies (several sockets per user); the broadcast group is one user with $SOCKETS sockets."
-note "Daphne's channels_redis host sets socket_timeout=None: redis-py 8's default 5 s equals the BZPOPMIN timeout, so an idle receive() raises TimeoutError and kills consumers (django/channels_redis#422)."
+note "Daphne's channels_redis host sets socket_timeout=None: redis-py 8's default 5 s equals the BZPOPMIN timeout, so an idle receive() raises TimeoutError and kills consumers."
 note "channels_redis default capacity (100 per process key): messages over it are dropped silently, which shows as delivered < 100 %."
 note "Load average (1/5/15 min) at start: $LOAD_AT_START, at end: $(cut -d' ' -f1-3 /proc/loadavg) (2 cores; anything else running skews both servers' numbers)."
 [[ $QUICK == 1 ]] && note "BENCH_QUICK=1: reduced sizes ($SOCKETS sockets, $BCAST_SENDS broadcasts, $PER_USER per user, $PACED_RATE msgs/s, idle $IDLE_SMALL/$IDLE_MAX, burst $BURST) — not comparable with the issue's numbers."

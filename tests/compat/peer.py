@@ -13,7 +13,7 @@ key channels_redis does not know fails the way it fails in a Django project.
 
 Hosts and redis-py 8: redis-py 8 defaults ``socket_timeout`` to 5 s, the same as the
 ``BZPOPMIN ... 5`` of channels_redis 4.3.0's ``receive()``, so with bare URL hosts an idle
-``receive()`` raises ``redis.exceptions.TimeoutError`` after ~5 s (django/channels_redis#422).
+``receive()`` raises ``redis.exceptions.TimeoutError`` after ~5 s.
 The Rust tests therefore pass hosts as ``{"address": URL, "socket_timeout": null}``, the form a
 Django project on these pins needs too (channels_redis forwards extra keys to redis-py).
 

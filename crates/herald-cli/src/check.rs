@@ -12,14 +12,19 @@ use clap::Args;
 use herald_core::Message;
 use herald_core::error::{error_chain, mask_secrets};
 use herald_django::{AuthOutcome, DjangoAuth};
-use herald_redis::keys;
+use herald_redis::internals::{ANY_GROUP_KEY_PATTERN, group_key_prefix};
 
 use crate::layer;
-use crate::serve::{DjangoOpts, ServeArgs, resolve};
-use crate::settings::Backend;
+use crate::settings::{Backend, DjangoOpts, FileSettings, LayerOpts, ServeArgs};
 
 /// How long each network check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Keys asked for per `SCAN` step when looking for other prefixes' group keys: large enough
+/// that a few rounds cover a typical Redis, small enough that one step never blocks it.
+const SCAN_COUNT: u32 = 1000;
+/// `SCAN` steps at most (up to 20,000 keys looked at): the prefix check is a hint, not an
+/// audit, so a huge keyspace is sampled rather than walked.
+const SCAN_ROUNDS: usize = 20;
 
 /// `herald check` flags: everything `serve` takes, plus a cookie to try.
 #[derive(Args, Debug, Clone)]
@@ -53,9 +58,9 @@ impl Report {
     }
 }
 
-pub(crate) async fn run(args: CheckArgs, config: Option<&std::path::Path>) -> anyhow::Result<()> {
+pub(crate) async fn run(args: CheckArgs, file: FileSettings) -> anyhow::Result<()> {
     let mut report = Report::default();
-    let resolved = match resolve(args.serve, config) {
+    let resolved = match file.merge_serve(args.serve) {
         Ok(r) => {
             report.ok("config", "flags, HERALD_* variables and config file parse");
             r
@@ -84,7 +89,7 @@ pub(crate) async fn run(args: CheckArgs, config: Option<&std::path::Path>) -> an
 
 /// A `PING` of every host, then a full round trip through the layer: new channel, group_add,
 /// group_send, receive, discard. True if the layer works.
-async fn check_layer(report: &mut Report, opts: &crate::settings::LayerOpts) -> bool {
+async fn check_layer(report: &mut Report, opts: &LayerOpts) -> bool {
     let built = match layer::build(opts, true) {
         Ok(b) => b,
         Err(err) => {
@@ -160,11 +165,11 @@ async fn check_layer(report: &mut Report, opts: &crate::settings::LayerOpts) -> 
 
 /// Looks at which key prefixes the group keys in Redis use: if Python's groups live under
 /// another prefix than ours, Python and herald will never meet.
-async fn check_prefixes(report: &mut Report, opts: &crate::settings::LayerOpts) {
+async fn check_prefixes(report: &mut Report, opts: &LayerOpts) {
     let prefix = opts
         .prefix
         .clone()
-        .unwrap_or_else(|| herald_redis::config::DEFAULT_PREFIX.to_owned());
+        .unwrap_or_else(|| herald_redis::DEFAULT_PREFIX.to_owned());
     let mut seen = BTreeSet::new();
     for host in &opts.hosts {
         if !(host.starts_with("redis://")
@@ -180,17 +185,17 @@ async fn check_prefixes(report: &mut Report, opts: &crate::settings::LayerOpts) 
         let scan = async {
             let mut conn = client.get_multiplexed_async_connection().await?;
             let mut cursor: u64 = 0;
-            for _ in 0..20 {
+            for _ in 0..SCAN_ROUNDS {
                 let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
                     .arg(cursor)
                     .arg("MATCH")
-                    .arg(keys::ANY_GROUP_KEY_PATTERN)
+                    .arg(ANY_GROUP_KEY_PATTERN)
                     .arg("COUNT")
-                    .arg(1000)
+                    .arg(SCAN_COUNT)
                     .query_async(&mut conn)
                     .await?;
                 for key in keys {
-                    if let Some(p) = keys::group_key_prefix(&key) {
+                    if let Some(p) = group_key_prefix(&key) {
                         seen.insert(p.to_owned());
                     }
                 }

@@ -7,9 +7,9 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Where `herald serve` listens by default ([`DEFAULT_BIND`](crate::serve::DEFAULT_BIND)).
+/// Where `herald serve` listens by default ([`DEFAULT_BIND`](crate::settings::DEFAULT_BIND)).
 pub(crate) fn default_server() -> String {
-    format!("http://{}", crate::serve::DEFAULT_BIND)
+    format!("http://{}", crate::settings::DEFAULT_BIND)
 }
 /// How long one API call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);

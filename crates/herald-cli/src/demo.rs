@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use herald_server::{AuthError, Authenticator, DEMO_PATH, HandshakeRequest, Identity};
 use tracing::{info, warn};
 
-use crate::settings::{Backend, LayerOpts};
+use crate::settings::{Backend, DEFAULT_BIND, LayerOpts};
 
 /// The username demo sockets get (group `user_demo`).
 pub(crate) const DEMO_USER: &str = "demo";
@@ -47,7 +47,7 @@ pub(crate) fn announce(addr: SocketAddr, layer: &LayerOpts) {
     );
     let how = if layer.backend() == Backend::Memory {
         // No Redis: `herald send` goes through this server's loopback-only publish API.
-        if addr == crate::serve::DEFAULT_BIND.parse().unwrap() {
+        if addr == DEFAULT_BIND.parse().unwrap() {
             String::new()
         } else {
             format!(" --server http://{addr}")

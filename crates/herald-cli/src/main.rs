@@ -2,10 +2,11 @@
 //! libraries (`herald-server`, `herald-redis`, `herald-django`).
 //!
 //! # Layout
-//! * `settings` — flags + `HERALD_*` env + TOML file for the channel layer.
+//! * `settings` — every option struct (flags + `HERALD_*` env + TOML table), the TOML file
+//!   (read once, here) and the one merge of flags over it.
 //! * `layer` — builds the channel layer from those settings.
 //! * `demo` — `herald serve --demo`: the demo page and the loopback-only `demo` user.
-//! * `serve` — `herald serve`: server and Django options, the auth glue, signals.
+//! * `serve` — `herald serve`: the app from the merged options, the auth glue, signals.
 //! * `send` — `herald send | notify | file | broadcast | group-send`.
 //! * `client` — the publish-API client senders use when no Redis is configured.
 //! * `check` — `herald check`: configuration, Redis, Django database and a cookie.
@@ -45,7 +46,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve /ws/tasks/ (plus /healthz and /metrics).
-    Serve(Box<serve::ServeArgs>),
+    Serve(Box<settings::ServeArgs>),
     /// Send a user.message to a user (ws_send_message).
     Send(send::SendArgs),
     /// Send a typed user.notification (ws_send_notification).
@@ -102,40 +103,41 @@ fn main() -> ExitCode {
     };
     let config = cli.config.path.clone();
     let result = runtime.block_on(async move {
+        // The one read of the TOML file; each subcommand merges its flags over it.
         let file = settings::load_file(config.as_deref())?;
         match cli.command {
-            Command::Serve(args) => serve::run(*args, config.as_deref()).await,
-            Command::Check(args) => check::run(*args, config.as_deref()).await,
+            Command::Serve(args) => serve::run(*args, file).await,
+            Command::Check(args) => check::run(*args, file).await,
             Command::Send(mut a) => {
-                a.common.layer = a.common.layer.or(file.layer);
-                a.common.time_zone = a.common.time_zone.or(file.django.time_zone);
+                (a.common.layer, a.common.time_zone) =
+                    file.merge_sender(a.common.layer, a.common.time_zone);
                 send::send(a).await
             }
             Command::Notify(mut a) => {
-                a.common.layer = a.common.layer.or(file.layer);
-                a.common.time_zone = a.common.time_zone.or(file.django.time_zone);
+                (a.common.layer, a.common.time_zone) =
+                    file.merge_sender(a.common.layer, a.common.time_zone);
                 send::notify(a).await
             }
             Command::File(mut a) => {
-                a.common.layer = a.common.layer.or(file.layer);
-                a.common.time_zone = a.common.time_zone.or(file.django.time_zone);
+                (a.common.layer, a.common.time_zone) =
+                    file.merge_sender(a.common.layer, a.common.time_zone);
                 send::file(a).await
             }
             Command::Broadcast(mut a) => {
-                a.common.layer = a.common.layer.or(file.layer);
-                a.common.time_zone = a.common.time_zone.or(file.django.time_zone);
+                (a.common.layer, a.common.time_zone) =
+                    file.merge_sender(a.common.layer, a.common.time_zone);
                 send::broadcast(a).await
             }
             Command::Online(mut a) => {
-                a.layer = a.layer.or(file.layer);
+                a.layer = file.merge_layer(a.layer);
                 send::online(a).await
             }
             Command::TestConnection(mut a) => {
-                a.layer = a.layer.or(file.layer);
+                a.layer = file.merge_layer(a.layer);
                 send::test_connection(a).await
             }
             Command::GroupSend(mut a) => {
-                a.layer = a.layer.or(file.layer);
+                a.layer = file.merge_layer(a.layer);
                 send::group_send(a).await
             }
         }

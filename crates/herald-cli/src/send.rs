@@ -379,13 +379,17 @@ pub(crate) async fn online(args: OnlineArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `test-connection --wait` default: a connected browser acknowledges within milliseconds, and
+/// 3 s still covers a busy server without making the command feel stuck.
+const DEFAULT_TEST_WAIT_SECS: u64 = 3;
+
 /// `herald test-connection USER`: does a socket of USER actually receive messages?
 #[derive(Args, Debug, Clone)]
 pub(crate) struct TestConnectionArgs {
     /// The user to test.
     pub(crate) user: String,
     /// Seconds to wait for acknowledgements (1 to 30 through the publish API).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = DEFAULT_TEST_WAIT_SECS)]
     pub(crate) wait: u64,
     #[command(flatten)]
     pub(crate) layer: LayerOpts,

@@ -7,9 +7,11 @@ mod support;
 use std::process::Stdio;
 use std::time::Duration;
 
+use herald_test_support::django::django_project_dir;
+use herald_test_support::ws::recv_json_within;
 use herald_test_support::{RedisServer, compat_python};
-use support::django::{Django, SECRET, project_dir};
-use support::{Herald, recv_json_within, ws_connect_with_cookie};
+use support::django::{Django, SECRET};
+use support::{Herald, ws_connect_with_cookie};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn celery_task_notifies_the_user_through_herald() {
@@ -53,7 +55,7 @@ async fn celery_task_notifies_the_user_through_herald() {
             "-l",
             "warning",
         ])
-        .current_dir(project_dir())
+        .current_dir(django_project_dir())
         .envs(django.env())
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use herald_test_support::RedisServer;
-use support::{Herald, herald, recv_json, ws_connect_as};
+use herald_test_support::ws::recv_json;
+use support::{Herald, herald, ws_connect_as};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn send_reaches_the_users_socket_through_redis() {
@@ -91,7 +92,7 @@ async fn notify_file_and_group_send_arrive_as_the_guide_shows() {
     assert_eq!(frame["message"], "File ready for download");
 
     // A task subscription, then a Celery-style progress update via group-send.
-    support::send_json(
+    herald_test_support::ws::send_json(
         &mut ws,
         serde_json::json!({"action": "subscribe", "task_id": "t42"}),
     )

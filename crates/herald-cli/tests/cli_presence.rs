@@ -5,7 +5,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use herald_test_support::RedisServer;
-use support::{Herald, herald, recv_json, ws_connect_as};
+use herald_test_support::ws::recv_json;
+use support::{Herald, herald, ws_connect_as};
 
 fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()

@@ -3,8 +3,9 @@
 
 mod support;
 
+use herald_test_support::ws::recv_json;
 use herald_test_support::{RedisServer, compat_python, workspace_root};
-use support::{Herald, herald, recv_json, ws_connect_as};
+use support::{Herald, herald, ws_connect_as};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn python_pubsub_group_send_reaches_a_pubsub_herald() {

@@ -6,8 +6,9 @@
 mod support;
 
 use herald_test_support::compat_python;
+use herald_test_support::ws::{Ws, recv_text, send_text};
 use support::django::Site;
-use support::{Herald, Ws, recv_text, send_text, ws_connect_browser};
+use support::{Herald, ws_connect_browser};
 
 /// Sends `frame` to both servers and returns the reply, asserting it is the same bytes.
 async fn same_reply(herald: &mut Ws, daphne: &mut Ws, frame: &str) -> String {

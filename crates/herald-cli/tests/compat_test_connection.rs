@@ -7,9 +7,10 @@ mod support;
 use std::time::Duration;
 
 use herald_test_support::compat_python;
+use herald_test_support::ws::recv_text;
 use serde_json::Value;
 use support::django::Site;
-use support::{herald, recv_text, ws_connect_browser};
+use support::{herald, ws_connect_browser};
 
 /// Polls `herald online USER` until it reports `expected` (the herald socket's presence
 /// record is written just after the handshake).

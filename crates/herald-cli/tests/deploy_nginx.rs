@@ -9,9 +9,10 @@ mod support;
 use std::net::SocketAddr;
 
 use herald_test_support::compat_python;
+use herald_test_support::ws::{Ws, recv_json};
 use support::django::{SECRET, SiteDb};
 use support::nginx::{Nginx, deploy_doc_block, replace_once};
-use support::{Herald, TIMEOUT, Ws, recv_json};
+use support::{Herald, TIMEOUT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 

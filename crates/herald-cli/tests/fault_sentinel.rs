@@ -10,7 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use fault_common::*;
-use herald_test_support::{RedisServer, SentinelServer, compat_python};
+use herald_test_support::{RedisServer, SentinelServer, compat_python, eventually};
 use serde_json::json;
 
 const MASTER: &str = "herald-primary";
@@ -27,25 +27,6 @@ async fn connect(port: u16) -> redis::aio::MultiplexedConnection {
     .await
     .unwrap()
     .unwrap()
-}
-
-/// Polls `check` every 100 ms until it is true; panics with `what` after `within`.
-async fn poll_until<F, Fut>(what: &str, within: Duration, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if tokio::time::timeout(Duration::from_secs(5), check())
-            .await
-            .unwrap_or(false)
-        {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < within, "{what} within {within:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// `INFO replication` of the server on `port` contains `needle`.
@@ -93,7 +74,7 @@ async fn sockets_receive_exactly_once_after_sentinel_fails_over_to_the_replica()
     let mut primary = RedisServer::start();
     let replica =
         RedisServer::start_with_args(&["--replicaof", "127.0.0.1", &primary.port().to_string()]);
-    let synced = poll_until("replica in sync", Duration::from_secs(30), || {
+    let synced = eventually(Duration::from_secs(30), "replica in sync", || {
         replication_info_has(replica.port(), "master_link_status:up")
     })
     .await;
@@ -110,9 +91,9 @@ async fn sockets_receive_exactly_once_after_sentinel_fails_over_to_the_replica()
     // A failover needs every Sentinel to know the replica and a majority of its peers.
     for s in &sentinels {
         let port = s.port();
-        poll_until(
-            "sentinel discovers the replica and its two peers",
+        eventually(
             Duration::from_secs(40),
+            "sentinel discovers the replica and its two peers",
             || async move {
                 sentinel_count(port, "replicas").await == 1
                     && sentinel_count(port, "sentinels").await == 2
@@ -156,12 +137,12 @@ async fn sockets_receive_exactly_once_after_sentinel_fails_over_to_the_replica()
     for s in &sentinels {
         let port = s.port();
         let replica_port = replica.port();
-        poll_until("sentinels promote the replica", FAILOVER, || async move {
+        eventually(FAILOVER, "sentinels promote the replica", || async move {
             sentinel_master_port(port).await == Some(replica_port)
         })
         .await;
     }
-    poll_until("replica takes the master role", FAILOVER, || {
+    eventually(FAILOVER, "replica takes the master role", || {
         replication_info_has(replica.port(), "role:master")
     })
     .await;

@@ -9,9 +9,10 @@ mod support;
 use std::time::Duration;
 
 use fault_common::*;
+use herald_test_support::ws::{Ws, recv_json_within, send_json};
 use herald_test_support::{RedisServer, compat_python};
 use serde_json::{Value, json};
-use support::{Herald, Ws, recv_json_within, send_json};
+use support::Herald;
 
 /// A socket of `alice` in `user_alice`, `task_a` and `task_b`.
 async fn alice(herald: &Herald) -> Ws {

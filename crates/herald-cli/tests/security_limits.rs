@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use herald_test_support::RedisServer;
-use support::{Herald, TIMEOUT, Ws, http_get, recv_json, send_json};
+use herald_test_support::ws::{Ws, recv_json, send_json};
+use support::{Herald, TIMEOUT, http_get};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 

@@ -12,9 +12,10 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use herald_test_support::ws::{recv_json, send_json};
 use herald_test_support::{RedisServer, compat_python};
 use support::django::{Django, SECRET};
-use support::{Herald, TIMEOUT, bin, handshake_status, recv_json, send_json};
+use support::{Herald, TIMEOUT, bin, handshake_status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 

@@ -6,9 +6,10 @@ mod support;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use herald_test_support::ws::{recv_json, send_json};
 use herald_test_support::{RedisServer, compat_python};
 use support::django::{Django, SECRET};
-use support::{Herald, recv_json, send_json, ws_connect_with_cookie};
+use support::{Herald, ws_connect_with_cookie};
 
 fn django_flags<'a>(db_url: &'a str, redis_url: &'a str) -> Vec<&'a str> {
     vec![

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use fault_common::{metric, restart_redis_on};
 use futures_util::StreamExt;
+use herald_test_support::ws::recv_json;
 use herald_test_support::{RedisServer, free_port};
-use support::{Herald, TIMEOUT, http_get, recv_json, ws_connect_as};
+use support::{Herald, TIMEOUT, http_get, ws_connect_as};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 

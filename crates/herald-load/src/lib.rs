@@ -61,7 +61,6 @@ pub use error::{Error, ErrorKind, Result};
 pub use latency::{parse_sent_at, unix_now_secs};
 pub use limits::raise_nofile_limit;
 pub use report::{ConnectReport, LatencyReport, LoadReport};
-pub use rss::read_rss_bytes;
-pub use send::{SendPlan, SendReport, bench_message, run_sender};
+pub use send::{SendPlan, SendReport, run_sender};
 pub use swarm::{Progress, Swarm};
 pub use target::require_loopback;

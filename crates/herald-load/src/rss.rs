@@ -7,7 +7,7 @@ use crate::error::{Error, ErrorKind, Result};
 /// # Errors
 /// [`ErrorKind::Io`] if the file cannot be read (no such process, not Linux) or has no
 /// `VmRSS` line (a zombie).
-pub fn read_rss_bytes(pid: u32) -> Result<u64> {
+pub(crate) fn read_rss_bytes(pid: u32) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path)
         .map_err(|e| Error::with_source(ErrorKind::Io, format!("cannot read {path}"), e))?;

@@ -95,7 +95,7 @@ impl Tally {
 
 /// The benchmark message for `username`: `user.message` with `data.seq` and a `sent_at`
 /// stamped now (float Unix seconds), exactly the fields the Python sender sends.
-pub fn bench_message(username: &str, seq: u64) -> Message {
+pub(crate) fn bench_message(username: &str, seq: u64) -> Message {
     let mut data = Map::new();
     data.insert("seq".to_owned(), Value::from(seq));
     user_message(username, "bench", Some(data)).with("sent_at", unix_now_secs())

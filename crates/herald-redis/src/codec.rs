@@ -16,7 +16,6 @@
 //! Decoding failures are a small `Copy` enum ([`DecodeError`]) so the receive path can count
 //! them by reason without allocating.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use herald_core::{ASGI_CHANNEL_KEY, Map, Message, Value};
@@ -26,7 +25,10 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::fernet::{FernetError, MultiFernet};
 
 /// Default random prefix length (Python kwarg `random_prefix_length`).
-pub const DEFAULT_RANDOM_PREFIX_LENGTH: usize = 12;
+pub(crate) const DEFAULT_RANDOM_PREFIX_LENGTH: usize = 12;
+/// Bytes reserved up front for an encoded body: a typical `group_send` message (type, a short
+/// text, a few fields) fits, so the common case allocates once.
+const BODY_CAPACITY_HINT: usize = 64;
 /// Deepest nesting accepted when decoding, to keep hostile input from exhausting the stack.
 pub const MAX_DEPTH: usize = 512;
 
@@ -118,7 +120,8 @@ pub enum Target<'a> {
 ///
 /// ```
 /// use herald_core::Message;
-/// use herald_redis::codec::{Codec, SerializerFormat};
+/// use herald_redis::SerializerFormat;
+/// use herald_redis::internals::Codec;
 /// let codec = Codec::new(SerializerFormat::Msgpack, 12);
 /// let bytes = codec.encode(&Message::with_type("x")).unwrap();
 /// assert_eq!(&bytes[12..], b"\x81\xa4type\xa1x");
@@ -183,7 +186,7 @@ impl Codec {
 
     /// Serializes a message with `__asgi_channel__` appended as its last entry.
     pub fn encode_routed(&self, map: &Map, target: Target<'_>) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(self.random_prefix_length + 64);
+        let mut out = Vec::with_capacity(self.random_prefix_length + BODY_CAPACITY_HINT);
         if self.random_prefix_length > 0 {
             out.resize(self.random_prefix_length, 0);
             rand::rng().fill_bytes(&mut out);
@@ -191,7 +194,7 @@ impl Codec {
         match &self.fernet {
             None => self.write_body(&mut out, map, target)?,
             Some(fernet) => {
-                let mut body = Vec::with_capacity(64);
+                let mut body = Vec::with_capacity(BODY_CAPACITY_HINT);
                 self.write_body(&mut body, map, target)?;
                 out.extend_from_slice(fernet.encrypt(&body).as_bytes());
             }
@@ -205,7 +208,7 @@ impl Codec {
         if self.format != SerializerFormat::Msgpack || self.fernet.is_some() {
             return Ok(None);
         }
-        let mut out = Vec::with_capacity(64);
+        let mut out = Vec::with_capacity(BODY_CAPACITY_HINT);
         for (k, v) in map {
             msgpack::pack_str(&mut out, k)?;
             msgpack::pack(&mut out, v)?;
@@ -224,7 +227,7 @@ impl Codec {
         match self.format {
             SerializerFormat::Msgpack => msgpack::write_message(out, map, target),
             SerializerFormat::Json => {
-                let mut s = String::with_capacity(64);
+                let mut s = String::with_capacity(BODY_CAPACITY_HINT);
                 json::write_message(&mut s, map, target)?;
                 out.extend_from_slice(s.as_bytes());
                 Ok(())
@@ -594,65 +597,19 @@ pub mod msgpack {
 pub mod json {
     use super::*;
 
-    /// Writes one value like `json.dumps(value)`.
+    use herald_core::pyjson::{RefuseBytes, write_members, write_str};
+
+    /// The body of a stored message: `json.dumps` of `map` plus the `__asgi_channel__` member
+    /// of `target`, written by the workspace's one `json.dumps` writer
+    /// ([`herald_core::pyjson`]) with bytes refused, as Python refuses them.
     ///
     /// # Errors
-    /// [`ErrorKind::Serialization`] for [`Value::Bytes`] (Python: "Object of type bytes is not
-    /// JSON serializable").
-    pub fn dump(out: &mut String, value: &Value) -> Result<()> {
-        match value {
-            Value::Nil => out.push_str("null"),
-            Value::Bool(true) => out.push_str("true"),
-            Value::Bool(false) => out.push_str("false"),
-            Value::Int(i) => {
-                let _ = write!(out, "{i}");
-            }
-            Value::UInt(u) => {
-                let _ = write!(out, "{u}");
-            }
-            Value::Float(f) => out.push_str(&python_float_repr(*f)),
-            Value::Str(s) => write_str(out, s),
-            Value::Bytes(_) => {
-                return Err(serialization(
-                    "bytes cannot be serialized with the json serializer",
-                ));
-            }
-            Value::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(", ");
-                    }
-                    dump(out, item)?;
-                }
-                out.push(']');
-            }
-            Value::Map(map) => {
-                out.push('{');
-                for (i, (k, v)) in map.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(", ");
-                    }
-                    write_str(out, k);
-                    out.push_str(": ");
-                    dump(out, v)?;
-                }
-                out.push('}');
-            }
-        }
-        Ok(())
-    }
-
+    /// [`ErrorKind::Serialization`] for [`Value::Bytes`] anywhere in `map` (Python: "Object of
+    /// type bytes is not JSON serializable").
     pub(super) fn write_message(out: &mut String, map: &Map, target: Target<'_>) -> Result<()> {
         out.push('{');
-        for (i, (k, v)) in map.iter().enumerate() {
-            if i > 0 {
-                out.push_str(", ");
-            }
-            write_str(out, k);
-            out.push_str(": ");
-            dump(out, v)?;
-        }
+        write_members::<RefuseBytes>(out, map, None)
+            .map_err(|_| serialization("bytes cannot be serialized with the json serializer"))?;
         if !matches!(target, Target::None) {
             if !map.is_empty() {
                 out.push_str(", ");
@@ -676,14 +633,6 @@ pub mod json {
         }
         out.push('}');
         Ok(())
-    }
-
-    use herald_core::pyjson::write_str;
-
-    /// Python's `repr(float)` (also what `json.dumps` writes): shortest round-trip digits,
-    /// scientific notation when the decimal exponent is < -4 or ≥ 16, `NaN`/`Infinity`.
-    pub fn python_float_repr(f: f64) -> String {
-        herald_core::pyjson::float_repr(f)
     }
 
     /// Parses a JSON document like Python's `json.loads`: integers (`-?(0|[1-9]\d*)` without

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use herald_core::capacity::CapacityRule;
 
-pub use crate::codec::SerializerFormat;
+use crate::codec::SerializerFormat;
 use crate::history::HistoryConfig;
 
 /// Default host list (Python `decode_hosts(None)`): one shard on `redis://localhost:6379`.

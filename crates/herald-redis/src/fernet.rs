@@ -25,7 +25,7 @@ type Aes128CbcDec = cbc::Decryptor<aes::Aes128>;
 /// Fernet token version byte.
 const VERSION: u8 = 0x80;
 /// cryptography's `_MAX_CLOCK_SKEW`: tokens up to 60 s in the future are accepted.
-pub const MAX_CLOCK_SKEW_SECS: u64 = 60;
+pub(crate) const MAX_CLOCK_SKEW_SECS: u64 = 60;
 /// version + timestamp + IV.
 const HEADER_LEN: usize = 1 + 8 + 16;
 const MAC_LEN: usize = 32;
@@ -122,13 +122,13 @@ impl FernetKey {
 
 /// Several keys: the first encrypts, all decrypt (Python `MultiFernet`).
 #[derive(Debug, Clone)]
-pub struct MultiFernet {
+pub(crate) struct MultiFernet {
     keys: Vec<FernetKey>,
 }
 
 impl MultiFernet {
     /// Derives one key per configured secret, in order. `None` if `secrets` is empty.
-    pub fn from_secrets<S: AsRef<[u8]>>(secrets: &[S]) -> Option<Self> {
+    pub(crate) fn from_secrets<S: AsRef<[u8]>>(secrets: &[S]) -> Option<Self> {
         if secrets.is_empty() {
             return None;
         }
@@ -141,12 +141,13 @@ impl MultiFernet {
     }
 
     /// The keys, first one encrypting.
-    pub fn keys(&self) -> &[FernetKey] {
+    #[cfg(test)]
+    pub(crate) fn keys(&self) -> &[FernetKey] {
         &self.keys
     }
 
     /// Encrypts with the first key, the current time and a random IV.
-    pub fn encrypt(&self, plaintext: &[u8]) -> String {
+    pub(crate) fn encrypt(&self, plaintext: &[u8]) -> String {
         let iv: [u8; 16] = rand::random();
         self.keys[0].encrypt_with(plaintext, unix_now(), iv)
     }
@@ -156,7 +157,7 @@ impl MultiFernet {
     /// # Errors
     /// A [`FernetError`]; a bad time is reported before a bad signature only when the token
     /// is authentic for some key (as cryptography checks the HMAC per key first).
-    pub fn decrypt_at(
+    pub(crate) fn decrypt_at(
         &self,
         token: &[u8],
         ttl_secs: Option<u64>,
@@ -188,7 +189,11 @@ impl MultiFernet {
     }
 
     /// [`decrypt_at`](Self::decrypt_at) with the current time.
-    pub fn decrypt(&self, token: &[u8], ttl_secs: Option<u64>) -> Result<Vec<u8>, FernetError> {
+    pub(crate) fn decrypt(
+        &self,
+        token: &[u8],
+        ttl_secs: Option<u64>,
+    ) -> Result<Vec<u8>, FernetError> {
         self.decrypt_at(token, ttl_secs, unix_now())
     }
 }

@@ -11,7 +11,7 @@
 /// group operations, `non_local_name(channel)` for receivers and `group_send` deliveries.
 ///
 /// ```
-/// use herald_redis::hashing::consistent_hash;
+/// use herald_redis::internals::consistent_hash;
 /// assert_eq!(consistent_hash(b"key_one", 10), 6);
 /// assert_eq!(consistent_hash(b"key_two", 10), 4);
 /// ```

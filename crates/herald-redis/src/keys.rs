@@ -23,7 +23,7 @@ pub fn group_key_prefix(key: &str) -> Option<&str> {
 }
 
 /// Suffix of Python's receive backup key (`<channel key>$inflight`).
-pub const INFLIGHT_SUFFIX: &str = "$inflight";
+pub(crate) const INFLIGHT_SUFFIX: &str = "$inflight";
 
 /// Builds the Redis keys of one layer prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]

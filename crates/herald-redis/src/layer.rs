@@ -383,7 +383,7 @@ impl Inner {
 ///
 /// Deviations from Python, all deliberate:
 /// * `send` to a specific channel writes to the shard of `hash(non_local_name)`, where the
-///   owner listens, not `hash(full name)` (channels_redis#221, which loses messages with ≥ 2
+///   owner listens, not `hash(full name)` (which loses messages with ≥ 2
 ///   shards). Herald also drains its own key on every shard, so Python senders still reach it.
 /// * `send` runs its trim/count/add/expire as one atomic script; `group_send` trims each key
 ///   inside its script, on the right shard.
@@ -486,12 +486,14 @@ impl RedisChannelLayer {
         &self.inner.client_prefix
     }
 
-    /// The key builder of this layer's prefix.
+    /// The key builder of this layer's prefix ([`internals`](crate::internals): not covered
+    /// by semver).
     pub fn keys(&self) -> &Keys {
         &self.inner.keys
     }
 
-    /// The codec this layer stores messages with.
+    /// The codec this layer stores messages with ([`internals`](crate::internals): not
+    /// covered by semver).
     pub fn codec(&self) -> &Codec {
         &self.inner.readers.codec
     }
@@ -671,7 +673,7 @@ impl ChannelLayer for RedisChannelLayer {
         Self::check_message(&message)?;
         let inner = &self.inner;
         let (target, shard) = if is_specific(channel) {
-            // Deviation from Python (channels_redis#221): hash the non-local name, where receivers listen.
+            // Deviation from Python: hash the non-local name, where receivers listen.
             (
                 Target::One(channel),
                 inner.shard_of(non_local_name(channel)),

@@ -34,6 +34,11 @@ impl RedisChannelLayer {
     }
 }
 
+/// A user's presence key lives this many record TTLs (and at least this many seconds): each
+/// record carries its own deadline, so the key only has to outlive the newest record and then
+/// disappear by itself if every instance stops refreshing it.
+const KEY_TTL_FACTOR: u64 = 2;
+
 #[async_trait]
 impl Presence for RedisChannelLayer {
     async fn touch(&self, entries: &[(String, String)], ttl: Duration) -> Result<()> {
@@ -41,7 +46,7 @@ impl Presence for RedisChannelLayer {
             return Ok(());
         }
         let until = now_f64() + ttl.as_secs_f64();
-        let key_ttl = (ttl.as_secs() * 2).max(2);
+        let key_ttl = (ttl.as_secs() * KEY_TTL_FACTOR).max(KEY_TTL_FACTOR);
         let keys = self.keys();
         // Group by shard so each shard gets one pipelined round trip.
         let mut by_shard: BTreeMap<usize, Vec<(String, &str)>> = BTreeMap::new();

@@ -4,7 +4,7 @@
 //! * **Specific channels** (`prefix.<client prefix>!local`): all channels of this layer with
 //!   one `new_channel` prefix share one Redis key (`asgispecific.<cp>!`). One reader task per
 //!   key *per shard* drains it — every shard when there are ≥ 2, because Python's `send()`
-//!   hashes the full channel name (channels_redis#221) and so writes to arbitrary shards. A
+//!   hashes the full channel name and so writes to arbitrary shards. A
 //!   reader pops many messages per round trip (`BZMPOP <brpop_timeout> 1 key MIN COUNT N` on
 //!   Redis ≥ 7; `ZPOPMIN key N` then `BZPOPMIN key <brpop_timeout>` when empty on older
 //!   servers) and routes each by its

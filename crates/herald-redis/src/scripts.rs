@@ -11,7 +11,7 @@
 ///
 /// `KEYS[1]` channel key; `ARGV`: member, capacity, score, expiry (s), trim threshold.
 /// Returns 1 if stored, 0 if the channel was full (nothing written).
-pub const SEND: &str = r#"
+pub(crate) const SEND: &str = r#"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[5])
 if redis.call('ZCOUNT', KEYS[1], '-inf', '+inf') >= tonumber(ARGV[2]) then
     return 0
@@ -29,7 +29,7 @@ return 1
 /// how many keys were over capacity), plus `ARGV[2n+3]` = `int(now) - expiry`: the expired-member
 /// trim that Python runs as a separate MULTI pipeline (sometimes on the wrong shard) is done
 /// here, on the right shard, before each count.
-pub const GROUP_SEND: &str = r#"
+pub(crate) const GROUP_SEND: &str = r#"
 local n = #KEYS
 local over = 0
 for i = 1, n do
@@ -47,7 +47,7 @@ return over
 /// Deletes every key matching `ARGV[1]` (`prefix*`) in batches of 5000; returns the count.
 ///
 /// Mirrors the delete script of `channels_redis/core.py` `RedisChannelLayer.flush`.
-pub const FLUSH: &str = r#"
+pub(crate) const FLUSH: &str = r#"
 local keys = redis.call('KEYS', ARGV[1])
 for i = 1, #keys, 5000 do
     redis.call('DEL', unpack(keys, i, math.min(i + 4999, #keys)))
@@ -70,7 +70,7 @@ return #keys
 /// `KEYS[1]` group key; `ARGV`: layer prefix, random prefix, map entries, entry count,
 /// capacity, score, expiry, trim threshold, group trim threshold.
 /// Returns `{members, over_capacity}`.
-pub const GROUP_SEND_ONE_TRIP: &str = r#"
+pub(crate) const GROUP_SEND_ONE_TRIP: &str = r#"
 local function head(len, fix, fixmax, b16, b32)
     if len <= fixmax then
         return string.char(fix + len)

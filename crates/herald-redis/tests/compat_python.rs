@@ -239,7 +239,7 @@ impl Setup {
     ///
     /// redis-py 8 made `socket_timeout` default to 5 s, the same as channels_redis 4.3.0's
     /// `BZPOPMIN … 5`, so an idle `receive()` raises `redis.exceptions.TimeoutError` after ~5 s
-    /// (django/channels_redis#422; see `python_idle_receive_fails_without_socket_timeout_fix`).
+    /// (see `python_idle_receive_fails_without_socket_timeout_fix`).
     /// A Django project on these pins needs this same host form; the extra key is passed to
     /// `ConnectionPool.from_url` by channels_redis' `create_pool`.
     fn python_hosts(&self) -> J {
@@ -1481,7 +1481,7 @@ async fn group_with_general_channel_members_on_one_host() {
 
 /// Canary for the pinned Python stack: with bare URL hosts (redis-py 8's default 5 s
 /// `socket_timeout`), channels_redis 4.3.0's `receive()` on an idle channel raises
-/// `TimeoutError` instead of waiting (django/channels_redis#422). Every other test uses the
+/// `TimeoutError` instead of waiting. Every other test uses the
 /// `socket_timeout: None` host form; if this starts passing a receive, the workaround can go.
 #[tokio::test]
 async fn python_idle_receive_fails_without_socket_timeout_fix() {

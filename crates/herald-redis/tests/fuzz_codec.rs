@@ -11,9 +11,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use herald_core::{ChannelLayer, Message, Value};
-use herald_redis::codec::{DecodeError, MAX_DEPTH, MsgpackError, json, msgpack};
-use herald_redis::fernet::FernetKey;
-use herald_redis::{Codec, RedisChannelLayer, RedisLayerConfig, SerializerFormat};
+use herald_redis::internals::{
+    Codec, DecodeError, FernetKey, MAX_DEPTH, MsgpackError, json, msgpack,
+};
+use herald_redis::{RedisChannelLayer, RedisLayerConfig, SerializerFormat};
 use herald_test_support::RedisServer;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};

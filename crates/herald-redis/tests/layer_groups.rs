@@ -174,7 +174,7 @@ async fn group_members_older_than_group_expiry_are_skipped() {
 #[tokio::test]
 async fn server_side_group_send_members_match_the_codec_bytes() {
     use herald_core::{Message, Value};
-    use herald_redis::codec::Target;
+    use herald_redis::internals::Target;
     let server = RedisServer::start();
     let layer = layer(&server);
     let mut conn = raw(&server.url()).await;
@@ -195,7 +195,7 @@ async fn server_side_group_send_members_match_the_codec_bytes() {
     // ZRANGE order: equal scores would sort by name; ours differ, so sort to compare.
     let mut listed: Vec<String> = conn.zrange("asgi:group:wire", 0, -1).await.unwrap();
     listed.retain(|n| n.starts_with("specific."));
-    let codec = herald_redis::Codec::new(herald_redis::SerializerFormat::Msgpack, 12);
+    let codec = herald_redis::internals::Codec::new(herald_redis::SerializerFormat::Msgpack, 12);
     let expected = codec
         .encode_routed(msg.map(), Target::Many(&listed))
         .unwrap();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use herald_core::{ChannelLayer, Deliver, Message, Offset, Position, Recorded, Value};
 use herald_redis::{HistoryConfig, HistoryRule, RedisChannelLayer, RedisLayerConfig};
-use herald_test_support::{RedisServer, compat_python, workspace_root};
+use herald_test_support::{RedisServer, compat_python, eventually, workspace_root};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// Every recorded delivery, in order.

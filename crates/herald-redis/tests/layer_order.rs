@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use common::*;
 use herald_core::{ChannelLayer, Deliver, Message, Value};
-use herald_redis::hashing::consistent_hash;
-use herald_redis::{Codec, RedisChannelLayer, RedisLayerConfig, SerializerFormat};
-use herald_test_support::RedisServer;
+use herald_redis::internals::{Codec, Keys, consistent_hash};
+use herald_redis::{RedisChannelLayer, RedisLayerConfig, SerializerFormat};
+use herald_test_support::{RedisServer, eventually};
 
 /// Records every delivery, in order, for all the channels attached to it.
 #[derive(Debug, Default)]
@@ -51,7 +51,7 @@ async fn attached(layer: &RedisChannelLayer, record: &Arc<Record>) -> Vec<String
 /// pause of the server.
 async fn write_interleaved(url: &str, channels: &[String], first: i64, count: i64) {
     let codec = Codec::new(SerializerFormat::Msgpack, 12);
-    let keys = herald_redis::keys::Keys::new("asgi");
+    let keys = Keys::new("asgi");
     let base = now();
     let mut pipe = redis::pipe();
     pipe.atomic();

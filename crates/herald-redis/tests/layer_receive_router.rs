@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use common::*;
 use herald_core::{ChannelLayer, Message, Value};
-use herald_redis::{Codec, RedisChannelLayer, RedisLayerConfig, SerializerFormat};
-use herald_test_support::RedisServer;
+use herald_redis::internals::Codec;
+use herald_redis::{RedisChannelLayer, RedisLayerConfig, SerializerFormat};
+use herald_test_support::{RedisServer, eventually};
 use redis::AsyncCommands;
 
 fn config(server: &RedisServer) -> RedisLayerConfig {

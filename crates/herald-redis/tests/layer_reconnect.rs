@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::*;
 use herald_core::{ChannelLayer, Message};
 use herald_redis::{RedisChannelLayer, RedisLayerConfig};
-use herald_test_support::RedisServer;
+use herald_test_support::{RedisServer, eventually};
 use redis::AsyncCommands;
 
 fn config(server: &RedisServer) -> RedisLayerConfig {

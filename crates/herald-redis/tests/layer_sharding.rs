@@ -1,5 +1,5 @@
 //! Sharding: channels_redis tests/test_core.py 11, 13 (10 shards = db 0–9 of one server) and
-//! the direct-send behaviour of channels_redis#221.
+//! the direct-send behaviour of Python's `send()` (it hashes the full channel name).
 
 mod common;
 
@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::*;
 use herald_core::ChannelLayer;
-use herald_redis::hashing::consistent_hash;
-use herald_redis::{Codec, RedisChannelLayer, RedisLayerConfig, SerializerFormat};
+use herald_redis::internals::{Codec, consistent_hash};
+use herald_redis::{RedisChannelLayer, RedisLayerConfig, SerializerFormat};
 use herald_test_support::RedisServer;
 use redis::AsyncCommands;
 use tokio::time::timeout;
@@ -102,7 +102,7 @@ async fn direct_send_lands_on_the_shard_of_the_non_local_name() {
 
 #[tokio::test]
 async fn python_style_sends_to_any_shard_are_still_received() {
-    // Python's send() hashes the full channel name (channels_redis#221), so a message for us
+    // Python's send() hashes the full channel name, so a message for us
     // may sit on any shard: write one on every shard and receive them all.
     let server = RedisServer::start();
     let layer = RedisChannelLayer::new(ten_shards(&server)).unwrap();

@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use herald_core::{ChannelLayer, ErrorKind, Map, Message, Value};
-use herald_redis::codec::SerializerFormat;
-use herald_redis::hashing::consistent_hash;
-use herald_redis::{RedisPubSubConfig, RedisPubSubLayer};
+use herald_redis::internals::consistent_hash;
+use herald_redis::{RedisPubSubConfig, RedisPubSubLayer, SerializerFormat};
 use herald_test_support::RedisServer;
 use tokio::time::{Instant, timeout};
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herald_core::names::require_valid_group_name;
+use herald_core::pyjson;
 use herald_core::{ChannelLayer, GroupSendReport, Message, Position, Recorded};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tracing::{trace, warn};
@@ -23,7 +24,6 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::fanout::{self, LayerEvent};
 use crate::frame::SharedText;
 use crate::groups::{Inbox, InboxSender, next_member_id};
-use crate::pyjson;
 
 /// How long a closing socket's group cleanup may take: a Redis that hangs must not keep the
 /// connection's task (and its memory) alive; the memberships then lapse with `group_expiry`.
@@ -308,7 +308,7 @@ impl Context {
     /// # Errors
     /// As [`send_text`](Self::send_text).
     pub fn send_json(&mut self, value: &serde_json::Value) -> Result<()> {
-        self.send_text(pyjson::dumps(value))
+        self.send_text(pyjson::dumps_serde(value))
     }
 
     /// Forwards a layer message to the client as JSON with `type` in handler form

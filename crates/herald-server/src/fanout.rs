@@ -24,7 +24,7 @@ use herald_core::{Map, Message, Position, Recorded};
 
 use crate::consumer::handler_name;
 use crate::frame::SharedText;
-use crate::pyjson;
+use herald_core::pyjson::{self, BytesAsNumbers};
 
 /// One layer message as the server hands it to its sockets: made once per message by the
 /// dispatcher and shared, behind an `Arc`, by every inbox it reaches.
@@ -218,7 +218,7 @@ const FRAME_CAPACITY_HINT: usize = 128;
 /// `json.dumps({**message, "type": handler})`, byte for byte as Python writes it.
 fn encode(message: &Message, handler: &str) -> SharedText {
     let mut out = String::with_capacity(FRAME_CAPACITY_HINT);
-    pyjson::write_map(&mut out, message.map(), Some(handler));
+    let Ok(()) = pyjson::write_map::<BytesAsNumbers>(&mut out, message.map(), Some(handler));
     SharedText::from(out)
 }
 

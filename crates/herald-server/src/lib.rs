@@ -78,7 +78,6 @@
 //!   `/readyz`, and the 1013 refusal while a dependency is down.
 //! * `groups` — group multiplexing: one layer channel per (process, group), fanned out to the
 //!   local sockets' inboxes (see [`ServerConfig::group_multiplexing`]).
-//! * `pyjson` — JSON written byte-for-byte like Python's `json.dumps`.
 //! * [`consumers`] — ready-made consumers: [`TasksConsumer`] for the guide's `/ws/tasks/`.
 //!
 //! # Close codes
@@ -109,7 +108,6 @@ mod health;
 mod limits;
 mod presence;
 mod publish;
-mod pyjson;
 mod routing;
 mod runtime;
 mod server;

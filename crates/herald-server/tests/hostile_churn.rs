@@ -1,4 +1,4 @@
-//! Memory under churn: sockets connect, receive a group message and disconnect in a loop; the
+//! Memory under churn: sockets ws_connect, receive a group message and disconnect in a loop; the
 //! process's resident set must stay flat after warm-up.
 //!
 //! The only test in its binary so that no other test's allocations show up in `VmRSS`. It runs
@@ -14,8 +14,10 @@ use futures_util::SinkExt;
 use herald_core::Message;
 use herald_server::ServerConfig;
 use herald_server::tungstenite::Message as WsMessage;
+use herald_test_support::eventually;
+use herald_test_support::ws::{close_code, recv_text, send_text, ws_connect};
 
-/// Concurrent client loops (each: connect, receive, close).
+/// Concurrent client loops (each: ws_connect, receive, close).
 const CLIENTS: usize = 8;
 /// Allowed RSS growth after warm-up (observed: under 1 MiB over ~16k cycles; a leak of 300
 /// bytes per connection would exceed it).
@@ -31,11 +33,11 @@ fn rss_kib() -> u64 {
 }
 
 async fn one_cycle(server: &TestServer, user: &str, token: &str, n: u64) {
-    let mut ws = connect(&server.url(&format!("/ws/tasks/?token={token}"))).await;
+    let mut ws = ws_connect(&server.url(&format!("/ws/tasks/?token={token}"))).await;
     // The pong proves the socket joined its user group before the group_send (messages for
     // other sockets of the same user may arrive first).
     send_text(&mut ws, r#"{"action": "ping"}"#).await;
-    while next_text(&mut ws).await != r#"{"type": "pong"}"# {}
+    while recv_text(&mut ws).await != r#"{"type": "pong"}"# {}
     let text = format!("churn {n}");
     let msg = Message::with_type("user.message").with("message", text.as_str());
     within(server.layer.group_send(&format!("user_{user}"), msg))
@@ -43,7 +45,7 @@ async fn one_cycle(server: &TestServer, user: &str, token: &str, n: u64) {
         .unwrap();
     // Another loop of the same user may also deliver to this socket: skip those.
     let want = format!(r#"{{"type": "user_message", "message": "{text}"}}"#);
-    while next_text(&mut ws).await != want {}
+    while recv_text(&mut ws).await != want {}
     within(ws.send(WsMessage::Close(None))).await.unwrap();
     let _ = close_code(&mut ws).await;
 }
@@ -95,7 +97,7 @@ async fn churning_connections_keep_memory_flat() {
             .unwrap();
     }
     let app = server.app.clone();
-    eventually(|| {
+    eventually(STEP, "open == 0", || {
         let open = app.metrics().connections_current();
         async move { open == 0 }
     })

@@ -17,6 +17,8 @@ use futures_util::SinkExt;
 use herald_core::Message;
 use herald_server::ServerConfig;
 use herald_server::tungstenite::Message as WsMessage;
+use herald_test_support::eventually;
+use herald_test_support::ws::{Ws, recv_text, ws_connect};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -152,11 +154,11 @@ async fn others_still_served_and_released(server: &TestServer, bob: &mut Ws) {
         .await
         .unwrap();
     assert_eq!(
-        next_text(bob).await,
+        recv_text(bob).await,
         r#"{"type": "user_message", "message": "still here"}"#
     );
     let app = server.app.clone();
-    eventually(|| {
+    eventually(STEP, "open == 1", || {
         let open = app.metrics().connections_current();
         async move { open == 1 }
     })
@@ -166,7 +168,7 @@ async fn others_still_served_and_released(server: &TestServer, bob: &mut Ws) {
 
 async fn server_with_bob(config: ServerConfig) -> (TestServer, Ws) {
     let server = TestServer::tasks(config).await;
-    let mut bob = connect(&server.url("/ws/tasks/?token=bob-token")).await;
+    let mut bob = ws_connect(&server.url("/ws/tasks/?token=bob-token")).await;
     sync(&mut bob).await;
     (server, bob)
 }
@@ -268,7 +270,7 @@ async fn half_open_peer_is_freed_by_the_ping_timeout() {
         .with_ping_timeout(Duration::from_millis(300));
     let server = TestServer::tasks(config).await;
     // Bob answers pings because `sync`/`next_text` keep polling his socket.
-    let mut bob = connect(&server.url("/ws/tasks/?token=bob-token")).await;
+    let mut bob = ws_connect(&server.url("/ws/tasks/?token=bob-token")).await;
     sync(&mut bob).await;
     let before = server.app.metrics().ping_timeouts();
     // Held open, never read or written again: no FIN, no RST.
@@ -396,7 +398,7 @@ async fn never_reading_client_gets_4008_while_another_keeps_low_latency() {
             .await
             .unwrap();
         assert_eq!(
-            next_text(&mut bob).await,
+            recv_text(&mut bob).await,
             r#"{"type": "user_message", "message": "bob"}"#
         );
         latencies.push(sent_at.elapsed());
@@ -417,7 +419,7 @@ async fn never_reading_client_gets_4008_while_another_keeps_low_latency() {
     within(bob.send(WsMessage::text(r#"{"action": "ping"}"#)))
         .await
         .unwrap();
-    assert_eq!(next_text(&mut bob).await, r#"{"type": "pong"}"#);
+    assert_eq!(recv_text(&mut bob).await, r#"{"type": "pong"}"#);
 }
 
 /// A burst of sockets that complete the handshake and then vanish at once (RST): every one is
@@ -430,7 +432,7 @@ async fn burst_of_abandoned_sockets_is_fully_released() {
         raws.push(RawWs::connect(server.addr, "amadmin-token").await);
     }
     let app = server.app.clone();
-    eventually(|| {
+    eventually(STEP, "open == 201", || {
         let open = app.metrics().connections_current();
         async move { open == 201 }
     })

@@ -14,6 +14,8 @@ use futures_util::SinkExt;
 use herald_core::Message;
 use herald_server::ServerConfig;
 use herald_server::tungstenite::Message as WsMessage;
+use herald_test_support::eventually;
+use herald_test_support::ws::{Ws, recv_text, refused_status, send_text, ws_connect};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// Task ids chosen to collide with, traverse to or pattern-match other users' groups.
@@ -70,7 +72,7 @@ async fn replies_until_pong(ws: &mut Ws) -> Vec<serde_json::Value> {
     send_text(ws, r#"{"action": "ping"}"#).await;
     let mut replies = Vec::new();
     loop {
-        let text = next_text(ws).await;
+        let text = recv_text(ws).await;
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         if value["type"] == "pong" {
             return replies;
@@ -87,15 +89,15 @@ async fn replies_until_pong(ws: &mut Ws) -> Vec<serde_json::Value> {
 #[tokio::test]
 async fn hostile_task_ids_never_reach_another_users_group() {
     let server = TestServer::tasks(ServerConfig::default()).await;
-    let mut mallory = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
-    let mut bob = connect(&server.url("/ws/tasks/?token=bob-token")).await;
+    let mut mallory = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let mut bob = ws_connect(&server.url("/ws/tasks/?token=bob-token")).await;
     sync(&mut bob).await;
 
     for id in HOSTILE_TASK_IDS {
         let frame = serde_json::json!({"action": "subscribe", "task_id": id}).to_string();
         send_text(&mut mallory, &frame).await;
         let reply: serde_json::Value =
-            serde_json::from_str(&next_text(&mut mallory).await).unwrap();
+            serde_json::from_str(&recv_text(&mut mallory).await).unwrap();
         match reply["type"].as_str() {
             // Accepted ids are namespaced under task_: harmless.
             Some("subscribed") => assert_eq!(reply["task_id"], *id),
@@ -114,7 +116,7 @@ async fn hostile_task_ids_never_reach_another_users_group() {
     .await
     .unwrap();
     assert_eq!(
-        next_text(&mut bob).await,
+        recv_text(&mut bob).await,
         r#"{"type": "user_message", "message": "secret for bob"}"#
     );
     // Mallory's next frame is her own pong: nothing of bob's was queued before it.
@@ -127,7 +129,7 @@ async fn hostile_task_ids_never_reach_another_users_group() {
     )
     .await;
     assert_eq!(
-        next_text(&mut bob).await,
+        recv_text(&mut bob).await,
         r#"{"type": "subscribed", "task_id": "bob-private"}"#
     );
     within(server.layer.group_send(
@@ -136,7 +138,7 @@ async fn hostile_task_ids_never_reach_another_users_group() {
     ))
     .await
     .unwrap();
-    let update = next_text(&mut bob).await;
+    let update = recv_text(&mut bob).await;
     assert!(update.contains(r#""type": "task_update""#), "{update}");
     sync(&mut mallory).await;
 }
@@ -144,13 +146,13 @@ async fn hostile_task_ids_never_reach_another_users_group() {
 #[tokio::test]
 async fn no_frame_from_a_client_reaches_another_socket() {
     let server = TestServer::tasks(ServerConfig::default()).await;
-    let mut mallory = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
-    let mut bob = connect(&server.url("/ws/tasks/?token=bob-token")).await;
+    let mut mallory = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let mut bob = ws_connect(&server.url("/ws/tasks/?token=bob-token")).await;
     // Both on the same task: a relay, if there were one, would show up here.
     for ws in [&mut mallory, &mut bob] {
         send_text(ws, r#"{"action": "subscribe", "task_id": "shared"}"#).await;
         assert_eq!(
-            next_text(ws).await,
+            recv_text(ws).await,
             r#"{"type": "subscribed", "task_id": "shared"}"#
         );
     }
@@ -299,12 +301,12 @@ async fn concurrent_handshakes_cannot_exceed_the_caps() {
             within(ws.close(None)).await.unwrap();
         }
         let app = server.app.clone();
-        eventually(|| {
+        eventually(STEP, "current == 0", || {
             let current = app.metrics().connections_current();
             async move { current == 0 }
         })
         .await;
-        let mut again = connect(&url).await;
+        let mut again = ws_connect(&url).await;
         sync(&mut again).await;
     }
 }

@@ -10,6 +10,8 @@ use futures_util::SinkExt;
 use herald_server::tungstenite::Message as WsMessage;
 use herald_server::tungstenite::client::IntoClientRequest;
 use herald_server::{App, Consumer, Context, Frame, Result, ServerConfig};
+use herald_test_support::eventually;
+use herald_test_support::ws::{close_code, next_frame, recv_text, send_text, ws_connect};
 
 #[derive(Debug, Default)]
 struct Echo;
@@ -51,12 +53,12 @@ async fn echo_server() -> TestServer {
 #[tokio::test]
 async fn text_and_binary_frames_are_echoed_in_order() {
     let server = echo_server().await;
-    let mut ws = connect(&server.url("/ws/echo/")).await;
+    let mut ws = ws_connect(&server.url("/ws/echo/")).await;
     for i in 0..20 {
         send_text(&mut ws, &format!("hello {i}")).await;
     }
     for i in 0..20 {
-        assert_eq!(next_text(&mut ws).await, format!("hello {i}"));
+        assert_eq!(recv_text(&mut ws).await, format!("hello {i}"));
     }
     within(ws.send(WsMessage::binary(vec![0u8, 159, 146, 150])))
         .await
@@ -72,16 +74,16 @@ async fn text_and_binary_frames_are_echoed_in_order() {
 #[tokio::test]
 async fn consumer_close_delivers_queued_frames_then_its_code() {
     let server = echo_server().await;
-    let mut ws = connect(&server.url("/ws/echo/")).await;
+    let mut ws = ws_connect(&server.url("/ws/echo/")).await;
     send_text(&mut ws, "close please").await;
-    assert_eq!(next_text(&mut ws).await, "bye");
+    assert_eq!(recv_text(&mut ws).await, "bye");
     assert_eq!(close_code(&mut ws).await, Some(4000));
 }
 
 #[tokio::test]
 async fn handler_error_closes_with_1011() {
     let server = echo_server().await;
-    let mut ws = connect(&server.url("/ws/echo/")).await;
+    let mut ws = ws_connect(&server.url("/ws/echo/")).await;
     send_text(&mut ws, "fail").await;
     assert_eq!(close_code(&mut ws).await, Some(1011));
     assert_eq!(server.app.metrics().handler_errors(), 1);
@@ -99,13 +101,13 @@ async fn offered_subprotocol_is_selected() {
         "echo.v1"
     );
     send_text(&mut ws, "x").await;
-    assert_eq!(next_text(&mut ws).await, "x");
+    assert_eq!(recv_text(&mut ws).await, "x");
 }
 
 #[tokio::test]
 async fn client_ping_gets_a_pong() {
     let server = echo_server().await;
-    let mut ws = connect(&server.url("/ws/echo/")).await;
+    let mut ws = ws_connect(&server.url("/ws/echo/")).await;
     within(ws.send(WsMessage::Ping(Bytes::from_static(b"are you there"))))
         .await
         .unwrap();
@@ -122,12 +124,12 @@ async fn client_ping_gets_a_pong() {
 #[tokio::test]
 async fn client_close_code_ends_the_connection() {
     let server = echo_server().await;
-    let mut ws = connect(&server.url("/ws/echo/")).await;
+    let mut ws = ws_connect(&server.url("/ws/echo/")).await;
     send_text(&mut ws, "x").await;
-    assert_eq!(next_text(&mut ws).await, "x");
+    assert_eq!(recv_text(&mut ws).await, "x");
     within(ws.close(None)).await.unwrap();
     let app = server.app.clone();
-    eventually(|| {
+    eventually(STEP, "n == 0", || {
         let n = app.metrics().connections_current();
         async move { n == 0 }
     })

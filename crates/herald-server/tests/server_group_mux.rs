@@ -19,6 +19,8 @@ use herald_server::{
     App, CloseReason, Consumer, Context, Handled, Handshake, HandshakeRequest, ServerConfig,
     shutdown,
 };
+use herald_test_support::eventually;
+use herald_test_support::ws::{Ws, close_code, recv_text, send_text, ws_connect};
 use tokio::sync::{Semaphore, mpsc};
 
 const GROUP_MSG: &str = r#"{"type": "user_message", "message": "hi"}"#;
@@ -30,7 +32,7 @@ fn hi() -> Message {
 async fn sockets(server: &TestServer, n: usize, query: &str) -> Vec<Ws> {
     let mut out = Vec::new();
     for _ in 0..n {
-        let mut ws = connect(&server.url(&format!("/ws/tasks/?{query}"))).await;
+        let mut ws = ws_connect(&server.url(&format!("/ws/tasks/?{query}"))).await;
         sync(&mut ws).await;
         out.push(ws);
     }
@@ -44,7 +46,7 @@ async fn subscribe(ws: &mut Ws, task: &str) {
     )
     .await;
     assert_eq!(
-        next_text(ws).await,
+        recv_text(ws).await,
         format!(r#"{{"type": "subscribed", "task_id": "{task}"}}"#)
     );
 }
@@ -62,7 +64,7 @@ async fn sockets_of_a_group_share_one_layer_member_and_each_get_a_group_send_onc
     }
     for ws in &mut all {
         for _ in 0..3 {
-            assert_eq!(next_text(ws).await, GROUP_MSG);
+            assert_eq!(recv_text(ws).await, GROUP_MSG);
         }
         // Nothing more: the pong comes next, not a duplicate.
         sync(ws).await;
@@ -78,7 +80,7 @@ async fn without_multiplexing_every_socket_is_a_layer_member() {
         .unwrap();
     assert_eq!(report.members, 3);
     for ws in &mut all {
-        assert_eq!(next_text(ws).await, GROUP_MSG);
+        assert_eq!(recv_text(ws).await, GROUP_MSG);
         sync(ws).await;
     }
 }
@@ -94,7 +96,7 @@ async fn discarding_one_socket_leaves_the_others_in_the_group() {
         }
         send_text(&mut all[0], r#"{"action": "unsubscribe", "task_id": "t1"}"#).await;
         assert_eq!(
-            next_text(&mut all[0]).await,
+            recv_text(&mut all[0]).await,
             r#"{"type": "unsubscribed", "task_id": "t1"}"#
         );
         let expected = if multiplexing { 1 } else { 2 };
@@ -107,7 +109,7 @@ async fn discarding_one_socket_leaves_the_others_in_the_group() {
         .await
         .unwrap();
         for ws in &mut all[1..] {
-            assert_eq!(next_text(ws).await, r#"{"type": "task_update", "n": 1}"#);
+            assert_eq!(recv_text(ws).await, r#"{"type": "task_update", "n": 1}"#);
         }
         // The unsubscribed socket got nothing (its next frame is the pong).
         sync(&mut all[0]).await;
@@ -124,7 +126,7 @@ async fn last_local_member_leaving_removes_the_membership() {
     assert_eq!(group_members(&server.layer, "task_t2").await, 1);
     for ws in &mut all {
         send_text(ws, r#"{"action": "unsubscribe", "task_id": "t2"}"#).await;
-        next_text(ws).await;
+        recv_text(ws).await;
     }
     assert_eq!(group_members(&server.layer, "task_t2").await, 0);
     // Closing the sockets removes the user group too (disconnect cleanup).
@@ -134,18 +136,22 @@ async fn last_local_member_leaving_removes_the_membership() {
         close_code(&mut ws).await;
     }
     let layer = Arc::clone(&server.layer);
-    eventually(|| {
-        let layer = Arc::clone(&layer);
-        async move { group_members(&layer, "user_amadmin").await == 0 }
-    })
+    eventually(
+        STEP,
+        "group_members(&layer, \"user_amadmin\").await == 0",
+        || {
+            let layer = Arc::clone(&layer);
+            async move { group_members(&layer, "user_amadmin").await == 0 }
+        },
+    )
     .await;
     // Rejoining after the last leave links the group again.
-    let mut again = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let mut again = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
     sync(&mut again).await;
     within(server.layer.group_send("user_amadmin", hi()))
         .await
         .unwrap();
-    assert_eq!(next_text(&mut again).await, GROUP_MSG);
+    assert_eq!(recv_text(&mut again).await, GROUP_MSG);
 }
 
 /// A tasks server whose sockets are recorded in an in-memory presence store.
@@ -159,7 +165,12 @@ async fn with_presence(multiplexing: bool) -> (TestServer, Arc<InMemoryPresence>
 
 /// The channels of `user`'s live sockets, once `n` are recorded.
 async fn socket_channels(presence: &InMemoryPresence, user: &str, n: usize) -> Vec<String> {
-    eventually(|| async { presence.connections(user).await.unwrap() == n }).await;
+    eventually(
+        STEP,
+        "presence.connections(user).await.unwrap() == n",
+        || async { presence.connections(user).await.unwrap() == n },
+    )
+    .await;
     presence.connection_names(user).await.unwrap()
 }
 
@@ -191,7 +202,7 @@ async fn direct_sends_and_probes_are_per_socket_and_a_herald_ack_key_is_just_dat
             .await
             .unwrap();
         for ws in &mut all {
-            let frame: serde_json::Value = serde_json::from_str(&next_text(ws).await).unwrap();
+            let frame: serde_json::Value = serde_json::from_str(&recv_text(ws).await).unwrap();
             assert_eq!(frame["herald_ack"], reply_to.as_str(), "{frame}");
         }
         // A direct send to one socket's own channel reaches that socket only.
@@ -202,10 +213,10 @@ async fn direct_sends_and_probes_are_per_socket_and_a_herald_ack_key_is_just_dat
         let mut got = 0;
         for ws in &mut all {
             send_text(ws, r#"{"action": "ping"}"#).await;
-            let first = next_text(ws).await;
+            let first = recv_text(ws).await;
             if first == r#"{"type": "user_message", "message": "direct"}"# {
                 got += 1;
-                assert_eq!(next_text(ws).await, r#"{"type": "pong"}"#);
+                assert_eq!(recv_text(ws).await, r#"{"type": "pong"}"#);
             } else {
                 assert_eq!(first, r#"{"type": "pong"}"#);
             }
@@ -230,7 +241,7 @@ async fn test_connection_counts_every_local_socket() {
             .unwrap();
         assert_eq!(acked, 3, "multiplexing={multiplexing}");
         for ws in &mut all {
-            let frame: serde_json::Value = serde_json::from_str(&next_text(ws).await).unwrap();
+            let frame: serde_json::Value = serde_json::from_str(&recv_text(ws).await).unwrap();
             assert_eq!(frame["title"], "WebSocket Test");
         }
     }

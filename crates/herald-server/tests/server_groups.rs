@@ -6,6 +6,8 @@ mod common;
 use common::*;
 use herald_core::{Map, Message, Value};
 use herald_server::ServerConfig;
+use herald_test_support::eventually;
+use herald_test_support::ws::{recv_text, send_text, ws_connect};
 
 fn data(pairs: &[(&str, Value)]) -> Value {
     let mut map = Map::new();
@@ -56,21 +58,21 @@ fn guide_messages() -> Vec<(Message, &'static str)> {
 #[tokio::test]
 async fn guide_user_messages_arrive_as_exact_json_frames() {
     let server = TestServer::tasks(ServerConfig::default()).await;
-    let mut ws = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let mut ws = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
     sync(&mut ws).await;
     for (message, expected) in guide_messages() {
         let report = within(server.layer.group_send("user_amadmin", message))
             .await
             .unwrap();
         assert_eq!(report.members, 1);
-        assert_eq!(next_text(&mut ws).await, expected);
+        assert_eq!(recv_text(&mut ws).await, expected);
     }
 }
 
 #[tokio::test]
 async fn non_ascii_text_is_escaped_like_json_dumps() {
     let server = TestServer::tasks(ServerConfig::default()).await;
-    let mut ws = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let mut ws = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
     sync(&mut ws).await;
     let msg = Message::with_type("user.message")
         .with("message", "Información \"lista\"\n")
@@ -79,7 +81,7 @@ async fn non_ascii_text_is_escaped_like_json_dumps() {
         .await
         .unwrap();
     assert_eq!(
-        next_text(&mut ws).await,
+        recv_text(&mut ws).await,
         r#"{"type": "user_message", "message": "Informaci\u00f3n \"lista\"\n", "progress": 12.5}"#
     );
 }
@@ -87,10 +89,10 @@ async fn non_ascii_text_is_escaped_like_json_dumps() {
 #[tokio::test]
 async fn subscribe_acks_and_forwards_task_events_until_unsubscribe() {
     let server = TestServer::tasks(ServerConfig::default()).await;
-    let mut ws = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let mut ws = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
     send_text(&mut ws, r#"{"action": "subscribe", "task_id": "abc-123"}"#).await;
     assert_eq!(
-        next_text(&mut ws).await,
+        recv_text(&mut ws).await,
         r#"{"type": "subscribed", "task_id": "abc-123"}"#
     );
     assert_eq!(group_members(&server.layer, "task_abc-123").await, 1);
@@ -124,7 +126,7 @@ async fn subscribe_acks_and_forwards_task_events_until_unsubscribe() {
         within(server.layer.group_send("task_abc-123", message))
             .await
             .unwrap();
-        assert_eq!(next_text(&mut ws).await, expected);
+        assert_eq!(recv_text(&mut ws).await, expected);
     }
 
     send_text(
@@ -133,7 +135,7 @@ async fn subscribe_acks_and_forwards_task_events_until_unsubscribe() {
     )
     .await;
     assert_eq!(
-        next_text(&mut ws).await,
+        recv_text(&mut ws).await,
         r#"{"type": "unsubscribed", "task_id": "abc-123"}"#
     );
     assert_eq!(group_members(&server.layer, "task_abc-123").await, 0);
@@ -150,7 +152,7 @@ async fn subscribe_acks_and_forwards_task_events_until_unsubscribe() {
 #[tokio::test]
 async fn bad_frames_get_error_frames_and_the_socket_stays_open() {
     let server = TestServer::tasks(ServerConfig::default()).await;
-    let mut ws = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let mut ws = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
     let cases = [
         (
             "not json",
@@ -183,7 +185,7 @@ async fn bad_frames_get_error_frames_and_the_socket_stays_open() {
     ];
     for (frame, expected) in cases {
         send_text(&mut ws, frame).await;
-        assert_eq!(next_text(&mut ws).await, expected, "for {frame}");
+        assert_eq!(recv_text(&mut ws).await, expected, "for {frame}");
     }
     within(futures_util::SinkExt::send(
         &mut ws,
@@ -192,7 +194,7 @@ async fn bad_frames_get_error_frames_and_the_socket_stays_open() {
     .await
     .unwrap();
     assert_eq!(
-        next_text(&mut ws).await,
+        recv_text(&mut ws).await,
         r#"{"type": "error", "message": "binary frames are not supported"}"#
     );
     sync(&mut ws).await;
@@ -203,8 +205,8 @@ async fn bad_frames_get_error_frames_and_the_socket_stays_open() {
 #[tokio::test]
 async fn users_only_receive_their_own_user_group() {
     let server = TestServer::tasks(ServerConfig::default()).await;
-    let mut alice = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
-    let mut bob = connect(&server.url("/ws/tasks/?token=bob-token")).await;
+    let mut alice = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let mut bob = ws_connect(&server.url("/ws/tasks/?token=bob-token")).await;
     sync(&mut alice).await;
     sync(&mut bob).await;
     within(server.layer.group_send(
@@ -214,7 +216,7 @@ async fn users_only_receive_their_own_user_group() {
     .await
     .unwrap();
     assert_eq!(
-        next_text(&mut bob).await,
+        recv_text(&mut bob).await,
         r#"{"type": "user_message", "message": "for bob"}"#
     );
     // Alice's next frame is her own pong, not bob's message.
@@ -235,7 +237,7 @@ async fn one_group_send_reaches_every_socket(multiplexing: bool, members: usize)
         TestServer::tasks(ServerConfig::default().with_group_multiplexing(multiplexing)).await;
     let mut sockets = Vec::new();
     for _ in 0..5 {
-        let mut ws = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+        let mut ws = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
         sync(&mut ws).await;
         sockets.push(ws);
     }
@@ -248,7 +250,7 @@ async fn one_group_send_reaches_every_socket(multiplexing: bool, members: usize)
     assert_eq!(report.members, members);
     for ws in &mut sockets {
         assert_eq!(
-            next_text(ws).await,
+            recv_text(ws).await,
             r#"{"type": "user_message", "message": "all tabs"}"#
         );
     }
@@ -257,7 +259,7 @@ async fn one_group_send_reaches_every_socket(multiplexing: bool, members: usize)
 #[tokio::test]
 async fn unknown_layer_types_are_counted_and_dropped_without_closing() {
     let server = TestServer::tasks(ServerConfig::default()).await;
-    let mut ws = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let mut ws = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
     sync(&mut ws).await;
     for t in ["chat.message", "_private.x", "websocket.disconnect"] {
         within(
@@ -282,7 +284,7 @@ async fn unknown_layer_types_are_counted_and_dropped_without_closing() {
     .await
     .unwrap();
     assert_eq!(
-        next_text(&mut ws).await,
+        recv_text(&mut ws).await,
         r#"{"type": "user_message", "message": "still here"}"#
     );
     let metrics = server.app.metrics();
@@ -294,19 +296,19 @@ async fn unknown_layer_types_are_counted_and_dropped_without_closing() {
 #[tokio::test]
 async fn disconnect_discards_every_membership() {
     let server = TestServer::tasks(ServerConfig::default()).await;
-    let mut ws = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let mut ws = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
     for id in ["t1", "t2"] {
         send_text(
             &mut ws,
             &format!(r#"{{"action": "subscribe", "task_id": "{id}"}}"#),
         )
         .await;
-        next_text(&mut ws).await;
+        recv_text(&mut ws).await;
     }
     assert_eq!(group_members(&server.layer, "task_t1").await, 1);
     within(ws.close(None)).await.unwrap();
     let layer = server.layer.clone();
-    eventually(|| {
+    eventually(STEP, "group_members(&layer, \"user_amadmin\").await == 0 && group_members(&layer, \"task_t1\").await == 0 && group_members(&layer, \"task_t2\").await == 0", || {
         let layer = layer.clone();
         async move {
             group_members(&layer, "user_amadmin").await == 0
@@ -321,13 +323,17 @@ async fn disconnect_discards_every_membership() {
 #[tokio::test]
 async fn abrupt_tcp_drop_also_discards_memberships() {
     let server = TestServer::tasks(ServerConfig::default()).await;
-    let mut ws = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let mut ws = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
     sync(&mut ws).await;
     drop(ws);
     let layer = server.layer.clone();
-    eventually(|| {
-        let layer = layer.clone();
-        async move { group_members(&layer, "user_amadmin").await == 0 }
-    })
+    eventually(
+        STEP,
+        "group_members(&layer, \"user_amadmin\").await == 0",
+        || {
+            let layer = layer.clone();
+            async move { group_members(&layer, "user_amadmin").await == 0 }
+        },
+    )
     .await;
 }

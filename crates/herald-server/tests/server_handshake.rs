@@ -11,6 +11,8 @@ use herald_server::tungstenite::client::IntoClientRequest;
 use herald_server::{
     AuthError, Authenticator, HandshakeRequest, Identity, ServerConfig, TasksConsumer,
 };
+use herald_test_support::eventually;
+use herald_test_support::ws::{refused_status, ws_connect};
 
 fn with_origin(url: &str, origin: &str) -> herald_server::tungstenite::handshake::client::Request {
     let mut req = url.into_client_request().unwrap();
@@ -45,7 +47,7 @@ async fn plain_http_to_websocket_route_is_426() {
 #[tokio::test]
 async fn valid_token_is_accepted_and_joins_user_group() {
     let server = TestServer::tasks(ServerConfig::default()).await;
-    let mut ws = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let mut ws = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
     sync(&mut ws).await;
     assert_eq!(group_members(&server.layer, "user_amadmin").await, 1);
     assert_eq!(server.app.metrics().connections_current(), 1);
@@ -110,7 +112,7 @@ async fn wrong_origin_is_refused_with_403() {
 #[tokio::test]
 async fn star_origin_allows_missing_origin() {
     let server = TestServer::tasks(ServerConfig::default().with_allowed_origins(["*"])).await;
-    let mut ws = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let mut ws = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
     sync(&mut ws).await;
 }
 
@@ -160,22 +162,22 @@ async fn per_user_cap_refuses_extra_sockets_with_429_and_frees_on_close() {
     let config = ServerConfig::default().with_max_connections_per_user(NonZeroUsize::new(1));
     let server = TestServer::tasks(config).await;
     let url = server.url("/ws/tasks/?token=amadmin-token");
-    let mut first = connect(&url).await;
+    let mut first = ws_connect(&url).await;
     sync(&mut first).await;
     assert_eq!(refused_status(url.as_str()).await, 429);
     // Another user is unaffected.
-    let mut bob = connect(&server.url("/ws/tasks/?token=bob-token")).await;
+    let mut bob = ws_connect(&server.url("/ws/tasks/?token=bob-token")).await;
     sync(&mut bob).await;
     assert_eq!(server.app.metrics().connection_limit_rejects(), 1);
 
     within(first.close(None)).await.unwrap();
     let app = server.app.clone();
-    eventually(|| {
+    eventually(STEP, "current == 1", || {
         let current = app.metrics().connections_current();
         async move { current == 1 }
     })
     .await;
-    let mut again = connect(&url).await;
+    let mut again = ws_connect(&url).await;
     sync(&mut again).await;
 }
 
@@ -183,8 +185,8 @@ async fn per_user_cap_refuses_extra_sockets_with_429_and_frees_on_close() {
 async fn per_ip_cap_refuses_extra_sockets_with_429() {
     let config = ServerConfig::default().with_max_connections_per_ip(NonZeroUsize::new(2));
     let server = TestServer::tasks(config).await;
-    let mut a = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
-    let mut b = connect(&server.url("/ws/tasks/?token=bob-token")).await;
+    let mut a = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let mut b = ws_connect(&server.url("/ws/tasks/?token=bob-token")).await;
     sync(&mut a).await;
     sync(&mut b).await;
     assert_eq!(
@@ -207,7 +209,7 @@ async fn metrics_page_exposes_counters_in_prometheus_text() {
         memory_layer(),
     )
     .await;
-    let mut ws = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let mut ws = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
     sync(&mut ws).await;
     assert_eq!(refused_status(server.url("/ws/tasks/")).await, 403);
 

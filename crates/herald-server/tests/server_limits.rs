@@ -10,6 +10,8 @@ use futures_util::{SinkExt, StreamExt};
 use herald_core::Message;
 use herald_server::tungstenite::Message as WsMessage;
 use herald_server::{RateLimit, ServerConfig};
+use herald_test_support::eventually;
+use herald_test_support::ws::{close_code, recv_text, send_text, ws_connect};
 
 #[tokio::test]
 async fn oversized_frame_closes_with_1009() {
@@ -17,17 +19,21 @@ async fn oversized_frame_closes_with_1009() {
         .with_max_message_size(Some(1024))
         .with_max_frame_size(Some(1024));
     let server = TestServer::tasks(config).await;
-    let mut ws = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let mut ws = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
     sync(&mut ws).await;
     let big = "x".repeat(4096);
     within(ws.send(WsMessage::text(big))).await.unwrap();
     assert_eq!(close_code(&mut ws).await, Some(1009));
     assert_eq!(server.app.metrics().oversize_closes(), 1);
     let layer = server.layer.clone();
-    eventually(|| {
-        let layer = layer.clone();
-        async move { group_members(&layer, "user_amadmin").await == 0 }
-    })
+    eventually(
+        STEP,
+        "group_members(&layer, \"user_amadmin\").await == 0",
+        || {
+            let layer = layer.clone();
+            async move { group_members(&layer, "user_amadmin").await == 0 }
+        },
+    )
     .await;
 }
 
@@ -37,17 +43,17 @@ async fn frames_within_the_limit_are_accepted() {
         .with_max_message_size(Some(1024))
         .with_max_frame_size(Some(1024));
     let server = TestServer::tasks(config).await;
-    let mut ws = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let mut ws = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
     let padded = format!(r#"{{"action": "ping", "pad": "{}"}}"#, "x".repeat(900));
     send_text(&mut ws, &padded).await;
-    assert_eq!(next_text(&mut ws).await, r#"{"type": "pong"}"#);
+    assert_eq!(recv_text(&mut ws).await, r#"{"type": "pong"}"#);
 }
 
 #[tokio::test]
 async fn flooding_client_is_closed_with_1008() {
     let config = ServerConfig::default().with_rate_limit(Some(RateLimit::new(5, 10).unwrap()));
     let server = TestServer::tasks(config).await;
-    let mut ws = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let mut ws = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
     // Far more than the burst, sent back to back (the server may close mid-way: ignore errors).
     for _ in 0..100 {
         if within(ws.send(WsMessage::text(r#"{"action": "ping"}"#)))
@@ -75,7 +81,7 @@ async fn flooding_client_is_closed_with_1008() {
 async fn steady_client_under_the_rate_is_not_closed() {
     let config = ServerConfig::default().with_rate_limit(Some(RateLimit::new(1000, 50).unwrap()));
     let server = TestServer::tasks(config).await;
-    let mut ws = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let mut ws = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
     for _ in 0..40 {
         sync(&mut ws).await;
     }
@@ -88,9 +94,9 @@ async fn never_reading_client_is_closed_as_slow_consumer_while_others_still_rece
         .with_max_outbound_frames(NonZeroUsize::new(8).unwrap())
         .with_close_timeout(Duration::from_secs(10));
     let server = TestServer::tasks(config).await;
-    let mut slow = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let mut slow = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
     sync(&mut slow).await;
-    let mut bob = connect(&server.url("/ws/tasks/?token=bob-token")).await;
+    let mut bob = ws_connect(&server.url("/ws/tasks/?token=bob-token")).await;
     sync(&mut bob).await;
 
     // 64 KiB messages until the slow socket's kernel buffers and queue are full. Bob gets a
@@ -110,7 +116,7 @@ async fn never_reading_client_is_closed_as_slow_consumer_while_others_still_rece
                 .await
                 .unwrap();
             assert_eq!(
-                next_text(&mut bob).await,
+                recv_text(&mut bob).await,
                 r#"{"type": "user_message", "message": "hi bob"}"#
             );
         }
@@ -124,7 +130,7 @@ async fn never_reading_client_is_closed_as_slow_consumer_while_others_still_rece
         .await
         .unwrap();
     assert_eq!(
-        next_text(&mut bob).await,
+        recv_text(&mut bob).await,
         r#"{"type": "user_message", "message": "after"}"#
     );
 
@@ -139,7 +145,7 @@ async fn idle_socket_is_pinged_and_stays_open_while_it_answers() {
         .with_ping_interval(Duration::from_millis(50))
         .with_ping_timeout(Duration::from_millis(500));
     let server = TestServer::tasks(config).await;
-    let mut ws = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let mut ws = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
     let mut pings = 0;
     while pings < 3 {
         match within(ws.next()).await.unwrap().unwrap() {
@@ -159,9 +165,9 @@ async fn client_that_never_answers_pings_is_dropped() {
         .with_ping_timeout(Duration::from_millis(100));
     let server = TestServer::tasks(config).await;
     // Never polled, so it never answers the server's pings.
-    let _mute = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let _mute = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
     let app = server.app.clone();
-    eventually(|| {
+    eventually(STEP, "timeouts == 1 && open == 0", || {
         let (timeouts, open) = (
             app.metrics().ping_timeouts(),
             app.metrics().connections_current(),
@@ -176,7 +182,7 @@ async fn client_that_never_answers_pings_is_dropped() {
 async fn websocket_timeout_closes_with_1000() {
     let config = ServerConfig::default().with_websocket_timeout(Some(Duration::from_millis(200)));
     let server = TestServer::tasks(config).await;
-    let mut ws = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let mut ws = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
     assert_eq!(close_code(&mut ws).await, Some(1000));
 }
 
@@ -184,7 +190,7 @@ async fn websocket_timeout_closes_with_1000() {
 async fn ping_flood_is_rate_limited_too() {
     let config = ServerConfig::default().with_rate_limit(Some(RateLimit::new(5, 10).unwrap()));
     let server = TestServer::tasks(config).await;
-    let mut ws = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let mut ws = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
     for _ in 0..100 {
         if within(ws.send(WsMessage::Ping(Default::default())))
             .await

@@ -5,9 +5,11 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{TestServer, connect, eventually, memory_layer, tasks_builder, within};
+use common::{STEP, TestServer, memory_layer, tasks_builder, within};
 use herald_core::presence::{InMemoryPresence, Presence};
 use herald_server::ServerConfig;
+use herald_test_support::eventually;
+use herald_test_support::ws::{refused_status, ws_connect};
 
 #[tokio::test]
 async fn sockets_are_online_while_open_and_offline_after_close() {
@@ -16,19 +18,34 @@ async fn sockets_are_online_while_open_and_offline_after_close() {
         .presence(store.clone() as Arc<dyn Presence>, Duration::from_secs(30));
     let server = TestServer::start(builder, memory_layer()).await;
 
-    let mut first = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
-    let _second = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
-    let _bob = connect(&server.url("/ws/tasks/?token=bob-token")).await;
-    eventually(|| async { store.connections("amadmin").await.unwrap() == 2 }).await;
+    let mut first = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let _second = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let _bob = ws_connect(&server.url("/ws/tasks/?token=bob-token")).await;
+    eventually(
+        STEP,
+        "store.connections(\"amadmin\").await.unwrap() == 2",
+        || async { store.connections("amadmin").await.unwrap() == 2 },
+    )
+    .await;
     assert_eq!(
         within(store.online_users()).await.unwrap(),
         ["amadmin", "bob"]
     );
 
     within(first.close(None)).await.unwrap();
-    eventually(|| async { store.connections("amadmin").await.unwrap() == 1 }).await;
+    eventually(
+        STEP,
+        "store.connections(\"amadmin\").await.unwrap() == 1",
+        || async { store.connections("amadmin").await.unwrap() == 1 },
+    )
+    .await;
     drop(_second);
-    eventually(|| async { store.connections("amadmin").await.unwrap() == 0 }).await;
+    eventually(
+        STEP,
+        "store.connections(\"amadmin\").await.unwrap() == 0",
+        || async { store.connections("amadmin").await.unwrap() == 0 },
+    )
+    .await;
     assert_eq!(within(store.online_users()).await.unwrap(), ["bob"]);
 }
 
@@ -39,8 +56,13 @@ async fn records_are_refreshed_before_the_ttl_lapses() {
     let builder =
         tasks_builder(ServerConfig::default()).presence(store.clone() as Arc<dyn Presence>, ttl);
     let server = TestServer::start(builder, memory_layer()).await;
-    let _ws = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
-    eventually(|| async { store.connections("amadmin").await.unwrap() == 1 }).await;
+    let _ws = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    eventually(
+        STEP,
+        "store.connections(\"amadmin\").await.unwrap() == 1",
+        || async { store.connections("amadmin").await.unwrap() == 1 },
+    )
+    .await;
     // Three TTLs later the socket is still online: the refresher keeps touching it.
     tokio::time::sleep(ttl * 3).await;
     assert_eq!(within(store.connections("amadmin")).await.unwrap(), 1);
@@ -52,9 +74,14 @@ async fn refused_handshakes_leave_no_presence() {
     let builder = tasks_builder(ServerConfig::default())
         .presence(store.clone() as Arc<dyn Presence>, Duration::from_secs(30));
     let server = TestServer::start(builder, memory_layer()).await;
-    let status = common::refused_status(&server.url("/ws/tasks/?token=wrong")).await;
+    let status = refused_status(&server.url("/ws/tasks/?token=wrong")).await;
     assert_eq!(status, 403);
-    let _ok = connect(&server.url("/ws/tasks/?token=bob-token")).await;
-    eventually(|| async { store.connections("bob").await.unwrap() == 1 }).await;
+    let _ok = ws_connect(&server.url("/ws/tasks/?token=bob-token")).await;
+    eventually(
+        STEP,
+        "store.connections(\"bob\").await.unwrap() == 1",
+        || async { store.connections("bob").await.unwrap() == 1 },
+    )
+    .await;
     assert_eq!(within(store.online_users()).await.unwrap(), ["bob"]);
 }

@@ -6,10 +6,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{TestServer, connect, eventually, memory_layer, next_text, tasks_builder, within};
+use common::{STEP, TestServer, memory_layer, tasks_builder, within};
 use herald_core::presence::{InMemoryPresence, Presence};
 use herald_messaging::Messenger;
 use herald_server::{PublishAccess, ServerConfig};
+use herald_test_support::eventually;
+use herald_test_support::ws::{recv_text, send_text, ws_connect};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOKEN: &str = "publish-secret";
@@ -85,8 +87,8 @@ async fn publish_needs_the_bearer_token() {
 #[tokio::test]
 async fn publish_to_user_users_and_group_reaches_the_sockets() {
     let server = server(None).await;
-    let mut amadmin = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
-    let mut bob = connect(&server.url("/ws/tasks/?token=bob-token")).await;
+    let mut amadmin = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let mut bob = ws_connect(&server.url("/ws/tasks/?token=bob-token")).await;
 
     let body = r#"{"user": "amadmin", "message": {"type": "user.message", "message": "hi"}}"#;
     let (status, out) = request(server.addr, "POST", "/api/publish", Some(TOKEN), body).await;
@@ -94,7 +96,7 @@ async fn publish_to_user_users_and_group_reaches_the_sockets() {
     assert_eq!(out["members"], 1);
     assert_eq!(out["groups"], 1);
     assert_eq!(
-        next_text(&mut amadmin).await,
+        recv_text(&mut amadmin).await,
         r#"{"type": "user_message", "message": "hi"}"#
     );
 
@@ -104,16 +106,16 @@ async fn publish_to_user_users_and_group_reaches_the_sockets() {
         (status, out["groups"].clone(), out["members"].clone()),
         (200, 3.into(), 2.into())
     );
-    assert!(next_text(&mut amadmin).await.contains("Disk space low"));
-    assert!(next_text(&mut bob).await.contains("Disk space low"));
+    assert!(recv_text(&mut amadmin).await.contains("Disk space low"));
+    assert!(recv_text(&mut bob).await.contains("Disk space low"));
 
-    common::send_text(&mut bob, r#"{"action": "subscribe", "task_id": "7"}"#).await;
-    assert!(next_text(&mut bob).await.contains("subscribed"));
+    send_text(&mut bob, r#"{"action": "subscribe", "task_id": "7"}"#).await;
+    assert!(recv_text(&mut bob).await.contains("subscribed"));
     let body = r#"{"group": "task_7", "message": {"type": "task.complete", "task_id": "7"}}"#;
     let (status, out) = request(server.addr, "POST", "/api/publish", Some(TOKEN), body).await;
     assert_eq!((status, out["members"].clone()), (200, 1.into()));
     assert_eq!(
-        next_text(&mut bob).await,
+        recv_text(&mut bob).await,
         r#"{"type": "task_complete", "task_id": "7"}"#
     );
 }
@@ -163,9 +165,14 @@ async fn presence_api_and_broadcast_to_everyone_online() {
         serde_json::json!({"user": "amadmin", "online": false, "connections": 0})
     );
 
-    let mut a = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
-    let mut b = connect(&server.url("/ws/tasks/?token=bob-token")).await;
-    eventually(|| async { store.online_users().await.unwrap().len() == 2 }).await;
+    let mut a = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let mut b = ws_connect(&server.url("/ws/tasks/?token=bob-token")).await;
+    eventually(
+        STEP,
+        "store.online_users().await.unwrap().len() == 2",
+        || async { store.online_users().await.unwrap().len() == 2 },
+    )
+    .await;
     let (_, out) = request(
         server.addr,
         "GET",
@@ -184,8 +191,8 @@ async fn presence_api_and_broadcast_to_everyone_online() {
     let body = r#"{"online": true, "message": {"type": "user.message", "message": "System update in 5 minutes!"}}"#;
     let (status, out) = request(server.addr, "POST", "/api/publish", Some(TOKEN), body).await;
     assert_eq!((status, out["members"].clone()), (200, 2.into()));
-    assert!(next_text(&mut a).await.contains("System update"));
-    assert!(next_text(&mut b).await.contains("System update"));
+    assert!(recv_text(&mut a).await.contains("System update"));
+    assert!(recv_text(&mut b).await.contains("System update"));
 }
 
 #[tokio::test]
@@ -202,9 +209,14 @@ async fn test_connection_counts_sockets_that_received_it() {
         0
     );
 
-    let mut one = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
-    let mut two = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
-    eventually(|| async { presence.connections("amadmin").await.unwrap() == 2 }).await;
+    let mut one = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let mut two = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    eventually(
+        STEP,
+        "presence.connections(\"amadmin\").await.unwrap() == 2",
+        || async { presence.connections("amadmin").await.unwrap() == 2 },
+    )
+    .await;
     assert_eq!(
         within(messenger.test_connection("amadmin", wait))
             .await
@@ -212,7 +224,7 @@ async fn test_connection_counts_sockets_that_received_it() {
         2
     );
     for ws in [&mut one, &mut two] {
-        let frame: serde_json::Value = serde_json::from_str(&next_text(ws).await).unwrap();
+        let frame: serde_json::Value = serde_json::from_str(&recv_text(ws).await).unwrap();
         assert_eq!(frame["type"], "user_notification");
         assert_eq!(frame["title"], "WebSocket Test");
         // The notification is exactly the guide's: nothing added for the count.

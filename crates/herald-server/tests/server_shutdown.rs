@@ -8,6 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use common::*;
 use herald_server::{Consumer, Context, Result, ServerConfig};
+use herald_test_support::eventually;
+use herald_test_support::ws::{close_code, recv_text, send_text, ws_connect};
 
 #[derive(Debug, Clone, Default)]
 struct Recorder(Arc<Mutex<Vec<Option<u16>>>>);
@@ -38,11 +40,11 @@ async fn shutdown_closes_sockets_with_1001_runs_disconnect_and_discards_groups()
     let layer = server.layer.clone();
     let app = server.app.clone();
 
-    let mut tasks = connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+    let mut tasks = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
     send_text(&mut tasks, r#"{"action": "subscribe", "task_id": "t9"}"#).await;
-    next_text(&mut tasks).await;
-    let mut rec_a = connect(&server.url("/ws/rec/")).await;
-    let mut rec_b = connect(&server.url("/ws/rec/")).await;
+    recv_text(&mut tasks).await;
+    let mut rec_a = ws_connect(&server.url("/ws/rec/")).await;
+    let mut rec_b = ws_connect(&server.url("/ws/rec/")).await;
     // Group multiplexing: one layer member stands for both local sockets.
     assert_eq!(group_members(&layer, "recorders").await, 1);
     assert_eq!(app.metrics().connections_current(), 3);
@@ -73,9 +75,9 @@ async fn shutdown_is_bounded_when_a_client_never_answers_the_close() {
         .with_close_timeout(Duration::from_millis(200))
         .with_shutdown_timeout(Duration::from_secs(5));
     let server = TestServer::tasks(config).await;
-    let _silent = connect(&server.url("/ws/tasks/?token=bob-token")).await;
+    let _silent = ws_connect(&server.url("/ws/tasks/?token=bob-token")).await;
     let app = server.app.clone();
-    eventually(|| {
+    eventually(STEP, "n == 1", || {
         let n = app.metrics().connections_current();
         async move { n == 1 }
     })

@@ -8,13 +8,21 @@
 //!   password-protected, for Sentinel host tests.
 //! * [`free_port`] — a loopback port nobody listens on right now.
 //! * [`compat_python`] — the Python of the pinned compat venv (`tests/compat/`), or why not.
+//! * [`eventually`] — waits for a condition with a deadline, for every crate's tests.
+//! * [`django`] — the Django test project (`tests/compat/django_project`): settings, `manage.py`,
+//!   `herald_fixture`.
+//! * [`ws`] — WebSocket client helpers (connect, next frame, send, close code), each step bounded.
 //! * [`PostgresServer`] — a private PostgreSQL cluster (initdb + pg_ctl) with TLS on, for
 //!   server settings the machine's own cluster must not get.
 //!
 //! It hands out URLs and ports, never layer types, so any crate's tests can use it.
 
+pub mod django;
+mod poll;
 mod postgres;
+pub mod ws;
 
+pub use poll::{POLL_INTERVAL, eventually};
 pub use postgres::{PostgresServer, postgres_bin_dir};
 
 use std::io::{Read, Write};

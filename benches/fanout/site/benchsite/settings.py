@@ -62,7 +62,7 @@ _engine = os.environ.get("SESSION_ENGINE", "db")
 SESSION_ENGINE = _engine if "." in _engine else f"django.contrib.sessions.backends.{_engine}"
 
 # redis-py 8 defaults socket_timeout to 5 s, the same as channels_redis's BZPOPMIN timeout,
-# so an idle receive() raises TimeoutError (django/channels_redis#422); None restores blocking.
+# so an idle receive() raises TimeoutError; None restores blocking.
 _layer_config = {"hosts": [{"address": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379"), "socket_timeout": None}]}
 if os.environ.get("BENCH_LAYER_CAPACITY"):
     _layer_config["capacity"] = int(os.environ["BENCH_LAYER_CAPACITY"])

@@ -14,7 +14,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::support::{Herald, Ws, recv_json, send_json, ws_connect_as};
+use crate::support::{Herald, ws_connect_as};
+use herald_test_support::ws::{Ws, recv_json, send_json};
 
 /// How long a socket may take to see a message that should reach it (loaded 2-core machine).
 pub const DELIVERY: Duration = Duration::from_secs(20);

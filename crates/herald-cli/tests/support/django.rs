@@ -3,25 +3,16 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
 
+use herald_test_support::django::{DjangoProject, MANAGE_TIMEOUT};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// `SECRET_KEY` the test sites share with herald.
 pub const SECRET: &str = "django-insecure-herald-cli-e2e";
-/// How long one `manage.py` run may take (migrate on PostgreSQL is the slowest).
-pub const MANAGE_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// The project directory.
-pub fn project_dir() -> PathBuf {
-    herald_test_support::workspace_root().join("tests/compat/django_project")
-}
-
 /// One Django site: a database URL, a Redis URL and any extra settings.
 #[derive(Debug, Clone)]
 pub struct Django {
-    python: PathBuf,
-    env: BTreeMap<String, String>,
+    project: DjangoProject,
 }
 
 /// A running Daphne, killed on drop.
@@ -42,62 +33,33 @@ pub struct Fixture {
 
 impl Django {
     pub fn new(python: PathBuf, database_url: &str, redis_url: &str) -> Django {
-        let mut env = BTreeMap::new();
-        env.insert("DATABASE_URL".to_owned(), database_url.to_owned());
-        env.insert("REDIS_URL".to_owned(), redis_url.to_owned());
-        env.insert("SECRET_KEY".to_owned(), SECRET.to_owned());
-        Django { python, env }
+        let project = DjangoProject::new(python)
+            .with_env("DATABASE_URL", database_url)
+            .with_env("REDIS_URL", redis_url)
+            .with_env("SECRET_KEY", SECRET);
+        Django { project }
     }
 
     /// A copy with one more environment variable.
-    pub fn with_env(mut self, key: &str, value: &str) -> Django {
-        self.env.insert(key.to_owned(), value.to_owned());
-        self
+    pub fn with_env(self, key: &str, value: &str) -> Django {
+        Django {
+            project: self.project.with_env(key, value),
+        }
     }
 
     /// The environment the project runs with (for other processes of the same site).
     pub fn env(&self) -> &BTreeMap<String, String> {
-        &self.env
-    }
-
-    /// `program` in the project directory with the site's environment.
-    fn command(&self, program: &std::path::Path) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.current_dir(project_dir())
-            .env_remove("SECRET_KEY_FALLBACKS")
-            .env_remove("SESSION_ENGINE")
-            .env_remove("TIME_ZONE")
-            .env_remove("USE_TZ")
-            .env("DJANGO_SETTINGS_MODULE", "herald_site.settings")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .envs(&self.env)
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        cmd
+        self.project.env()
     }
 
     /// Runs `manage.py ARGS`; panics with stderr on failure; returns stdout.
     pub async fn manage(&self, args: &[&str]) -> String {
-        let mut cmd = self.command(&self.python);
-        cmd.arg("manage.py").args(args);
-        let out = tokio::time::timeout(MANAGE_TIMEOUT, cmd.output())
-            .await
-            .unwrap_or_else(|_| panic!("manage.py {args:?} timed out"))
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "manage.py {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        self.project.manage(args).await
     }
 
     /// `herald_fixture ARGS`: a user logged in through django.contrib.auth.login.
     pub async fn fixture(&self, args: &[&str]) -> Fixture {
-        let mut full = vec!["herald_fixture"];
-        full.extend_from_slice(args);
-        let out = self.manage(&full).await;
-        let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let json = self.project.fixture_json(args).await;
         let field = |k: &str| json[k].as_str().unwrap().to_owned();
         Fixture {
             cookie: field("cookie"),
@@ -110,7 +72,8 @@ impl Django {
     /// `AuthMiddlewareStack`) on a free loopback port; killed on drop.
     pub async fn daphne(&self) -> Daphne {
         let mut child = self
-            .command(&self.python.with_file_name("daphne"))
+            .project
+            .program(&self.project.venv_program("daphne"))
             .args(["-b", "127.0.0.1", "-p", "0", "herald_site.asgi:application"])
             // Daphne says where it listens at INFO.
             .env("DJANGO_LOG_LEVEL", "INFO")

@@ -1,4 +1,5 @@
-//! Shared helpers for the CLI tests: run the real `herald` binary.
+//! Shared helpers for the CLI tests: run the real `herald` binary. WebSocket client helpers
+//! are `herald_test_support::ws`.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -6,17 +7,13 @@ use std::net::SocketAddr;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use herald_test_support::ws::{Ws, ws_connect};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// Every await in these tests is bounded by this.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
-
-pub type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The `herald` binary under test.
 pub fn bin() -> &'static str {
@@ -171,68 +168,6 @@ pub async fn ws_connect_browser(host: &str, cookie: &str) -> Ws {
     req.headers_mut()
         .insert("origin", "http://127.0.0.1".parse().unwrap());
     ws_connect(req).await
-}
-
-async fn ws_connect(req: tokio_tungstenite::tungstenite::handshake::client::Request) -> Ws {
-    let (ws, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(req))
-        .await
-        .unwrap()
-        .unwrap();
-    ws
-}
-
-/// The next text frame, parsed as JSON (pings and pongs skipped).
-pub async fn recv_json(ws: &mut Ws) -> serde_json::Value {
-    serde_json::from_str(&recv_text(ws).await).unwrap()
-}
-
-/// The next text frame as sent (pings and pongs skipped): for byte-for-byte comparisons and
-/// for JSON that `serde_json` does not read (`NaN`).
-pub async fn recv_text(ws: &mut Ws) -> String {
-    loop {
-        let msg = tokio::time::timeout(TIMEOUT, ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        match msg {
-            WsMessage::Text(t) => return t.as_str().to_owned(),
-            WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
-            other => panic!("unexpected frame {other:?}"),
-        }
-    }
-}
-
-/// Sends a text frame as given.
-pub async fn send_text(ws: &mut Ws, text: &str) {
-    tokio::time::timeout(TIMEOUT, ws.send(WsMessage::text(text)))
-        .await
-        .unwrap()
-        .unwrap();
-}
-
-/// The next text frame as JSON, waiting at most `wait`.
-pub async fn recv_json_within(ws: &mut Ws, wait: Duration) -> serde_json::Value {
-    loop {
-        let msg = tokio::time::timeout(wait, ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        match msg {
-            WsMessage::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-            WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
-            other => panic!("unexpected frame {other:?}"),
-        }
-    }
-}
-
-/// Sends a JSON text frame.
-pub async fn send_json(ws: &mut Ws, value: serde_json::Value) {
-    tokio::time::timeout(TIMEOUT, ws.send(WsMessage::text(value.to_string())))
-        .await
-        .unwrap()
-        .unwrap();
 }
 
 pub mod django;

@@ -8,102 +8,63 @@
 
 pub mod scenarios;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use herald_django::{AuthOutcome, AuthenticatedUser, DjangoAuth, DjangoAuthConfig, SessionEngine};
+use herald_test_support::django::DjangoProject;
 
 /// `SECRET_KEY` of the test sites.
 pub const SECRET: &str = "django-insecure-herald-django-tests";
 /// A key that was rotated out (`SECRET_KEY_FALLBACKS`).
 pub const OLD_SECRET: &str = "herald-django-tests-old-secret-key";
-/// How long one `manage.py` run may take (migrate on PostgreSQL is the slowest).
-pub const MANAGE_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long one `authenticate` may take.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// `tests/compat/django_project`, found from this crate's own manifest directory.
-pub fn project_dir() -> PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/compat/django_project")
-}
 
 /// The test project, run with one set of environment variables.
 #[derive(Debug, Clone)]
 pub struct Django {
-    python: PathBuf,
-    env: BTreeMap<String, String>,
+    project: DjangoProject,
 }
 
 impl Django {
     pub fn new(python: PathBuf, database_url: &str) -> Self {
-        let mut env = BTreeMap::new();
-        env.insert("DATABASE_URL".to_owned(), database_url.to_owned());
-        env.insert("SECRET_KEY".to_owned(), SECRET.to_owned());
-        Django { python, env }
+        let project = DjangoProject::new(python)
+            .with_env("DATABASE_URL", database_url)
+            .with_env("SECRET_KEY", SECRET);
+        Django { project }
     }
 
     /// A copy with one more environment variable.
     pub fn with_env(&self, key: &str, value: &str) -> Self {
-        let mut copy = self.clone();
-        copy.env.insert(key.to_owned(), value.to_owned());
-        copy
+        Django {
+            project: self.project.clone().with_env(key, value),
+        }
     }
 
     /// `python manage.py <args>` in the project directory with the site's settings.
     pub fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut cmd = self.program(&self.python);
-        cmd.arg("manage.py").args(args);
-        cmd
+        self.project.manage_command(args)
     }
 
     /// The venv's `daphne` executable.
     pub fn daphne(&self) -> PathBuf {
-        self.python.with_file_name("daphne")
+        self.project.venv_program("daphne")
     }
 
     /// `program` (from the venv) in the project directory with the site's settings.
     pub fn program(&self, program: &std::path::Path) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.current_dir(project_dir())
-            // Settings come from these variables only, never from the caller's environment.
-            .env_remove("SECRET_KEY_FALLBACKS")
-            .env_remove("SESSION_ENGINE")
-            .env_remove("AUTHENTICATION_BACKENDS")
-            .env_remove("REDIS_URL")
-            .env_remove("CHANNEL_LAYERS_PREFIX")
-            .env_remove("CHANNEL_LAYERS_SYMMETRIC_ENCRYPTION_KEYS")
-            .env_remove("SESSION_COOKIE_AGE")
-            .env("DJANGO_SETTINGS_MODULE", "herald_site.settings")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .envs(&self.env)
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        cmd
+        self.project.program(program)
     }
 
     /// Runs `manage.py <args>` and returns stdout; panics with stderr if it fails.
     pub async fn manage(&self, args: &[&str]) -> String {
-        let output = tokio::time::timeout(MANAGE_TIMEOUT, self.command(args).output())
-            .await
-            .unwrap_or_else(|_| panic!("manage.py {args:?} timed out"))
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            output.status.success(),
-            "manage.py {args:?} failed ({}):\n{stderr}",
-            output.status
-        );
-        String::from_utf8(output.stdout).unwrap()
+        self.project.manage(args).await
     }
 
     /// `herald_fixture <args>`: a user logged in through `django.contrib.auth.login`.
     pub async fn fixture(&self, args: &[&str]) -> Fixture {
-        let mut full = vec!["herald_fixture"];
-        full.extend_from_slice(args);
-        let out = self.manage(&full).await;
-        let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let json = self.project.fixture_json(args).await;
         let field = |k: &str| json[k].as_str().unwrap().to_owned();
         Fixture {
             cookie: field("cookie"),

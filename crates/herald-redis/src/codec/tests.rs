@@ -128,7 +128,7 @@ fn json_decoding_of_python_text() {
 #[test]
 fn float_repr_matches_python() {
     for (f, expected) in golden::FLOAT_REPRS {
-        assert_eq!(json::python_float_repr(*f), *expected);
+        assert_eq!(herald_core::pyjson::float_repr(*f), *expected);
     }
 }
 

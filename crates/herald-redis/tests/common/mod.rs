@@ -1,8 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use herald_core::{ChannelLayer, Message};
 use redis::aio::MultiplexedConnection;
@@ -17,22 +16,6 @@ pub async fn raw(url: &str) -> MultiplexedConnection {
         .await
         .unwrap()
         .unwrap()
-}
-
-/// Polls `check` every 10 ms until it is true or `within` passes.
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Receives with the standard bound, panicking on timeout or error.

@@ -8,19 +8,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use herald_core::{ChannelLayer, InMemoryLayer};
-use herald_server::tungstenite::Message as WsMessage;
 use herald_server::{
     App, AppBuilder, Identity, ServerConfig, StaticTokenAuthenticator, TasksConsumer,
 };
+use herald_test_support::ws::{Ws, recv_text, send_text};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Bound on every single await in tests.
 pub const STEP: Duration = Duration::from_secs(10);
@@ -105,65 +101,11 @@ pub fn tasks_builder(config: ServerConfig) -> AppBuilder {
         .route("/ws/tasks/", TasksConsumer::default)
 }
 
-pub async fn connect(url: &str) -> Ws {
-    let (ws, resp) = within(tokio_tungstenite::connect_async(url)).await.unwrap();
-    assert_eq!(resp.status(), 101);
-    ws
-}
-
-/// The HTTP status a refused handshake got.
-pub async fn refused_status(
-    request: impl tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin,
-) -> u16 {
-    match within(tokio_tungstenite::connect_async(request)).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
-        Err(other) => panic!("expected an HTTP refusal, got {other:?}"),
-        Ok(_) => panic!("expected an HTTP refusal, but the handshake succeeded"),
-    }
-}
-
-/// Next data or close frame (pings/pongs skipped).
-pub async fn next_frame(ws: &mut Ws) -> WsMessage {
-    loop {
-        let msg = within(ws.next()).await.unwrap().unwrap();
-        if !matches!(msg, WsMessage::Ping(_) | WsMessage::Pong(_)) {
-            return msg;
-        }
-    }
-}
-
-pub async fn next_text(ws: &mut Ws) -> String {
-    match next_frame(ws).await {
-        WsMessage::Text(t) => t.as_str().to_owned(),
-        other => panic!("expected text, got {other:?}"),
-    }
-}
-
-pub async fn send_text(ws: &mut Ws, text: &str) {
-    within(ws.send(WsMessage::text(text))).await.unwrap();
-}
-
-/// The close code the server sent (reads until a close frame or the end of the stream).
-pub async fn close_code(ws: &mut Ws) -> Option<u16> {
-    loop {
-        match within(ws.next()).await {
-            Some(Ok(WsMessage::Close(frame))) => {
-                // Keep polling so tungstenite sends our close reply and sees the TCP close,
-                // completing the handshake instead of leaving the server to time out.
-                while let Some(Ok(_)) = within(ws.next()).await {}
-                return frame.map(|f| u16::from(f.code));
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(_)) | None => return None,
-        }
-    }
-}
-
 /// Sends `{"action":"ping"}` and waits for the pong: everything the server queued before is
 /// now read, so "nothing else arrived" can be asserted without sleeping.
 pub async fn sync(ws: &mut Ws) {
     send_text(ws, r#"{"action": "ping"}"#).await;
-    assert_eq!(next_text(ws).await, r#"{"type": "pong"}"#);
+    assert_eq!(recv_text(ws).await, r#"{"type": "pong"}"#);
 }
 
 /// A plain HTTP/1.1 GET; returns (status, body).
@@ -184,25 +126,6 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
-}
-
-/// Polls `check` until it holds, failing after a deadline (no fixed sleeps).
-pub async fn eventually<F, Fut>(mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + STEP;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not met in time"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Members a `group_send` reached (sends a probe message with an unhandled type).

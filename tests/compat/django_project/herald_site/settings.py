@@ -85,7 +85,7 @@ AUTHENTICATION_BACKENDS = _env_list(
 _redis = os.environ.get("REDIS_URL")
 if _redis:
     # redis-py 8 defaults socket_timeout to 5 s, the same as channels_redis's BZPOPMIN timeout,
-    # so an idle receive() raises TimeoutError (django/channels_redis#422); None restores blocking.
+    # so an idle receive() raises TimeoutError; None restores blocking.
     _layer_config = {
         "hosts": [{"address": _redis, "socket_timeout": None}],
         "prefix": os.environ.get("CHANNEL_LAYERS_PREFIX", "asgi"),
