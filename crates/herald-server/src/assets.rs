@@ -47,6 +47,9 @@ pub(crate) struct Asset {
     cache_control: &'static str,
     etag: [u8; 18],
     csp: Option<&'static str>,
+    /// `Access-Control-Allow-Origin: *`: a page on another origin than Herald may import the
+    /// ES module (browsers fetch module scripts in CORS mode, the script it imports too).
+    cors: bool,
 }
 
 impl Asset {
@@ -57,12 +60,20 @@ impl Asset {
             cache_control: cache,
             etag: etag(body.as_bytes()),
             csp: None,
+            cors: false,
         }
     }
 }
 
-static CLIENT: Asset = Asset::new(CLIENT_JS, JS, "public, max-age=300");
-static CLIENT_MODULE: Asset = Asset::new(CLIENT_MJS, JS, "public, max-age=300");
+// Public files without credentials: any origin may read them.
+static CLIENT: Asset = Asset {
+    cors: true,
+    ..Asset::new(CLIENT_JS, JS, "public, max-age=300")
+};
+static CLIENT_MODULE: Asset = Asset {
+    cors: true,
+    ..Asset::new(CLIENT_MJS, JS, "public, max-age=300")
+};
 static DEMO_JS: Asset = Asset::new(include_str!("../assets/demo.js"), JS, "no-store");
 static DEMO_FILE: Asset = Asset::new(include_str!("../assets/demo-report.csv"), CSV, "no-store");
 static DEMO_HTML: Asset = Asset {
@@ -163,6 +174,12 @@ pub(crate) fn response(asset: &'static Asset, req: &Request<impl Sized>) -> Resp
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    if asset.cors {
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+    }
     resp
 }
 
@@ -218,6 +235,16 @@ mod tests {
             "text/javascript; charset=utf-8"
         );
         assert!(CLIENT_MJS.contains("import './task-notifications.js';"));
+        // Importable from a page on another origin; the demo page stays same-origin only.
+        assert_eq!(resp.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        let script = response(&CLIENT, &get(CLIENT_JS_PATH, &[]));
+        assert_eq!(script.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        let demo = response(&DEMO_HTML, &get(DEMO_PATH, &[]));
+        assert!(
+            !demo
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+        );
         assert_eq!(
             CLIENT_MJS_PATH.rsplit_once('/').unwrap().0,
             CLIENT_JS_PATH.rsplit_once('/').unwrap().0

@@ -235,6 +235,7 @@ pub async fn send_json(ws: &mut Ws, value: serde_json::Value) {
         .unwrap();
 }
 
+pub mod browser;
 pub mod django;
 
 /// Starts `python tests/compat/peer.py --config CONFIG ARGS…` (real channels_redis) with piped
