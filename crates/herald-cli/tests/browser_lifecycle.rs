@@ -147,6 +147,7 @@ async fn a_network_cut_closes_at_once_and_the_network_coming_back_reconnects_now
     browser
         .wait("taskNotifications.state === 'offline' && __first.readyState >= 2")
         .await;
+    browser.element("#state", "offline").await;
     let closed = browser.eval("__ev.find(e => e[0] === 'close')").await;
     assert_eq!(closed[1], 1000, "{closed}");
     // connect() while offline waits for the network too.
@@ -290,6 +291,7 @@ async fn a_foreign_origin_refusal_stops_the_client_and_connect_starts_over() {
     browser
         .wait("taskNotifications.state === 'unauthorized'")
         .await;
+    browser.element("#state", "unauthorized").await;
     assert_eq!(browser.websockets().await, 3);
     assert_eq!(metric(server.addr, "herald_origin_rejects_total").await, 3);
     sleep_ms(2000).await;
