@@ -534,13 +534,13 @@ async fn the_es_module_works_without_a_bundler_and_shares_the_script_tags_client
     send_demo(&server, "Hello, module").await;
     assert_eq!(browser.wait("window.__got").await, "Hello, module");
     let policies = browser
-        .eval("[1000, 1001, 1006, 1008, 1009, 1011, 1013, 4008, 4401, 4403, 1002].map(taskNotifications.closePolicy)")
+        .eval("[1000, 1001, 1006, 4000, 1008, 1009, 1011, 1013, 4008, 4401, 4403, 1002].map(taskNotifications.closePolicy)")
         .await;
     assert_eq!(
         policies,
         json!([
-            "retry", "retry", "retry", "backoff", "backoff", "backoff", "backoff", "backoff",
-            "reauth", "stop", "backoff"
+            "retry", "retry", "retry", "retry", "backoff", "backoff", "backoff", "backoff",
+            "backoff", "reauth", "stop", "backoff"
         ])
     );
     assert_eq!(browser.websockets().await, 1);

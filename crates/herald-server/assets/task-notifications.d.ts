@@ -167,7 +167,10 @@ export interface TaskNotificationsOptions {
   heartbeatInterval?: number;
   /** Drop the link if no frame arrives this many ms after a ping (default 10000). */
   heartbeatTimeout?: number;
-  /** URL whose answer proves the server is up after a failed handshake; false = never conclude "refused". */
+  /**
+   * URL whose 2xx answer to a HEAD proves the server is up after a failed handshake (default:
+   * the client script on the socket's host); same-origin or CORS. false = never conclude "refused".
+   */
   probeUrl?: string | false | null;
   /** Refusals in a row before 'unauthorized' (default 3). */
   maxRefusals?: number;

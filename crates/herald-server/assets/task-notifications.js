@@ -26,7 +26,7 @@
  *   - close codes: each has a retry meaning (retry / keep backing off / stop until re-login);
  *   - a refused handshake (HTTP 403: no valid session, foreign Origin) reaches scripts as a
  *     plain 1006. After each failed handshake while the browser is online the client asks
- *     Herald for this script (HEAD `probeUrl`): an answer means the server is up and refused
+ *     Herald for this script (HEAD `probeUrl`): a 2xx means the server is up and refused
  *     the socket. `maxRefusals` such refusals in a row -> 'unauthorized' event, no more tries
  *     until connect(), or the user coming back to the tab (focus / visible / online);
  *   - page lifecycle: offline -> close and wait; online / visible / focus / pageshow / resume
@@ -92,9 +92,10 @@
     heartbeatInterval: 20000,
     heartbeatTimeout: 10000,
     // Refused-handshake detection: after a failed handshake while online, HEAD this URL
-    // (default: this script on the socket's host, which Herald always serves). A response
-    // means the server is up and refused the socket; `maxRefusals` in a row -> 'unauthorized'.
-    // false = never conclude that, retry with backoff forever.
+    // (default: this script on the socket's host, which Herald always serves, with CORS). A
+    // 2xx answer means the server is up and refused the socket; `maxRefusals` in a row ->
+    // 'unauthorized'. It must be same-origin or allow CORS. false = never conclude that,
+    // retry with backoff forever.
     probeUrl: null,
     maxRefusals: 3,
     // Toasts disappear after this many milliseconds (0 = stay until clicked).
@@ -120,6 +121,7 @@
   // Codes an application consumer may send after accept (Channels: self.close(code=4401)):
   //   4401 the session ended: stop, 'unauthorized', retry after re-login   reauth
   //   4403 forbidden: stop for good (until connect())                      stop
+  // The client's own code for a link it gave up on (CLOSE_STALE, 4000): retry.
   // 'retry': reconnect with backoff; the backoff restarts if the socket had been open at least
   // STABLE_MS. 'backoff': reconnect, and the backoff keeps growing (the server asked for
   // fewer attempts). Any other code: 'backoff'.
@@ -134,6 +136,7 @@
     4008: 'backoff',
     4401: 'reauth',
     4403: 'stop',
+    4000: 'retry', // CLOSE_STALE: the client gave up on a silent link
   };
   // Code the client closes a silent link with (heartbeat or connect timeout) and reports in
   // its 'close' event; browsers only let scripts send 1000 or 3000-4999.
@@ -273,7 +276,8 @@
   /** Sends a ping and drops the socket unless some frame arrives within heartbeatTimeout. */
   function checkLink(ws) {
     if (api.ws !== ws || ws.readyState !== 1 || deadlineTimer !== null) return;
-    if (!(options.heartbeatTimeout > 0)) return;
+    // heartbeatInterval 0 is for servers that do not answer pings: never ping them.
+    if (!(options.heartbeatInterval > 0) || !(options.heartbeatTimeout > 0)) return;
     try {
       ws.send('{"action": "ping"}');
     } catch (err) {
@@ -444,8 +448,8 @@
   }
 
   /**
-   * Resolves true if the server answered HTTP (so it is up and refused the handshake), false
-   * if it did not (down, unreachable, or behind a proxy that answered an error).
+   * Resolves true if the server answered the probe with a 2xx (so it is up and refused the
+   * handshake), false if not (down, unreachable, a proxy's error page, a timeout).
    */
   function probe() {
     if (options.probeUrl === false || typeof global.fetch !== 'function') return Promise.resolve(false);
@@ -455,23 +459,23 @@
     } catch (err) {
       return Promise.resolve(false);
     }
-    var sameOrigin = !global.location || url.origin === global.location.origin;
     var abort = typeof AbortController === 'function' ? new AbortController() : null;
     var timeout = setTimeout(function () {
       if (abort) abort.abort();
     }, PROBE_TIMEOUT_MS);
-    // Cross-origin, the status is opaque: any answer counts as "up" (a proxy's 502 too).
+    // CORS mode, so the status is readable on another origin too (Herald allows any origin to
+    // read its client files); a URL that does not allow it reads as "down": retry, never stop.
     return global
       .fetch(url.href, {
         method: 'HEAD',
         cache: 'no-store',
         credentials: 'omit',
-        mode: sameOrigin ? 'same-origin' : 'no-cors',
+        mode: 'cors',
         signal: abort ? abort.signal : undefined,
       })
       .then(
         function (resp) {
-          return resp.type === 'opaque' || resp.ok;
+          return resp.ok;
         },
         function () {
           return false;
@@ -500,7 +504,7 @@
         return;
       }
       refusals += 1;
-      log('WebSocket handshake refused by a reachable server (' + refusals + ' of ' + options.maxRefusals + ')');
+      log('WebSocket handshake refused by a reachable server (' + refusals + ' in a row)');
       if (refusals >= options.maxRefusals) {
         unauthorized(1006, 'handshake refused');
       } else {
