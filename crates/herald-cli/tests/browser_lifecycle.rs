@@ -97,9 +97,9 @@ async fn a_silent_server_is_noticed_within_the_heartbeat_bound_and_the_client_co
         .await;
     let noticed_after = drop[3].as_u64().unwrap() - stopped_at;
     assert_eq!(drop[1], 4000, "{drop}");
-    // interval + timeout = 1500 ms, plus timer slack.
+    // interval + timeout = 1500 ms, plus slack for a loaded machine (TCP alone: minutes).
     assert!(
-        noticed_after <= 2500,
+        noticed_after <= 3000,
         "dead link noticed after {noticed_after} ms"
     );
     // Meanwhile handshakes hang (the kernel still accepts TCP): the connect timeout gives up on
@@ -163,8 +163,8 @@ async fn a_network_cut_closes_at_once_and_the_network_coming_back_reconnects_now
         .await;
     let after = opened[3].as_u64().unwrap() - back_at;
     assert!(
-        after < 3000,
-        "reconnected {after} ms after the network came back"
+        after < 5000,
+        "reconnected {after} ms after the network came back (backoff: 15-30 s)"
     );
     assert_eq!(browser.websockets().await, 2);
     send_demo(&server, "Network is back").await;
@@ -376,7 +376,8 @@ async fn page_lifecycle_events_close_and_reconnect_and_a_hidden_tab_does_not_spi
             .wait("taskNotifications.state === 'open' && __ev.filter(e => e[0] === 'open').pop()")
             .await;
         let after = opened[3].as_u64().unwrap() - woke_at;
-        assert!(after < 1000, "reconnected {after} ms after {wake}");
+        // The backoff would wait 1.5-3 s.
+        assert!(after < 1500, "reconnected {after} ms after {wake}");
         assert_eq!(browser.websockets().await, sockets + 1);
     }
 
