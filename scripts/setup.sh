@@ -10,7 +10,8 @@
 #   python3-venv, postgresql, nginx-light (the deploy guide's test runs its own nginx on an ephemeral port),
 #   chromium, nodejs, npm (chromium alone pulls in ~125 packages);
 # * `cargo install --locked cargo-nextest`;
-# * `npm ci` in tests/browser (playwright-core only; it never downloads a browser);
+# * `npm ci` in tests/browser (playwright-core, typescript, a link to the client's package; it
+#   never downloads a browser);
 # * build the pinned Python venv tests/compat/.venv (pip, from tests/compat/requirements.txt);
 # * as root, if PostgreSQL is not answering on 127.0.0.1:5432: add the line
 #   `host all all 127.0.0.1/32 trust` at the top of the newest cluster's pg_hba.conf (any local
@@ -95,9 +96,10 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
 fi
 
 # --- the browser tests' driver ----------------------------------------------------------------
-if [ ! -d tests/browser/node_modules/playwright-core ]; then
+if [ ! -d tests/browser/node_modules/playwright-core ] || [ ! -d tests/browser/node_modules/typescript ] \
+  || [ ! -e tests/browser/node_modules/herald-task-notifications ]; then
   if command -v npm >/dev/null 2>&1; then
-    say "installing the browser driver into tests/browser/node_modules (npm ci, playwright-core only)"
+    say "installing the browser driver into tests/browser/node_modules (npm ci: playwright-core, typescript)"
     optional "browser driver" env PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 \
       sh -c 'cd tests/browser && npm ci --no-audit --no-fund'
   else

@@ -17,6 +17,12 @@
 //   count      {selector}                     number of matches
 //   screenshot {path}                         full-page PNG
 //   logs       {}                             console messages and page errors so far
+//   network    {offline}                      cut or restore the page's network through the
+//                                             DevTools protocol (Network.emulateNetworkConditions:
+//                                             navigator.onLine and the offline/online events follow)
+//   cookies    {cookies}                      add cookies ({name, value, url}) to the browser
+//   websockets {}                             every WebSocket the page opened: [{url, at, closedAt}]
+//                                             (at: ms since the driver started), as Chromium saw them
 //   quit       {}
 //
 // The process exits when stdin closes (a dead test never leaves a browser behind) and, as a
@@ -34,7 +40,10 @@ const DEFAULT_TIMEOUT = 10000;
 const userDataDir = mkdtempSync(join(tmpdir(), 'herald-chromium-'));
 let context = null;
 let page = null;
+let cdp = null;
 const logs = [];
+const sockets = [];
+const started = Date.now();
 
 function reply(obj) {
   process.stdout.write(JSON.stringify(obj) + '\n');
@@ -120,6 +129,26 @@ const ops = {
   async logs() {
     return logs;
   },
+  async network(cmd) {
+    if (!cdp) {
+      cdp = await context.newCDPSession(page);
+      await cdp.send('Network.enable');
+    }
+    await cdp.send('Network.emulateNetworkConditions', {
+      offline: !!cmd.offline,
+      latency: 0,
+      downloadThroughput: -1,
+      uploadThroughput: -1,
+    });
+    return null;
+  },
+  async cookies(cmd) {
+    await context.addCookies(cmd.cookies);
+    return null;
+  },
+  async websockets() {
+    return sockets;
+  },
   async quit() {
     setImmediate(() => shutdown(0));
     return null;
@@ -146,6 +175,13 @@ async function main() {
   page = context.pages()[0] || (await context.newPage());
   page.on('console', (msg) => logs.push(`${msg.type()}: ${msg.text()}`));
   page.on('pageerror', (err) => logs.push(`pageerror: ${err.message}`));
+  page.on('websocket', (ws) => {
+    const entry = { url: ws.url(), at: Date.now() - started, closedAt: null };
+    sockets.push(entry);
+    ws.on('close', () => {
+      entry.closedAt = Date.now() - started;
+    });
+  });
   reply({ ready: true, version: context.browser() ? context.browser().version() : null });
 
   const rl = readline.createInterface({ input: process.stdin });

@@ -11,269 +11,19 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use herald_test_support::{RedisServer, compat_python, free_port, workspace_root};
-use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use serde_json::json;
+use tokio::process::Command;
 
-use support::{TIMEOUT, bin, herald};
+use support::browser::{Browser, Served, WS_OPEN, herald_cli};
+use support::{TIMEOUT, herald};
 
-/// Upper bound for one browser command (each also has its own, shorter, in-page timeout).
-const BROWSER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Starting Chromium.
-const LAUNCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// A Django shell start plus one send.
 const PYTHON_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn required() -> bool {
-    std::env::var("HERALD_REQUIRE_COMPAT").as_deref() == Ok("1")
-}
-
-/// Panics under `HERALD_REQUIRE_COMPAT=1`, else says why the test does nothing.
-fn missing(why: &str) {
-    let hint = "install with: apt-get install chromium nodejs npm && (cd tests/browser && npm ci)";
-    assert!(!required(), "{why}; {hint} (HERALD_REQUIRE_COMPAT=1)");
-    eprintln!("SKIPPING browser test: {why}; {hint}");
-}
-
-fn browser_dir() -> PathBuf {
-    workspace_root().join("tests/browser")
-}
-
-fn screenshot_path(name: &str) -> String {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let target = if target.is_absolute() {
-        target
-    } else {
-        workspace_root().join(target)
-    };
-    target
-        .join("browser")
-        .join(name)
-        .to_string_lossy()
-        .into_owned()
-}
-
-/// A headless Chromium behind the JSON-lines driver; killed on drop.
-struct Browser {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
-    next_id: u64,
-}
-
-impl Browser {
-    /// Launches the driver, or returns `None` (after [`missing`]) if a prerequisite is absent.
-    async fn launch() -> Option<Browser> {
-        let chromium =
-            std::env::var("HERALD_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-        if !Path::new(&chromium).is_file() {
-            missing(&format!("no Chromium at {chromium}"));
-            return None;
-        }
-        if !browser_dir().join("node_modules/playwright-core").is_dir() {
-            missing("tests/browser/node_modules/playwright-core is not installed");
-            return None;
-        }
-        let spawned = Command::new("node")
-            .arg("driver.mjs")
-            .current_dir(browser_dir())
-            .env("HERALD_CHROMIUM", &chromium)
-            .env("HERALD_BROWSER_MAX_SECS", "240")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn();
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(err) => {
-                missing(&format!("cannot run node: {err}"));
-                return None;
-            }
-        };
-        let stdin = child.stdin.take().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = tokio::time::timeout(LAUNCH_TIMEOUT, lines.next_line())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap_or_default();
-        let ready: Value = serde_json::from_str(&first).unwrap_or(Value::Null);
-        assert_eq!(
-            ready["ready"], true,
-            "browser driver failed to start: {first}"
-        );
-        eprintln!("chromium {}", ready["version"]);
-        Some(Browser {
-            child,
-            stdin,
-            lines,
-            next_id: 0,
-        })
-    }
-
-    async fn call(&mut self, mut cmd: Value) -> Result<Value, String> {
-        self.next_id += 1;
-        cmd["id"] = json!(self.next_id);
-        let line = format!("{cmd}\n");
-        let exchange = async {
-            self.stdin.write_all(line.as_bytes()).await.unwrap();
-            self.stdin.flush().await.unwrap();
-            loop {
-                let Some(reply) = self.lines.next_line().await.unwrap() else {
-                    return Err("browser driver exited".to_owned());
-                };
-                let reply: Value = serde_json::from_str(&reply).unwrap();
-                if reply["id"] == cmd["id"] {
-                    return if reply["ok"] == true {
-                        Ok(reply["result"].clone())
-                    } else {
-                        Err(reply["error"].as_str().unwrap_or("?").to_owned())
-                    };
-                }
-            }
-        };
-        tokio::time::timeout(BROWSER_CALL_TIMEOUT, exchange)
-            .await
-            .unwrap_or_else(|_| Err(format!("no reply within {BROWSER_CALL_TIMEOUT:?}")))
-    }
-
-    /// Runs `cmd`; on failure panics with the error and the page's console log.
-    async fn ok(&mut self, cmd: Value) -> Value {
-        match self.call(cmd.clone()).await {
-            Ok(v) => v,
-            Err(err) => {
-                let logs = self.call(json!({"op": "logs"})).await;
-                panic!("browser {cmd} failed: {err}\npage console: {logs:#?}");
-            }
-        }
-    }
-
-    async fn open(&mut self, url: &str) {
-        let r = self.ok(json!({"op": "open", "url": url})).await;
-        assert_eq!(r["status"], 200, "{url}");
-    }
-
-    async fn eval(&mut self, expr: &str) -> Value {
-        self.ok(json!({"op": "eval", "expr": expr})).await
-    }
-
-    async fn wait(&mut self, expr: &str) -> Value {
-        self.ok(json!({"op": "wait", "expr": expr, "timeout": 15000}))
-            .await
-    }
-
-    /// The last visible element matching `selector` that contains `text`.
-    async fn element(&mut self, selector: &str, text: &str) -> Value {
-        self.ok(json!({"op": "element", "selector": selector, "text": text, "timeout": 15000}))
-            .await
-    }
-
-    /// Resizes the page (e.g. 390 x 844, a phone).
-    async fn viewport(&mut self, width: u32, height: u32) {
-        self.ok(json!({"op": "viewport", "width": width, "height": height}))
-            .await;
-    }
-
-    async fn screenshot(&mut self, name: &str) {
-        let path = screenshot_path(name);
-        self.ok(json!({"op": "screenshot", "path": path})).await;
-        eprintln!("screenshot: {path}");
-    }
-
-    /// The console log; fails the test on page errors or CSP violations.
-    async fn assert_clean_console(&mut self) -> Vec<String> {
-        let logs: Vec<String> =
-            serde_json::from_value(self.ok(json!({"op": "logs"})).await).unwrap();
-        for line in &logs {
-            assert!(
-                !line.starts_with("pageerror") && !line.contains("Content Security Policy"),
-                "page reported: {line}\nfull console: {logs:#?}"
-            );
-        }
-        logs
-    }
-
-    async fn quit(mut self) {
-        let _ = self.call(json!({"op": "quit"})).await;
-        let _ = tokio::time::timeout(TIMEOUT, self.child.wait()).await;
-    }
-}
-
-/// `herald serve --demo --bind ADDR [--redis URL]`, killed on drop.
-struct Served {
-    addr: SocketAddr,
-    child: Child,
-}
-
-impl Served {
-    /// With `--redis redis_url`.
-    async fn start(addr: SocketAddr, redis_url: &str) -> Served {
-        Self::start_with(addr, &["--redis", redis_url]).await
-    }
-
-    async fn start_with(addr: SocketAddr, args: &[&str]) -> Served {
-        let mut child = Command::new(bin())
-            .args(["serve", "--demo", "--bind", &addr.to_string()])
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("herald serve exited early with {status}");
-            }
-            if healthy(addr).await {
-                return Served { addr, child };
-            }
-            assert!(
-                Instant::now() < deadline,
-                "herald serve did not become healthy"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// SIGKILL: the browser sees its socket drop without a close frame (1006).
-    async fn kill(mut self) {
-        self.child.start_kill().unwrap();
-        tokio::time::timeout(TIMEOUT, self.child.wait())
-            .await
-            .unwrap()
-            .unwrap();
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-}
-
-async fn healthy(addr: SocketAddr) -> bool {
-    let probe = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await?;
-        Ok::<_, std::io::Error>(out.starts_with(b"HTTP/1.1 200"))
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), probe).await,
-        Ok(Ok(true))
-    )
-}
 
 /// Runs `code` in `manage.py shell` of the Django test project with channels_redis on
 /// `redis_url`; returns stdout.
@@ -309,21 +59,6 @@ async fn django_shell(python: &Path, redis_url: &str, code: &str) -> String {
     );
     stdout
 }
-
-/// Runs the herald CLI against `redis_url` and checks it reported success.
-async fn herald_cli(redis_url: &str, args: &[&str]) {
-    let mut all = vec![args[0], "--redis", redis_url];
-    all.extend_from_slice(&args[1..]);
-    let out = herald(&all).await;
-    assert!(
-        out.status.success(),
-        "herald {all:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-const WS_OPEN: &str =
-    "window.taskNotifications && taskNotifications.ws && taskNotifications.ws.readyState === 1";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_page_shows_toasts_and_the_file_dialog_for_python_and_cli_senders() {
@@ -571,9 +306,15 @@ async fn client_reconnects_after_a_server_restart_and_resubscribes_its_tasks() {
     browser.wait("window.__n.subscribed === 1").await;
 
     server.kill().await;
+    // More failed handshakes than `maxRefusals`: a server that is down is not refusing (its
+    // probe gets no answer), so the client keeps trying.
     browser
-        .wait("window.__n.close >= 1 && window.__n.reconnecting >= 2")
+        .wait("window.__n.close >= 1 && window.__n.reconnecting >= 5")
         .await;
+    assert_ne!(
+        browser.eval("taskNotifications.state").await,
+        "unauthorized"
+    );
     browser.element("#state", "reconnecting").await;
     // Equal jitter: attempt n waits between half and all of min(800, 100 * 2^n) ms.
     let delays: Vec<u64> = serde_json::from_value(browser.eval("window.__delays").await).unwrap();

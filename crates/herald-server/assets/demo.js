@@ -30,6 +30,10 @@
   tn.on('reconnecting', function (e) {
     show('reconnecting', '(attempt ' + e.attempt + ', in ' + e.delay + ' ms)');
   });
+  // Waiting states with no event of their own: no network, page frozen, refused.
+  tn.on('state', function (e) {
+    if (e.state === 'offline' || e.state === 'suspended' || e.state === 'unauthorized') show(e.state);
+  });
   tn.on('*', function (data) { record(data.type, data); });
 
   document.getElementById('subscribe').addEventListener('submit', function (e) {

@@ -5,28 +5,48 @@
  *
  *   <script src="/static/herald/task-notifications.js"></script>
  *
+ * or import it as an ES module (task-notifications.mjs next to this file re-exports the same
+ * object; a page may do both and still gets one client and one socket):
+ *
+ *   import taskNotifications from '/static/herald/task-notifications.mjs';
+ *
  * It defines one global, `taskNotifications`, which connects to /ws/tasks/ on page load
  * (ws:// or wss:// from the page's location), reconnects with capped exponential backoff and
- * jitter (also after a 1013 "try again later" close from a server whose Redis is down),
- * resubscribes the page's tasks after every reconnect, and shows the user guide's UI:
+ * jitter, resubscribes the page's tasks after every reconnect, and shows the user guide's UI:
  *
  *   user_message       -> info toast
  *   user_notification  -> success / error / warning / info toast (by notification_type)
  *   user_file          -> modal with file name, size, Download (new tab) and Close
  *   task_complete      -> success toast, task_error -> error toast (subscribed tasks only)
  *
+ * Keeping the link honest (see CLOSE_POLICY below and the guide's "Connection lifecycle"):
+ *   - heartbeat: after `heartbeatInterval` ms without a frame it sends {"action": "ping"}
+ *     (Herald answers {"type": "pong"}); no frame within `heartbeatTimeout` ms means the link
+ *     is dead (NAT timeout, suspended laptop): it drops the socket and reconnects;
+ *   - close codes: each has a retry meaning (retry / keep backing off / stop until re-login);
+ *   - a refused handshake (HTTP 403: no valid session, foreign Origin) reaches scripts as a
+ *     plain 1006. After each failed handshake while the browser is online the client asks
+ *     Herald for this script (HEAD `probeUrl`): a 2xx means the server is up and refused
+ *     the socket. `maxRefusals` such refusals in a row -> 'unauthorized' event, no more tries
+ *     until connect(), or the user coming back to the tab (focus / visible / online);
+ *   - page lifecycle: offline -> close and wait; online / visible / focus / pageshow / resume
+ *     -> reconnect now (or check an open link with a ping); freeze / pagehide -> close.
+ *
  * API
  *   taskNotifications.on(type | '*', fn)      listen ('*' = every server message)
  *   taskNotifications.off(type | '*', fn)     (without fn: remove every handler of type)
- *   taskNotifications.on('open' | 'close' | 'reconnecting', fn)   connection lifecycle, not
- *                                             sent to '*'; 'close' fires for every socket that
- *                                             closes, failed reconnect attempts included
+ *   taskNotifications.on('open' | 'close' | 'reconnecting' | 'unauthorized' | 'state', fn)
+ *                                             connection lifecycle, not sent to '*'; 'close'
+ *                                             fires for every socket that closes, failed
+ *                                             reconnect attempts included
  *   taskNotifications.subscribeTask(id) / unsubscribeTask(id)    task_{id} progress
  *   taskNotifications.send(obj)               send a JSON frame if open; returns true if sent
  *   taskNotifications.connect() / close()     manual control (close() stops reconnecting)
  *   taskNotifications.ws                      the current WebSocket (readyState 1 = open)
- *   taskNotifications.state                   'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'
+ *   taskNotifications.state                   'idle' | 'connecting' | 'open' | 'reconnecting' |
+ *                                             'closed' | 'offline' | 'suspended' | 'unauthorized'
  *   taskNotifications.configure(options)      see DEFAULTS below
+ *   taskNotifications.closePolicy(code)       'retry' | 'backoff' | 'reauth' | 'stop'
  *   taskNotifications.formatFileSize(bytes)   "153.1 KB"
  *
  * Options can also be set before the script loads: `window.taskNotificationsConfig = {...}`.
@@ -42,12 +62,14 @@
  *
  * or turn it off with `configure({ui: false})`. Message text is only ever inserted with
  * textContent, and a file URL is only linked if it is http(s) or relative.
+ *
+ * Types: task-notifications.d.ts. Package: package.json in this directory.
  */
 (function (global) {
   'use strict';
 
-  if (global.taskNotifications && global.taskNotifications.__herald) {
-    return; // included twice: keep the first instance (and its socket)
+  if (!global || (global.taskNotifications && global.taskNotifications.__herald)) {
+    return; // included twice (script tag and module import): keep the first instance
   }
 
   var DEFAULTS = {
@@ -61,6 +83,21 @@
     reconnect: true,
     initialDelay: 1000,
     maxDelay: 30000,
+    // A handshake still pending after this many ms is given up (a server that accepts TCP
+    // but never answers, e.g. a stopped process) and retried with backoff. 0 = never.
+    connectTimeout: 10000,
+    // Ping after this many ms without any frame from the server (0 = no heartbeat), and drop
+    // the link if no frame arrives within heartbeatTimeout ms of the ping. A dead link is
+    // noticed within heartbeatInterval + heartbeatTimeout (30 s) instead of TCP's minutes.
+    heartbeatInterval: 20000,
+    heartbeatTimeout: 10000,
+    // Refused-handshake detection: after a failed handshake while online, HEAD this URL
+    // (default: this script on the socket's host, which Herald always serves, with CORS). A
+    // 2xx answer means the server is up and refused the socket; `maxRefusals` in a row ->
+    // 'unauthorized'. It must be same-origin or allow CORS. false = never conclude that,
+    // retry with backoff forever.
+    probeUrl: null,
+    maxRefusals: 3,
     // Toasts disappear after this many milliseconds (0 = stay until clicked).
     toastDuration: 5000,
     // Built-in UI, or an object of replacements ({info, success, error, warning, file}), or false.
@@ -71,10 +108,44 @@
     log: true,
   };
 
-  var LIFECYCLE = { open: true, close: true, reconnecting: true };
-  // Close code of a server that is up but cannot serve yet (its Redis is down): retry later,
-  // with the same growing backoff as a failed connect.
-  var TRY_AGAIN_LATER = 1013;
+  // What each close code means for reconnecting. Codes Herald sends:
+  //   1000 normal (a consumer closed; websocket_timeout)      retry
+  //   1001 going away (server shutdown or restart)            retry
+  //   1006 abnormal (network drop, missed protocol ping, or   retry; before open it is a
+  //        a handshake refused with an HTTP status)           failed handshake (see probeUrl)
+  //   1008 inbound rate limit exceeded                        backoff
+  //   1009 frame or message too big                           backoff
+  //   1011 server or consumer error                           backoff
+  //   1013 try again later (Redis or the session DB down)     backoff
+  //   4008 slow consumer (its outbound queue overflowed)      backoff
+  // Codes an application consumer may send after accept (Channels: self.close(code=4401)):
+  //   4401 the session ended: stop, 'unauthorized', retry after re-login   reauth
+  //   4403 forbidden: stop for good (until connect())                      stop
+  // The client's own code for a link it gave up on (CLOSE_STALE, 4000): retry.
+  // 'retry': reconnect with backoff; the backoff restarts if the socket had been open at least
+  // STABLE_MS. 'backoff': reconnect, and the backoff keeps growing (the server asked for
+  // fewer attempts). Any other code: 'backoff'.
+  var CLOSE_POLICY = {
+    1000: 'retry',
+    1001: 'retry',
+    1006: 'retry',
+    1008: 'backoff',
+    1009: 'backoff',
+    1011: 'backoff',
+    1013: 'backoff',
+    4008: 'backoff',
+    4401: 'reauth',
+    4403: 'stop',
+    4000: 'retry', // CLOSE_STALE: the client gave up on a silent link
+  };
+  // Code the client closes a silent link with (heartbeat or connect timeout) and reports in
+  // its 'close' event; browsers only let scripts send 1000 or 3000-4999.
+  var CLOSE_STALE = 4000;
+  // A socket closed after being open this long was really served: the backoff restarts.
+  var STABLE_MS = 5000;
+  // How long the refusal probe may take before it counts as "server unreachable".
+  var PROBE_TIMEOUT_MS = 5000;
+  var LIFECYCLE = { open: true, close: true, reconnecting: true, unauthorized: true, state: true };
   var TOAST_KINDS = ['success', 'error', 'warning', 'info'];
 
   var options = Object.assign({}, DEFAULTS, global.taskNotificationsConfig || {});
@@ -82,7 +153,24 @@
   var tasks = new Set();
   var attempt = 0;
   var timer = null;
+  // close() was called: nothing reconnects until connect().
   var stopped = false;
+  // connect() or the automatic start ran: lifecycle events may reconnect.
+  var started = false;
+  // Why the client waits without a timer: null, 'offline', 'suspended' or 'unauthorized'.
+  var paused = null;
+  // Policy of the last close: a wake-up does not cut short a wait the server asked for.
+  var lastPolicy = 'retry';
+  // Consecutive handshakes refused by a reachable server.
+  var refusals = 0;
+  // Bumped by every open(): a probe answer for an older attempt is ignored.
+  var generation = 0;
+  // Per-socket timers: connect timeout, next heartbeat ping, heartbeat deadline.
+  var connectTimer = null;
+  var pingTimer = null;
+  var deadlineTimer = null;
+  // Pings this client sent whose pong has not come back: those pongs are not emitted.
+  var pendingPings = 0;
 
   function log() {
     if (options.log && global.console) {
@@ -111,7 +199,9 @@
   }
 
   function setState(state) {
+    var previous = api.state;
     api.state = state;
+    if (previous !== state) emit('state', { state: state, previous: previous });
   }
 
   function sendRaw(obj) {
@@ -121,8 +211,42 @@
     return true;
   }
 
+  function closePolicy(code) {
+    return CLOSE_POLICY[code] || 'backoff';
+  }
+
+  function isOnline() {
+    return !global.navigator || global.navigator.onLine !== false;
+  }
+
+  function isHidden() {
+    return !!global.document && global.document.visibilityState === 'hidden';
+  }
+
+  function clearTimer() {
+    if (timer !== null) {
+      clearTimeout(timer);
+      timer = null;
+    }
+  }
+
+  function clearSocketTimers() {
+    clearTimeout(connectTimer);
+    clearTimeout(pingTimer);
+    clearTimeout(deadlineTimer);
+    connectTimer = pingTimer = deadlineTimer = null;
+    pendingPings = 0;
+  }
+
+  /** Waits without a timer until a lifecycle event (or connect()) resumes. */
+  function pause(why) {
+    clearTimer();
+    paused = why;
+    setState(why);
+  }
+
   function scheduleReconnect() {
-    if (stopped || !options.reconnect || timer !== null) return;
+    if (stopped || paused || !options.reconnect || timer !== null) return;
     var cap = Math.min(options.maxDelay, options.initialDelay * Math.pow(2, attempt));
     var delay = Math.round(cap / 2 + Math.random() * (cap / 2));
     attempt += 1;
@@ -135,9 +259,69 @@
     }, delay);
   }
 
+  // --- heartbeat -------------------------------------------------------------------------
+
+  /** (Re)starts the idle countdown to the next ping; any frame from the server calls this. */
+  function armHeartbeat(ws) {
+    clearTimeout(pingTimer);
+    pingTimer = null;
+    if (options.heartbeatInterval > 0) {
+      pingTimer = setTimeout(function () {
+        pingTimer = null;
+        checkLink(ws);
+      }, options.heartbeatInterval);
+    }
+  }
+
+  /** Sends a ping and drops the socket unless some frame arrives within heartbeatTimeout. */
+  function checkLink(ws) {
+    if (api.ws !== ws || ws.readyState !== 1 || deadlineTimer !== null) return;
+    // heartbeatInterval 0 is for servers that do not answer pings: never ping them.
+    if (!(options.heartbeatInterval > 0) || !(options.heartbeatTimeout > 0)) return;
+    try {
+      ws.send('{"action": "ping"}');
+    } catch (err) {
+      return; // closing under us: onclose follows
+    }
+    pendingPings += 1;
+    deadlineTimer = setTimeout(function () {
+      deadlineTimer = null;
+      log('WebSocket silent for ' + options.heartbeatTimeout + ' ms after a ping: reconnecting');
+      drop(ws, CLOSE_STALE, 'heartbeat timeout');
+    }, options.heartbeatTimeout);
+  }
+
+  // --- sockets ---------------------------------------------------------------------------
+
+  /**
+   * Gives up on `ws` now, without waiting for the browser's close handshake (which a dead
+   * link never completes): detaches it, closes it, and handles the close as if it had come.
+   */
+  function drop(ws, code, reason) {
+    if (api.ws !== ws || !ws.__herald) return;
+    var session = ws.__herald;
+    ws.__herald = null;
+    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    try {
+      ws.close(code, reason);
+    } catch (err) {
+      // already closed
+    }
+    closed(ws, session, { code: code, reason: reason, wasClean: false });
+  }
+
   function open() {
+    started = true;
     var current = api.ws;
     if (current && (current.readyState === 0 || current.readyState === 1)) return;
+    if (stopped) return;
+    if (!isOnline()) {
+      pause('offline');
+      return;
+    }
+    clearTimer();
+    paused = null;
+    generation += 1;
     var ws;
     try {
       ws = new WebSocket(socketUrl());
@@ -146,16 +330,30 @@
       scheduleReconnect();
       return;
     }
+    var session = { openedAt: 0, generation: generation };
+    ws.__herald = session;
     api.ws = ws;
     setState('connecting');
-    var opened = false;
+    clearSocketTimers();
+    if (options.connectTimeout > 0) {
+      connectTimer = setTimeout(function () {
+        connectTimer = null;
+        if (ws.readyState !== 0) return;
+        log('WebSocket handshake took over ' + options.connectTimeout + ' ms: giving up on it');
+        drop(ws, CLOSE_STALE, 'connect timeout');
+      }, options.connectTimeout);
+    }
     ws.onopen = function () {
       if (api.ws !== ws) return;
       // `attempt` is reset when this socket closes after a real session, not here: a server
       // whose Redis is down accepts and at once closes with 1013, and that must keep backing off.
-      opened = true;
+      session.openedAt = Date.now();
+      refusals = 0;
+      clearTimeout(connectTimer);
+      connectTimer = null;
       setState('open');
       log('WebSocket connected');
+      armHeartbeat(ws);
       // The server forgets task subscriptions with the socket: restore them.
       tasks.forEach(function (id) {
         sendRaw({ action: 'subscribe', task_id: id });
@@ -164,6 +362,10 @@
     };
     ws.onmessage = function (event) {
       if (api.ws !== ws) return;
+      // Any frame proves the link is alive.
+      clearTimeout(deadlineTimer);
+      deadlineTimer = null;
+      armHeartbeat(ws);
       var data;
       try {
         data = JSON.parse(event.data);
@@ -171,24 +373,185 @@
         return; // not ours: the server only sends JSON objects
       }
       if (!data || typeof data !== 'object' || typeof data.type !== 'string') return;
+      if (data.type === 'pong' && pendingPings > 0) {
+        pendingPings -= 1; // our heartbeat's answer; a page's own ping still gets its 'pong'
+        return;
+      }
       emit(data.type, data);
       showDefaultUi(data);
     };
     ws.onclose = function (event) {
-      if (api.ws !== ws) return;
-      setState('closed');
-      if (event.code === TRY_AGAIN_LATER) {
-        log('WebSocket closed: server not ready (1013 ' + event.reason + '), backing off');
-      } else {
-        log('WebSocket closed (code ' + event.code + ')');
-        if (opened) attempt = 0;
-      }
-      emit('close', { code: event.code, reason: event.reason, wasClean: event.wasClean });
-      scheduleReconnect();
+      if (api.ws !== ws || !ws.__herald) return;
+      ws.__herald = null;
+      closed(ws, session, { code: event.code, reason: event.reason, wasClean: event.wasClean });
     };
     // onerror is always followed by onclose, which does the work.
     ws.onerror = function () {};
   }
+
+  /** Everything after a socket closed (or was dropped): report it, then decide what's next. */
+  function closed(ws, session, info) {
+    clearSocketTimers();
+    var code = info.code;
+    var policy = closePolicy(code);
+    var opened = session.openedAt > 0;
+    setState('closed');
+    if (code === 1013) {
+      log('WebSocket closed: server not ready (1013 ' + info.reason + '), backing off');
+    } else {
+      log('WebSocket closed (code ' + code + (info.reason ? ' ' + info.reason : '') + ')');
+    }
+    emit('close', info);
+    if (stopped) return;
+    if (paused) {
+      setState(paused); // offline / suspended: dropped on purpose, a lifecycle event resumes
+      return;
+    }
+    if (!isOnline()) {
+      pause('offline');
+      return;
+    }
+    lastPolicy = policy;
+    if (policy === 'reauth') {
+      unauthorized(code, info.reason);
+      return;
+    }
+    if (policy === 'stop') {
+      stopped = true;
+      log('WebSocket closed with ' + code + ': not reconnecting until connect()');
+      return;
+    }
+    if (opened) {
+      if (policy === 'retry' && Date.now() - session.openedAt >= STABLE_MS) attempt = 0;
+      scheduleReconnect();
+    } else if (code === CLOSE_STALE) {
+      scheduleReconnect(); // a handshake that hung: the server is not answering, not refusing
+    } else {
+      handshakeFailed(session);
+    }
+  }
+
+  /** Stops until connect() or the user coming back; tells the page (e.g. to log in again). */
+  function unauthorized(code, reason) {
+    pause('unauthorized');
+    log('WebSocket refused (' + (reason || code) + '): not reconnecting until the page is used again');
+    emit('unauthorized', { code: code, reason: reason, refusals: refusals });
+  }
+
+  function defaultProbeUrl() {
+    var u = new URL(socketUrl(), global.location ? global.location.href : undefined);
+    u.protocol = u.protocol === 'wss:' ? 'https:' : 'http:';
+    u.pathname = '/static/herald/task-notifications.js';
+    u.search = '';
+    u.hash = '';
+    return u.href;
+  }
+
+  /**
+   * Resolves true if the server answered the probe with a 2xx (so it is up and refused the
+   * handshake), false if not (down, unreachable, a proxy's error page, a timeout).
+   */
+  function probe() {
+    if (options.probeUrl === false || typeof global.fetch !== 'function') return Promise.resolve(false);
+    var url;
+    try {
+      url = new URL(options.probeUrl || defaultProbeUrl(), global.location ? global.location.href : undefined);
+    } catch (err) {
+      return Promise.resolve(false);
+    }
+    var abort = typeof AbortController === 'function' ? new AbortController() : null;
+    var timeout = setTimeout(function () {
+      if (abort) abort.abort();
+    }, PROBE_TIMEOUT_MS);
+    // CORS mode, so the status is readable on another origin too (Herald allows any origin to
+    // read its client files); a URL that does not allow it reads as "down": retry, never stop.
+    return global
+      .fetch(url.href, {
+        method: 'HEAD',
+        cache: 'no-store',
+        credentials: 'omit',
+        mode: 'cors',
+        signal: abort ? abort.signal : undefined,
+      })
+      .then(
+        function (resp) {
+          return resp.ok;
+        },
+        function () {
+          return false;
+        }
+      )
+      .then(function (up) {
+        clearTimeout(timeout);
+        return up;
+      });
+  }
+
+  /** A socket closed before it opened: the network, a down server, or a refusal. */
+  function handshakeFailed(session) {
+    if (options.probeUrl === false || !(options.maxRefusals > 0)) {
+      scheduleReconnect();
+      return;
+    }
+    probe().then(function (up) {
+      // Something else happened meanwhile (connect(), close(), offline, a newer attempt).
+      if (session.generation !== generation || stopped || paused || timer !== null) return;
+      var current = api.ws;
+      if (current && (current.readyState === 0 || current.readyState === 1)) return;
+      if (!up) {
+        refusals = 0; // not a refusal: the server is down or out of reach
+        scheduleReconnect();
+        return;
+      }
+      refusals += 1;
+      log('WebSocket handshake refused by a reachable server (' + refusals + ' in a row)');
+      if (refusals >= options.maxRefusals) {
+        unauthorized(1006, 'handshake refused');
+      } else {
+        scheduleReconnect();
+      }
+    });
+  }
+
+  // --- page lifecycle --------------------------------------------------------------------
+
+  /**
+   * The page or the network came back (online, visible, focus, pageshow, resume): reconnect
+   * now, or check an open link at once (a laptop waking up keeps sockets that are long dead).
+   */
+  function wake(why) {
+    if (!started || stopped) return;
+    var ws = api.ws;
+    if (ws && ws.readyState === 1) {
+      checkLink(ws);
+      return;
+    }
+    if (ws && ws.readyState === 0) return;
+    if (!isOnline()) return;
+    if (paused !== 'offline' && paused !== 'suspended') {
+      // A hidden tab is not being used: it keeps its backoff and does not retry a refusal
+      // (the network coming back still ends a wait, as it always did).
+      if (isHidden() && why !== 'online') return;
+      // Being back online says nothing about the session.
+      if (paused === 'unauthorized' && why === 'online') return;
+      // The server asked for fewer attempts (1013, 1008, ...): let that wait run out.
+      if (timer !== null && lastPolicy === 'backoff') return;
+    }
+    log('WebSocket reconnecting now (' + why + ')');
+    paused = null;
+    open();
+  }
+
+  /** The page goes away or is frozen (freeze, pagehide), or the network is gone (offline). */
+  function sleep(why) {
+    if (!started || stopped) return;
+    pause(why === 'offline' ? 'offline' : 'suspended');
+    var ws = api.ws;
+    if (ws && (ws.readyState === 0 || ws.readyState === 1)) {
+      drop(ws, 1000, why);
+    }
+  }
+
 
   // ---------------------------------------------------------------------------------------
   // Built-in UI
@@ -424,7 +787,7 @@
 
   var api = {
     __herald: true,
-    version: '0.1.0',
+    version: '0.2.0',
     ws: null,
     state: 'idle',
 
@@ -467,22 +830,20 @@
 
     send: sendRaw,
 
+    /** Connects now (also after close(), a 4403, or 'unauthorized', e.g. after a new login). */
     connect: function () {
       stopped = false;
-      if (timer !== null) {
-        clearTimeout(timer);
-        timer = null;
-      }
+      paused = null;
+      refusals = 0;
+      clearTimer();
       open();
       return api;
     },
 
     close: function () {
       stopped = true;
-      if (timer !== null) {
-        clearTimeout(timer);
-        timer = null;
-      }
+      paused = null;
+      clearTimer();
       if (api.ws) api.ws.close(1000);
       return api;
     },
@@ -503,6 +864,9 @@
       return Object.assign({}, options);
     },
 
+    /** What the client does after a close with `code`: 'retry', 'backoff', 'reauth' or 'stop'. */
+    closePolicy: closePolicy,
+
     formatFileSize: formatFileSize,
     toast: showToast,
     showFile: function (data) {
@@ -512,10 +876,34 @@
 
   global.taskNotifications = api;
 
-  if (global.addEventListener) {
-    // Back online: try now instead of waiting out the backoff.
+  if (global.addEventListener && global.document) {
+    var doc = global.document;
+    global.addEventListener('offline', function () {
+      sleep('offline');
+    });
     global.addEventListener('online', function () {
-      if (!stopped && api.state === 'reconnecting') api.connect();
+      wake('online');
+    });
+    global.addEventListener('focus', function () {
+      wake('focus');
+    });
+    global.addEventListener('pageshow', function (event) {
+      // Also fired on the first load: only a page back from the back/forward cache matters.
+      if (event.persisted || paused === 'suspended') wake('pageshow');
+    });
+    global.addEventListener('pagehide', function () {
+      sleep('pagehide');
+    });
+    doc.addEventListener('visibilitychange', function () {
+      if (doc.visibilityState === 'visible') wake('visible');
+    });
+    // Page Lifecycle API (Chromium): a frozen page runs no timers; close cleanly instead of
+    // leaving the server a socket nobody reads.
+    doc.addEventListener('freeze', function () {
+      sleep('freeze');
+    });
+    doc.addEventListener('resume', function () {
+      wake('resume');
     });
   }
 
@@ -523,9 +911,10 @@
     if (options.autoConnect && !stopped && api.ws === null) open();
   }
   // Deferred so a host script right after this one can still configure({autoConnect: false}).
+  // No document (a server-side import): nothing to connect.
   if (global.document && global.document.readyState === 'loading') {
     global.document.addEventListener('DOMContentLoaded', autoStart);
-  } else {
+  } else if (global.document) {
     setTimeout(autoStart, 0);
   }
-})(typeof window !== 'undefined' ? window : this);
+})(typeof window !== 'undefined' ? window : typeof globalThis !== 'undefined' ? globalThis : this);

@@ -1,5 +1,6 @@
 //! Browser assets Herald serves itself, so a page needs nothing but a `<script>` tag:
-//! the `/ws/tasks/` client at [`CLIENT_JS_PATH`] (always), and the demo page at [`DEMO_PATH`]
+//! the `/ws/tasks/` client at [`CLIENT_JS_PATH`] and its ES-module face at [`CLIENT_MJS_PATH`]
+//! (always), and the demo page at [`DEMO_PATH`]
 //! with its glue script (only when [`AppBuilder::demo_page`](crate::AppBuilder::demo_page) is
 //! on).
 //!
@@ -17,6 +18,9 @@ use crate::routing::Body;
 
 /// Where the browser client `task-notifications.js` is served.
 pub const CLIENT_JS_PATH: &str = "/static/herald/task-notifications.js";
+/// Where the client's ES module is served: it imports [`CLIENT_JS_PATH`] (relative, so both
+/// must stay side by side) and re-exports the object that script defines.
+pub const CLIENT_MJS_PATH: &str = "/static/herald/task-notifications.mjs";
 /// Where the demo page is served when enabled.
 pub const DEMO_PATH: &str = "/demo/";
 /// A small file the demo's "file ready" dialog can really download (served only with the demo
@@ -26,6 +30,8 @@ pub const DEMO_FILE_PATH: &str = "/demo/report.csv";
 pub const DEMO_JS_PATH: &str = "/static/herald/demo.js";
 /// The source of `task-notifications.js`, for hosts that bundle or serve it themselves.
 pub const CLIENT_JS: &str = include_str!("../assets/task-notifications.js");
+/// The source of `task-notifications.mjs` (three lines around an import of [`CLIENT_JS`]).
+pub const CLIENT_MJS: &str = include_str!("../assets/task-notifications.mjs");
 /// How long browsers may use the client without revalidating it.
 pub const CLIENT_MAX_AGE_SECS: u32 = 300;
 
@@ -41,6 +47,9 @@ pub(crate) struct Asset {
     cache_control: &'static str,
     etag: [u8; 18],
     csp: Option<&'static str>,
+    /// `Access-Control-Allow-Origin: *`: a page on another origin than Herald may import the
+    /// ES module (browsers fetch module scripts in CORS mode, the script it imports too).
+    cors: bool,
 }
 
 impl Asset {
@@ -51,11 +60,20 @@ impl Asset {
             cache_control: cache,
             etag: etag(body.as_bytes()),
             csp: None,
+            cors: false,
         }
     }
 }
 
-static CLIENT: Asset = Asset::new(CLIENT_JS, JS, "public, max-age=300");
+// Public files without credentials: any origin may read them.
+static CLIENT: Asset = Asset {
+    cors: true,
+    ..Asset::new(CLIENT_JS, JS, "public, max-age=300")
+};
+static CLIENT_MODULE: Asset = Asset {
+    cors: true,
+    ..Asset::new(CLIENT_MJS, JS, "public, max-age=300")
+};
 static DEMO_JS: Asset = Asset::new(include_str!("../assets/demo.js"), JS, "no-store");
 static DEMO_FILE: Asset = Asset::new(include_str!("../assets/demo-report.csv"), CSV, "no-store");
 static DEMO_HTML: Asset = Asset {
@@ -92,7 +110,7 @@ const fn etag(bytes: &[u8]) -> [u8; 18] {
 pub(crate) fn is_asset_path(path: &str) -> bool {
     matches!(
         path,
-        CLIENT_JS_PATH | DEMO_PATH | DEMO_JS_PATH | DEMO_FILE_PATH
+        CLIENT_JS_PATH | CLIENT_MJS_PATH | DEMO_PATH | DEMO_JS_PATH | DEMO_FILE_PATH
     )
 }
 
@@ -100,6 +118,7 @@ pub(crate) fn is_asset_path(path: &str) -> bool {
 pub(crate) fn lookup(path: &str, demo: bool) -> Option<&'static Asset> {
     match path {
         CLIENT_JS_PATH => Some(&CLIENT),
+        CLIENT_MJS_PATH => Some(&CLIENT_MODULE),
         DEMO_PATH if demo => Some(&DEMO_HTML),
         DEMO_JS_PATH if demo => Some(&DEMO_JS),
         DEMO_FILE_PATH if demo => Some(&DEMO_FILE),
@@ -155,6 +174,12 @@ pub(crate) fn response(asset: &'static Asset, req: &Request<impl Sized>) -> Resp
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    if asset.cors {
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+    }
     resp
 }
 
@@ -173,6 +198,7 @@ mod tests {
     #[test]
     fn demo_assets_are_hidden_unless_enabled() {
         assert!(lookup(CLIENT_JS_PATH, false).is_some());
+        assert!(lookup(CLIENT_MJS_PATH, false).is_some());
         assert!(lookup(DEMO_PATH, false).is_none());
         assert!(lookup(DEMO_JS_PATH, false).is_none());
         assert!(lookup(DEMO_FILE_PATH, false).is_none());
@@ -196,6 +222,33 @@ mod tests {
         let tag = h[header::ETAG].to_str().unwrap();
         assert_eq!(tag.len(), 18);
         assert!(tag.starts_with('"') && tag.ends_with('"'));
+    }
+
+    #[test]
+    fn module_is_served_as_javascript_next_to_the_script_it_imports() {
+        let asset = lookup(CLIENT_MJS_PATH, false).unwrap();
+        let resp = response(asset, &get(CLIENT_MJS_PATH, &[]));
+        assert_eq!(resp.status(), StatusCode::OK);
+        // Browsers refuse a module script without a JavaScript MIME type.
+        assert_eq!(
+            resp.headers()[header::CONTENT_TYPE],
+            "text/javascript; charset=utf-8"
+        );
+        assert!(CLIENT_MJS.contains("import './task-notifications.js';"));
+        // Importable from a page on another origin; the demo page stays same-origin only.
+        assert_eq!(resp.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        let script = response(&CLIENT, &get(CLIENT_JS_PATH, &[]));
+        assert_eq!(script.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        let demo = response(&DEMO_HTML, &get(DEMO_PATH, &[]));
+        assert!(
+            !demo
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+        );
+        assert_eq!(
+            CLIENT_MJS_PATH.rsplit_once('/').unwrap().0,
+            CLIENT_JS_PATH.rsplit_once('/').unwrap().0
+        );
     }
 
     #[test]

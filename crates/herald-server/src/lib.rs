@@ -52,7 +52,8 @@
 //!   404; upgrade requests go on to `upgrade`.
 //! * `upgrade` — the WebSocket handshake: the only code touching hyper upgrades and tungstenite's
 //!   handshake.
-//! * `assets` — the browser client [`CLIENT_JS_PATH`] and the opt-in demo page [`DEMO_PATH`].
+//! * `assets` — the browser client [`CLIENT_JS_PATH`] (and its ES module [`CLIENT_MJS_PATH`]) and
+//!   the opt-in demo page [`DEMO_PATH`].
 //! * `app` — [`App`]/[`AppBuilder`] and [`App::connect`], the socket-independent handshake
 //!   (route, origin, auth, caps, `connect`).
 //! * [`consumer`] — the [`Consumer`] trait and Channels' type → handler dispatch.
@@ -115,7 +116,8 @@ mod upgrade;
 
 pub use app::{App, AppBuilder, Handshake, Rejection};
 pub use assets::{
-    CLIENT_JS, CLIENT_JS_PATH, CLIENT_MAX_AGE_SECS, DEMO_FILE_PATH, DEMO_JS_PATH, DEMO_PATH,
+    CLIENT_JS, CLIENT_JS_PATH, CLIENT_MAX_AGE_SECS, CLIENT_MJS, CLIENT_MJS_PATH, DEMO_FILE_PATH,
+    DEMO_JS_PATH, DEMO_PATH,
 };
 pub use auth::{
     AnonymousAuthenticator, AuthError, Authenticator, HandshakeRequest, Identity,

@@ -170,6 +170,7 @@ pub async fn ws_connect_browser(host: &str, cookie: &str) -> Ws {
     ws_connect(req).await
 }
 
+pub mod browser;
 pub mod django;
 
 /// Starts `python tests/compat/peer.py --config CONFIG ARGS…` (real channels_redis) with piped
