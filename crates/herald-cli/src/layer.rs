@@ -7,8 +7,8 @@ use anyhow::{Context, bail};
 use herald_core::capacity::CapacityRule;
 use herald_core::{ChannelLayer, InMemoryConfig, InMemoryLayer};
 use herald_redis::{
-    HostSpec, RedisChannelLayer, RedisLayerConfig, RedisPubSubConfig, RedisPubSubLayer,
-    SentinelSpec, SerializerFormat,
+    HistoryConfig, HistoryRule, HostSpec, RedisChannelLayer, RedisLayerConfig, RedisPubSubConfig,
+    RedisPubSubLayer, SentinelSpec, SerializerFormat,
 };
 
 use crate::settings::{Backend, LayerOpts, parse_capacity};
@@ -92,6 +92,34 @@ fn capacity_rules(opts: &LayerOpts) -> anyhow::Result<Vec<CapacityRule>> {
         .collect()
 }
 
+/// The `--history` option: `GLOB=MESSAGES/SECONDS` rules, `none`, or nothing (the defaults).
+pub(crate) fn history_config(opts: &LayerOpts) -> anyhow::Result<Option<HistoryConfig>> {
+    if opts.history.is_empty() {
+        return Ok(Some(HistoryConfig::default()));
+    }
+    if opts.history.len() == 1 && opts.history[0].trim() == "none" {
+        return Ok(None);
+    }
+    let mut rules = Vec::with_capacity(opts.history.len());
+    for spec in &opts.history {
+        let bad = || {
+            format!(
+                "--history {spec:?}: expected GLOB=MESSAGES/SECONDS (e.g. user_*=100/300) or none"
+            )
+        };
+        let (pattern, retention) = spec.trim().rsplit_once('=').with_context(bad)?;
+        let (messages, seconds) = retention.split_once('/').with_context(bad)?;
+        let messages: usize = messages.trim().parse().with_context(bad)?;
+        let seconds: u64 = seconds.trim().parse().with_context(bad)?;
+        rules.push(HistoryRule::new(
+            pattern.trim(),
+            messages,
+            Duration::from_secs(seconds),
+        ));
+    }
+    Ok(Some(HistoryConfig { rules }))
+}
+
 /// The `--serializer` option, checked once for both backends.
 fn serializer(opts: &LayerOpts) -> anyhow::Result<Option<SerializerFormat>> {
     opts.serializer_format
@@ -135,6 +163,7 @@ pub(crate) fn redis_config(opts: &LayerOpts) -> anyhow::Result<RedisLayerConfig>
     if let Some(format) = serializer(opts)? {
         config = config.with_serializer_format(format);
     }
+    config = config.with_history(history_config(opts)?);
     Ok(config)
 }
 
@@ -183,10 +212,12 @@ pub(crate) fn build(opts: &LayerOpts, allow_memory: bool) -> anyhow::Result<Buil
                 || opts.capacity.is_some()
                 || !opts.channel_capacity.is_empty()
                 || opts.random_prefix_length.is_some()
+                || !opts.history.is_empty()
             {
                 bail!(
                     "--backend pubsub takes only hosts, prefix, encryption keys and serializer \
-                     (expiry, group expiry, capacity and random prefix length are core-only)"
+                     (expiry, group expiry, capacity, random prefix length and history are \
+                     core-only)"
                 );
             }
             let hosts = opts

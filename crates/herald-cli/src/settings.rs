@@ -74,6 +74,10 @@ pub(crate) struct LayerOpts {
     /// `msgpack` or `json` (`serializer_format`) [default: msgpack].
     #[arg(long = "serializer", env = "HERALD_SERIALIZER")]
     pub(crate) serializer_format: Option<String>,
+    /// Groups recorded for missed-message recovery: `GLOB=MESSAGES/SECONDS` (kept per group),
+    /// first match wins; `none` records nothing [default: user_*=100/300,task_*=20/3600].
+    #[arg(long = "history", env = "HERALD_HISTORY", value_delimiter = ',')]
+    pub(crate) history: Vec<String>,
 }
 
 impl LayerOpts {
@@ -93,6 +97,7 @@ impl LayerOpts {
             ),
             random_prefix_length: self.random_prefix_length.or(file.random_prefix_length),
             serializer_format: self.serializer_format.or(file.serializer_format),
+            history: or_vec(self.history, file.history),
         }
     }
 

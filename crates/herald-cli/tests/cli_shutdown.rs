@@ -26,7 +26,17 @@ async fn zcard(redis: &RedisServer, key: &str) -> i64 {
 async fn sigterm_closes_with_1001_and_leaves_no_memberships_or_presence() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let server = Herald::start(&["--redis", &url, "--trusted-user-header", "x-remote-user"]).await;
+    // Without recorded groups: with them, the fleet's recording member stays for the
+    // retention window (next test).
+    let server = Herald::start(&[
+        "--redis",
+        &url,
+        "--trusted-user-header",
+        "x-remote-user",
+        "--history",
+        "none",
+    ])
+    .await;
     let mut a = ws_connect_as(server.addr, "amadmin").await;
     let mut b = ws_connect_as(server.addr, "bob").await;
     assert_eq!(zcard(&redis, "asgi:group:user_amadmin").await, 1);
@@ -58,4 +68,34 @@ async fn sigterm_closes_with_1001_and_leaves_no_memberships_or_presence() {
     assert_eq!(String::from_utf8_lossy(&online.stdout).trim(), "");
     // The listener is gone: new connections are refused.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+/// A recorded group (the default `user_*`) keeps one member after the last socket left: the
+/// fleet's recording channel, so that a user whose tab is reconnecting (to this server after
+/// a restart, or to another) misses nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_leaves_only_the_fleets_recording_member() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let server = Herald::start(&["--redis", &url, "--trusted-user-header", "x-remote-user"]).await;
+    let _a = ws_connect_as(server.addr, "amadmin").await;
+    let status = server.terminate().await;
+    assert!(status.success(), "herald exited with {status}");
+    let out = tokio::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port().to_string(),
+            "ZRANGE",
+            "asgi:group:user_amadmin",
+            "0",
+            "-1",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let members = String::from_utf8_lossy(&out.stdout);
+    let members: Vec<&str> = members.lines().collect();
+    assert_eq!(members.len(), 1, "{members:?}");
+    assert!(members[0].starts_with("herald.history.k"), "{members:?}");
+    assert!(members[0].ends_with("!user_amadmin"), "{members:?}");
 }

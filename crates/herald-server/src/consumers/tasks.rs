@@ -156,19 +156,28 @@ async fn replay(
         };
         let latest = replay.messages.last().map(|r| r.position.clone());
         let recovered = replay.recovered;
+        let mut replayed = replay.messages;
+        if !recovered {
+            // The gap cannot be filled: the page refetches its state, so a part of the gap
+            // would only show stale messages. A task still shows its latest state.
+            let keep = if is_user { 0 } else { 1 };
+            replayed.drain(..replayed.len().saturating_sub(keep));
+        }
         if since.is_some() || !is_user {
-            messages.extend(replay.messages);
+            messages.extend(replayed);
         } else if let Some(latest) = &latest {
             // The page has just loaded its state: what came before counts as seen.
             recovery.mark(&group, latest);
         }
-        let at = latest.or(since).or_else(|| {
-            Some(Position {
+        // The position to keep: the newest recorded one, else the client's own if it still
+        // holds, else the start of the current epoch.
+        let at = latest
+            .or(since.filter(|_| recovered))
+            .unwrap_or_else(|| Position {
                 epoch: Arc::clone(&replay.epoch),
                 offset: Offset::default(),
-            })
-        });
-        outcomes.push((group, recovered, at));
+            });
+        outcomes.push((group, recovered, Some(at)));
     }
     // Offsets come from one log per shard: sorting by them restores the send order across
     // groups.
