@@ -134,7 +134,7 @@ pub(crate) fn join_sentinel_pieces(pieces: Vec<String>) -> Vec<String> {
 }
 
 /// `cli` unless it is empty, else `file`.
-pub(crate) fn or_vec<T>(cli: Vec<T>, file: Vec<T>) -> Vec<T> {
+fn or_vec<T>(cli: Vec<T>, file: Vec<T>) -> Vec<T> {
     if cli.is_empty() { file } else { cli }
 }
 
@@ -470,7 +470,8 @@ impl DjangoOpts {
     }
 }
 
-/// `herald serve` flags.
+/// `herald serve` flags (also `herald check`'s); after [`FileSettings::merge_serve`], the options
+/// `serve` runs with.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct ServeArgs {
     #[command(flatten)]
