@@ -123,10 +123,9 @@ async fn receive_numbers(ws: &mut Ws, count: usize, positions: &mut Positions) -
 async fn nothing_more(ws: &mut Ws) {
     if let Ok(Some(Ok(frame))) =
         tokio::time::timeout(GRACE, futures_util::StreamExt::next(ws)).await
+        && !matches!(frame, tokio_tungstenite::tungstenite::Message::Ping(_))
     {
-        if !matches!(frame, tokio_tungstenite::tungstenite::Message::Ping(_)) {
-            panic!("unexpected frame after the expected ones: {frame:?}");
-        }
+        panic!("unexpected frame after the expected ones: {frame:?}");
     }
 }
 
@@ -258,4 +257,66 @@ async fn a_client_that_did_not_opt_in_gets_the_same_bytes() {
     .await;
     let text = herald_test_support::ws::recv_text(&mut ws).await;
     assert_eq!(text, r#"{"type": "user_message", "message": "hi", "n": 1}"#);
+}
+
+async fn lease_holder(redis: &RedisServer) -> String {
+    let out = tokio::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port().to_string(),
+            "GET",
+            "asgiherald.history.lease",
+        ])
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The herald holding the capture lease is SIGKILLed: another takes over when the lease runs
+/// out, and a client on that one receives every message sent meanwhile, in order, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_capture_holder_is_replaced_and_nothing_is_lost() {
+    let Some(python) = compat_python() else {
+        return;
+    };
+    let redis = RedisServer::start();
+    let mut holder = herald(&redis).await;
+    // The first herald with a socket takes the lease.
+    let mut held = connect_recovering(holder.addr, "alice").await;
+    send_json(&mut held, json!({"action": "resume"})).await;
+    until_resumed(&mut held, 1, &mut Positions::default()).await;
+    let first_holder = lease_holder(&redis).await;
+    assert!(!first_holder.is_empty(), "a lease holder");
+    let other = herald(&redis).await;
+    let mut peer = PythonPeer::start(&python, &json!({"hosts": python_hosts(&[redis.url()])}));
+    let mut positions = Positions::default();
+    let mut ws = connect_recovering(other.addr, "alice").await;
+    send_json(&mut ws, json!({"action": "resume"})).await;
+    until_resumed(&mut ws, 1, &mut positions).await;
+    for n in 0..5 {
+        peer.group_send("user_alice", numbered("user_alice", n))
+            .await;
+    }
+    assert_eq!(
+        receive_numbers(&mut ws, 5, &mut positions).await,
+        (0..5).collect::<Vec<_>>()
+    );
+
+    holder.child.start_kill().unwrap();
+    holder.child.wait().await.unwrap();
+    for n in 5..40 {
+        peer.group_send("user_alice", numbered("user_alice", n))
+            .await;
+    }
+    assert_eq!(
+        receive_numbers(&mut ws, 35, &mut positions).await,
+        (5..40).collect::<Vec<_>>()
+    );
+    nothing_more(&mut ws).await;
+    let now = lease_holder(&redis).await;
+    assert!(
+        !now.is_empty() && now != first_holder,
+        "the other herald holds it now"
+    );
 }
