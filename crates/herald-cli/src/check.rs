@@ -12,7 +12,7 @@ use clap::Args;
 use herald_core::Message;
 use herald_core::error::{error_chain, mask_secrets};
 use herald_django::{AuthOutcome, DjangoAuth};
-use herald_redis::internals::{ANY_GROUP_KEY_PATTERN, group_key_prefix};
+use herald_redis::internals::{ANY_GROUP_KEY_PATTERN, Keys, group_key_prefix};
 
 use crate::layer;
 use crate::settings::{Backend, DjangoOpts, FileSettings, LayerOpts, ServeArgs};
@@ -75,8 +75,10 @@ pub(crate) async fn run(args: CheckArgs, file: FileSettings) -> anyhow::Result<(
     if resolved.layer.backend() == Backend::Core {
         if layer_ok {
             check_prefixes(&mut report, &resolved.layer).await;
+            check_history(&mut report, &resolved.layer).await;
         } else {
             report.skip("key prefix", "needs a reachable channel layer");
+            report.skip("history", "needs a reachable channel layer");
         }
     }
     check_django(&mut report, &resolved.django, args.cookie.as_deref()).await;
@@ -239,6 +241,129 @@ async fn check_prefixes(report: &mut Report, opts: &LayerOpts) {
                  the CHANNEL_LAYERS \"prefix\" your Django settings use"
             ),
         );
+    }
+}
+
+/// The recorded-history rules, and what the first Redis host (where the history lives) holds:
+/// its version (6.2 needed, 7 to tell exactly what a stream trimmed), the epoch, the log, the
+/// recorded groups and whether a herald holds the capture lease.
+async fn check_history(report: &mut Report, opts: &LayerOpts) {
+    let config = match layer::history_config(opts) {
+        Ok(Some(config)) => config,
+        Ok(None) => {
+            return report.ok(
+                "history",
+                "off (--history none): messages are delivered at most once",
+            );
+        }
+        Err(err) => return report.fail("history", &error_chain(&*err)),
+    };
+    let rules: Vec<String> = config
+        .rules
+        .iter()
+        .map(|r| format!("{}={}/{}s", r.pattern, r.max_len, r.max_age.as_secs()))
+        .collect();
+    let rules = rules.join(", ");
+    let Some(host) = opts.hosts.first().filter(|h| {
+        h.starts_with("redis://") || h.starts_with("rediss://") || h.starts_with("unix://")
+    }) else {
+        return report.ok(
+            "history",
+            &format!("{rules} (Redis not inspected: not a URL host)"),
+        );
+    };
+    let prefix = opts
+        .prefix
+        .clone()
+        .unwrap_or_else(|| herald_redis::DEFAULT_PREFIX.to_owned());
+    let keys = Keys::new(prefix);
+    let inspect = async {
+        let client = redis::Client::open(host.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await?;
+        let version = info
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .unwrap_or("?")
+            .trim()
+            .to_owned();
+        let (epoch, lease, log): (Option<String>, Option<String>, u64) = redis::pipe()
+            .cmd("GET")
+            .arg(keys.history_epoch_key())
+            .cmd("GET")
+            .arg(keys.history_lease_key())
+            .cmd("XLEN")
+            .arg(keys.history_log_key())
+            .query_async(&mut conn)
+            .await?;
+        let mut groups = 0usize;
+        let mut cursor: u64 = 0;
+        let pattern = keys.history_stream_key("*");
+        for _ in 0..SCAN_ROUNDS {
+            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(&mut conn)
+                .await?;
+            groups += found.len();
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        Ok::<_, redis::RedisError>((version, epoch, lease, log, groups, cursor == 0))
+    };
+    let shown = mask_secrets(host);
+    let (version, epoch, lease, log, groups, complete) =
+        match tokio::time::timeout(CHECK_TIMEOUT, inspect).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(err)) => {
+                return report.warn(
+                    "history",
+                    &format!("{rules}; cannot inspect {shown}: {}", error_chain(&err)),
+                );
+            }
+            Err(_) => {
+                return report.warn(
+                    "history",
+                    &format!("{rules}; cannot inspect {shown} within {CHECK_TIMEOUT:?}"),
+                );
+            }
+        };
+    let held = if lease.is_some() {
+        "a herald holds the capture lease"
+    } else {
+        "no herald captures now (none running, or none with a socket yet)"
+    };
+    let groups = if complete {
+        groups.to_string()
+    } else {
+        format!("at least {groups}")
+    };
+    let detail = format!(
+        "{rules}; Redis {version}; epoch {}; log {log} entries; {groups} recorded groups; {held}",
+        epoch.as_deref().unwrap_or("not set yet")
+    );
+    let numbers: Vec<u32> = version.split('.').filter_map(|p| p.parse().ok()).collect();
+    match numbers.as_slice() {
+        [major, minor, ..] if (*major, *minor) < (6, 2) => report.fail(
+            "history",
+            &format!("{detail}: recording needs Redis 6.2 or later (or --history none)"),
+        ),
+        [6, ..] => report.warn(
+            "history",
+            &format!(
+                "{detail}: Redis 6 cannot say what a stream trimmed, so some resumes are \
+                 reported unrecoverable that were not (Redis 7 tells exactly)"
+            ),
+        ),
+        _ => report.ok("history", &detail),
     }
 }
 

@@ -62,7 +62,7 @@ async fn check_fails_on_unreachable_redis() {
     let text = stdout(&out);
     // One verdict per item, and the underlying error once.
     let verdicts: Vec<&str> = text.lines().collect();
-    assert_eq!(verdicts.len(), 4, "{text}");
+    assert_eq!(verdicts.len(), 5, "{text}");
     assert!(verdicts[0].starts_with("ok    config"), "{text}");
     assert!(
         verdicts[1].starts_with("FAIL  channel layer: redis host #0")
@@ -73,7 +73,64 @@ async fn check_fails_on_unreachable_redis() {
         verdicts[2], "skip  key prefix: needs a reachable channel layer",
         "{text}"
     );
-    assert!(verdicts[3].starts_with("warn  django auth"), "{text}");
+    assert_eq!(
+        verdicts[3], "skip  history: needs a reachable channel layer",
+        "{text}"
+    );
+    assert!(verdicts[4].starts_with("warn  django auth"), "{text}");
+}
+
+/// `herald check` names the history rules and what Redis holds: nothing before a herald ran,
+/// then the epoch, the log, the recorded group and the capture lease.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_reports_the_history_rules_and_what_redis_holds() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let history_line = |out: &std::process::Output| {
+        let text = stdout(out);
+        text.lines()
+            .find(|l| l.contains("history:"))
+            .unwrap_or_else(|| panic!("no history line:\n{text}"))
+            .to_owned()
+    };
+    let out = herald(&["check", "--redis", &url]).await;
+    let line = history_line(&out);
+    assert!(
+        line.starts_with("ok    history: user_*=100/300s, task_*=20/3600s; Redis 7"),
+        "{line}"
+    );
+    assert!(
+        line.contains("epoch not set yet; log 0 entries; 0 recorded groups"),
+        "{line}"
+    );
+
+    let out = herald(&["check", "--redis", &url, "--history", "none"]).await;
+    assert!(history_line(&out).starts_with("ok    history: off"));
+    // A malformed rule fails the layer's configuration, naming it.
+    let out = herald(&["check", "--redis", &url, "--history", "user_*=ten/5"]).await;
+    assert!(!out.status.success());
+    assert!(
+        stdout(&out).contains("FAIL  channel layer: --history \"user_*=ten/5\""),
+        "{}",
+        stdout(&out)
+    );
+
+    let server =
+        support::Herald::start(&["--redis", &url, "--trusted-user-header", "x-remote-user"]).await;
+    let _ws = support::ws_connect_as(server.addr, "alice").await;
+    let sent = herald(&["send", "--redis", &url, "--user", "alice", "hello"]).await;
+    assert!(sent.status.success());
+    let mut line = String::new();
+    for _ in 0..50 {
+        line = history_line(&herald(&["check", "--redis", &url]).await);
+        if line.contains("log 1 entries; 1 recorded groups") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(line.contains("log 1 entries; 1 recorded groups"), "{line}");
+    assert!(line.contains("a herald holds the capture lease"), "{line}");
+    assert!(!line.contains("epoch not set yet"), "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -335,6 +335,8 @@ pub(crate) struct History {
     release: Script,
     /// Set by [`release`](Self::release): this server takes the lease no more.
     closing: AtomicBool,
+    /// Set by [`activate`](Self::activate).
+    active: AtomicBool,
     /// True once the log reader knows where it starts: this server captures nothing before,
     /// or the log reader would skip what it captured.
     log_started: tokio::sync::watch::Sender<bool>,
@@ -382,6 +384,7 @@ impl History {
             replay: Script::new(REPLAY),
             release: Script::new(RELEASE),
             closing: AtomicBool::new(false),
+            active: AtomicBool::new(false),
             log_started: tokio::sync::watch::Sender::new(false),
         }
     }
@@ -389,6 +392,16 @@ impl History {
     /// The blocking wait of a home-shard reader, given the layer's.
     pub(crate) fn wait_of(wait: Duration) -> Duration {
         wait.min(HISTORY_WAIT).max(Duration::from_millis(10))
+    }
+
+    /// Marks this server as serving recorded groups (a history channel is attached); true the
+    /// first time. Only such a server reads the log and takes the capture lease.
+    pub(crate) fn activate(&self) -> bool {
+        !self.active.swap(true, Ordering::AcqRel)
+    }
+
+    pub(crate) fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
     }
 
     /// Waits until the log reader knows where it starts reading.

@@ -94,6 +94,8 @@ pub(crate) struct Inner {
     flush_script: Script,
     group_send_one_trip_script: Script,
     sweep_script: Script,
+    /// How long a command may take (`response_timeout`).
+    response_timeout: Duration,
 }
 
 #[derive(Default)]
@@ -182,14 +184,30 @@ impl Inner {
             let handle = tasks.spawn_reader(reader.instrument(span));
             tasks.readers.push(handle);
         }
-        if self.readers.history.is_some() {
-            let span = debug_span!("layer.history_log");
-            let reader = history::log_reader(Arc::clone(&self.readers));
-            let handle = tasks.spawn_reader(reader.instrument(span));
-            tasks.readers.push(handle);
-        }
         drop(tasks);
         self.ensure_refresher();
+    }
+
+    /// Starts the history log's reader, once, when the first history channel is attached: a
+    /// process that only sends or receives on its own channels (`herald check`,
+    /// `test-connection`) neither reads the log nor takes the capture lease.
+    fn ensure_history(self: &Arc<Self>) {
+        let Some(history) = self.readers.history.as_ref() else {
+            return;
+        };
+        self.ensure_started();
+        let mut tasks = lock(&self.tasks);
+        if tasks.shut_down || !history.activate() {
+            return;
+        }
+        let span = debug_span!("layer.history_log");
+        let reader = history::log_reader(Arc::clone(&self.readers));
+        let handle = tasks.spawn_reader(reader.instrument(span));
+        tasks.readers.push(handle);
+        // The home shard's reader may be in its blocking wait: it starts capturing now.
+        let readers = Arc::clone(&self.readers);
+        let home = history.home();
+        tasks.spawn_reader(async move { readers.wake(home).await });
     }
 
     fn general(self: &Arc<Self>, channel: &str) -> Arc<General> {
@@ -475,6 +493,7 @@ impl RedisChannelLayer {
             flush_script: Script::new(scripts::FLUSH),
             group_send_one_trip_script: Script::new(scripts::GROUP_SEND_ONE_TRIP),
             sweep_script: Script::new(history::SWEEP),
+            response_timeout: config.response_timeout,
         };
         Ok(RedisChannelLayer {
             inner: Arc::new(inner),
@@ -601,8 +620,16 @@ impl ChannelLayer for RedisChannelLayer {
         {
             // A history channel is the whole fleet's: nothing to drain here but the log.
             inner.readers.router.attach(channel, sink);
-            inner.ensure_started();
-            return Ok(());
+            inner.ensure_history();
+            // Every entry logged after this returns is read here: the log reader knows
+            // where it starts.
+            return match tokio::time::timeout(inner.response_timeout, history.log_started()).await {
+                Ok(()) => Ok(()),
+                Err(_) => Err(Error::new(
+                    ErrorKind::Timeout,
+                    "the history log reader did not start (is Redis reachable?)",
+                )),
+            };
         }
         if !inner.is_local(channel) {
             return Err(Error::new(

@@ -495,14 +495,14 @@ impl Readers {
             Some(_) => timeout_arg(History::wait_of(self.brpop_timeout)),
             None => timeout_arg(self.brpop_timeout),
         };
-        if let Some(history) = history {
-            history.log_started().await;
-        }
         loop {
             let mut captured = 0;
             // Only the lease holder waits on the history keys.
             let mut capturing = false;
-            if let Some(history) = history {
+            if let Some(history) = history.filter(|h| h.is_active()) {
+                // Nothing is captured before the log reader knows where it starts, or it
+                // would skip what this server logged.
+                history.log_started().await;
                 (captured, capturing) = history.capture(conn, merge.held_history.as_ref()).await?;
                 merge.held_history = None;
                 Counters::add(&self.counters.history_captured, captured as u64);
