@@ -387,6 +387,7 @@ impl RedisChannelLayer {
                 receive_batch: config.receive_batch,
                 reconnect_min_delay: config.reconnect_min_delay,
                 reconnect_max_delay: config.reconnect_max_delay,
+                read_on_demand: config.read_on_demand,
             },
             events,
         );
@@ -620,7 +621,7 @@ impl ChannelLayer for RedisChannelLayer {
             }
             let buffer = inner.readers.router.buffer(channel);
             inner.ensure_reader(non_local_name(channel));
-            buffer.pop().await
+            inner.readers.receive_local(&buffer).await
         } else {
             inner.general(channel).receive().await
         }

@@ -241,6 +241,15 @@ pub(crate) struct Readers {
     process_keys: Mutex<Arc<[String]>>,
     wake_key: String,
     events: mpsc::UnboundedSender<ReaderEvent>,
+    /// With `read_on_demand`: the `receive` calls waiting, which the process readers wait for.
+    demand: Option<Demand>,
+}
+
+/// Receivers waiting on a layer that reads on demand.
+#[derive(Debug, Default)]
+struct Demand {
+    waiting: AtomicUsize,
+    changed: Notify,
 }
 
 impl std::fmt::Debug for Readers {
@@ -266,6 +275,8 @@ pub(crate) struct ReaderSettings {
     pub(crate) receive_batch: usize,
     pub(crate) reconnect_min_delay: Duration,
     pub(crate) reconnect_max_delay: Duration,
+    /// Pop from the process keys only while a `receive` waits (`RedisLayerConfig::read_on_demand`).
+    pub(crate) read_on_demand: bool,
 }
 
 impl Readers {
@@ -293,6 +304,43 @@ impl Readers {
             receive_rr: AtomicUsize::new(0),
             process_keys: Mutex::new(Arc::from(Vec::new())),
             events,
+            demand: settings.read_on_demand.then(Demand::default),
+        }
+    }
+
+    /// Waits for the next message of a local channel's buffer. Reading on demand, this
+    /// `receive` is what lets the process readers pop from Redis while it waits.
+    /// Cancel-safe (see [`Buffer::pop`]).
+    pub(crate) async fn receive_local(&self, buffer: &Buffer) -> Option<Message> {
+        let Some(demand) = &self.demand else {
+            return buffer.pop().await;
+        };
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        demand.waiting.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(&demand.waiting);
+        demand.changed.notify_waiters();
+        buffer.pop().await
+    }
+
+    /// Returns at once unless reading on demand with no `receive` waiting; then waits for one.
+    async fn until_wanted(&self) {
+        let Some(demand) = &self.demand else {
+            return;
+        };
+        loop {
+            let changed = demand.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the check, so a `receive` arriving in between wakes us.
+            changed.as_mut().enable();
+            if demand.waiting.load(Ordering::Acquire) > 0 {
+                return;
+            }
+            changed.await;
         }
     }
 
@@ -409,6 +457,12 @@ impl Readers {
     ) -> redis::RedisResult<()> {
         let timeout = timeout_arg(self.brpop_timeout);
         loop {
+            if !merge.has_pending() {
+                // Reading on demand, members stay in Redis until a `receive` waits, as with
+                // channels_redis: capacity refuses senders and expiry trims there. (A member a
+                // blocked BZPOPMIN took meanwhile is pending and goes out first.)
+                self.until_wanted().await;
+            }
             let keys = self.process_keys();
             let snapshot = self.snapshot(conn, &keys).await?;
             let took_nothing = snapshot.iter().all(Vec::is_empty);
