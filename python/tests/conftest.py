@@ -1,0 +1,38 @@
+"""Fixtures of the ``herald`` package's tests.
+
+The Rust test that runs them (crates/herald-py/tests/py_package.rs) starts a real
+``redis-server`` on an ephemeral port and passes its URL as ``HERALD_TEST_REDIS_URL``; each
+test gets its own key prefix on it, so tests never see each other's keys.
+"""
+
+import os
+import uuid
+
+import pytest
+
+
+@pytest.fixture
+def redis_url():
+    url = os.environ.get("HERALD_TEST_REDIS_URL")
+    if not url:
+        pytest.fail("HERALD_TEST_REDIS_URL is not set: run these tests through cargo nextest")
+    return url
+
+
+@pytest.fixture
+def prefix():
+    """A key prefix of this test's own."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def hosts(redis_url):
+    # redis-py 8's default socket_timeout (5 s) equals channels_redis's BZPOPMIN timeout, so an
+    # idle channels_redis receive() times out with bare URLs (channels_redis#422).
+    return [{"address": redis_url, "socket_timeout": None}]
+
+
+@pytest.fixture
+def sharded_hosts(redis_url):
+    """Three shards: databases 1-3 of the test server."""
+    return [{"address": f"{redis_url}/{db}", "socket_timeout": None} for db in (1, 2, 3)]
