@@ -35,6 +35,8 @@ Differences from channels_redis, each deliberate:
 
 import asyncio
 import logging
+import os
+import weakref
 
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
@@ -54,6 +56,38 @@ logger = logging.getLogger(__name__)
 
 #: Raised when Redis refuses a command or cannot be reached (a ``ConnectionError``).
 RedisError = _herald.RedisError
+
+
+_bridges = weakref.WeakKeyDictionary()
+_last_bridge = (None, None)
+
+
+def _bridge(loop):
+    """The ``_herald.Bridge`` that operations started on ``loop`` complete through: a pipe the
+    loop watches, or (for loops that cannot watch file descriptors) a thread that calls
+    ``loop.call_soon_threadsafe``."""
+    global _last_bridge
+    last_loop, bridge = _last_bridge
+    if last_loop is loop:
+        return bridge
+    bridge = _bridges.get(loop)
+    if bridge is None:
+        bridge = _herald.Bridge()
+        try:
+            fd = bridge.fileno()
+            os.set_blocking(fd, False)
+            loop.add_reader(fd, bridge.drain)
+        except NotImplementedError:
+            bridge.use_completer(loop)
+        _bridges[loop] = bridge
+    _last_bridge = (loop, bridge)
+    return bridge
+
+
+def _running():
+    """``(bridge, future)`` for an operation awaited on the running loop."""
+    loop = asyncio.get_running_loop()
+    return _bridge(loop), loop.create_future()
 
 
 def decode_hosts(hosts):
@@ -179,9 +213,8 @@ class RedisChannelLayer(BaseChannelLayer):
         a value msgpack cannot carry, ``AssertionError`` if ``message`` is not a dict or
         holds ``__asgi_channel__``.
         """
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._core.send(loop, future, channel, message)
+        bridge, future = _running()
+        self._core.send(bridge, future, channel, message)
         await future
 
     def send_sync(self, channel, message):
@@ -198,9 +231,8 @@ class RedisChannelLayer(BaseChannelLayer):
             assert self.non_local_name(channel).endswith(
                 self.client_prefix + "!"
             ), "Wrong client prefix"
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        operation = self._core.receive(loop, future, channel)
+        bridge, future = _running()
+        operation = self._core.receive(bridge, future, channel)
         try:
             return await future
         except asyncio.CancelledError:
@@ -215,9 +247,8 @@ class RedisChannelLayer(BaseChannelLayer):
 
     async def flush(self):
         """Deletes all messages and groups under this layer's prefix, on every shard."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._core.flush(loop, future)
+        bridge, future = _running()
+        self._core.flush(bridge, future)
         await future
 
     async def close_pools(self):
@@ -234,24 +265,21 @@ class RedisChannelLayer(BaseChannelLayer):
 
     async def group_add(self, group, channel):
         """Adds ``channel`` to ``group`` (refreshing its membership time)."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._core.group_add(loop, future, group, channel)
+        bridge, future = _running()
+        self._core.group_add(bridge, future, group, channel)
         await future
 
     async def group_discard(self, group, channel):
         """Removes ``channel`` from ``group``."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._core.group_discard(loop, future, group, channel)
+        bridge, future = _running()
+        self._core.group_discard(bridge, future, group, channel)
         await future
 
     async def group_send(self, group, message):
         """Sends ``message`` to every channel of ``group``; full channels are skipped and
         counted in an INFO log line, as channels_redis does."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._core.group_send(loop, future, group, message)
+        bridge, future = _running()
+        self._core.group_send(bridge, future, group, message)
         members, over = await future
         if over:
             logger.info(

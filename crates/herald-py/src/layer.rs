@@ -1,7 +1,8 @@
 //! `_herald.Layer`: herald-redis's [`RedisChannelLayer`] for Python.
 //!
-//! Each async operation takes the caller's event loop and an `asyncio.Future` of it and
-//! returns at once; the future completes when Redis has answered (see `runtime`). The
+//! Each async operation takes the [`Bridge`] of the caller's event loop and an
+//! `asyncio.Future` of that loop, and returns at once; the future completes when Redis has
+//! answered (see `runtime`). The
 //! Python class `herald.layers.RedisChannelLayer` makes the coroutines of the Channels API
 //! out of these, so their shapes stay simple here.
 
@@ -16,7 +17,7 @@ use tokio::task::JoinHandle;
 use crate::config::layer_config;
 use crate::convert::message_from_py;
 use crate::errors::to_py_err;
-use crate::runtime::{self, Outcome};
+use crate::runtime::{self, Bridge, Outcome};
 use crate::serializer::Serializer;
 
 /// A running operation that Python may cancel.
@@ -48,12 +49,12 @@ pub(crate) struct Layer {
 }
 
 impl Layer {
-    fn spawn<F, Fut>(&self, event_loop: Py<PyAny>, future: Py<PyAny>, op: F) -> JoinHandle<()>
+    fn spawn<F, Fut>(&self, bridge: &Bridge, future: Py<PyAny>, op: F) -> JoinHandle<()>
     where
         F: FnOnce(Arc<RedisChannelLayer>) -> Fut,
         Fut: std::future::Future<Output = herald_core::Result<Outcome>> + Send + 'static,
     {
-        runtime::spawn(event_loop, future, op(Arc::clone(&self.layer)))
+        runtime::spawn(bridge.target(), future, op(Arc::clone(&self.layer)))
     }
 }
 
@@ -114,13 +115,13 @@ impl Layer {
     /// `send(channel, message)`, completing `future`.
     fn send(
         &self,
-        event_loop: Py<PyAny>,
+        bridge: PyRef<'_, Bridge>,
         future: Py<PyAny>,
         channel: String,
         message: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let message = message_from_py(message)?;
-        self.spawn(event_loop, future, |layer| async move {
+        self.spawn(&bridge, future, |layer| async move {
             layer.send(&channel, message).await.map(|()| Outcome::Unit)
         });
         Ok(())
@@ -129,14 +130,15 @@ impl Layer {
     /// `send` without an event loop: blocks this thread (not the GIL) until Redis answered.
     fn send_sync(&self, py: Python<'_>, channel: &str, message: &Bound<'_, PyAny>) -> PyResult<()> {
         let message = message_from_py(message)?;
-        let layer = &self.layer;
-        runtime::block_on(py, layer.send(channel, message))
+        let layer = Arc::clone(&self.layer);
+        let channel = channel.to_owned();
+        runtime::block_on(py, async move { layer.send(&channel, message).await })
     }
 
     /// `receive(channel)`, completing `future` with the message dict. The returned
     /// [`Operation`] aborts it when the caller is cancelled.
-    fn receive(&self, event_loop: Py<PyAny>, future: Py<PyAny>, channel: String) -> Operation {
-        let handle = self.spawn(event_loop, future, |layer| async move {
+    fn receive(&self, bridge: PyRef<'_, Bridge>, future: Py<PyAny>, channel: String) -> Operation {
+        let handle = self.spawn(&bridge, future, |layer| async move {
             layer.receive(&channel).await.map(Outcome::Message)
         });
         Operation {
@@ -145,8 +147,14 @@ impl Layer {
     }
 
     /// `group_add(group, channel)`, completing `future`.
-    fn group_add(&self, event_loop: Py<PyAny>, future: Py<PyAny>, group: String, channel: String) {
-        self.spawn(event_loop, future, |layer| async move {
+    fn group_add(
+        &self,
+        bridge: PyRef<'_, Bridge>,
+        future: Py<PyAny>,
+        group: String,
+        channel: String,
+    ) {
+        self.spawn(&bridge, future, |layer| async move {
             layer
                 .group_add(&group, &channel)
                 .await
@@ -157,12 +165,12 @@ impl Layer {
     /// `group_discard(group, channel)`, completing `future`.
     fn group_discard(
         &self,
-        event_loop: Py<PyAny>,
+        bridge: PyRef<'_, Bridge>,
         future: Py<PyAny>,
         group: String,
         channel: String,
     ) {
-        self.spawn(event_loop, future, |layer| async move {
+        self.spawn(&bridge, future, |layer| async move {
             layer
                 .group_discard(&group, &channel)
                 .await
@@ -173,13 +181,13 @@ impl Layer {
     /// `group_send(group, message)`, completing `future` with `(members, over_capacity)`.
     fn group_send(
         &self,
-        event_loop: Py<PyAny>,
+        bridge: PyRef<'_, Bridge>,
         future: Py<PyAny>,
         group: String,
         message: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let message = message_from_py(message)?;
-        self.spawn(event_loop, future, |layer| async move {
+        self.spawn(&bridge, future, |layer| async move {
             layer.group_send(&group, message).await.map(Outcome::Report)
         });
         Ok(())
@@ -193,14 +201,15 @@ impl Layer {
         message: &Bound<'_, PyAny>,
     ) -> PyResult<(usize, usize)> {
         let message = message_from_py(message)?;
-        let layer = &self.layer;
-        let report = runtime::block_on(py, layer.group_send(group, message))?;
+        let layer = Arc::clone(&self.layer);
+        let group = group.to_owned();
+        let report = runtime::block_on(py, async move { layer.group_send(&group, message).await })?;
         Ok((report.members, report.over_capacity))
     }
 
     /// `flush()`, completing `future`.
-    fn flush(&self, event_loop: Py<PyAny>, future: Py<PyAny>) {
-        self.spawn(event_loop, future, |layer| async move {
+    fn flush(&self, bridge: PyRef<'_, Bridge>, future: Py<PyAny>) {
+        self.spawn(&bridge, future, |layer| async move {
             layer.flush().await.map(|()| Outcome::Unit)
         });
     }
