@@ -36,3 +36,33 @@ def hosts(redis_url):
 def sharded_hosts(redis_url):
     """Three shards: databases 1-3 of the test server."""
     return [{"address": f"{redis_url}/{db}", "socket_timeout": None} for db in (1, 2, 3)]
+
+
+#: The key prefix of the Django project the tests configure (one per pytest process).
+DJANGO_PREFIX = f"dj{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def django_settings(redis_url):
+    """A Django project switched to herald: ``herald.django`` installed and
+    ``herald.layers.RedisChannelLayer`` as the default layer (configured once per process)."""
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(
+            INSTALLED_APPS=["django.contrib.staticfiles", "channels", "herald.django"],
+            STATIC_URL="/static/",
+            CHANNEL_LAYERS={
+                "default": {
+                    "BACKEND": "herald.layers.RedisChannelLayer",
+                    "CONFIG": {
+                        "hosts": [{"address": redis_url, "socket_timeout": None}],
+                        "prefix": DJANGO_PREFIX,
+                    },
+                }
+            },
+        )
+        import django
+
+        django.setup()
+    return settings

@@ -239,18 +239,7 @@ def test_constructor_takes_channels_redis_arguments(redis_url):
         HeraldLayer(serializer_format="pickle")
 
 
-def test_django_settings_switch_only_the_backend(hosts, prefix):
-    from django.conf import settings
-
-    if not settings.configured:
-        settings.configure(
-            CHANNEL_LAYERS={
-                "default": {
-                    "BACKEND": "herald.layers.RedisChannelLayer",
-                    "CONFIG": {"hosts": hosts, "prefix": prefix},
-                }
-            }
-        )
+def test_django_settings_switch_only_the_backend(django_settings):
     from channels.layers import get_channel_layer
 
     layer = get_channel_layer()
