@@ -43,14 +43,31 @@ DJANGO_PREFIX = f"dj{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture
-def django_settings(redis_url):
-    """A Django project switched to herald: ``herald.django`` installed and
-    ``herald.layers.RedisChannelLayer`` as the default layer (configured once per process)."""
+def django_settings(redis_url, tmp_path_factory):
+    """A Django project switched to herald: ``herald.django`` installed (its URLs as the
+    URLconf), ``herald.layers.RedisChannelLayer`` as the default layer, sessions and users in
+    a migrated SQLite database (configured once per process)."""
     from django.conf import settings
 
     if not settings.configured:
+        db = tmp_path_factory.mktemp("django") / "db.sqlite3"
         settings.configure(
-            INSTALLED_APPS=["django.contrib.staticfiles", "channels", "herald.django"],
+            SECRET_KEY="herald-package-tests",
+            INSTALLED_APPS=[
+                "django.contrib.contenttypes",
+                "django.contrib.auth",
+                "django.contrib.sessions",
+                "django.contrib.staticfiles",
+                "channels",
+                "herald.django",
+            ],
+            MIDDLEWARE=[
+                "django.contrib.sessions.middleware.SessionMiddleware",
+                "django.contrib.auth.middleware.AuthenticationMiddleware",
+            ],
+            ROOT_URLCONF="herald.django.urls",
+            DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(db)}},
+            ALLOWED_HOSTS=["testserver"],
             STATIC_URL="/static/",
             CHANNEL_LAYERS={
                 "default": {
@@ -63,6 +80,8 @@ def django_settings(redis_url):
             },
         )
         import django
+        from django.core.management import call_command
 
         django.setup()
+        call_command("migrate", verbosity=0, interactive=False)
     return settings
