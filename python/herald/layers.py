@@ -61,6 +61,27 @@ RedisError = _herald.RedisError
 _bridges = weakref.WeakKeyDictionary()
 _last_bridge = (None, None)
 
+# Every layer of this process, so a forked child can rebuild them (below).
+_layers = weakref.WeakSet()
+# The parent's Rust layers in a forked child: kept, never dropped (dropping one would wait
+# for threads that only the parent has).
+_orphans = []
+
+
+def _after_fork_in_child():
+    """A forked child (Celery's prefork pool, gunicorn ``--preload``) has none of the parent's
+    threads: start a new runtime there and rebuild every layer on it."""
+    global _last_bridge
+    _herald._after_fork()
+    _bridges.clear()
+    _last_bridge = (None, None)
+    for layer in list(_layers):
+        _orphans.append(layer._core)
+        layer._build()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 def _bridge(loop):
     """The ``_herald.Bridge`` that operations started on ``loop`` complete through: a pipe the
@@ -190,7 +211,7 @@ class RedisChannelLayer(BaseChannelLayer):
         assert isinstance(self.prefix, str), "Prefix must be unicode"
         self.hosts = decode_hosts(hosts)
         self.ring_size = len(self.hosts)
-        self._core = _herald.Layer(
+        self._arguments = (
             self.hosts,
             prefix,
             float(expiry),
@@ -201,6 +222,12 @@ class RedisChannelLayer(BaseChannelLayer):
             max(0, random_prefix_length),
             serializer_format,
         )
+        self._build()
+        _layers.add(self)
+
+    def _build(self):
+        # A new client prefix too: a forked child must not receive on its parent's channels.
+        self._core = _herald.Layer(*self._arguments)
         self._serializer = self._core.serializer()
         self.client_prefix = self._core.client_prefix
 

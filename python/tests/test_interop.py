@@ -245,3 +245,43 @@ def test_django_settings_switch_only_the_backend(django_settings):
     layer = get_channel_layer()
     assert isinstance(layer, HeraldLayer)
     async_to_sync(layer.group_send)("nobody", {"type": "x"})
+
+
+def test_a_forked_child_gets_a_working_layer(hosts, prefix):
+    """Celery's prefork pool and gunicorn --preload fork after the parent used the layer."""
+    import os
+
+    herald, python = pair(hosts, prefix)
+    herald.group_send_sync("warm", {"type": "x"})  # the parent's runtime is running now
+
+    async def consumer_channel():
+        channel = await python.new_channel()
+        await python.group_add("forked", channel)
+        return channel
+
+    loop = asyncio.new_event_loop()
+    try:
+        channel = loop.run_until_complete(consumer_channel())
+        parent_prefix = herald.client_prefix
+        pid = os.fork()
+        if pid == 0:  # the child: exit status 0 only if both calls worked
+            import signal
+
+            signal.alarm(15)  # a child stuck on the parent's threads must not outlive the test
+            ok = False
+            try:
+                members = herald.group_send_sync("forked", {"type": "from.child"})
+                async_to_sync(herald.group_send)("forked", {"type": "from.child.async"})
+                ok = members == 1 and herald.client_prefix != parent_prefix
+            finally:
+                os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        for kind in ("from.child", "from.child.async"):
+            got = loop.run_until_complete(asyncio.wait_for(python.receive(channel), RECEIVE))
+            assert got["type"] == kind
+        # The parent's layer goes on working.
+        assert herald.group_send_sync("forked", {"type": "parent"}) == 1
+        loop.run_until_complete(python.flush())
+    finally:
+        loop.close()

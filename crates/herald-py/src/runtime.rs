@@ -28,7 +28,7 @@ use std::future::Future;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use herald_core::sync::lock;
 use herald_core::{GroupSendReport, Message};
@@ -241,22 +241,28 @@ static RESOLVE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 /// Registers `Bridge` and `_resolve`, and keeps a handle to `_resolve` for the completer.
 pub(crate) fn install(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Bridge>()?;
+    m.add_function(wrap_pyfunction!(_after_fork, m)?)?;
     let resolve = wrap_pyfunction!(_resolve, m)?;
     m.add_function(resolve.clone())?;
     let _ = RESOLVE.set(m.py(), resolve.into_any().unbind());
     Ok(())
 }
 
-fn completer() -> &'static Sender<Arc<Shared>> {
-    static COMPLETER: OnceLock<Sender<Arc<Shared>>> = OnceLock::new();
-    COMPLETER.get_or_init(|| {
-        let (tx, rx) = channel();
-        std::thread::Builder::new()
-            .name("herald-py-completer".to_owned())
-            .spawn(move || complete_forever(rx))
-            .unwrap_or_else(|err| panic!("cannot start the herald completer thread: {err}"));
-        tx
-    })
+/// The completer thread's queue, started on first use (and again in a forked child).
+static COMPLETER: Mutex<Option<Sender<Arc<Shared>>>> = Mutex::new(None);
+
+fn completer() -> Sender<Arc<Shared>> {
+    let mut completer = lock(&COMPLETER);
+    completer
+        .get_or_insert_with(|| {
+            let (tx, rx) = channel();
+            std::thread::Builder::new()
+                .name("herald-py-completer".to_owned())
+                .spawn(move || complete_forever(rx))
+                .unwrap_or_else(|err| panic!("cannot start the herald completer thread: {err}"));
+            tx
+        })
+        .clone()
 }
 
 fn complete_forever(rx: Receiver<Arc<Shared>>) {
@@ -285,23 +291,40 @@ fn complete_forever(rx: Receiver<Arc<Shared>>) {
     }
 }
 
+/// The runtime's handle, started on first use (and again in a forked child).
+static RUNTIME: Mutex<Option<Handle>> = Mutex::new(None);
+
 /// The runtime every operation runs on (see the module doc).
-pub(crate) fn runtime() -> &'static Handle {
-    static RUNTIME: OnceLock<Handle> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            // Without a timer or I/O driver nothing could run; Python shows the panic as an
-            // exception at the first operation.
-            .unwrap_or_else(|err| panic!("cannot start the herald runtime: {err}"));
-        let handle = runtime.handle().clone();
-        std::thread::Builder::new()
-            .name("herald-py-io".to_owned())
-            .spawn(move || runtime.block_on(std::future::pending::<()>()))
-            .unwrap_or_else(|err| panic!("cannot start the herald runtime thread: {err}"));
-        handle
-    })
+pub(crate) fn runtime() -> Handle {
+    let mut runtime = lock(&RUNTIME);
+    runtime
+        .get_or_insert_with(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                // Without a timer or I/O driver nothing could run; Python shows the panic as
+                // an exception at the first operation.
+                .unwrap_or_else(|err| panic!("cannot start the herald runtime: {err}"));
+            let handle = runtime.handle().clone();
+            std::thread::Builder::new()
+                .name("herald-py-io".to_owned())
+                .spawn(move || runtime.block_on(std::future::pending::<()>()))
+                .unwrap_or_else(|err| panic!("cannot start the herald runtime thread: {err}"));
+            handle
+        })
+        .clone()
+}
+
+/// `_after_fork()`: forgets the runtime and completer threads, which a forked child does not
+/// have (Celery's prefork pool, gunicorn `--preload`); the next operation starts new ones.
+/// `herald.layers` calls it from `os.register_at_fork(after_in_child=…)` and rebuilds its
+/// layers, whose connections belonged to the parent's runtime.
+#[pyfunction]
+fn _after_fork() {
+    // The parent's runtime and sender are leaked, not dropped: dropping them would wait for
+    // threads that do not exist here.
+    std::mem::forget(lock(&RUNTIME).take());
+    std::mem::forget(lock(&COMPLETER).take());
 }
 
 /// Runs `operation` on the runtime and completes `future` through `target`.

@@ -23,5 +23,5 @@ fn package_tests_pass() {
         Duration::from_secs(300),
     );
     run.assert_green();
-    assert!(run.count("passed") >= 22, "{}", run.output);
+    assert!(run.count("passed") >= 23, "{}", run.output);
 }
