@@ -14,6 +14,20 @@ if [ -z "${HERALD_COMPAT_PYTHON:-}" ] && [ -x "$venv_python" ]; then
   export HERALD_COMPAT_PYTHON="$venv_python"
 fi
 
+# The Python package `herald` (python/, the extension is crates/herald-py), built into the
+# compat venv with maturin so that crates/herald-py's tests and the CLI's py_* tests import it.
+# Under HERALD_REQUIRE_COMPAT=1 (CI) a venv without maturin fails here, with the reason.
+venv_maturin="$PWD/tests/compat/.venv/bin/maturin"
+if [ -x "$venv_maturin" ]; then
+  echo "test: building the herald Python package into tests/compat/.venv (maturin develop)"
+  (cd python && VIRTUAL_ENV="$PWD/../tests/compat/.venv" "$venv_maturin" develop --locked -q)
+elif [ "${HERALD_REQUIRE_COMPAT:-0}" = 1 ]; then
+  echo "test: cannot build the herald Python package: $venv_maturin is missing (tests/compat/setup.sh installs it)" >&2
+  exit 1
+else
+  echo "test: not building the herald Python package (no compat venv); its tests print SKIPPING"
+fi
+
 cargo fmt --all --check
 # --all-targets also type-checks benches/ and examples/ (CI does not run benchmarks).
 cargo clippy --workspace --all-targets --locked -- -D warnings

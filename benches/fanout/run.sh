@@ -19,6 +19,9 @@
 #   BENCH_DB          sqlite (default) or postgres (a fresh database on 127.0.0.1:5432, dropped
 #                     at the end; user from BENCH_PG_USER, default postgres)
 #   BENCH_PYTHON      Python with tests/compat/requirements.txt (default: tests/compat/.venv)
+#   BENCH_LAYER_BACKEND  the Python senders' CHANNEL_LAYERS backend (default
+#                     channels_redis.core.RedisChannelLayer; herald.layers.RedisChannelLayer for
+#                     the package in python/, built into the venv with `maturin develop --release`)
 #   BENCH_TIME_LIMIT  seconds; scenarios that would start after this are skipped (default 1080)
 #   BENCH_NO_DOC=1    do not touch docs/benchmarks.md (results stay in the work directory)
 #   BENCH_KEEP=1      keep the work directory (logs, databases)

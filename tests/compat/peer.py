@@ -3,12 +3,13 @@
 
 Run it with the pinned venv (tests/compat/setup.sh builds it):
 
-    .venv/bin/python peer.py [--layer core|pubsub] [--config JSON] ACTION [ARGS]
+    .venv/bin/python peer.py [--layer core|pubsub|herald] [--config JSON] ACTION [ARGS]
 
 The layer is built the way a Django project builds it: ``settings.CHANNEL_LAYERS`` holds
 ``{"BACKEND": ..., "CONFIG": <--config>}`` and ``channels.layers.get_channel_layer()`` makes it,
 i.e. ``RedisChannelLayer(**config)`` (``--layer core``, the default) or
-``RedisPubSubChannelLayer(**config)`` (``--layer pubsub``). CONFIG keys are passed verbatim, so a
+``RedisPubSubChannelLayer(**config)`` (``--layer pubsub``), or herald's own drop-in
+``herald.layers.RedisChannelLayer(**config)`` (``--layer herald``). CONFIG keys are passed verbatim, so a
 key channels_redis does not know fails the way it fails in a Django project.
 
 Hosts and redis-py 8: redis-py 8 defaults ``socket_timeout`` to 5 s, the same as the
@@ -88,6 +89,8 @@ INT_END = 2**64
 BACKENDS = {
     "core": "channels_redis.core.RedisChannelLayer",
     "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+    # The `herald` package (python/), built into the venv by scripts/test.sh.
+    "herald": "herald.layers.RedisChannelLayer",
 }
 
 

@@ -238,6 +238,15 @@ pub struct RedisLayerConfig {
     /// Herald extension: the groups whose messages are recorded for replay after a reconnect
     /// (see `history.rs`); `None` (the default here) records nothing.
     pub history: Option<HistoryConfig>,
+    /// Herald: take messages for this layer's process-specific channels out of Redis only
+    /// while a [`receive`](herald_core::ChannelLayer::receive) waits, as channels_redis does,
+    /// instead of draining them as they arrive. Then a consumer that does not read leaves
+    /// its messages in Redis, where `expiry` trims them and `capacity` refuses later sends
+    /// (`ChannelFull`, or "over capacity" for `group_send`), exactly as a channels_redis
+    /// sender sees it. For layers used through `receive` (the Python package); channels given
+    /// to [`attach`](herald_core::ChannelLayer::attach) would wait for a `receive` that never
+    /// comes. Default `false`.
+    pub read_on_demand: bool,
 }
 
 impl Default for RedisLayerConfig {
@@ -260,11 +269,18 @@ impl Default for RedisLayerConfig {
             reconnect_min_delay: DEFAULT_RECONNECT_MIN_DELAY,
             reconnect_max_delay: DEFAULT_RECONNECT_MAX_DELAY,
             history: None,
+            read_on_demand: false,
         }
     }
 }
 
 impl RedisLayerConfig {
+    /// Sets [`read_on_demand`](Self::read_on_demand).
+    pub fn with_read_on_demand(mut self, on_demand: bool) -> Self {
+        self.read_on_demand = on_demand;
+        self
+    }
+
     /// Sets `hosts` (URLs convert directly; use [`HostSpec`] for the other forms).
     pub fn with_hosts<H: Into<HostSpec>>(mut self, hosts: impl IntoIterator<Item = H>) -> Self {
         self.hosts = hosts.into_iter().map(Into::into).collect();

@@ -470,6 +470,7 @@ impl RedisChannelLayer {
                 reconnect_min_delay: config.reconnect_min_delay,
                 reconnect_max_delay: config.reconnect_max_delay,
                 history: config.history.clone(),
+                read_on_demand: config.read_on_demand,
             },
             events,
         );
@@ -751,7 +752,7 @@ impl ChannelLayer for RedisChannelLayer {
             }
             let buffer = inner.readers.router.buffer(channel);
             inner.ensure_reader(non_local_name(channel));
-            buffer.pop().await
+            inner.readers.receive_local(&buffer).await
         } else {
             inner.general(channel).receive().await
         }

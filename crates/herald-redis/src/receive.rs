@@ -300,6 +300,15 @@ pub(crate) struct Readers {
     events: mpsc::UnboundedSender<ReaderEvent>,
     /// The recorded history, if configured (see `history.rs`).
     pub(crate) history: Option<History>,
+    /// With `read_on_demand`: the `receive` calls waiting, which the process readers wait for.
+    demand: Option<Demand>,
+}
+
+/// Receivers waiting on a layer that reads on demand.
+#[derive(Debug, Default)]
+struct Demand {
+    waiting: AtomicUsize,
+    changed: Notify,
 }
 
 impl std::fmt::Debug for Readers {
@@ -327,6 +336,8 @@ pub(crate) struct ReaderSettings {
     pub(crate) reconnect_max_delay: Duration,
     /// The groups to record, if any.
     pub(crate) history: Option<HistoryConfig>,
+    /// Pop from the process keys only while a `receive` waits (`RedisLayerConfig::read_on_demand`).
+    pub(crate) read_on_demand: bool,
 }
 
 impl Readers {
@@ -365,6 +376,43 @@ impl Readers {
             receive_rr: AtomicUsize::new(0),
             process_keys: Mutex::new(Arc::from(Vec::new())),
             events,
+            demand: settings.read_on_demand.then(Demand::default),
+        }
+    }
+
+    /// Waits for the next message of a local channel's buffer. Reading on demand, this
+    /// `receive` is what lets the process readers pop from Redis while it waits.
+    /// Cancel-safe (see [`Buffer::pop`]).
+    pub(crate) async fn receive_local(&self, buffer: &Buffer) -> Option<Message> {
+        let Some(demand) = &self.demand else {
+            return buffer.pop().await;
+        };
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        demand.waiting.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(&demand.waiting);
+        demand.changed.notify_waiters();
+        buffer.pop().await
+    }
+
+    /// Returns at once unless reading on demand with no `receive` waiting; then waits for one.
+    async fn until_wanted(&self) {
+        let Some(demand) = &self.demand else {
+            return;
+        };
+        loop {
+            let changed = demand.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the check, so a `receive` arriving in between wakes us.
+            changed.as_mut().enable();
+            if demand.waiting.load(Ordering::Acquire) > 0 {
+                return;
+            }
+            changed.await;
         }
     }
 
@@ -506,6 +554,12 @@ impl Readers {
                 (captured, capturing) = history.capture(conn, merge.held_history.as_ref()).await?;
                 merge.held_history = None;
                 Counters::add(&self.counters.history_captured, captured as u64);
+            }
+            if !merge.has_pending() {
+                // Reading on demand, members stay in Redis until a `receive` waits, as with
+                // channels_redis: capacity refuses senders and expiry trims there. (A member a
+                // blocked BZPOPMIN took meanwhile is pending and goes out first.)
+                self.until_wanted().await;
             }
             let keys = self.process_keys();
             let mut took_nothing = true;

@@ -387,6 +387,36 @@ pub fn compat_python() -> Option<PathBuf> {
     None
 }
 
+/// The compat venv's Python (see [`compat_python`]) with the `herald` package (python/)
+/// importable, as `scripts/test.sh` builds it there with maturin.
+///
+/// Returns `None` (after printing why) when either is missing and `HERALD_REQUIRE_COMPAT` is
+/// not `1`.
+///
+/// # Panics
+/// When the package is missing and `HERALD_REQUIRE_COMPAT=1` (CI).
+pub fn herald_package_python() -> Option<PathBuf> {
+    let python = compat_python()?;
+    let probe = Command::new(&python)
+        .args(["-c", "import herald.layers"])
+        .output()
+        .unwrap();
+    if probe.status.success() {
+        return Some(python);
+    }
+    let why = format!(
+        "the herald package is not installed in {}: scripts/test.sh builds it, or run \
+         `cd python && VIRTUAL_ENV=../tests/compat/.venv ../tests/compat/.venv/bin/maturin develop`\n{}",
+        python.display(),
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    if std::env::var("HERALD_REQUIRE_COMPAT").as_deref() == Ok("1") {
+        panic!("{why} (HERALD_REQUIRE_COMPAT=1)");
+    }
+    eprintln!("SKIPPING herald package test: {why}");
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -66,9 +66,11 @@ SESSION_ENGINE = _engine if "." in _engine else f"django.contrib.sessions.backen
 _layer_config = {"hosts": [{"address": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379"), "socket_timeout": None}]}
 if os.environ.get("BENCH_LAYER_CAPACITY"):
     _layer_config["capacity"] = int(os.environ["BENCH_LAYER_CAPACITY"])
+# BENCH_LAYER_BACKEND=herald.layers.RedisChannelLayer measures the Python senders on herald's
+# drop-in layer (the package in python/) instead of channels_redis.
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": os.environ.get("BENCH_LAYER_BACKEND", "channels_redis.core.RedisChannelLayer"),
         "CONFIG": _layer_config,
     }
 }

@@ -9,6 +9,8 @@ SESSION_ENGINE          db | cached_db | signed_cookies | a full module path. De
 SESSION_COOKIE_AGE      seconds (Django's default 1209600).
 AUTHENTICATION_BACKENDS a JSON list or comma-separated paths. Default: ModelBackend.
 REDIS_URL               redis://host:port[/db] for channels_redis; unset = InMemoryChannelLayer.
+CHANNEL_LAYERS_BACKEND  the layer class with REDIS_URL (default channels_redis.core.RedisChannelLayer;
+                        herald.layers.RedisChannelLayer for herald's package).
 CHANNEL_LAYERS_PREFIX   channels_redis "prefix" (default "asgi").
 CHANNEL_LAYERS_SYMMETRIC_ENCRYPTION_KEYS  JSON list or comma-separated keys (enables encryption).
 TIME_ZONE               an IANA zone name (default "UTC"); Django makes it the process's local time,
@@ -64,6 +66,14 @@ INSTALLED_APPS = [
     "channels",
     "OptsIO",
 ]
+try:
+    # The herald package (python/), when scripts/test.sh has built it into the venv: its app
+    # gives manage.py herald_config / herald_check and the authentication callback view.
+    import herald.django  # noqa: F401
+except ImportError:
+    pass
+else:
+    INSTALLED_APPS.append("herald.django")
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -94,7 +104,10 @@ if _redis:
     if _keys:
         _layer_config["symmetric_encryption_keys"] = _keys
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": _layer_config}
+        "default": {
+            "BACKEND": os.environ.get("CHANNEL_LAYERS_BACKEND", "channels_redis.core.RedisChannelLayer"),
+            "CONFIG": _layer_config,
+        }
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}

@@ -1,0 +1,1 @@
+../../../../../crates/herald-server/assets/task-notifications.js
