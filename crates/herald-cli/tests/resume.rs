@@ -320,3 +320,37 @@ async fn a_sigkilled_capture_holder_is_replaced_and_nothing_is_lost() {
         "the other herald holds it now"
     );
 }
+
+/// A page opened after its task ended (a reload, another tab) subscribes and at once gets the
+/// task's latest message, its result, and nothing older.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_subscribed_after_it_ended_shows_its_result() {
+    let Some(python) = compat_python() else {
+        return;
+    };
+    let redis = RedisServer::start();
+    let herald = herald(&redis).await;
+    let mut peer = PythonPeer::start(&python, &json!({"hosts": python_hosts(&[redis.url()])}));
+    let (first, _) = first_visit(herald.addr, &mut peer).await;
+    peer.group_send(
+        "task_t1",
+        json!({"type": "task.complete", "task_id": "t1", "result": {"rows": 42}}),
+    )
+    .await;
+    drop(first);
+
+    let mut page = connect_recovering(herald.addr, "alice").await;
+    send_json(&mut page, json!({"action": "resume"})).await;
+    until_resumed(&mut page, 1, &mut Positions::default()).await;
+    send_json(&mut page, json!({"action": "subscribe", "task_id": "t1"})).await;
+    let reply = recv_json_within(&mut page, DELIVERY).await;
+    assert_eq!(reply, json!({"type": "subscribed", "task_id": "t1"}));
+    let latest = recv_json_within(&mut page, DELIVERY).await;
+    assert_eq!(latest["type"], "task_complete", "{latest}");
+    assert_eq!(latest["result"], json!({"rows": 42}));
+    assert_eq!(latest["herald"]["group"], "task_t1");
+    let resumed = recv_json_within(&mut page, DELIVERY).await;
+    assert_eq!(resumed["type"], "herald.resumed");
+    assert_eq!(resumed["offset"], latest["herald"]["offset"]);
+    nothing_more(&mut page).await;
+}
