@@ -253,7 +253,8 @@ async fn check_history(report: &mut Report, opts: &LayerOpts) {
         Ok(None) => {
             return report.ok(
                 "history",
-                "off (--history none): messages are delivered at most once",
+                "off (--history on records user_* and task_* groups): messages are delivered at \
+                 most once",
             );
         }
         Err(err) => return report.fail("history", &error_chain(&*err)),

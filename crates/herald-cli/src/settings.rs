@@ -75,7 +75,7 @@ pub(crate) struct LayerOpts {
     #[arg(long = "serializer", env = "HERALD_SERIALIZER")]
     pub(crate) serializer_format: Option<String>,
     /// Groups recorded for missed-message recovery: `GLOB=MESSAGES/SECONDS` (kept per group),
-    /// first match wins; `none` records nothing [default: user_*=100/300,task_*=20/3600].
+    /// first match wins; `on` is user_*=100/300,task_*=20/3600 [default: none].
     #[arg(long = "history", env = "HERALD_HISTORY", value_delimiter = ',')]
     pub(crate) history: Vec<String>,
 }

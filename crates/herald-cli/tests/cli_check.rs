@@ -94,6 +94,8 @@ async fn check_reports_the_history_rules_and_what_redis_holds() {
             .to_owned()
     };
     let out = herald(&["check", "--redis", &url]).await;
+    assert!(history_line(&out).starts_with("ok    history: off"));
+    let out = herald(&["check", "--redis", &url, "--history", "on"]).await;
     let line = history_line(&out);
     assert!(
         line.starts_with("ok    history: user_*=100/300s, task_*=20/3600s; Redis 7"),
@@ -115,14 +117,21 @@ async fn check_reports_the_history_rules_and_what_redis_holds() {
         stdout(&out)
     );
 
-    let server =
-        support::Herald::start(&["--redis", &url, "--trusted-user-header", "x-remote-user"]).await;
+    let server = support::Herald::start(&[
+        "--redis",
+        &url,
+        "--trusted-user-header",
+        "x-remote-user",
+        "--history",
+        "on",
+    ])
+    .await;
     let _ws = support::ws_connect_as(server.addr, "alice").await;
     let sent = herald(&["send", "--redis", &url, "--user", "alice", "hello"]).await;
     assert!(sent.status.success());
     let mut line = String::new();
     for _ in 0..50 {
-        line = history_line(&herald(&["check", "--redis", &url]).await);
+        line = history_line(&herald(&["check", "--redis", &url, "--history", "on"]).await);
         if line.contains("log 1 entries; 1 recorded groups") {
             break;
         }

@@ -26,17 +26,9 @@ async fn zcard(redis: &RedisServer, key: &str) -> i64 {
 async fn sigterm_closes_with_1001_and_leaves_no_memberships_or_presence() {
     let redis = RedisServer::start();
     let url = redis.url();
-    // Without recorded groups: with them, the fleet's recording member stays for the
-    // retention window (next test).
-    let server = Herald::start(&[
-        "--redis",
-        &url,
-        "--trusted-user-header",
-        "x-remote-user",
-        "--history",
-        "none",
-    ])
-    .await;
+    // Without recorded groups (the default): with them, the fleet's recording member stays
+    // for the retention window (next test).
+    let server = Herald::start(&["--redis", &url, "--trusted-user-header", "x-remote-user"]).await;
     let mut a = ws_connect_as(server.addr, "amadmin").await;
     let mut b = ws_connect_as(server.addr, "bob").await;
     assert_eq!(zcard(&redis, "asgi:group:user_amadmin").await, 1);
@@ -77,7 +69,15 @@ async fn sigterm_closes_with_1001_and_leaves_no_memberships_or_presence() {
 async fn sigterm_leaves_only_the_fleets_recording_member() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let server = Herald::start(&["--redis", &url, "--trusted-user-header", "x-remote-user"]).await;
+    let server = Herald::start(&[
+        "--redis",
+        &url,
+        "--trusted-user-header",
+        "x-remote-user",
+        "--history",
+        "on",
+    ])
+    .await;
     let _a = ws_connect_as(server.addr, "amadmin").await;
     let status = server.terminate().await;
     assert!(status.success(), "herald exited with {status}");

@@ -32,6 +32,8 @@ async fn herald(redis: &RedisServer) -> Herald {
         &redis.url(),
         "--trusted-user-header",
         "x-remote-user",
+        "--history",
+        "on",
     ])
     .await
 }
