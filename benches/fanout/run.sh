@@ -25,6 +25,7 @@
 #   BENCH_TIME_LIMIT  seconds; scenarios that would start after this are skipped (default 1080)
 #   BENCH_NO_DOC=1    do not touch docs/benchmarks.md (results stay in the work directory)
 #   BENCH_KEEP=1      keep the work directory (logs, databases)
+#   HERALD_EXTRA_ARGS extra `herald serve` arguments, split on spaces (e.g. "--history none")
 #   HERALD_LOAD_BIN / HERALD_BIN  prebuilt binaries instead of `cargo build --profile profiling`
 #                     (the release build with debug info kept, so `perf record -p PID` on the
 #                     running server resolves symbols; same code as the stripped release)
@@ -40,6 +41,7 @@ SERVERS=${BENCH_SERVERS:-daphne herald}
 SCENARIOS=${BENCH_SCENARIOS:-broadcast_py broadcast_rust bcast_paced_py bcast_paced_rust peruser_py peruser_rust paced paced_rust idle_10k idle_max idle_50k burst_10k}
 TIME_LIMIT=${BENCH_TIME_LIMIT:-1080}
 QUICK=${BENCH_QUICK:-0}
+read -r -a HERALD_EXTRA <<<"${HERALD_EXTRA_ARGS:-}"
 WORK=$(mktemp -d /tmp/herald-fanout.XXXXXX)
 RESULTS=$WORK/results.jsonl
 NOTES=$WORK/notes.txt
@@ -199,7 +201,7 @@ start_server() { # $1 = server, $2 = log file; sets SERVER_PID and PORT
       # same Origin rule as the site's AllowedHostsOriginValidator.
       "$HERALD_BIN" serve --bind "127.0.0.1:$PORT" --redis "$REDIS_URL" \
         --secret-key "$SECRET_KEY" --session-engine "$SESSION_ENGINE" --django-db "$DATABASE_URL" \
-        --allowed-origin 127.0.0.1,localhost >"$2" 2>&1 &
+        --allowed-origin 127.0.0.1,localhost "${HERALD_EXTRA[@]}" >"$2" 2>&1 &
       SERVER_PID=$!
       ;;
     *) die "unknown server $1" ;;
@@ -251,7 +253,8 @@ scenario() {
   printf '%s\n' "$out" | "$PY" -c '
 import json, sys
 r = json.loads(sys.stdin.read()); r["server_exceptions"] = int(sys.argv[1])
-print(json.dumps(r))' "$errors" >>"$RESULTS"
+r["load_avg_end"] = sys.argv[2]
+print(json.dumps(r))' "$errors" "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS"
   log "$server/$name: $("$PY" "$HERE/report.py" summary "$out")"
   stop_server
 }
