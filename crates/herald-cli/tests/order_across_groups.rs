@@ -11,7 +11,7 @@ use std::time::Duration;
 use fault_common::*;
 use herald_test_support::ws::{Ws, recv_json_within, send_json};
 use herald_test_support::{RedisServer, compat_python};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::Herald;
 
 /// A socket of `alice` in `user_alice`, `task_a` and `task_b`.
@@ -22,25 +22,6 @@ async fn alice(herald: &Herald) -> Ws {
     let reply = recv_json_within(&mut ws, DELIVERY).await;
     assert_eq!(reply, json!({"type": "subscribed", "task_id": "b"}));
     ws
-}
-
-/// The `n` of message `n`: a user message or a task update, by the group it went to.
-fn numbered(group: &str, n: usize) -> Value {
-    if group.starts_with("user_") {
-        json!({"type": "user.message", "username": "alice", "message": "m", "data": {"n": n},
-               "timestamp": "2026-01-01T00:00:00"})
-    } else {
-        json!({"type": "task.update", "task_id": &group[5..], "n": n})
-    }
-}
-
-fn number_of(frame: &Value) -> usize {
-    let n = match frame["type"].as_str() {
-        Some("user_message") => &frame["data"]["n"],
-        Some("task_update") => &frame["n"],
-        _ => panic!("unexpected frame {frame}"),
-    };
-    n.as_u64().unwrap() as usize
 }
 
 async fn receive_numbers(ws: &mut Ws, count: usize) -> Vec<usize> {

@@ -38,24 +38,6 @@ async fn herald(redis: &RedisServer) -> Herald {
     .await
 }
 
-fn numbered(group: &str, n: usize) -> Value {
-    if group.starts_with("user_") {
-        json!({"type": "user.message", "username": "alice", "message": format!("m{n}"),
-               "data": {"n": n}, "timestamp": "2026-01-01T00:00:00"})
-    } else {
-        json!({"type": "task.update", "task_id": &group[5..], "n": n})
-    }
-}
-
-fn number_of(frame: &Value) -> usize {
-    let n = match frame["type"].as_str() {
-        Some("user_message") => &frame["data"]["n"],
-        Some("task_update") => &frame["n"],
-        _ => panic!("unexpected frame {frame}"),
-    };
-    n.as_u64().unwrap() as usize
-}
-
 /// What the client keeps: the last position per group, from frames and `herald.resumed`.
 #[derive(Debug, Default)]
 struct Positions(serde_json::Map<String, Value>);

@@ -770,17 +770,7 @@ pub(crate) async fn log_reader(readers: Arc<Readers>) {
     // Where the log ends now: what is before was taken before this server listened.
     let mut last: Option<Offset> = None;
     loop {
-        let mut conn = match readers.shards[home]
-            .open(readers.blocking_response_timeout())
-            .await
-        {
-            Ok(conn) => conn,
-            Err(err) => {
-                outage.failed(&err);
-                backoff.wait().await;
-                continue;
-            }
-        };
+        let mut conn = readers.connect(home, &mut outage, &mut backoff).await;
         let run = async {
             let (epoch, changed) = history.refresh_epoch(&mut conn).await?;
             if changed {

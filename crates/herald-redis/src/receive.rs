@@ -427,6 +427,28 @@ impl Readers {
             .max(1)
     }
 
+    /// A connection for a blocking reader of `shard`, retried with `backoff` until it opens;
+    /// each failure goes to `outage` (logged once, then reminders).
+    pub(crate) async fn connect(
+        &self,
+        shard: usize,
+        outage: &mut Outage,
+        backoff: &mut Backoff,
+    ) -> MultiplexedConnection {
+        loop {
+            match self.shards[shard]
+                .open(self.blocking_response_timeout())
+                .await
+            {
+                Ok(conn) => return conn,
+                Err(err) => {
+                    outage.failed(&err);
+                    backoff.wait().await;
+                }
+            }
+        }
+    }
+
     /// Blocking reads may take `brpop_timeout`; allow a margin before calling the link dead.
     pub(crate) fn blocking_response_timeout(&self) -> Duration {
         self.brpop_timeout + BLOCKING_REPLY_MARGIN
@@ -825,17 +847,7 @@ pub(crate) async fn process_reader(readers: Arc<Readers>, shard: usize) {
     let mut outage = Outage::new("channel reader", shard);
     let mut merge = Merge::default();
     loop {
-        let mut conn = match readers.shards[shard]
-            .open(readers.blocking_response_timeout())
-            .await
-        {
-            Ok(conn) => conn,
-            Err(err) => {
-                outage.failed(&err);
-                backoff.wait().await;
-                continue;
-            }
-        };
+        let mut conn = readers.connect(shard, &mut outage, &mut backoff).await;
         if outage.recovered() {
             Counters::add(&readers.counters.reconnects, 1);
             // The layer puts the memberships back; the receiver is gone only with the layer.

@@ -412,3 +412,24 @@ pub fn django_round(task_id: &str, users: &[String], round: &str) -> String {
         users = serde_json::to_string(users).unwrap(),
     )
 }
+
+/// Message `n` of a numbered stream to `group`: a user message (`data.n`) or a task update
+/// (`n`), by the group it goes to.
+pub fn numbered(group: &str, n: usize) -> Value {
+    if group.starts_with("user_") {
+        json!({"type": "user.message", "username": "alice", "message": format!("m{n}"),
+               "data": {"n": n}, "timestamp": "2026-01-01T00:00:00"})
+    } else {
+        json!({"type": "task.update", "task_id": &group[5..], "n": n})
+    }
+}
+
+/// The `n` of a frame made from [`numbered`].
+pub fn number_of(frame: &Value) -> usize {
+    let n = match frame["type"].as_str() {
+        Some("user_message") => &frame["data"]["n"],
+        Some("task_update") => &frame["n"],
+        _ => panic!("unexpected frame {frame}"),
+    };
+    n.as_u64().unwrap() as usize
+}
