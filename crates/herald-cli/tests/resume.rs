@@ -123,10 +123,9 @@ async fn receive_numbers(ws: &mut Ws, count: usize, positions: &mut Positions) -
 async fn nothing_more(ws: &mut Ws) {
     if let Ok(Some(Ok(frame))) =
         tokio::time::timeout(GRACE, futures_util::StreamExt::next(ws)).await
+        && !matches!(frame, tokio_tungstenite::tungstenite::Message::Ping(_))
     {
-        if !matches!(frame, tokio_tungstenite::tungstenite::Message::Ping(_)) {
-            panic!("unexpected frame after the expected ones: {frame:?}");
-        }
+        panic!("unexpected frame after the expected ones: {frame:?}");
     }
 }
 
@@ -258,4 +257,42 @@ async fn a_client_that_did_not_opt_in_gets_the_same_bytes() {
     .await;
     let text = herald_test_support::ws::recv_text(&mut ws).await;
     assert_eq!(text, r#"{"type": "user_message", "message": "hi", "n": 1}"#);
+}
+
+/// A group that had nothing recorded when the client resumed: the position in its
+/// `herald.resumed` reply still covers what comes while the client is away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reply_for_a_group_with_nothing_recorded_yet_is_a_position_to_resume_from() {
+    let Some(python) = compat_python() else {
+        return;
+    };
+    let redis = RedisServer::start();
+    let herald = herald(&redis).await;
+    let mut peer = PythonPeer::start(&python, &json!({"hosts": python_hosts(&[redis.url()])}));
+    let mut ws = connect_recovering(herald.addr, "alice").await;
+    let mut positions = Positions::default();
+    send_json(
+        &mut ws,
+        json!({"action": "resume", "groups": {"task_t2": null}}),
+    )
+    .await;
+    let (replayed, replies) = until_resumed(&mut ws, 2, &mut positions).await;
+    assert!(replayed.is_empty());
+    assert!(
+        replies.iter().all(|r| r["offset"].is_string()),
+        "{replies:?}"
+    );
+    drop(ws);
+    for n in 0..4 {
+        let group = ["user_alice", "task_t2"][n % 2];
+        peer.group_send(group, numbered(group, n)).await;
+    }
+    let mut ws = connect_recovering(herald.addr, "alice").await;
+    send_json(&mut ws, positions.resume()).await;
+    let (replayed, replies) = until_resumed_with(&mut ws, 2, 4, &mut positions).await;
+    assert_eq!(replayed, vec![0, 1, 2, 3]);
+    for reply in &replies {
+        assert_eq!(reply["recovered"], true, "{reply}");
+    }
+    nothing_more(&mut ws).await;
 }

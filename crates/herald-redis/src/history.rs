@@ -567,10 +567,14 @@ impl History {
         if !recovered {
             Counters::add(&counters.history_unrecoverable, 1);
         }
+        // Log ids come from this Redis's clock (`XADD *`), never below its time: an entry
+        // logged after this read has an id of at least `now-0`, which is after `start`.
+        let start = Offset::new(parsed.coverage.now_ms.saturating_sub(1), u64::MAX);
         Ok(Some(Replay {
             epoch,
             recovered,
             messages,
+            start,
         }))
     }
 }
