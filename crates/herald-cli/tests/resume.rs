@@ -338,3 +338,69 @@ async fn a_task_subscribed_after_it_ended_shows_its_result() {
     assert_eq!(resumed["offset"], latest["herald"]["offset"]);
     nothing_more(&mut page).await;
 }
+
+/// A group that had nothing recorded when the client resumed: the position in its
+/// `herald.resumed` reply still covers what comes while the client is away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reply_for_a_group_with_nothing_recorded_yet_is_a_position_to_resume_from() {
+    let Some(python) = compat_python() else {
+        return;
+    };
+    let redis = RedisServer::start();
+    let herald = herald(&redis).await;
+    let mut peer = PythonPeer::start(&python, &json!({"hosts": python_hosts(&[redis.url()])}));
+    let mut ws = connect_recovering(herald.addr, "alice").await;
+    let mut positions = Positions::default();
+    send_json(
+        &mut ws,
+        json!({"action": "resume", "groups": {"task_t2": null}}),
+    )
+    .await;
+    let (replayed, replies) = until_resumed(&mut ws, 2, &mut positions).await;
+    assert!(replayed.is_empty());
+    assert!(
+        replies.iter().all(|r| r["offset"].is_string()),
+        "{replies:?}"
+    );
+    drop(ws);
+    for n in 0..4 {
+        let group = ["user_alice", "task_t2"][n % 2];
+        peer.group_send(group, numbered(group, n)).await;
+    }
+    let mut ws = connect_recovering(herald.addr, "alice").await;
+    let resume = positions.resume();
+    send_json(&mut ws, resume.clone()).await;
+    let mut frames = Vec::new();
+    let deadline = tokio::time::Instant::now() + DELIVERY;
+    while frames
+        .iter()
+        .filter(|f: &&Value| f["type"] != "herald.resumed")
+        .count()
+        < 4
+        || frames
+            .iter()
+            .filter(|f| f["type"] == "herald.resumed")
+            .count()
+            < 2
+    {
+        match tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut ws)).await {
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text)))) => {
+                frames.push(serde_json::from_str::<Value>(&text).unwrap());
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("after {resume}: {frames:#?}, then {other:?}"),
+        }
+    }
+    let replayed: Vec<usize> = frames
+        .iter()
+        .filter(|f| f["type"] != "herald.resumed")
+        .map(number_of)
+        .collect();
+    assert_eq!(replayed, vec![0, 1, 2, 3], "after {resume}: {frames:#?}");
+    for frame in &frames {
+        if frame["type"] == "herald.resumed" {
+            assert_eq!(frame["recovered"], true, "after {resume}: {frames:#?}");
+        }
+    }
+    nothing_more(&mut ws).await;
+}

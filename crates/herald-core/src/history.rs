@@ -100,6 +100,11 @@ pub struct Replay {
     /// The recorded messages after the position, oldest first (without a position: the latest
     /// one, if any).
     pub messages: Vec<Recorded>,
+    /// A position just before the moment of the read: what the client keeps when it has no
+    /// recorded message to keep. Everything recorded later lies after it, and the history
+    /// covers the gap from it as long as nothing recorded after it is trimmed (the start of
+    /// the epoch instead would look older than the retention, a gap that cannot be covered).
+    pub start: Offset,
 }
 
 #[cfg(test)]

@@ -261,9 +261,15 @@ return {added, missing}
 /// Reads a group's stream (`KEYS[1]`) after an id (`ARGV[1]`, or its latest entry if empty),
 /// at most `ARGV[2]` entries, with what decides whether that covers the gap: the epoch
 /// (`KEYS[2]`), Redis's clock in ms, how many entries the stream ever took (Redis 7; empty
-/// before), its first id and its length.
+/// before), its first id and its length. A Redis without an epoch (first use, or restarted and
+/// not yet seen by the log reader, which sets it the same way) gets `ARGV[3]`: an answer never
+/// carries an empty epoch that the next one would contradict.
 pub(crate) const REPLAY: &str = r"
-local epoch = redis.call('GET', KEYS[2]) or ''
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  redis.call('SET', KEYS[2], ARGV[3])
+  epoch = ARGV[3]
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -500,7 +506,7 @@ impl History {
         &self,
         conn: &mut MultiplexedConnection,
     ) -> redis::RedisResult<(Arc<str>, bool)> {
-        let fresh = format!("{:016x}", rand::random::<u64>());
+        let fresh = fresh_epoch();
         let (epoch,): (String,) = redis::pipe()
             .cmd("SET")
             .arg(&self.epoch_key)
@@ -537,6 +543,7 @@ impl History {
         let stream = self.stream_keys.history_stream_key(group);
         let after = since.map(|p| p.offset.to_string()).unwrap_or_default();
         let limit = rule.max_len.min(REPLAY_LIMIT);
+        let fresh_epoch = fresh_epoch();
         let reply: redis::Value = shard
             .run("replay history", |mut c| {
                 let mut invocation = self.replay.prepare_invoke();
@@ -544,7 +551,8 @@ impl History {
                     .key(&stream)
                     .key(&self.epoch_key)
                     .arg(&after)
-                    .arg(limit);
+                    .arg(limit)
+                    .arg(&fresh_epoch);
                 async move { invocation.invoke_async(&mut c).await }
             })
             .await?;
@@ -580,10 +588,14 @@ impl History {
         if !recovered {
             Counters::add(&counters.history_unrecoverable, 1);
         }
+        // Log ids come from this Redis's clock (`XADD *`), never below its time: an entry
+        // logged after this read has an id of at least `now-0`, which is after `start`.
+        let start = Offset::new(parsed.coverage.now_ms.saturating_sub(1), u64::MAX);
         Ok(Some(Replay {
             epoch,
             recovered,
             messages,
+            start,
         }))
     }
 }
@@ -597,6 +609,11 @@ struct Coverage {
     first: Option<Offset>,
     len: u64,
     exists: bool,
+}
+
+/// A new random epoch id, for a Redis that has none.
+fn fresh_epoch() -> String {
+    format!("{:016x}", rand::random::<u64>())
 }
 
 /// True if a stream with `coverage` still holds everything recorded after `since`.

@@ -99,6 +99,17 @@ export interface UnauthorizedEvent {
   refusals: number;
 }
 
+/** Herald's answer for one group after a resume (or a subscribe with `since`). */
+export interface ResumedEvent {
+  /** `user_<name>` or `task_<id>`. */
+  group: string;
+  /** false: the history no longer covers what the client missed (then also `resync`). */
+  recovered: boolean;
+  /** The position the client keeps for the group; null when Herald records no history for it. */
+  epoch: string | null;
+  offset: string | null;
+}
+
 export interface StateEvent {
   state: TaskNotificationsState;
   previous: TaskNotificationsState;
@@ -111,6 +122,10 @@ export interface TaskNotificationsEventMap {
   reconnecting: ReconnectingEvent;
   unauthorized: UnauthorizedEvent;
   state: StateEvent;
+  /** Every `herald.resumed` answer (the frame itself is not handed to '*' or its type). */
+  resumed: ResumedEvent;
+  /** Messages of `group` were missed for good (e.g. Redis restarted): refetch the page's state. */
+  resync: ResumedEvent;
   '*': ServerFrame;
   user_message: UserMessageFrame;
   user_notification: UserNotificationFrame;
@@ -182,6 +197,17 @@ export interface TaskNotificationsOptions {
   styleNonce?: string | null;
   /** Log connection changes to the console (default true). */
   log?: boolean;
+  /**
+   * Missed-message recovery (default true): connect with `?recover=1`, resume every group
+   * from its last position on each connect, emit `resync` when a gap cannot be filled.
+   * false = the plain protocol.
+   */
+  recover?: boolean;
+  /**
+   * sessionStorage key for the positions (default null: derived from the socket URL, so the
+   * pages of one site share them within a tab); false = keep them in memory only.
+   */
+  storageKey?: string | false | null;
 }
 
 export interface TaskNotifications {

@@ -32,6 +32,12 @@
  *   - page lifecycle: offline -> close and wait; online / visible / focus / pageshow / resume
  *     -> reconnect now (or check an open link with a ping); freeze / pagehide -> close.
  *
+ * Nothing missed (see RECOVERY below; option `recover`, on by default): Herald records the
+ * user's and the tasks' messages with a position; the client keeps the last position per group
+ * (in sessionStorage too, so a reload or the next page in the tab resumes) and, on every
+ * connect, asks Herald to replay what came in between, in send order and never twice. When
+ * the history no longer covers the gap (Redis restarted) it emits 'resync': refetch the state.
+ *
  * API
  *   taskNotifications.on(type | '*', fn)      listen ('*' = every server message)
  *   taskNotifications.off(type | '*', fn)     (without fn: remove every handler of type)
@@ -39,6 +45,10 @@
  *                                             connection lifecycle, not sent to '*'; 'close'
  *                                             fires for every socket that closes, failed
  *                                             reconnect attempts included
+ *   taskNotifications.on('resync', fn)        {group, recovered: false, epoch, offset}: messages
+ *                                             of `group` were missed for good; refetch state
+ *   taskNotifications.on('resumed', fn)       {group, recovered, epoch, offset}: Herald's answer
+ *                                             per group to a resume (not sent to '*')
  *   taskNotifications.subscribeTask(id) / unsubscribeTask(id)    task_{id} progress
  *   taskNotifications.send(obj)               send a JSON frame if open; returns true if sent
  *   taskNotifications.connect() / close()     manual control (close() stops reconnecting)
@@ -106,6 +116,12 @@
     styleNonce: null,
     // console.log connection changes ("WebSocket connected"), as the guide's troubleshooting expects.
     log: true,
+    // Missed-message recovery (see RECOVERY below): connect with ?recover=1 and resume from the
+    // last position of each group. false = the plain protocol (nothing replayed after a drop).
+    recover: true,
+    // sessionStorage key for the positions, so a reload or the next page of the site in the
+    // same tab resumes too. null = derived from the socket URL; false = memory only.
+    storageKey: null,
   };
 
   // What each close code means for reconnecting. Codes Herald sends:
@@ -145,7 +161,15 @@
   var STABLE_MS = 5000;
   // How long the refusal probe may take before it counts as "server unreachable".
   var PROBE_TIMEOUT_MS = 5000;
-  var LIFECYCLE = { open: true, close: true, reconnecting: true, unauthorized: true, state: true };
+  var LIFECYCLE = {
+    open: true,
+    close: true,
+    reconnecting: true,
+    unauthorized: true,
+    state: true,
+    resumed: true,
+    resync: true,
+  };
   var TOAST_KINDS = ['success', 'error', 'warning', 'info'];
 
   var options = Object.assign({}, DEFAULTS, global.taskNotificationsConfig || {});
@@ -172,6 +196,40 @@
   // Pings this client sent whose pong has not come back: those pongs are not emitted.
   var pendingPings = 0;
 
+  // --- RECOVERY ----------------------------------------------------------------------------
+  // With `recover` on, the client connects to /ws/tasks/?recover=1. Herald then tags every
+  // message of a recorded group (user_* and task_*) with a last key
+  //   "herald": {"group": "user_alice", "epoch": "...", "offset": "1764489000123-0"}
+  // which the client strips before any handler sees the message, keeping the last {epoch,
+  // offset} per group. On every open it sends one
+  //   {"action": "resume", "groups": {"user_alice": {epoch, offset}, "task_42": {...}, ...}}
+  // naming the user group (learnt from earlier frames) and the tasks the page is subscribed to.
+  // Herald joins the groups (the user group only now), replays what each missed in send order,
+  // then answers each group with {"type": "herald.resumed", group, recovered, epoch, offset}.
+  // recovered: false means the gap is lost (Redis restarted, history trimmed): the client
+  // emits 'resync' so the page refetches its state. A task subscribed while open is sent as
+  // {"action": "subscribe", task_id, since} (since: the task's position, if the tab has one).
+  // Positions live in sessionStorage (per origin and per tab) under a key made of the socket
+  // URL: every page of the site in one tab shares them, so a reload or the next page shows what
+  // came in between; another tab has its own socket and its own positions.
+  var positions = Object.create(null);
+  // Groups whose position went out in the current socket's resume or subscribe: only a gap
+  // the client asked to fill can be lost ('resync'); a fresh page has nothing to refetch.
+  var asked = Object.create(null);
+  // The socket sent `resume` and no herald.resumed has come yet (its first is the user group's).
+  var resumePending = false;
+  // The current socket resumes (false after a server answered resume with an error).
+  var resuming = false;
+  var resumeRetried = false;
+  var userGroup = null;
+  // sessionStorage is read at the first connect, after the page's configure() calls.
+  var positionsLoaded = false;
+  // Task group names Herald accepts in a resume (others go as subscribe frames and get the
+  // server's error reply there, as before).
+  var GROUP_NAME = /^task_[A-Za-z0-9_.\-]{1,94}$/;
+  // Task positions kept beyond the subscribed ones, so the storage stays small.
+  var MAX_KEPT_POSITIONS = 50;
+
   function log() {
     if (options.log && global.console) {
       global.console.log.apply(global.console, ['[herald]'].concat(Array.prototype.slice.call(arguments)));
@@ -183,6 +241,162 @@
     var loc = global.location;
     var scheme = loc.protocol === 'https:' ? 'wss://' : 'ws://';
     return scheme + loc.host + options.path;
+  }
+
+  /** The socket URL with `recover=1` added when recovery is on. */
+  function connectUrl() {
+    var url = socketUrl();
+    if (!options.recover) return url;
+    return url + (url.indexOf('?') >= 0 ? '&' : '?') + 'recover=1';
+  }
+
+  function storage() {
+    if (options.storageKey === false) return null;
+    try {
+      return global.sessionStorage || null;
+    } catch (err) {
+      return null; // storage disabled (sandboxed frame, privacy settings): memory only
+    }
+  }
+
+  function storageKey() {
+    return options.storageKey || 'herald.positions ' + socketUrl();
+  }
+
+  function isPosition(p) {
+    return !!p && typeof p.epoch === 'string' && typeof p.offset === 'string';
+  }
+
+  function loadPositions() {
+    var store = storage();
+    if (!store) return;
+    try {
+      var saved = JSON.parse(store.getItem(storageKey()) || 'null');
+      if (!saved || typeof saved !== 'object') return;
+      if (typeof saved.user === 'string') userGroup = saved.user;
+      var groups = saved.groups || {};
+      Object.keys(groups).forEach(function (group) {
+        if (isPosition(groups[group]) && !positions[group]) {
+          positions[group] = { epoch: groups[group].epoch, offset: groups[group].offset };
+        }
+      });
+    } catch (err) {
+      // unreadable: start without positions
+    }
+  }
+
+  function savePositions() {
+    var store = storage();
+    if (!store) return;
+    var groups = Object.keys(positions);
+    var spare = groups.filter(function (g) {
+      return g !== userGroup && !tasks.has(g.slice(5));
+    });
+    // Oldest first (insertion order): drop unsubscribed tasks beyond the bound.
+    for (var i = 0; i < spare.length - MAX_KEPT_POSITIONS; i++) delete positions[spare[i]];
+    try {
+      store.setItem(storageKey(), JSON.stringify({ user: userGroup, groups: positions }));
+    } catch (err) {
+      // quota or disabled: memory only
+    }
+  }
+
+  function keepPosition(group, epoch, offset) {
+    if (typeof group !== 'string') return;
+    delete positions[group]; // re-inserted last: the newest stays longest
+    if (typeof epoch === 'string' && typeof offset === 'string') {
+      positions[group] = { epoch: epoch, offset: offset };
+    }
+    savePositions();
+  }
+
+  function taskGroup(id) {
+    return 'task_' + id;
+  }
+
+  /** Sends `resume` for the user group and the subscribed tasks Herald can resume. */
+  function sendResume() {
+    var groups = {};
+    asked = Object.create(null);
+    if (userGroup && positions[userGroup]) {
+      groups[userGroup] = positions[userGroup];
+      asked[userGroup] = true;
+    }
+    tasks.forEach(function (id) {
+      var group = taskGroup(id);
+      if (!GROUP_NAME.test(group)) return;
+      groups[group] = positions[group] || null;
+      if (positions[group]) asked[group] = true;
+    });
+    resumePending = true;
+    sendRaw({ action: 'resume', groups: groups });
+  }
+
+  function sendSubscribe(id) {
+    var frame = { action: 'subscribe', task_id: id };
+    var group = taskGroup(id);
+    if (resuming && positions[group]) {
+      frame.since = positions[group];
+      asked[group] = true;
+    }
+    return sendRaw(frame);
+  }
+
+  /**
+   * Handles Herald's recovery frames; returns true if `data` was one and is not for the page.
+   * Strips the `herald` tag of a recorded message and keeps its position.
+   */
+  function recoveryFrame(data) {
+    if (!resuming) return false;
+    var tag = data.herald;
+    if (tag && typeof tag === 'object' && typeof tag.group === 'string') {
+      delete data.herald;
+      keepPosition(tag.group, tag.epoch, tag.offset);
+      return false;
+    }
+    if (data.type === 'herald.resumed') {
+      if (resumePending && typeof data.group === 'string' && data.group.indexOf('user_') === 0) {
+        resumePending = false;
+        userGroup = data.group;
+      }
+      keepPosition(data.group, data.epoch, data.offset);
+      var event = {
+        group: data.group,
+        recovered: data.recovered === true,
+        epoch: data.epoch,
+        offset: data.offset,
+      };
+      emit('resumed', event);
+      if (!event.recovered && asked[data.group]) {
+        log('missed messages of ' + data.group + ' are no longer available: resync');
+        emit('resync', event);
+      }
+      delete asked[data.group];
+      return true;
+    }
+    if (data.type === 'error' && resumePending) {
+      // The reply to our resume: a stored user group another login left behind, or a server
+      // that does not know resume.
+      resumePending = false;
+      var message = String(data.message || '');
+      if (message.indexOf('cannot resume group') === 0 && !resumeRetried) {
+        resumeRetried = true;
+        userGroup = null;
+        Object.keys(positions).forEach(function (g) {
+          if (g.indexOf('user_') === 0) delete positions[g];
+        });
+        savePositions();
+        sendResume();
+      } else {
+        log('server cannot resume (' + message + '): plain protocol on this socket');
+        resuming = false;
+        tasks.forEach(function (id) {
+          sendRaw({ action: 'subscribe', task_id: id });
+        });
+      }
+      return true;
+    }
+    return false;
   }
 
   function emit(type, payload) {
@@ -322,9 +536,13 @@
     clearTimer();
     paused = null;
     generation += 1;
+    if (options.recover && !positionsLoaded) {
+      positionsLoaded = true;
+      loadPositions();
+    }
     var ws;
     try {
-      ws = new WebSocket(socketUrl());
+      ws = new WebSocket(connectUrl());
     } catch (err) {
       if (global.console) global.console.error('[herald] cannot open WebSocket', err);
       scheduleReconnect();
@@ -354,10 +572,26 @@
       setState('open');
       log('WebSocket connected');
       armHeartbeat(ws);
-      // The server forgets task subscriptions with the socket: restore them.
-      tasks.forEach(function (id) {
-        sendRaw({ action: 'subscribe', task_id: id });
-      });
+      // The server forgets task subscriptions with the socket: restore them, in the resume
+      // (which also joins the user group) when recovering, else one subscribe frame each.
+      resuming = !!options.recover;
+      resumeRetried = false;
+      resumePending = false;
+      if (resuming) {
+        sendResume();
+        tasks.forEach(function (id) {
+          if (GROUP_NAME.test(taskGroup(id))) {
+            // The resume re-subscribes it: tell the page as the subscribe reply used to.
+            emit('subscribed', { type: 'subscribed', task_id: id });
+          } else {
+            sendSubscribe(id);
+          }
+        });
+      } else {
+        tasks.forEach(function (id) {
+          sendRaw({ action: 'subscribe', task_id: id });
+        });
+      }
       emit('open', { url: ws.url });
     };
     ws.onmessage = function (event) {
@@ -377,6 +611,7 @@
         pendingPings -= 1; // our heartbeat's answer; a page's own ping still gets its 'pong'
         return;
       }
+      if (recoveryFrame(data)) return;
       emit(data.type, data);
       showDefaultUi(data);
     };
@@ -787,7 +1022,7 @@
 
   var api = {
     __herald: true,
-    version: '0.2.0',
+    version: '0.3.0',
     ws: null,
     state: 'idle',
 
@@ -812,13 +1047,14 @@
     subscribeTask: function (taskId) {
       var id = String(taskId);
       tasks.add(id);
-      sendRaw({ action: 'subscribe', task_id: id });
+      sendSubscribe(id);
       return api;
     },
 
     unsubscribeTask: function (taskId) {
       var id = String(taskId);
       tasks.delete(id);
+      // Its position stays (bounded): subscribing again later replays only what is new.
       sendRaw({ action: 'unsubscribe', task_id: id });
       return api;
     },

@@ -170,12 +170,12 @@ async fn replay(
             recovery.mark(&group, latest);
         }
         // The position to keep: the newest recorded one, else the client's own if it still
-        // holds, else the start of the current epoch.
+        // holds, else the moment of the read (nothing recorded yet, or a gap that is lost).
         let at = latest
             .or(since.filter(|_| recovered))
             .unwrap_or_else(|| Position {
                 epoch: Arc::clone(&replay.epoch),
-                offset: Offset::default(),
+                offset: replay.start,
             });
         outcomes.push((group, recovered, Some(at)));
     }
