@@ -148,8 +148,18 @@ pub trait ChannelLayer: Send + Sync + std::fmt::Debug + 'static {
     /// What `group`'s history holds after `since` (without `since`: its latest message), or
     /// `None` if the layer keeps no history for the group (the default).
     async fn replay(&self, group: &str, since: Option<&Position>) -> Result<Option<Replay>> {
-        let _ = (group, since);
-        Ok(None)
+        let mut replays = self.replay_many(&[(group, since)]).await?;
+        Ok(replays.pop().flatten())
+    }
+
+    /// [`replay`](Self::replay) for several groups, read at one moment: merged by offset,
+    /// the replays are one prefix of the recorded history, and what comes after arrives
+    /// live. One entry per target, `None` where the layer keeps no history (all, by default).
+    async fn replay_many(
+        &self,
+        targets: &[(&str, Option<&Position>)],
+    ) -> Result<Vec<Option<Replay>>> {
+        Ok(vec![None; targets.len()])
     }
 
     /// Checks that the layer's backend answers (e.g. a Redis `PING` on every shard), within a

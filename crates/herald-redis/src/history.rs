@@ -258,38 +258,48 @@ end
 return {added, missing}
 ";
 
-/// Reads a group's stream (`KEYS[1]`) after an id (`ARGV[1]`, or its latest entry if empty),
-/// at most `ARGV[2]` entries, with what decides whether that covers the gap: the epoch
-/// (`KEYS[2]`), Redis's clock in ms, how many entries the stream ever took (Redis 7; empty
-/// before), its first id and its length. A Redis without an epoch (first use, or restarted and
+/// Reads several groups' streams (`KEYS[2..]`) in one atomic step, so that all of them show
+/// the history recorded up to one moment: a replay merged across groups is then one prefix of
+/// the log, and what comes after it arrives live (read one by one, a later group's read could
+/// see entries an earlier one missed, and those would overtake the earlier group's live ones).
+/// `ARGV`: a fresh epoch to set if Redis has none (`KEYS[1]`), then per stream the id to read
+/// after (empty: its latest entry only) and at most how many. Returns the epoch, Redis's clock
+/// in ms, and per stream how many entries it ever took (Redis 7; empty before), its first id,
+/// its length and the entries. A Redis without an epoch (first use, or restarted and
 /// not yet seen by the log reader, which sets it the same way) gets `ARGV[3]`: an answer never
 /// carries an empty epoch that the next one would contradict.
 pub(crate) const REPLAY: &str = r"
-local epoch = redis.call('GET', KEYS[2])
+local epoch = redis.call('GET', KEYS[1])
 if not epoch then
-  redis.call('SET', KEYS[2], ARGV[3])
-  epoch = ARGV[3]
+  redis.call('SET', KEYS[1], ARGV[1])
+  epoch = ARGV[1]
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {epoch, now, '', '', 0, {}}
+local out = {epoch, now}
+for i = 2, #KEYS do
+  local after, limit = ARGV[2 * i - 2], ARGV[2 * i - 1]
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    out[#out + 1] = {'', '', 0, {}}
+  else
+    local info = redis.call('XINFO', 'STREAM', KEYS[i])
+    local added, first, len = '', '', 0
+    for j = 1, #info, 2 do
+      local k = info[j]
+      if k == 'entries-added' then added = tostring(info[j + 1])
+      elseif k == 'length' then len = info[j + 1]
+      elseif k == 'first-entry' and info[j + 1] then first = info[j + 1][1] end
+    end
+    local entries
+    if after == '' then
+      entries = redis.call('XREVRANGE', KEYS[i], '+', '-', 'COUNT', 1)
+    else
+      entries = redis.call('XRANGE', KEYS[i], '(' .. after, '+', 'COUNT', limit)
+    end
+    out[#out + 1] = {added, first, len, entries}
+  end
 end
-local info = redis.call('XINFO', 'STREAM', KEYS[1])
-local added, first, len = '', '', 0
-for i = 1, #info, 2 do
-  local k = info[i]
-  if k == 'entries-added' then added = tostring(info[i + 1])
-  elseif k == 'length' then len = info[i + 1]
-  elseif k == 'first-entry' and info[i + 1] then first = info[i + 1][1] end
-end
-local entries
-if ARGV[1] == '' then
-  entries = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-else
-  entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
-end
-return {epoch, now, added, first, len, entries}
+return out
 ";
 
 /// Deletes the lease `KEYS[1]` if `ARGV[1]` holds it; returns 1 if it did.
@@ -528,75 +538,88 @@ impl History {
         lock(&self.epoch).clone().unwrap_or_else(|| Arc::from(""))
     }
 
-    /// What `group`'s stream holds after `since` (its latest entry without one), and whether
-    /// that covers everything since `since`.
-    pub(crate) async fn replay(
+    /// What each group's stream holds after its position (its latest entry without one), and
+    /// whether that covers everything since; all read in one step (see [`REPLAY`]). `None`
+    /// for a group this layer does not record.
+    pub(crate) async fn replay_many(
         &self,
         shard: &Shard,
         counters: &Counters,
-        group: &str,
-        since: Option<&Position>,
-    ) -> Result<Option<Replay>> {
-        let Some(rule) = self.config.rule_for(group) else {
-            return Ok(None);
-        };
-        let stream = self.stream_keys.history_stream_key(group);
-        let after = since.map(|p| p.offset.to_string()).unwrap_or_default();
-        let limit = rule.max_len.min(REPLAY_LIMIT);
+        targets: &[(&str, Option<&Position>)],
+    ) -> Result<Vec<Option<Replay>>> {
+        let recorded: Vec<(usize, &str, Option<&Position>, &HistoryRule)> = targets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (group, since))| {
+                self.config
+                    .rule_for(group)
+                    .map(|rule| (i, *group, *since, rule))
+            })
+            .collect();
+        let mut out: Vec<Option<Replay>> = vec![None; targets.len()];
+        if recorded.is_empty() {
+            return Ok(out);
+        }
         let fresh_epoch = fresh_epoch();
         let reply: redis::Value = shard
             .run("replay history", |mut c| {
                 let mut invocation = self.replay.prepare_invoke();
-                invocation
-                    .key(&stream)
-                    .key(&self.epoch_key)
-                    .arg(&after)
-                    .arg(limit)
-                    .arg(&fresh_epoch);
+                invocation.key(&self.epoch_key).arg(&fresh_epoch);
+                for (_, group, since, rule) in &recorded {
+                    invocation
+                        .key(self.stream_keys.history_stream_key(group))
+                        .arg(since.map(|p| p.offset.to_string()).unwrap_or_default())
+                        .arg(rule.max_len.min(REPLAY_LIMIT));
+                }
                 async move { invocation.invoke_async(&mut c).await }
             })
             .await?;
-        let parsed = ReplayReply::parse(reply)
+        let parsed = ReplayReply::parse(reply, recorded.len())
             .ok_or_else(|| Error::new(ErrorKind::Redis, "unexpected reply of the replay script"))?;
         let epoch: Arc<str> = Arc::from(parsed.epoch.as_str());
-        let group_name: Arc<str> = Arc::from(group);
-        let mut messages = Vec::with_capacity(parsed.entries.len());
-        for (offset, member) in parsed.entries {
-            match self.codec.decode_detailed(&member) {
-                Ok(mut message) => {
-                    message.remove(ASGI_CHANNEL_KEY);
-                    messages.push(Recorded {
-                        group: Arc::clone(&group_name),
-                        position: Position {
-                            epoch: Arc::clone(&epoch),
-                            offset,
-                        },
-                        message,
-                    });
-                }
-                Err(err) => {
-                    let reason = counters.decode_error(err);
-                    warn!(group, %offset, reason, "skipping undecodable recorded message");
-                }
-            }
-        }
-        let recovered = match since {
-            None => true,
-            Some(since) => covers(&parsed.coverage, since, &epoch, rule),
-        };
-        Counters::add(&counters.history_replayed, messages.len() as u64);
-        if !recovered {
-            Counters::add(&counters.history_unrecoverable, 1);
-        }
         // Log ids come from this Redis's clock (`XADD *`), never below its time: an entry
         // logged after this read has an id of at least `now-0`, which is after `start`.
-        let start = Offset::new(parsed.coverage.now_ms.saturating_sub(1), u64::MAX);
-        Ok(Some(Replay {
-            epoch,
-            recovered,
-            messages,
-            start,
-        }))
+        let start = Offset::new(parsed.now_ms.saturating_sub(1), u64::MAX);
+        for ((index, group, since, rule), (coverage, entries)) in
+            recorded.into_iter().zip(parsed.streams)
+        {
+            let group_name: Arc<str> = Arc::from(group);
+            let mut messages = Vec::with_capacity(entries.len());
+            for (offset, member) in entries {
+                match self.codec.decode_detailed(&member) {
+                    Ok(mut message) => {
+                        message.remove(ASGI_CHANNEL_KEY);
+                        messages.push(Recorded {
+                            group: Arc::clone(&group_name),
+                            position: Position {
+                                epoch: Arc::clone(&epoch),
+                                offset,
+                            },
+                            message,
+                        });
+                    }
+                    Err(err) => {
+                        let reason = counters.decode_error(err);
+                        warn!(group, %offset, reason, "skipping undecodable recorded message");
+                    }
+                }
+            }
+            let recovered = match since {
+                None => true,
+                Some(since) => covers(&coverage, since, &epoch, rule),
+            };
+            Counters::add(&counters.history_replayed, messages.len() as u64);
+            if !recovered {
+                Counters::add(&counters.history_unrecoverable, 1);
+            }
+            out[index] = Some(Replay {
+                epoch: Arc::clone(&epoch),
+                recovered,
+                messages,
+                start,
+            });
+        }
+        Ok(out)
     }
 }
 
@@ -655,34 +678,48 @@ fn kept(rule: &HistoryRule) -> u64 {
         .saturating_add(1)
 }
 
+/// A stream's entries as read: (offset, member).
+type Entries = Vec<(Offset, Vec<u8>)>;
+
 struct ReplayReply {
     epoch: String,
-    coverage: Coverage,
-    entries: Vec<(Offset, Vec<u8>)>,
+    now_ms: u64,
+    streams: Vec<(Coverage, Entries)>,
 }
 
 impl ReplayReply {
-    fn parse(reply: redis::Value) -> Option<Self> {
+    fn parse(reply: redis::Value, count: usize) -> Option<Self> {
         let redis::Value::Array(items) = reply else {
             return None;
         };
         let mut items = items.into_iter();
         let epoch = text(items.next()?)?;
         let now_ms = int(items.next()?)?;
-        let added = text(items.next()?)?;
-        let first = text(items.next()?)?;
-        let len = int(items.next()?)?;
-        let entries = stream_entries(items.next()?)?;
-        Some(ReplayReply {
+        let mut streams = Vec::with_capacity(count);
+        for item in items {
+            let redis::Value::Array(parts) = item else {
+                return None;
+            };
+            let mut parts = parts.into_iter();
+            let added = text(parts.next()?)?;
+            let first = text(parts.next()?)?;
+            let len = int(parts.next()?)?;
+            let entries = stream_entries(parts.next()?)?;
+            streams.push((
+                Coverage {
+                    now_ms,
+                    added: added.parse().ok(),
+                    exists: !first.is_empty(),
+                    first: first.parse().ok(),
+                    len,
+                },
+                entries,
+            ));
+        }
+        (streams.len() == count).then_some(ReplayReply {
             epoch,
-            coverage: Coverage {
-                now_ms,
-                added: added.parse().ok(),
-                exists: !first.is_empty(),
-                first: first.parse().ok(),
-                len,
-            },
-            entries,
+            now_ms,
+            streams,
         })
     }
 }

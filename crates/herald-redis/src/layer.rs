@@ -655,18 +655,22 @@ impl ChannelLayer for RedisChannelLayer {
         self.inner.readers.history.as_ref()?.channel(group)
     }
 
-    async fn replay(&self, group: &str, since: Option<&Position>) -> Result<Option<Replay>> {
-        require_valid_group_name(group)?;
+    async fn replay_many(
+        &self,
+        targets: &[(&str, Option<&Position>)],
+    ) -> Result<Vec<Option<Replay>>> {
+        for (group, _) in targets {
+            require_valid_group_name(group)?;
+        }
         let inner = &self.inner;
         let Some(history) = inner.readers.history.as_ref() else {
-            return Ok(None);
+            return Ok(vec![None; targets.len()]);
         };
         history
-            .replay(
+            .replay_many(
                 &inner.shards[history.home()],
                 &inner.readers.counters,
-                group,
-                since,
+                targets,
             )
             .await
     }

@@ -141,15 +141,20 @@ async fn replay(
 ) -> Result<()> {
     let mut outcomes = Vec::with_capacity(groups.len());
     let mut messages = Vec::new();
-    for (group, since) in groups {
+    // All groups read at one moment (see `ChannelLayer::replay_many`).
+    let targets: Vec<(&str, Option<&Position>)> = groups
+        .iter()
+        .map(|(g, s)| (g.as_str(), s.as_ref()))
+        .collect();
+    let replays = match ctx.layer().replay_many(&targets).await {
+        Ok(replays) => replays,
+        Err(err) => {
+            warn!(error = %err, "cannot replay recorded groups");
+            vec![None; groups.len()]
+        }
+    };
+    for ((group, since), replay) in groups.into_iter().zip(replays) {
         let is_user = group == recovery.user_group;
-        let replay = match ctx.layer().replay(&group, since.as_ref()).await {
-            Ok(replay) => replay,
-            Err(err) => {
-                warn!(group, error = %err, "cannot replay a recorded group");
-                None
-            }
-        };
         let Some(replay) = replay else {
             outcomes.push((group, false, None));
             continue;
