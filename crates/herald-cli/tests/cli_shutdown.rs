@@ -62,7 +62,7 @@ async fn sigterm_closes_with_1001_and_leaves_no_memberships_or_presence() {
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
 
-/// A recorded group (the default `user_*`) keeps one member after the last socket left: the
+/// A recorded group (`user_*` with `--history on`) keeps one member after the last socket left: the
 /// fleet's recording channel, so that a user whose tab is reconnecting (to this server after
 /// a restart, or to another) misses nothing.
 #[tokio::test(flavor = "multi_thread")]

@@ -32,7 +32,8 @@
  *   - page lifecycle: offline -> close and wait; online / visible / focus / pageshow / resume
  *     -> reconnect now (or check an open link with a ping); freeze / pagehide -> close.
  *
- * Nothing missed (see RECOVERY below; option `recover`, on by default): Herald records the
+ * Nothing missed (see RECOVERY below; option `recover`, on by default): Herald (run with
+ * `herald serve --history on`) records the
  * user's and the tasks' messages with a position; the client keeps the last position per group
  * (in sessionStorage too, so a reload or the next page in the tab resumes) and, on every
  * connect, asks Herald to replay what came in between, in send order and never twice. When
