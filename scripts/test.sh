@@ -21,6 +21,11 @@ venv_maturin="$PWD/tests/compat/.venv/bin/maturin"
 if [ -x "$venv_maturin" ]; then
   echo "test: building the herald Python package into tests/compat/.venv (maturin develop)"
   (cd python && VIRTUAL_ENV="$PWD/../tests/compat/.venv" "$venv_maturin" develop --locked -q)
+  # The same package as a real wheel (what `pip install ./python` builds, in the dev profile
+  # so that it reuses the build above): crates/herald-py's py_wheel test installs it apart
+  # from the editable one and runs the package's tests against it.
+  rm -rf target/herald-wheel
+  (cd python && "$venv_maturin" build --locked -q --interpreter "$venv_python" --out ../target/herald-wheel)
 elif [ "${HERALD_REQUIRE_COMPAT:-0}" = 1 ]; then
   echo "test: cannot build the herald Python package: $venv_maturin is missing (tests/compat/setup.sh installs it)" >&2
   exit 1

@@ -58,6 +58,15 @@ def sender_field(key):
     return get
 
 
+def cpu_us_per_frame(key):
+    """CPU µs the server process (or redis-server) used per delivered frame, the whole
+    scenario included; unlike rates, it holds on a shared machine."""
+    def get(r):
+        v = r.get(key)
+        return None if v is None or r["frames"] < 1 else 1e6 * v / r["frames"]
+    return get
+
+
 THROUGHPUT = [
     ("frames/s", frames_per_s, "{:,.0f}", "higher"),
     ("delivered %", delivered, "{:.1f}", "higher"),
@@ -67,6 +76,8 @@ THROUGHPUT = [
     ("p50 latency ms", lat("p50_ms"), "{:,.1f}", "lower"),
     ("p99 latency ms", lat("p99_ms"), "{:,.1f}", "lower"),
     ("max latency ms", lat("max_ms"), "{:,.1f}", "lower"),
+    ("server CPU µs per frame", cpu_us_per_frame("server_cpu_s"), "{:,.2f}", "lower"),
+    ("Redis CPU µs per frame", cpu_us_per_frame("redis_cpu_s"), "{:,.2f}", "lower"),
 ]
 # Rows of the idle scenarios.
 IDLE = [

@@ -228,6 +228,15 @@ fresh_start() {
   redis-cli -p "$REDIS_PORT" flushall >/dev/null
 }
 
+# CPU seconds (user + system) used so far by process $1, or by redis-server.
+process_cpu() {
+  awk -v hz="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); print ($12 + $13) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+redis_cpu() {
+  redis-cli -p "$REDIS_PORT" info cpu | tr -d '\r' |
+    awk -F: '/^used_cpu_(sys|user):/{t += $2} END{print t + 0}'
+}
+
 # Runs one scenario on a fresh server and a flushed Redis, appends herald-load's JSON line
 # (plus the count of application exceptions in the server log) to $RESULTS.
 # Usage: scenario SERVER NAME [herald-load args...] [-- sender command...]
@@ -241,20 +250,27 @@ scenario() {
     return 0
   fi
   log "$server/$name: $*"
-  local out
+  local out redis_cpu0 server_cpu0
+  redis_cpu0=$(redis_cpu)
+  server_cpu0=$(process_cpu "$SERVER_PID")
   out=$("$HERALD_LOAD_BIN" --url "ws://127.0.0.1:$PORT/ws/tasks/" --server-pid "$SERVER_PID" \
     --threads "$CLIENT_THREADS" --label "$server/$name" "$@" 2>>"$WORK/herald-load.log") || {
     note "$server/$name: herald-load failed: $(tail -3 "$WORK/herald-load.log")"
     stop_server
     return 0
   }
-  local errors
+  local errors server_cpu redis_cpu_used
+  server_cpu=$(awk -v a="$server_cpu0" -v b="$(process_cpu "$SERVER_PID")" 'BEGIN{print b - a}')
+  redis_cpu_used=$(awk -v a="$redis_cpu0" -v b="$(redis_cpu)" 'BEGIN{print b - a}')
   errors=$(grep -c 'Exception inside application' "$slog" || true)
   printf '%s\n' "$out" | "$PY" -c '
 import json, sys
 r = json.loads(sys.stdin.read()); r["server_exceptions"] = int(sys.argv[1])
 r["load_avg_end"] = sys.argv[2]
-print(json.dumps(r))' "$errors" "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS"
+# CPU seconds the server process and redis-server used while the scenario ran (connects,
+# sends and drains included): per frame, these hold on a shared machine where rates do not.
+r["server_cpu_s"] = float(sys.argv[3]); r["redis_cpu_s"] = float(sys.argv[4])
+print(json.dumps(r))' "$errors" "$(cut -d' ' -f1-3 /proc/loadavg)" "$server_cpu" "$redis_cpu_used" >>"$RESULTS"
   log "$server/$name: $("$PY" "$HERE/report.py" summary "$out")"
   stop_server
 }

@@ -10,6 +10,16 @@ import uuid
 
 import pytest
 
+# The wheel test (crates/herald-py/tests/py_wheel.rs) installs the built wheel into a directory
+# of its own and runs these tests against it: make sure that is the `herald` they import, not
+# the editable install or the source tree.
+_EXPECTED = os.environ.get("HERALD_EXPECT_PACKAGE_DIR")
+if _EXPECTED:
+    import herald
+
+    if not os.path.realpath(herald.__file__).startswith(os.path.realpath(_EXPECTED) + os.sep):
+        raise RuntimeError(f"imported {herald.__file__}, not the wheel installed in {_EXPECTED}")
+
 
 @pytest.fixture
 def redis_url():
