@@ -33,6 +33,11 @@ else
   echo "test: not building the herald Python package (no compat venv); its tests print SKIPPING"
 fi
 
+# A merge leftover in any tracked file (docs included) fails the run.
+if git grep -nE '^(<<<<<<< |>>>>>>> )' -- . ':!*.lock' 2>/dev/null; then
+  echo "test: unresolved merge conflict markers (above)" >&2
+  exit 1
+fi
 cargo fmt --all --check
 # --all-targets also type-checks benches/ and examples/ (CI does not run benchmarks).
 cargo clippy --workspace --all-targets --locked -- -D warnings
