@@ -112,7 +112,12 @@ async fn transport_websocket_never_falls_back_and_sse_uses_only_the_event_stream
         format!("{BLOCK_WEBSOCKETS} window.taskNotificationsConfig.transport = 'websocket';");
     browser.ok(json!({"op": "init", "script": never})).await;
     browser.open(&server.url("/demo/")).await;
-    browser.wait("window.__wsAttempts >= 4").await;
+    // The server answers while every handshake fails: after `maxRefusals` (3) the client
+    // takes it for a refusal and stops, as before the fallback existed.
+    browser
+        .wait("window.taskNotifications && taskNotifications.state === 'unauthorized'")
+        .await;
+    assert_eq!(browser.eval("window.__wsAttempts").await, 3);
     assert_eq!(
         browser.eval("taskNotifications.transport").await,
         "websocket"
