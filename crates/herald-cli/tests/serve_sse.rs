@@ -97,6 +97,12 @@ async fn the_session_cookie_opens_a_stream_and_origin_rules_apply() {
     assert_eq!(stream.header("content-type"), Some("text/event-stream"));
     assert_eq!(stream.header("cache-control"), Some("no-cache"));
     assert_eq!(stream.header("x-accel-buffering"), Some("no"));
+    // A page of an allowed origin may read it with its cookies.
+    assert_eq!(stream.header("access-control-allow-origin"), Some(origin));
+    assert_eq!(
+        stream.header("access-control-allow-credentials"),
+        Some("true")
+    );
     eventually_metric(&herald, "herald_sse_connections_current", 1).await;
 
     support::herald(&[
@@ -148,6 +154,14 @@ async fn the_session_cookie_opens_a_stream_and_origin_rules_apply() {
     for headers in refused {
         let refused = EventStream::open(addr, "/sse/tasks/", &headers).await;
         assert_eq!(refused.status, 403, "{headers:?}");
+        // An allowed page may read the refusal (its client tells it from a server that is
+        // down); a foreign one may not.
+        let readable = headers.contains(&("Origin", origin));
+        assert_eq!(
+            refused.header("access-control-allow-origin").is_some(),
+            readable,
+            "{headers:?}"
+        );
     }
     let post = support::http_request(addr, "POST", "/sse/tasks/").await;
     assert!(post.starts_with("HTTP/1.1 405"), "{post}");

@@ -218,6 +218,9 @@
   // WebSocket handshakes that failed in a row, and whether the client fell back to SSE.
   var wsFailures = 0;
   var fellBack = false;
+  // The event stream answered the fallback's probe with a refusal: not asked again until
+  // connect() (a refused login or Origin would refuse it on every attempt).
+  var sseRefused = false;
   // A reopen of the event stream is due (its URL carries the subscriptions).
   var reopenTimer = null;
 
@@ -401,6 +404,7 @@
           var type = resp.headers.get('content-type') || '';
           // Only the headers were needed: end the stream now.
           if (abort) abort.abort();
+          if (!resp.ok) sseRefused = true;
           return resp.ok && type.indexOf('text/event-stream') === 0;
         },
         function () {
@@ -838,7 +842,7 @@
     if (opened) {
       if (policy === 'retry' && Date.now() - session.openedAt >= STABLE_MS) attempt = 0;
       scheduleReconnect();
-    } else if (!ws.__sse && options.transport === 'auto' && ++wsFailures >= options.sseAfter) {
+    } else if (!ws.__sse && options.transport === 'auto' && ++wsFailures >= options.sseAfter && !sseRefused) {
       tryFallback(session, code);
     } else if (code === CLOSE_STALE) {
       scheduleReconnect(); // a handshake that hung: the server is not answering, not refusing
@@ -1278,6 +1282,8 @@
       stopped = false;
       paused = null;
       refusals = 0;
+      wsFailures = 0;
+      sseRefused = false;
       clearTimer();
       open();
       return api;

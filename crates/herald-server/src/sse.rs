@@ -20,9 +20,11 @@
 //! `EventSource` reconnect resumes every group at once, with the WebSocket resume's guarantees.
 //!
 //! Origin: a browser sends `Origin` on a cross-origin `EventSource` but not on a same-origin
-//! one, so a present `Origin` gets the WebSocket check and an absent one is allowed unless
-//! `Sec-Fetch-Site` says the request came from another site (an `<img>` or `<script>` tag, which
-//! could not read the stream anyway).
+//! one, so a present `Origin` gets the WebSocket check, and without one the page's origin is the
+//! request's `Host`, checked against the same patterns; a request that `Sec-Fetch-Site` says came
+//! from another site (an `<img>` or `<script>` tag, which could not read the stream anyway) is
+//! refused. A cross-origin page whose `Origin` passed may read the answer (CORS with
+//! credentials), a refusal's status included.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
@@ -411,14 +413,30 @@ fn retry_line() -> String {
 }
 
 /// The Origin rule of an event stream (see the module docs): `Ok(true)` when the WebSocket
-/// check applies, `Ok(false)` when the request is same-origin without an `Origin` header.
-fn origin_rule(request: &HandshakeRequest) -> Result<bool, Rejection> {
+/// check applies (an `Origin` header), `Ok(false)` when it was done here: a request without
+/// `Origin` is same-origin, so the page's origin is this request's `Host`, checked against the
+/// same patterns (with either scheme: TLS may end at a proxy).
+fn origin_rule(request: &HandshakeRequest, patterns: Option<&[String]>) -> Result<bool, Rejection> {
     if request.origin().is_some() {
         return Ok(true);
     }
-    match request.header("sec-fetch-site") {
-        None | Some("same-origin" | "none") => Ok(false),
-        Some(_) => Err(Rejection::Origin),
+    if !matches!(
+        request.header("sec-fetch-site"),
+        None | Some("same-origin" | "none")
+    ) {
+        return Err(Rejection::Origin);
+    }
+    let Some(patterns) = patterns else {
+        return Ok(false);
+    };
+    let host = request.header("host").unwrap_or_default();
+    let allowed = ["http", "https"]
+        .iter()
+        .any(|scheme| origin_allowed(Some(&format!("{scheme}://{host}")), patterns));
+    if allowed {
+        Ok(false)
+    } else {
+        Err(Rejection::Origin)
     }
 }
 
@@ -462,7 +480,7 @@ pub(crate) async fn event_stream(
         Metrics::incr(&metrics.handshakes_rejected);
         crate::upgrade::rejection_response(rejection).map(Either::Full)
     };
-    let check_origin = match origin_rule(&request) {
+    let check_origin = match origin_rule(&request, info.app.config().allowed_origins.as_deref()) {
         Ok(check) => check,
         Err(rejection) => {
             Metrics::incr(&metrics.origin_rejects);
@@ -478,6 +496,10 @@ pub(crate) async fn event_stream(
         .as_deref()
         == Some("1");
     // A cross-origin page may read the stream only if its Origin passed a configured check.
+    // A page on another origin may read the answer (the stream, or a refusal's status, which
+    // its client needs to tell a refusal from a server that is down) when its Origin passed
+    // the check: a configured match, or no check at all, where the WebSocket route too takes
+    // any origin.
     let cors = request
         .origin()
         .filter(|o| {
@@ -485,7 +507,7 @@ pub(crate) async fn event_stream(
                 .config()
                 .allowed_origins
                 .as_ref()
-                .is_some_and(|patterns| origin_allowed(Some(o), patterns))
+                .is_none_or(|patterns| origin_allowed(Some(o), patterns))
         })
         .and_then(|o| HeaderValue::from_str(&o).ok());
 
@@ -496,12 +518,16 @@ pub(crate) async fn event_stream(
             if rejection == Rejection::ConsumerError {
                 info.app.inner.health.nudge();
             }
-            return crate::upgrade::rejection_response(rejection).map(Either::Full);
+            let mut resp = crate::upgrade::rejection_response(rejection).map(Either::Full);
+            allow_origin(&mut resp, cors);
+            return resp;
         }
         Err(err) => {
             warn!(error = %err, "event stream handshake failed");
             info.app.inner.health.nudge();
-            return refuse(Rejection::ConsumerError);
+            let mut resp = refuse(Rejection::ConsumerError);
+            allow_origin(&mut resp, cors);
+            return resp;
         }
     };
 
@@ -537,7 +563,13 @@ pub(crate) async fn event_stream(
 
     let mut resp = Response::new(Either::Sse(SseBody { pipe }));
     event_stream_headers(&mut resp);
-    if let Some(origin) = cors {
+    allow_origin(&mut resp, cors);
+    resp
+}
+
+/// Lets the page of `origin` read the response with its cookies (CORS).
+fn allow_origin(resp: &mut Response<Either>, origin: Option<HeaderValue>) {
+    if let Some(origin) = origin {
         let headers = resp.headers_mut();
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         headers.insert(
@@ -546,7 +578,6 @@ pub(crate) async fn event_stream(
         );
         headers.insert(header::VARY, HeaderValue::from_static("Origin"));
     }
-    resp
 }
 
 /// The body of any response: a whole one, or an event stream.
@@ -625,6 +656,33 @@ mod tests {
             &buf[..],
             b"id: 7\ndata: {\"a\": 1}\n\nevent: close\ndata: x\ndata: y\ndata: \ndata: z\n\n"
         );
+    }
+
+    #[test]
+    fn without_origin_the_host_is_checked_and_other_sites_are_refused() {
+        let patterns = ["app.example.com".to_owned()];
+        let patterns = Some(&patterns[..]);
+        let with_origin = HandshakeRequest::new("/sse/tasks/")
+            .with_header("origin", "https://evil.example")
+            .with_header("host", "app.example.com");
+        // The WebSocket check, done by App::connect_to.
+        assert_eq!(origin_rule(&with_origin, patterns), Ok(true));
+        let same_origin = HandshakeRequest::new("/sse/tasks/")
+            .with_header("host", "app.example.com:8443")
+            .with_header("sec-fetch-site", "same-origin");
+        assert_eq!(origin_rule(&same_origin, patterns), Ok(false));
+        let other_host = HandshakeRequest::new("/sse/tasks/").with_header("host", "127.0.0.1:8700");
+        assert_eq!(origin_rule(&other_host, patterns), Err(Rejection::Origin));
+        assert_eq!(
+            origin_rule(&other_host, None),
+            Ok(false),
+            "no check configured"
+        );
+        let cross_site = HandshakeRequest::new("/sse/tasks/")
+            .with_header("host", "app.example.com")
+            .with_header("sec-fetch-site", "cross-site");
+        assert_eq!(origin_rule(&cross_site, patterns), Err(Rejection::Origin));
+        assert_eq!(origin_rule(&cross_site, None), Err(Rejection::Origin));
     }
 
     #[test]
