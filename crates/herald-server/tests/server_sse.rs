@@ -5,11 +5,13 @@
 mod common;
 
 use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{TestServer, memory_layer, tasks_builder, within};
 use herald_core::Message;
-use herald_server::{ErrorKind, ServerConfig};
+use herald_server::{ErrorKind, HealthCheck, ServerConfig};
 use herald_test_support::eventually;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -107,6 +109,50 @@ async fn caps_count_event_streams_and_websockets_together() {
     sse_streams_reach(&server, 1).await;
     let (status, _) = open_stream(&server, "/sse/tasks/?token=amadmin-token").await;
     assert_eq!(status, 200);
+}
+
+/// A dependency the test turns off (true) and on.
+#[derive(Debug, Clone, Default)]
+struct Switch(Arc<AtomicBool>);
+
+#[async_trait::async_trait]
+impl HealthCheck for Switch {
+    fn name(&self) -> &str {
+        "switch"
+    }
+
+    async fn check(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if self.0.load(Ordering::SeqCst) {
+            Err("switched off".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[tokio::test]
+async fn while_a_dependency_is_down_a_stream_is_told_to_retry_later() {
+    let down = Switch::default();
+    let builder = tasks_builder(ServerConfig::default())
+        .sse_route("/sse/tasks/", "/ws/tasks/")
+        .health_check(down.clone());
+    let server = TestServer::start(builder, memory_layer()).await;
+    down.0.store(true, Ordering::SeqCst);
+    // EventSource gives up on an error status; a stream that ends makes it retry: the
+    // WebSocket route's 1013.
+    let (status, body) = common::http_get(server.addr, "/sse/tasks/?token=amadmin-token").await;
+    assert_eq!((status, body.as_str()), (200, "retry: 3000\n\n"));
+    assert_eq!(server.app.metrics().sse_connections_total(), 0);
+
+    down.0.store(false, Ordering::SeqCst);
+    let app = &server.app;
+    eventually(Duration::from_secs(10), "ready again", || async move {
+        app.readiness().is_ready()
+    })
+    .await;
+    let (status, _stream) = open_stream(&server, "/sse/tasks/?token=amadmin-token").await;
+    assert_eq!(status, 200);
+    sse_streams_reach(&server, 1).await;
 }
 
 #[tokio::test]
