@@ -495,7 +495,6 @@ pub(crate) async fn event_stream(
         .query_param(crate::consumers::tasks::RECOVER_PARAM)
         .as_deref()
         == Some("1");
-    // A cross-origin page may read the stream only if its Origin passed a configured check.
     // A page on another origin may read the answer (the stream, or a refusal's status, which
     // its client needs to tell a refusal from a server that is down) when its Origin passed
     // the check: a configured match, or no check at all, where the WebSocket route too takes
