@@ -190,6 +190,7 @@ pub(crate) fn build_app(r: &ServeArgs) -> anyhow::Result<App> {
         .shared_authenticator(authenticator)
         .config(r.server.server_config()?)
         .route("/ws/tasks/", TasksConsumer::default)
+        .sse_route("/sse/tasks/", "/ws/tasks/")
         .demo_page(r.demo);
     if let Some(database) = database {
         builder = builder.health_check(database);

@@ -237,14 +237,16 @@ async fn a_refused_session_cookie_stops_the_client_without_a_storm_until_a_login
         "unauthorized"
     );
     assert_eq!(browser.websockets().await, 3);
-    assert_eq!(metric(server.addr, "herald_auth_failures_total").await, 3);
+    // Three sockets and, after the second, the client's one try of the event stream (its
+    // fallback), refused by the same authentication.
+    assert_eq!(metric(server.addr, "herald_auth_failures_total").await, 4);
     // No storm: ten max-delays later, nothing more; the network coming back is no new login.
     browser
         .eval("window.dispatchEvent(new Event('online'))")
         .await;
     sleep_ms(4000).await;
     assert_eq!(browser.websockets().await, 3);
-    assert_eq!(metric(server.addr, "herald_auth_failures_total").await, 3);
+    assert_eq!(metric(server.addr, "herald_auth_failures_total").await, 4);
     let closes = browser
         .eval("__ev.filter(e => e[0] === 'close').map(e => e[1])")
         .await;
@@ -293,7 +295,10 @@ async fn a_foreign_origin_refusal_stops_the_client_and_connect_starts_over() {
         .await;
     browser.element("#state", "unauthorized").await;
     assert_eq!(browser.websockets().await, 3);
-    assert_eq!(metric(server.addr, "herald_origin_rejects_total").await, 3);
+    // Three sockets and, after the second, the client's one try of the event stream (its
+    // fallback), refused by the same Origin rule.
+    assert_eq!(metric(server.addr, "herald_origin_rejects_total").await, 4);
+    assert_eq!(metric(server.addr, "herald_sse_connections_total").await, 0);
     sleep_ms(2000).await;
     assert_eq!(browser.websockets().await, 3);
 
@@ -303,7 +308,7 @@ async fn a_foreign_origin_refusal_stops_the_client_and_connect_starts_over() {
         .wait("__ev.filter(e => e[0] === 'unauthorized').length === 1 && taskNotifications.state === 'unauthorized'")
         .await;
     assert_eq!(browser.websockets().await, 6);
-    assert_eq!(metric(server.addr, "herald_origin_rejects_total").await, 6);
+    assert_eq!(metric(server.addr, "herald_origin_rejects_total").await, 8);
     browser.quit().await;
 }
 

@@ -2,7 +2,8 @@
 //! the document, so they cannot drift) put `herald serve` behind a real nginx next to the
 //! site's app server (a stand-in that names itself), with a real Django site's `db` sessions.
 //! A logged-in socket through nginx gets Python's `group_send`; `X-Forwarded-For` is believed
-//! from nginx only; `/ws/other/` stays on the app server.
+//! from nginx only; `/ws/other/` stays on the app server; the event stream `/sse/tasks/` gets the
+//! same message through nginx.
 
 mod support;
 
@@ -12,6 +13,7 @@ use herald_test_support::compat_python;
 use herald_test_support::ws::{Ws, recv_json};
 use support::django::{SECRET, SiteDb};
 use support::nginx::{Nginx, deploy_doc_block, replace_once};
+use support::sse::EventStream;
 use support::{Herald, TIMEOUT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -209,6 +211,27 @@ async fn deploy_guide_puts_herald_behind_nginx() {
     assert_eq!(m["type"], "user_message");
     assert_eq!(m["message"], "through nginx");
     assert_eq!(m["username"], "amadmin");
+
+    // The event stream through nginx: same cookie, same message, unbuffered.
+    let mut stream =
+        EventStream::open(nginx.addr, "/sse/tasks/", &[("Cookie", &fixture.cookie)]).await;
+    assert_eq!(stream.status, 200);
+    assert_eq!(stream.header("content-type"), Some("text/event-stream"));
+    django
+        .shell(
+            "from OptsIO.ws_utils import ws_send_message\n\
+             assert ws_send_message('amadmin', 'streamed through nginx')\n",
+        )
+        .await;
+    // The socket above gets it too.
+    assert_eq!(
+        recv_json(&mut ws).await["message"],
+        "streamed through nginx"
+    );
+    let event = stream.next_json().await;
+    assert_eq!(event["type"], "user_message");
+    assert_eq!(event["message"], "streamed through nginx");
+    drop(stream);
 
     // Herald sees the browsers' addresses, not nginx's: a second browser is a second client...
     let _second = ws_via(nginx.addr, "127.0.0.3", &fixture.cookie, None)

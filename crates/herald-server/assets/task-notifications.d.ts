@@ -110,6 +110,11 @@ export interface ResumedEvent {
   offset: string | null;
 }
 
+/** The client fell back to Server-Sent Events (WebSocket handshakes kept failing). */
+export interface TransportEvent {
+  transport: 'sse';
+}
+
 export interface StateEvent {
   state: TaskNotificationsState;
   previous: TaskNotificationsState;
@@ -126,6 +131,7 @@ export interface TaskNotificationsEventMap {
   resumed: ResumedEvent;
   /** Messages of `group` were missed for good (e.g. Redis restarted): refetch the page's state. */
   resync: ResumedEvent;
+  transport: TransportEvent;
   '*': ServerFrame;
   user_message: UserMessageFrame;
   user_notification: UserNotificationFrame;
@@ -208,14 +214,32 @@ export interface TaskNotificationsOptions {
    * pages of one site share them within a tab); false = keep them in memory only.
    */
   storageKey?: string | false | null;
+  /**
+   * 'auto' (default): WebSocket, and Server-Sent Events after `sseAfter` failed WebSocket
+   * handshakes in a row while the event stream answers (emits `transport`). 'websocket': never
+   * fall back. 'sse': the event stream only. Over SSE, (un)subscribing reopens the stream,
+   * `send()` returns false and there is no heartbeat ping.
+   */
+  transport?: 'auto' | 'websocket' | 'sse';
+  /** Full http(s):// URL of the event stream; default: the socket's host and `ssePath`. */
+  sseUrl?: string | null;
+  /** Path of the event stream (default '/sse/tasks/'). */
+  ssePath?: string;
+  /** Failed WebSocket handshakes in a row before 'auto' tries the event stream (default 2). */
+  sseAfter?: number;
 }
 
 export interface TaskNotifications {
   /** Always true: marks the instance (a second copy of the script keeps the first). */
   readonly __herald: true;
   readonly version: string;
-  /** The current WebSocket (readyState 1 = open), or null before the first connect. */
+  /**
+   * The current WebSocket (readyState 1 = open), or over SSE an object with the same
+   * readyState/url/close(); null before the first connect.
+   */
   readonly ws: WebSocket | null;
+  /** The transport of the current (or next) link. */
+  readonly transport: 'websocket' | 'sse';
   readonly state: TaskNotificationsState;
 
   on<K extends keyof TaskNotificationsEventMap>(
@@ -234,7 +258,7 @@ export interface TaskNotifications {
   unsubscribeTask(taskId: string | number): TaskNotifications;
   subscribedTasks(): string[];
 
-  /** Sends a JSON frame if the socket is open; true if sent. */
+  /** Sends a JSON frame if the socket is open; true if sent (always false over SSE). */
   send(frame: object): boolean;
   /** Connects now; also resumes after close(), a 4403 close or 'unauthorized'. */
   connect(): TaskNotifications;

@@ -32,6 +32,14 @@
  *   - page lifecycle: offline -> close and wait; online / visible / focus / pageshow / resume
  *     -> reconnect now (or check an open link with a ping); freeze / pagehide -> close.
  *
+ * Behind a proxy that breaks WebSockets (option `transport`, 'auto' by default): after
+ * `sseAfter` failed WebSocket handshakes in a row, the client asks for the same stream as
+ * Server-Sent Events (`ssePath`, /sse/tasks/); if that answers, it switches to an EventSource
+ * for the rest of the page's life and emits 'transport'. The page gets the same events; the
+ * stream is one-way, so task (un)subscriptions reopen it with the tasks in its URL, `send()`
+ * returns false, and there is no heartbeat ping (the server's keep-alive comments keep proxies
+ * from cutting it). 'sse' uses the event stream only, 'websocket' never falls back.
+ *
  * Nothing missed (see RECOVERY below; option `recover`, on by default): Herald (run with
  * `herald serve --history on`) records the
  * user's and the tasks' messages with a position; the client keeps the last position per group
@@ -53,7 +61,10 @@
  *   taskNotifications.subscribeTask(id) / unsubscribeTask(id)    task_{id} progress
  *   taskNotifications.send(obj)               send a JSON frame if open; returns true if sent
  *   taskNotifications.connect() / close()     manual control (close() stops reconnecting)
- *   taskNotifications.ws                      the current WebSocket (readyState 1 = open)
+ *   taskNotifications.ws                      the current WebSocket (readyState 1 = open), or
+ *                                             an object shaped like one over an EventSource
+ *   taskNotifications.transport               'websocket' | 'sse' (the current or next link)
+ *   taskNotifications.on('transport', fn)     {transport: 'sse'}: the client fell back
  *   taskNotifications.state                   'idle' | 'connecting' | 'open' | 'reconnecting' |
  *                                             'closed' | 'offline' | 'suspended' | 'unauthorized'
  *   taskNotifications.configure(options)      see DEFAULTS below
@@ -123,6 +134,13 @@
     // sessionStorage key for the positions, so a reload or the next page of the site in the
     // same tab resumes too. null = derived from the socket URL; false = memory only.
     storageKey: null,
+    // 'auto': WebSocket, and Server-Sent Events after `sseAfter` WebSocket handshakes failed in
+    // a row while the event stream answers. 'websocket': never fall back. 'sse': event stream only.
+    transport: 'auto',
+    // Full http(s):// URL of the event stream; default: the socket's host, `ssePath` below.
+    sseUrl: null,
+    ssePath: '/sse/tasks/',
+    sseAfter: 2,
   };
 
   // What each close code means for reconnecting. Codes Herald sends:
@@ -170,6 +188,7 @@
     state: true,
     resumed: true,
     resync: true,
+    transport: true,
   };
   var TOAST_KINDS = ['success', 'error', 'warning', 'info'];
 
@@ -196,6 +215,14 @@
   var deadlineTimer = null;
   // Pings this client sent whose pong has not come back: those pongs are not emitted.
   var pendingPings = 0;
+  // WebSocket handshakes that failed in a row, and whether the client fell back to SSE.
+  var wsFailures = 0;
+  var fellBack = false;
+  // The event stream answered the fallback's probe with a refusal: not asked again until
+  // connect() (a refused login or Origin would refuse it on every attempt).
+  var sseRefused = false;
+  // A reopen of the event stream is due (its URL carries the subscriptions).
+  var reopenTimer = null;
 
   // --- RECOVERY ----------------------------------------------------------------------------
   // With `recover` on, the client connects to /ws/tasks/?recover=1. Herald then tags every
@@ -249,6 +276,145 @@
     var url = socketUrl();
     if (!options.recover) return url;
     return url + (url.indexOf('?') >= 0 ? '&' : '?') + 'recover=1';
+  }
+
+  function useSse() {
+    return options.transport === 'sse' || (options.transport !== 'websocket' && fellBack);
+  }
+
+  /** The event stream's URL without parameters. */
+  function sseUrl() {
+    if (options.sseUrl) return options.sseUrl;
+    var u = new URL(socketUrl(), global.location ? global.location.href : undefined);
+    u.protocol = u.protocol === 'wss:' ? 'https:' : 'http:';
+    u.pathname = options.ssePath;
+    u.search = '';
+    u.hash = '';
+    return u.href;
+  }
+
+  /**
+   * The event stream's URL: what a WebSocket would send after opening goes in its parameters.
+   * Recovering: `recover=1` and the positions as `last_event_id` (the resume's `groups`);
+   * otherwise one `task=` per subscribed task.
+   */
+  function sseConnectUrl() {
+    var params = [];
+    if (options.recover) {
+      params.push('recover=1');
+      params.push('last_event_id=' + encodeURIComponent(JSON.stringify(resumeGroups(false))));
+    } else {
+      tasks.forEach(function (id) {
+        params.push('task=' + encodeURIComponent(id));
+      });
+    }
+    var url = sseUrl();
+    return params.length ? url + (url.indexOf('?') >= 0 ? '&' : '?') + params.join('&') : url;
+  }
+
+  /**
+   * An EventSource dressed as a WebSocket (readyState, onopen/onmessage/onclose, close()), so
+   * the rest of the client runs unchanged. Herald ends the stream with an `event: close`
+   * carrying the WebSocket close code; the client, not EventSource, then reconnects, with
+   * its backoff and the positions in the new URL.
+   */
+  function SseSocket(url) {
+    var self = this;
+    self.url = url;
+    self.readyState = 0;
+    self.__sse = true;
+    self.onopen = self.onmessage = self.onclose = self.onerror = null;
+    var closeCode = null;
+    var es = new global.EventSource(url, { withCredentials: true });
+    self._es = es;
+    es.onopen = function () {
+      if (self.readyState !== 0) return;
+      self.readyState = 1;
+      if (self.onopen) self.onopen({});
+    };
+    es.onmessage = function (event) {
+      if (self.readyState === 1 && self.onmessage) self.onmessage({ data: event.data });
+    };
+    es.addEventListener('close', function (event) {
+      try {
+        closeCode = JSON.parse(event.data).code;
+      } catch (err) {
+        closeCode = null;
+      }
+    });
+    es.onerror = function () {
+      // The stream ended (after Herald's close event) or failed (an error status, a cut).
+      self._finish(closeCode || 1006, closeCode ? '' : 'event stream failed', !!closeCode);
+    };
+  }
+  SseSocket.prototype.send = function () {
+    return false;
+  };
+  SseSocket.prototype.close = function (code, reason) {
+    this._finish(code || 1000, reason || '', true);
+  };
+  SseSocket.prototype._finish = function (code, reason, wasClean) {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    this._es.close();
+    var self = this;
+    // Asynchronous, as a WebSocket's close event.
+    setTimeout(function () {
+      if (self.onclose) self.onclose({ code: code, reason: reason, wasClean: wasClean });
+    }, 0);
+  };
+
+  /** Reopens an event stream soon, with the current subscriptions in its URL. */
+  function reopenStream() {
+    var ws = api.ws;
+    if (!ws || !ws.__sse || reopenTimer !== null) return;
+    reopenTimer = setTimeout(function () {
+      reopenTimer = null;
+      var current = api.ws;
+      if (!current || !current.__sse || current.readyState > 1) return;
+      current.__herald = null;
+      current.onopen = current.onmessage = current.onclose = current.onerror = null;
+      current.close(1000);
+      api.ws = null;
+      clearSocketTimers();
+      open();
+    }, 0);
+  }
+
+  /**
+   * Resolves true if the event stream answers (200, text/event-stream): the server would take
+   * this page over SSE, so the failing WebSockets are the network's doing.
+   */
+  function sseAnswers() {
+    if (typeof global.fetch !== 'function' || typeof global.EventSource !== 'function') {
+      return Promise.resolve(false);
+    }
+    var abort = typeof AbortController === 'function' ? new AbortController() : null;
+    var timeout = setTimeout(function () {
+      if (abort) abort.abort();
+    }, PROBE_TIMEOUT_MS);
+    return global
+      .fetch(sseUrl(), {
+        cache: 'no-store',
+        credentials: 'include',
+        signal: abort ? abort.signal : undefined,
+      })
+      .then(
+        function (resp) {
+          var type = resp.headers.get('content-type') || '';
+          // Only the headers were needed: end the stream now.
+          if (abort) abort.abort();
+          if (!resp.ok) sseRefused = true;
+          return resp.ok && type.indexOf('text/event-stream') === 0;
+        },
+        function () {
+          return false;
+        }
+      )
+      .then(function (ok) {
+        clearTimeout(timeout);
+        return ok;
+      });
   }
 
   function storage() {
@@ -315,20 +481,29 @@
     return 'task_' + id;
   }
 
-  /** Sends `resume` for the user group and the subscribed tasks Herald can resume. */
-  function sendResume() {
+  /**
+   * The `groups` of a resume: the user group and the subscribed tasks Herald can resume, with
+   * their positions. `ask` marks the groups with a position as asked (see `asked`).
+   */
+  function resumeGroups(ask) {
     var groups = {};
-    asked = Object.create(null);
+    if (ask) asked = Object.create(null);
     if (userGroup && positions[userGroup]) {
       groups[userGroup] = positions[userGroup];
-      asked[userGroup] = true;
+      if (ask) asked[userGroup] = true;
     }
     tasks.forEach(function (id) {
       var group = taskGroup(id);
       if (!GROUP_NAME.test(group)) return;
       groups[group] = positions[group] || null;
-      if (positions[group]) asked[group] = true;
+      if (positions[group] && ask) asked[group] = true;
     });
+    return groups;
+  }
+
+  /** Sends `resume` (over an event stream its URL already did: see sseConnectUrl). */
+  function sendResume() {
+    var groups = resumeGroups(true);
     resumePending = true;
     sendRaw({ action: 'resume', groups: groups });
   }
@@ -387,7 +562,9 @@
           if (g.indexOf('user_') === 0) delete positions[g];
         });
         savePositions();
-        sendResume();
+        // An event stream's resume is its URL: open it again without the stale group.
+        if (api.ws && api.ws.__sse) reopenStream();
+        else sendResume();
       } else {
         log('server cannot resume (' + message + '): plain protocol on this socket');
         resuming = false;
@@ -421,7 +598,7 @@
 
   function sendRaw(obj) {
     var ws = api.ws;
-    if (!ws || ws.readyState !== 1) return false;
+    if (!ws || ws.readyState !== 1 || ws.__sse) return false;
     ws.send(JSON.stringify(obj));
     return true;
   }
@@ -491,6 +668,8 @@
   /** Sends a ping and drops the socket unless some frame arrives within heartbeatTimeout. */
   function checkLink(ws) {
     if (api.ws !== ws || ws.readyState !== 1 || deadlineTimer !== null) return;
+    // An event stream cannot carry a ping; Herald's keep-alive comments keep proxies awake.
+    if (ws.__sse) return;
     // heartbeatInterval 0 is for servers that do not answer pings: never ping them.
     if (!(options.heartbeatInterval > 0) || !(options.heartbeatTimeout > 0)) return;
     try {
@@ -542,10 +721,12 @@
       loadPositions();
     }
     var ws;
+    var sse = useSse();
+    api.transport = sse ? 'sse' : 'websocket';
     try {
-      ws = new WebSocket(connectUrl());
+      ws = sse ? new SseSocket(sseConnectUrl()) : new WebSocket(connectUrl());
     } catch (err) {
-      if (global.console) global.console.error('[herald] cannot open WebSocket', err);
+      if (global.console) global.console.error('[herald] cannot open ' + (sse ? 'event stream' : 'WebSocket'), err);
       scheduleReconnect();
       return;
     }
@@ -568,10 +749,11 @@
       // whose Redis is down accepts and at once closes with 1013, and that must keep backing off.
       session.openedAt = Date.now();
       refusals = 0;
+      if (!ws.__sse) wsFailures = 0;
       clearTimeout(connectTimer);
       connectTimer = null;
       setState('open');
-      log('WebSocket connected');
+      log(ws.__sse ? 'event stream connected (Server-Sent Events)' : 'WebSocket connected');
       armHeartbeat(ws);
       // The server forgets task subscriptions with the socket: restore them, in the resume
       // (which also joins the user group) when recovering, else one subscribe frame each.
@@ -660,11 +842,36 @@
     if (opened) {
       if (policy === 'retry' && Date.now() - session.openedAt >= STABLE_MS) attempt = 0;
       scheduleReconnect();
+    } else if (!ws.__sse && options.transport === 'auto' && ++wsFailures >= options.sseAfter && !sseRefused) {
+      tryFallback(session, code);
     } else if (code === CLOSE_STALE) {
       scheduleReconnect(); // a handshake that hung: the server is not answering, not refusing
     } else {
       handshakeFailed(session);
     }
+  }
+
+  /**
+   * WebSocket handshakes keep failing: if the event stream answers, switch to it now;
+   * otherwise carry on as after any failed handshake.
+   */
+  function tryFallback(session, code) {
+    sseAnswers().then(function (ok) {
+      if (session.generation !== generation || stopped || paused || timer !== null) return;
+      var current = api.ws;
+      if (current && (current.readyState === 0 || current.readyState === 1)) return;
+      if (ok) {
+        fellBack = true;
+        attempt = 0;
+        log('WebSocket failed ' + wsFailures + ' times while the event stream answers: using Server-Sent Events');
+        emit('transport', { transport: 'sse' });
+        open();
+      } else if (code === CLOSE_STALE) {
+        scheduleReconnect();
+      } else {
+        handshakeFailed(session);
+      }
+    });
   }
 
   /** Stops until connect() or the user coming back; tells the page (e.g. to log in again). */
@@ -1025,6 +1232,7 @@
     __herald: true,
     version: '0.3.0',
     ws: null,
+    transport: 'websocket',
     state: 'idle',
 
     on: function (type, fn) {
@@ -1048,7 +1256,8 @@
     subscribeTask: function (taskId) {
       var id = String(taskId);
       tasks.add(id);
-      sendSubscribe(id);
+      if (api.ws && api.ws.__sse) reopenStream();
+      else sendSubscribe(id);
       return api;
     },
 
@@ -1056,7 +1265,8 @@
       var id = String(taskId);
       tasks.delete(id);
       // Its position stays (bounded): subscribing again later replays only what is new.
-      sendRaw({ action: 'unsubscribe', task_id: id });
+      if (api.ws && api.ws.__sse) reopenStream();
+      else sendRaw({ action: 'unsubscribe', task_id: id });
       return api;
     },
 
@@ -1072,6 +1282,8 @@
       stopped = false;
       paused = null;
       refusals = 0;
+      wsFailures = 0;
+      sseRefused = false;
       clearTimer();
       open();
       return api;

@@ -31,6 +31,8 @@ pub(crate) struct AppInner {
     pub(crate) authenticator: Arc<dyn Authenticator>,
     pub(crate) config: ServerConfig,
     pub(crate) routes: HashMap<String, Arc<dyn ConsumerFactory>>,
+    /// Event-stream routes (`/sse/tasks/`): the consumer of a WebSocket route, over SSE.
+    pub(crate) sse_routes: HashMap<String, Arc<dyn ConsumerFactory>>,
     pub(crate) metrics: Metrics,
     pub(crate) metrics_sources: Vec<Arc<dyn MetricsSource>>,
     pub(crate) caps: Arc<ConnectionCaps>,
@@ -87,6 +89,8 @@ pub struct AppBuilder {
     authenticator: Option<Arc<dyn Authenticator>>,
     config: ServerConfig,
     routes: Vec<(String, Arc<dyn ConsumerFactory>)>,
+    /// (event-stream path, WebSocket path it serves).
+    sse_routes: Vec<(String, String)>,
     metrics_sources: Vec<Arc<dyn MetricsSource>>,
     demo_page: bool,
     presence: Option<(Arc<dyn Presence>, Duration)>,
@@ -135,6 +139,16 @@ impl AppBuilder {
     /// `URLRouter` entry) with consumers made by `factory`.
     pub fn route(mut self, path: &str, factory: impl ConsumerFactory) -> Self {
         self.routes.push((path.to_owned(), Arc::new(factory)));
+        self
+    }
+
+    /// Serves the consumer of the WebSocket route `ws_path` also as Server-Sent Events on
+    /// `path` (e.g. `"/sse/tasks/"` for `"/ws/tasks/"`), for browsers behind proxies that
+    /// break WebSockets: same handshake (Origin, authentication, caps, `connect`), same frames
+    /// as `data:` lines, the client's frames taken from the URL (see the
+    /// [`TasksConsumer`](crate::TasksConsumer) docs).
+    pub fn sse_route(mut self, path: &str, ws_path: &str) -> Self {
+        self.sse_routes.push((path.to_owned(), ws_path.to_owned()));
         self
     }
 
@@ -200,6 +214,25 @@ impl AppBuilder {
                 return Err(Error::new(ErrorKind::Config, "route registered twice"));
             }
         }
+        let mut sse_routes = HashMap::new();
+        for (path, ws_path) in self.sse_routes {
+            let Some(factory) = routes.get(&ws_path).map(Arc::clone) else {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "an event-stream route must name a registered WebSocket route",
+                ));
+            };
+            if !path.starts_with('/')
+                || routing::is_reserved(&path)
+                || routes.contains_key(&path)
+                || sse_routes.insert(path, factory).is_some()
+            {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "event-stream route path is invalid, reserved or registered twice",
+                ));
+            }
+        }
         let dispatcher = Dispatcher::new();
         let groups = self.config.group_multiplexing.then(|| {
             GroupTable::new(
@@ -224,6 +257,7 @@ impl AppBuilder {
                     .unwrap_or_else(|| Arc::new(AnonymousAuthenticator)),
                 config: self.config,
                 routes,
+                sse_routes,
                 metrics: Metrics::default(),
                 metrics_sources: self.metrics_sources,
                 caps: Arc::new(ConnectionCaps::default()),
@@ -334,6 +368,23 @@ impl App {
     /// # Errors
     /// [`ErrorKind::Layer`] if the layer cannot create a channel name.
     pub async fn connect(&self, request: HandshakeRequest) -> Result<Handshake> {
+        // The route, resolved once per handshake on the decoded path (`scope["path"]`, what
+        // Channels' `URLRouter` matches). No route can take a reserved path (see `build`).
+        let Some(factory) = self.inner.routes.get(request.path()).map(Arc::clone) else {
+            Metrics::incr(&self.inner.metrics.handshakes_rejected);
+            return Ok(Handshake::Rejected(Rejection::NotFound));
+        };
+        self.connect_to(factory, request, true).await
+    }
+
+    /// [`connect`](Self::connect) with the route resolved; `check_origin` false skips the
+    /// Origin check (an event stream without `Origin`, see `sse`).
+    pub(crate) async fn connect_to(
+        &self,
+        factory: Arc<dyn ConsumerFactory>,
+        request: HandshakeRequest,
+        check_origin: bool,
+    ) -> Result<Handshake> {
         let inner = &self.inner;
         let deadline = Instant::now() + inner.config.handshake_timeout;
         let metrics = &inner.metrics;
@@ -342,12 +393,8 @@ impl App {
             Ok(Handshake::Rejected(r))
         };
 
-        // The route, resolved once per handshake on the decoded path (`scope["path"]`, what
-        // Channels' `URLRouter` matches). No route can take a reserved path (see `build`).
-        let Some(factory) = inner.routes.get(request.path()).map(Arc::clone) else {
-            return reject(Rejection::NotFound);
-        };
-        if let Some(patterns) = &inner.config.allowed_origins
+        if check_origin
+            && let Some(patterns) = &inner.config.allowed_origins
             && !origin_allowed(request.origin().as_deref(), patterns)
         {
             Metrics::incr(&metrics.origin_rejects);

@@ -496,6 +496,17 @@ impl HandshakeRequest {
         })
     }
 
+    /// Every value of a query parameter, in order, decoded as [`query_param`](Self::query_param).
+    pub fn query_params(&self, name: &str) -> Vec<String> {
+        self.query_string
+            .split('&')
+            .filter_map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (form_decode(k) == name).then(|| form_decode(v))
+            })
+            .collect()
+    }
+
     /// Cookies from the **first** `Cookie` header, parsed like Django's `parse_cookie` (later
     /// duplicates win; a chunk without `=` has key `""`).
     pub fn cookies(&self) -> HashMap<String, String> {

@@ -52,6 +52,8 @@
 //!   404; upgrade requests go on to `upgrade`.
 //! * `upgrade` — the WebSocket handshake: the only code touching hyper upgrades and tungstenite's
 //!   handshake.
+//! * `sse` — the same routes over Server-Sent Events ([`AppBuilder::sse_route`]): the
+//!   event-stream body, and the sink/stream pair the connection loop runs on instead of a socket.
 //! * `assets` — the browser client [`CLIENT_JS_PATH`] (and its ES module [`CLIENT_MJS_PATH`]) and
 //!   the opt-in demo page [`DEMO_PATH`].
 //! * `app` — [`App`]/[`AppBuilder`] and [`App::connect`], the socket-independent handshake
@@ -112,6 +114,7 @@ mod publish;
 mod routing;
 mod runtime;
 mod server;
+mod sse;
 mod upgrade;
 
 pub use app::{App, AppBuilder, Handshake, Rejection};
@@ -142,5 +145,6 @@ pub use publish::{
 pub use routing::{HEALTHZ_PATH, METRICS_PATH};
 pub use runtime::{CloseReason, Closed, Connection};
 pub use server::serve;
+pub use sse::{SSE_LAST_EVENT_ID_PARAM, SSE_MAX_TASKS, SSE_RETRY, SSE_TASK_PARAM};
 /// The WebSocket library used for frames; [`Connection::run`] takes its message type.
 pub use tokio_tungstenite::tungstenite;

@@ -69,6 +69,8 @@ pub struct Metrics {
     pub(crate) ping_timeouts: AtomicU64,
     pub(crate) connection_limit_rejects: AtomicU64,
     pub(crate) handler_errors: AtomicU64,
+    pub(crate) sse_connections_current: AtomicU64,
+    pub(crate) sse_connections_total: AtomicU64,
 }
 
 fn inc(counter: &AtomicU64) {
@@ -95,6 +97,18 @@ impl Metrics {
     /// Accepted sockets currently open.
     pub fn connections_current(&self) -> u64 {
         get(&self.connections_current)
+    }
+
+    /// Event streams currently open (also counted in
+    /// [`connections_current`](Self::connections_current)).
+    pub fn sse_connections_current(&self) -> u64 {
+        get(&self.sse_connections_current)
+    }
+
+    /// Event streams accepted since start (also counted in
+    /// [`connections_total`](Self::connections_total)).
+    pub fn sse_connections_total(&self) -> u64 {
+        get(&self.sse_connections_total)
     }
 
     /// Sockets accepted since start.
@@ -191,6 +205,18 @@ impl Metrics {
             "counter",
             "WebSocket connections accepted since start.",
             self.connections_total(),
+        );
+        metric(
+            "herald_sse_connections_current",
+            "gauge",
+            "Accepted Server-Sent Events streams currently open (included in herald_connections_current).",
+            self.sse_connections_current(),
+        );
+        metric(
+            "herald_sse_connections_total",
+            "counter",
+            "Server-Sent Events streams accepted since start (included in herald_connections_total).",
+            self.sse_connections_total(),
         );
         metric(
             "herald_handshakes_rejected_total",

@@ -10,6 +10,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -19,8 +20,10 @@ use hyper::{Request, Response, StatusCode};
 
 use crate::app::{App, AppInner};
 use crate::assets::{self, Asset};
+use crate::consumer::ConsumerFactory;
 use crate::health::READYZ_PATH;
 use crate::shutdown::{ShutdownSignal, TaskToken};
+use crate::sse::Either;
 
 /// Liveness endpoint: `200 ok` while the process serves HTTP, whatever its dependencies do
 /// (readiness is [`READYZ_PATH`](crate::READYZ_PATH)).
@@ -51,6 +54,8 @@ enum Endpoint {
 /// What a plain (non-upgrade) request to another path gets.
 enum Target {
     Asset(&'static Asset),
+    /// An event-stream route, served by this consumer.
+    Sse(Arc<dyn ConsumerFactory>),
     Api,
     /// A WebSocket route asked for without an upgrade: 426.
     WebSocketOnly,
@@ -74,6 +79,9 @@ fn endpoint(path: &str) -> Option<Endpoint> {
 fn resolve(app: &AppInner, path: &str) -> Target {
     if crate::publish::is_api_path(path) {
         return Target::Api;
+    }
+    if let Some(factory) = app.sse_routes.get(path) {
+        return Target::Sse(Arc::clone(factory));
     }
     match assets::lookup(path, app.demo_page) {
         Some(asset) => Target::Asset(asset),
@@ -124,7 +132,7 @@ fn endpoint_response(endpoint: Endpoint, app: &App) -> Response<Body> {
 pub(crate) async fn handle_request(
     req: Request<Incoming>,
     info: ConnInfo,
-) -> Result<Response<Body>, Infallible> {
+) -> Result<Response<Either>, Infallible> {
     let path = req.uri().path();
     let resp = if let Some(endpoint) = endpoint(path) {
         endpoint_response(endpoint, &info.app)
@@ -132,6 +140,9 @@ pub(crate) async fn handle_request(
         crate::upgrade::websocket(req, info).await
     } else {
         match resolve(&info.app.inner, path) {
+            Target::Sse(factory) => {
+                return Ok(crate::sse::event_stream(req, info, factory).await);
+            }
             Target::Asset(asset) => assets::response(asset, &req),
             Target::Api => crate::publish::handle(&info.app.inner, req, info.peer).await,
             Target::WebSocketOnly => text_response(
@@ -141,5 +152,5 @@ pub(crate) async fn handle_request(
             Target::NotFound => text_response(StatusCode::NOT_FOUND, "Not Found\n"),
         }
     };
-    Ok(resp)
+    Ok(resp.map(Either::Full))
 }

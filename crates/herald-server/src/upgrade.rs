@@ -41,7 +41,7 @@ fn ws_config(config: &ServerConfig) -> WebSocketConfig {
         .max_frame_size(config.max_frame_size)
 }
 
-fn rejection_response(rejection: Rejection) -> Response<Body> {
+pub(crate) fn rejection_response(rejection: Rejection) -> Response<Body> {
     let status = StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::FORBIDDEN);
     let body = match rejection {
         Rejection::NotFound => "Not Found\n",

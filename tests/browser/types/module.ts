@@ -28,6 +28,10 @@ taskNotifications
     toastDuration: 0,
     styleNonce: 'n0nce',
     log: false,
+    transport: 'auto',
+    sseUrl: 'https://app.example.com/sse/tasks/',
+    ssePath: '/sse/tasks/',
+    sseAfter: 3,
     ui: {
       info: (message: string, title: string) => console.log(message, title),
       success: false,
@@ -39,6 +43,7 @@ taskNotifications
   .on('reconnecting', (e) => console.log(e.attempt, e.delay))
   .on('unauthorized', (e) => console.log(e.code, e.reason, e.refusals))
   .on('state', (e) => console.log(e.previous, '->', e.state))
+  .on('transport', (e) => console.log(e.transport))
   .on('user_notification', (m) => console.log(m.notification_type, m.message, m.title))
   .on('user_file', (m) => console.log(m.file_url, m.file_size))
   .on('task_update', (m) => console.log(m.task_id, m.progress))
@@ -59,6 +64,7 @@ const size: string = taskNotifications.formatFileSize(156789);
 const toast: HTMLElement | null = taskNotifications.toast('success', 'Saved', 'Done');
 const modal: HTMLElement | null = taskNotifications.showFile({ type: 'user_file', file_url: '/media/a.csv' });
 const heartbeat: number = taskNotifications.options().heartbeatInterval;
+const transport: 'websocket' | 'sse' = taskNotifications.transport;
 
 // The declarations are strict: each of these must be a type error.
 // @ts-expect-error an 'open' event has no code
@@ -69,7 +75,9 @@ taskNotifications.configure({ heartbeatInterval: '20s' });
 taskNotifications.configure({ heartbeat: true });
 // @ts-expect-error not a toast kind
 taskNotifications.toast('fatal', 'x');
+// @ts-expect-error not a transport
+taskNotifications.configure({ transport: 'long-polling' });
 // @ts-expect-error state is read-only
 taskNotifications.state = 'open';
 
-export { same, state, version, marker, ws, tasks, sent, policy, size, toast, modal, heartbeat };
+export { same, state, version, marker, ws, tasks, sent, policy, size, toast, modal, heartbeat, transport };

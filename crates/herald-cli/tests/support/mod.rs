@@ -131,6 +131,28 @@ async fn try_http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// A request with `method` and no body, returning the raw response.
+pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> String {
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\
+                 Connection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&out).into_owned())
+    };
+    tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 /// A plain HTTP GET, returning the raw response.
 pub async fn http_get(addr: SocketAddr, path: &str) -> String {
     tokio::time::timeout(TIMEOUT, try_http_get(addr, path))
@@ -172,6 +194,7 @@ pub async fn ws_connect_browser(host: &str, cookie: &str) -> Ws {
 
 pub mod browser;
 pub mod django;
+pub mod sse;
 
 /// Starts `python tests/compat/peer.py --config CONFIG ARGS…` (real channels_redis) with piped
 /// stdin/stdout, killed on drop.

@@ -29,6 +29,12 @@
 //! (`"user_message"`) and every other field unchanged. All JSON is written exactly as Python's
 //! `json.dumps` would.
 //!
+//! Over Server-Sent Events ([`AppBuilder::sse_route`](crate::AppBuilder::sse_route),
+//! `/sse/tasks/`) the same consumer runs with the client frames taken from the URL: one
+//! `subscribe` per `?task=ID`, or with `?recover=1` one `resume` whose `groups` are the
+//! `Last-Event-ID` header (or `?last_event_id=`) plus `task_<id>` for each `?task=ID`; each event's
+//! `id:` is then the positions of every group, as a `resume` names them.
+//!
 //! Access: anonymous handshakes are refused with HTTP 403 (close before accept). On connect the
 //! socket joins `user_{username}`; it joins `task_{id}` only when it subscribes. A client never
 //! names a `user_*` group itself, so it can only receive its own user group and the tasks it
