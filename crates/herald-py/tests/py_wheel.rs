@@ -44,7 +44,15 @@ fn installed_wheel_holds_the_client_and_passes_the_package_tests() {
     let tmp = tempfile::tempdir().unwrap();
     let site = tmp.path().join("site");
     let install = Command::new(&python)
-        .args(["-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            "--target",
+        ])
         .arg(&site)
         .arg(&wheel)
         .output()
@@ -61,7 +69,10 @@ fn installed_wheel_holds_the_client_and_passes_the_package_tests() {
     let meta = std::fs::symlink_metadata(&client).unwrap();
     assert!(meta.is_file(), "{} is not a regular file", client.display());
     let served = workspace_root().join("crates/herald-server/assets/task-notifications.js");
-    assert_eq!(std::fs::read(&client).unwrap(), std::fs::read(served).unwrap());
+    assert_eq!(
+        std::fs::read(&client).unwrap(),
+        std::fs::read(served).unwrap()
+    );
 
     // The package's tests against the installed copy: run from the temporary directory, with
     // the current directory kept off sys.path, the wheel's directory first on it, and the

@@ -18,7 +18,8 @@
 //! 3. **Every server reads the log** ([`log_reader`]) with `XREAD` from its last id (the log
 //!    is not consumed), decodes each entry, records it in its group's stream (the [`INDEX`]
 //!    script, idempotent: the stream id is the log id, so the servers that record the same
-//!    entry after the first change nothing) and hands it, with its [`Position`], to the
+//!    entry after the first change nothing; the age limit is applied apart, by [`TRIM`]),
+//!    and hands it, with its [`Position`], to the
 //!    group's attached sink. The log id is therefore the message's offset everywhere.
 //! 4. **Replay** ([`History::replay`]) reads a group's stream after an offset and says whether
 //!    it covers the gap (same epoch, nothing after it trimmed).
@@ -143,7 +144,7 @@ fn glob_matches(pattern: &str, text: &str) -> bool {
 /// How many sorted sets the history channels are spread over: each holds at most the site's
 /// `capacity` messages between two reader rounds, so one shared key would drop messages of a
 /// busy fleet. Every server must use the same names, so it is fixed.
-pub(crate) const HISTORY_KEYS: usize = 8;
+pub(crate) const HISTORY_KEYS: usize = 32;
 
 /// How many entries the log keeps (approximately): the log only carries messages from the
 /// server that took them to the others, which read it within milliseconds; this is slack for
@@ -173,7 +174,7 @@ const LOG_READ_BATCH: usize = 512;
 /// At most this many messages per replay (a rule's `max_len` above it is cut to it).
 const REPLAY_LIMIT: usize = 10_000;
 
-/// Pops every history key (`KEYS[3..]`), merges the members by score and appends them to the
+/// Pops every history key (`KEYS[4..]`), merges the members by score and appends them to the
 /// log (`KEYS[1]`) in one atomic step, if the caller holds the capture lease (`KEYS[2]`).
 ///
 /// `ARGV`: log max length, members per key, the caller's id, the lease in ms, `1` if the
@@ -183,9 +184,10 @@ const REPLAY_LIMIT: usize = 10_000;
 /// log them in whichever order their next calls arrive. The lease is taken when free and
 /// renewed by every call of its holder. A key that gave a full batch may hold members scoring
 /// below what other keys gave: members above the lowest last score of such a key go back where
-/// they were and wait for the next call. Returns `{logged, 1}` for the lease holder; a caller
-/// without the lease gets `{logged, 0}` and logs only the member it holds, if any, so that it
-/// is not lost.
+/// they were and wait for the next call. Each logged entry also gets the next number of the
+/// counter `KEYS[3]` (field `n`), so that a log reader can tell that entries were trimmed
+/// before it read them. Returns `{logged, 1}` for the lease holder; a caller without the lease
+/// gets `{logged, 0}` and logs only the member it holds, if any, so that it is not lost.
 pub(crate) const CAPTURE: &str = r"
 local items = {}
 local cutoff = math.huge
@@ -197,7 +199,7 @@ local leader = 0
 if ARGV[5] == '1' and (not holder or holder == ARGV[3]) then
   leader = 1
   redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
-  for i = 3, #KEYS do
+  for i = 4, #KEYS do
     local popped = redis.call('ZPOPMIN', KEYS[i], ARGV[2])
     for j = 1, #popped, 2 do
       items[#items + 1] = {tonumber(popped[j + 1]), i, j, popped[j], popped[j + 1]}
@@ -213,49 +215,65 @@ table.sort(items, function(a, b)
   if a[2] ~= b[2] then return a[2] < b[2] end
   return a[3] < b[3]
 end)
-local logged = 0
+local logged = {}
 for _, item in ipairs(items) do
   if item[1] <= cutoff or item[2] == 0 then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', item[4])
-    logged = logged + 1
+    logged[#logged + 1] = item[4]
   else
     redis.call('ZADD', KEYS[item[2]], item[5], item[4])
   end
 end
-return {logged, leader}
+if #logged > 0 then
+  local n = redis.call('INCRBY', KEYS[3], #logged) - #logged
+  for k, member in ipairs(logged) do
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', member, 'n', n + k)
+  end
+end
+return {#logged, leader}
 ";
 
-/// Records log entries in their groups' streams. `KEYS[1]` is the log, `KEYS[2..]` one
-/// group stream per entry; `ARGV` has four values per entry: the log id, how many entries the
-/// group keeps, the age limit as an id (entries below it go) and the stream's expiry in
-/// seconds.
+/// Records log entries in their groups' streams. `KEYS` are the group streams, one per entry;
+/// `ARGV` has four values per entry: the log id, how many entries the group keeps, the
+/// stream's expiry in seconds (`0`: not on this entry, a later one of the same group sets it)
+/// and the member.
 ///
 /// The stream id is the log id, so recording an entry a second time (another server got there
-/// first) fails Redis's "id must grow" rule and changes nothing. The age trim keeps the newest
-/// entry below the limit as a fence: a client whose last message is that one can still be
-/// told that it missed nothing. Returns how many entries were recorded here and how many were
-/// no longer in the log.
+/// first) fails Redis's "id must grow" rule and changes nothing. The count limit is applied by
+/// `XADD` itself; the age limit by [`TRIM`], run for each recently written group a few times
+/// per retention rather than on every entry. Returns how many entries were recorded here.
 pub(crate) const INDEX: &str = r"
-local added, missing = 0, 0
-for i = 2, #KEYS do
-  local b = (i - 2) * 4
-  local entry = redis.call('XRANGE', KEYS[1], ARGV[b + 1], ARGV[b + 1])
-  if #entry == 0 then
-    missing = missing + 1
-  else
-    local fields = entry[1][2]
-    local ok = redis.pcall('XADD', KEYS[i], 'MAXLEN', ARGV[b + 2], ARGV[b + 1], 'm', fields[2])
-    if type(ok) ~= 'table' or not ok.err then
-      added = added + 1
-      local fence = redis.call('XREVRANGE', KEYS[i], '(' .. ARGV[b + 3], '-', 'COUNT', 1)
-      if #fence > 0 then
-        redis.call('XTRIM', KEYS[i], 'MINID', fence[1][1])
-      end
-      redis.call('EXPIRE', KEYS[i], ARGV[b + 4])
+local added = 0
+for i = 1, #KEYS do
+  local b = (i - 1) * 4
+  local ok = redis.pcall('XADD', KEYS[i], 'MAXLEN', ARGV[b + 2], ARGV[b + 1], 'm', ARGV[b + 4])
+  if type(ok) ~= 'table' or not ok.err then
+    added = added + 1
+  end
+  if ARGV[b + 3] ~= '0' then
+    redis.call('EXPIRE', KEYS[i], ARGV[b + 3])
+  end
+end
+return added
+";
+
+/// Drops what is older than its rule's age from group streams (`KEYS`; `ARGV`: the age in ms
+/// per stream), keeping the newest such entry as a fence: a client whose last message is that
+/// one can still be told that it missed nothing. Ages are measured on Redis's clock, which
+/// also makes the log ids. Returns how many entries were dropped.
+pub(crate) const TRIM: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local dropped = 0
+for i = 1, #KEYS do
+  local limit = now - tonumber(ARGV[i])
+  if limit > 0 then
+    local fence = redis.call('XREVRANGE', KEYS[i], '(' .. limit .. '-0', '-', 'COUNT', 1)
+    if #fence > 0 then
+      dropped = dropped + redis.call('XTRIM', KEYS[i], 'MINID', fence[1][1])
     end
   end
 end
-return {added, missing}
+return dropped
 ";
 
 /// Reads several groups' streams (`KEYS[2..]`) in one atomic step, so that all of them show
@@ -334,6 +352,7 @@ pub(crate) struct History {
     /// Their sorted sets, in the same order.
     keys: Vec<String>,
     log_key: String,
+    seq_key: String,
     epoch_key: String,
     lease_key: String,
     /// This server's id in the capture lease.
@@ -347,6 +366,7 @@ pub(crate) struct History {
     epoch: Mutex<Option<Arc<str>>>,
     capture: Script,
     index: Script,
+    trim: Script,
     replay: Script,
     release: Script,
     /// Set by [`release`](Self::release): this server takes the lease no more.
@@ -391,12 +411,14 @@ impl History {
                 .collect(),
             names,
             log_key: keys.history_log_key(),
+            seq_key: keys.history_seq_key(),
             epoch_key: keys.history_epoch_key(),
             stream_keys: keys.clone(),
             codec: codec.clone().with_ttl(None),
             epoch: Mutex::new(None),
             capture: Script::new(CAPTURE),
             index: Script::new(INDEX),
+            trim: Script::new(TRIM),
             replay: Script::new(REPLAY),
             release: Script::new(RELEASE),
             closing: AtomicBool::new(false),
@@ -488,7 +510,10 @@ impl History {
         held: Option<&(Vec<u8>, f64)>,
     ) -> redis::RedisResult<(usize, bool)> {
         let mut invocation = self.capture.prepare_invoke();
-        invocation.key(&self.log_key).key(&self.lease_key);
+        invocation
+            .key(&self.log_key)
+            .key(&self.lease_key)
+            .key(&self.seq_key);
         for key in &self.keys {
             invocation.key(key);
         }
@@ -585,7 +610,10 @@ impl History {
         {
             let group_name: Arc<str> = Arc::from(group);
             let mut messages = Vec::with_capacity(entries.len());
-            for (offset, member) in entries {
+            for Entry {
+                id: offset, member, ..
+            } in entries
+            {
                 match self.codec.decode_detailed(&member) {
                     Ok(mut message) => {
                         message.remove(ASGI_CHANNEL_KEY);
@@ -642,7 +670,7 @@ fn fresh_epoch() -> String {
 /// True if a stream with `coverage` still holds everything recorded after `since`.
 ///
 /// Trimming removes the oldest entries, and keeps one entry more than the rule's length plus
-/// an age fence (see [`INDEX`]); so the stream covers the gap if it still holds `since`'s
+/// an age fence (see [`TRIM`]); so the stream covers the gap if it still holds `since`'s
 /// entry or an older one. If it starts after `since`, it covers the gap only if it never
 /// trimmed anything and is not a stream made anew after an idle spell (`since` within the
 /// retention); when unsure, the answer is no: a client told to refetch loses nothing, one
@@ -678,8 +706,18 @@ fn kept(rule: &HistoryRule) -> u64 {
         .saturating_add(1)
 }
 
-/// A stream's entries as read: (offset, member).
-type Entries = Vec<(Offset, Vec<u8>)>;
+/// One stream entry as read.
+#[derive(Debug)]
+struct Entry {
+    id: Offset,
+    /// The field `m`: the member as channels_redis stored it.
+    member: Vec<u8>,
+    /// The field `n` of log entries: their number (see [`CAPTURE`]).
+    seq: Option<u64>,
+}
+
+/// A stream's entries as read.
+type Entries = Vec<Entry>;
 
 struct ReplayReply {
     epoch: String,
@@ -741,8 +779,8 @@ fn int(value: redis::Value) -> Option<u64> {
     }
 }
 
-/// `[[id, [field, value, …]], …]` → (offset, value of field `m`) pairs.
-fn stream_entries(value: redis::Value) -> Option<Vec<(Offset, Vec<u8>)>> {
+/// `[[id, [field, value, …]], …]` → entries (the fields `m` and `n`).
+fn stream_entries(value: redis::Value) -> Option<Entries> {
     let redis::Value::Array(entries) = value else {
         return None;
     };
@@ -757,21 +795,32 @@ fn stream_entries(value: redis::Value) -> Option<Vec<(Offset, Vec<u8>)>> {
             return None;
         };
         let mut fields = fields.into_iter();
-        let mut member = None;
+        let (mut member, mut seq) = (None, None);
         while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
             if let (redis::Value::BulkString(name), redis::Value::BulkString(value)) = (name, value)
-                && name == b"m"
             {
-                member = Some(value);
+                match name.as_slice() {
+                    b"m" => member = Some(value),
+                    b"n" => {
+                        seq = std::str::from_utf8(&value)
+                            .ok()
+                            .and_then(|n| n.parse().ok())
+                    }
+                    _ => {}
+                }
             }
         }
-        out.push((id, member?));
+        out.push(Entry {
+            id,
+            member: member?,
+            seq,
+        });
     }
     Some(out)
 }
 
 /// The `XREAD` reply for one stream → its entries.
-fn xread_entries(reply: redis::Value) -> Option<Vec<(Offset, Vec<u8>)>> {
+fn xread_entries(reply: redis::Value) -> Option<Entries> {
     match reply {
         redis::Value::Nil => Some(Vec::new()),
         // RESP2: [[stream, entries]]
@@ -799,7 +848,7 @@ async fn log_end(log_key: &str, conn: &mut MultiplexedConnection) -> redis::Redi
         .query_async(conn)
         .await?;
     Ok(stream_entries(reply)
-        .and_then(|entries| entries.first().map(|(id, _)| *id))
+        .and_then(|entries| entries.first().map(|entry| entry.id))
         .unwrap_or_default())
 }
 
@@ -807,9 +856,93 @@ async fn log_end(log_key: &str, conn: &mut MultiplexedConnection) -> redis::Redi
 struct Logged {
     channel: String,
     recorded: Recorded,
-    keep: u64,
-    min_id: Offset,
-    expire_secs: u64,
+    /// The member as the log holds it, recorded as is in the group's stream.
+    member: Arc<[u8]>,
+    /// The index of the group's rule in the configuration.
+    rule: usize,
+}
+
+/// The groups written lately, per rule, whose streams the age limit has to be applied to
+/// ([`TRIM`]): every group written since a rule's last trim, trimmed once per third of its
+/// age (within [`MIN_REFRESH`]..[`MAX_REFRESH`]). A message therefore outlives its rule's age
+/// by at most that period; a group written once and never again expires whole instead (the
+/// stream's expiry, set at each write).
+struct Trimmer {
+    /// Per rule: the age in ms, the period, when the next trim is due, the groups written.
+    rules: Vec<TrimRule>,
+}
+
+struct TrimRule {
+    age_ms: u64,
+    every: Duration,
+    due: tokio::time::Instant,
+    groups: std::collections::HashSet<String>,
+}
+
+impl Trimmer {
+    fn new(config: &HistoryConfig) -> Self {
+        let now = tokio::time::Instant::now();
+        Trimmer {
+            rules: config
+                .rules
+                .iter()
+                .map(|rule| {
+                    let every = (rule.max_age / 3).clamp(MIN_REFRESH, MAX_REFRESH);
+                    TrimRule {
+                        age_ms: u64::try_from(rule.max_age.as_millis()).unwrap_or(u64::MAX),
+                        every,
+                        due: now + every,
+                        groups: Default::default(),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    fn note(&mut self, rule: usize, group: &str) {
+        if let Some(rule) = self.rules.get_mut(rule)
+            && !rule.groups.contains(group)
+        {
+            rule.groups.insert(group.to_owned());
+        }
+    }
+
+    /// How long until the next trim that has groups to trim, if any.
+    fn next_due(&self) -> Option<Duration> {
+        let now = tokio::time::Instant::now();
+        self.rules
+            .iter()
+            .filter(|rule| !rule.groups.is_empty())
+            .map(|rule| rule.due.saturating_duration_since(now))
+            .min()
+    }
+
+    /// Trims the groups of every rule that is due.
+    async fn run_due(
+        &mut self,
+        history: &History,
+        conn: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<()> {
+        let now = tokio::time::Instant::now();
+        for rule in &mut self.rules {
+            if rule.due > now {
+                continue;
+            }
+            rule.due = now + rule.every;
+            let groups: Vec<String> = rule.groups.drain().collect();
+            for chunk in groups.chunks(LOG_READ_BATCH) {
+                let mut invocation = history.trim.prepare_invoke();
+                for group in chunk {
+                    invocation
+                        .key(history.stream_keys.history_stream_key(group))
+                        .arg(rule.age_ms);
+                }
+                let dropped: u64 = invocation.invoke_async(conn).await?;
+                trace!(groups = chunk.len(), dropped, "history age trim");
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Every server's reader of the log: reads it from its last id, records each entry in its
@@ -823,6 +956,10 @@ pub(crate) async fn log_reader(readers: Arc<Readers>) {
     let mut outage = Outage::new("history log reader", home);
     // Where the log ends now: what is before was taken before this server listened.
     let mut last: Option<Offset> = None;
+    // The number of the last entry read (see `CAPTURE`), to notice entries trimmed unread.
+    let mut last_seq: Option<u64> = None;
+    let mut trimmer = Trimmer::new(history.config());
+    let block = Duration::from_millis(readers.brpop_timeout_ms());
     loop {
         let mut conn = readers.connect(home, &mut outage, &mut backoff).await;
         let run = async {
@@ -831,6 +968,7 @@ pub(crate) async fn log_reader(readers: Arc<Readers>) {
                 info!(%epoch, "history epoch changed (Redis flushed or restarted without persistence)");
                 // A new log: its ids have nothing to do with the old one's.
                 last = Some(Offset::default());
+                last_seq = None;
             }
             let start = match last {
                 Some(position) => position,
@@ -841,11 +979,14 @@ pub(crate) async fn log_reader(readers: Arc<Readers>) {
             outage.recovered();
             backoff.reset();
             loop {
+                // Wake up for the next age trim even while the log is idle.
+                let wait = trimmer.next_due().map_or(block, |due| due.min(block));
+                let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
                 let reply: redis::Value = redis::cmd("XREAD")
                     .arg("COUNT")
                     .arg(LOG_READ_BATCH)
                     .arg("BLOCK")
-                    .arg(readers.brpop_timeout_ms())
+                    .arg(wait_ms)
                     .arg("STREAMS")
                     .arg(&history.log_key)
                     .arg(position.to_string())
@@ -856,22 +997,36 @@ pub(crate) async fn log_reader(readers: Arc<Readers>) {
                     continue;
                 };
                 if entries.is_empty() {
+                    trimmer.run_due(history, &mut conn).await?;
                     // Idle: a flush or restart may have replaced the epoch meanwhile.
                     let (_, changed) = history.refresh_epoch(&mut conn).await?;
                     if changed {
                         *position = Offset::default();
+                        last_seq = None;
                     }
                     continue;
                 }
-                if let Some((id, _)) = entries.last() {
-                    *position = *id;
+                if let Some(entry) = entries.last() {
+                    *position = entry.id;
+                }
+                let missed = count_missed(&mut last_seq, &entries);
+                if missed > 0 {
+                    Counters::add(&readers.counters.history_log_missed, missed);
+                    warn!(
+                        missed,
+                        "history log entries trimmed before this server read them"
+                    );
                 }
                 let logged = decode_entries(history, &readers, &history.current_epoch(), entries);
                 index(history, &readers.counters, &mut conn, &logged).await?;
+                for entry in &logged {
+                    trimmer.note(entry.rule, &entry.recorded.group);
+                }
                 readers.router.deliver_recorded(
                     logged.into_iter().map(|l| (l.channel, l.recorded)),
                     &readers.counters,
                 );
+                trimmer.run_due(history, &mut conn).await?;
             }
             #[allow(unreachable_code)]
             Ok::<(), redis::RedisError>(())
@@ -883,14 +1038,33 @@ pub(crate) async fn log_reader(readers: Arc<Readers>) {
     }
 }
 
+/// How many log entries are missing between the last one read (`last_seq`) and `entries`,
+/// judged by their numbers; updates `last_seq`. Entries without a number (logged by an older
+/// server) are not judged.
+fn count_missed(last_seq: &mut Option<u64>, entries: &[Entry]) -> u64 {
+    let mut missed = 0;
+    for seq in entries.iter().filter_map(|entry| entry.seq) {
+        if let Some(last) = *last_seq
+            && seq > last + 1
+        {
+            missed += seq - last - 1;
+        }
+        *last_seq = Some(seq);
+    }
+    missed
+}
+
 fn decode_entries(
     history: &History,
     readers: &Readers,
     epoch: &Arc<str>,
-    entries: Vec<(Offset, Vec<u8>)>,
+    entries: Entries,
 ) -> Vec<Logged> {
     let mut out = Vec::with_capacity(entries.len());
-    for (offset, member) in entries {
+    for Entry {
+        id: offset, member, ..
+    } in entries
+    {
         let mut message: Message = match history.codec.decode_detailed(&member) {
             Ok(m) => m,
             Err(err) => {
@@ -899,34 +1073,43 @@ fn decode_entries(
                 continue;
             }
         };
-        let channel = match message.remove(ASGI_CHANNEL_KEY) {
-            Some(Value::Str(name)) => name,
+        let member: Arc<[u8]> = Arc::from(member);
+        let at = At {
+            offset,
+            epoch,
+            member: &member,
+        };
+        match message.remove(ASGI_CHANNEL_KEY) {
+            Some(Value::Str(name)) => push_logged(history, &mut out, name, &at, message),
             // A list names several channels of one key: for history keys, several groups.
             Some(Value::Array(names)) => {
                 for name in names {
                     if let Value::Str(name) = name {
-                        push_logged(history, &mut out, name, offset, epoch, message.clone());
+                        push_logged(history, &mut out, name, &at, message.clone());
                     }
                 }
-                continue;
             }
             _ => {
                 Counters::add(&readers.counters.decode_channel, 1);
                 warn!(%offset, "skipping history message without a usable __asgi_channel__");
-                continue;
             }
-        };
-        push_logged(history, &mut out, channel, offset, epoch, message);
+        }
     }
     out
+}
+
+/// Where a log entry is: its offset, the epoch, the member.
+struct At<'a> {
+    offset: Offset,
+    epoch: &'a Arc<str>,
+    member: &'a Arc<[u8]>,
 }
 
 fn push_logged(
     history: &History,
     out: &mut Vec<Logged>,
     channel: String,
-    offset: Offset,
-    epoch: &Arc<str>,
+    at: &At<'_>,
     message: Message,
 ) {
     let Some(group) = history.group_of(&channel) else {
@@ -936,26 +1119,24 @@ fn push_logged(
         );
         return;
     };
-    let Some(rule) = history.config.rule_for(group) else {
+    let Some(rule) = history.config.rules.iter().position(|r| r.matches(group)) else {
         trace!(
             group,
             "history log entry for a group this server does not record"
         );
         return;
     };
-    let age_ms = u64::try_from(rule.max_age.as_millis()).unwrap_or(u64::MAX);
     out.push(Logged {
         recorded: Recorded {
             group: Arc::from(group),
             position: Position {
-                epoch: Arc::clone(epoch),
-                offset,
+                epoch: Arc::clone(at.epoch),
+                offset: at.offset,
             },
             message,
         },
-        keep: kept(rule),
-        min_id: Offset::new(offset.ms.saturating_sub(age_ms), 0),
-        expire_secs: rule.max_age.as_secs().max(1) + 1,
+        member: Arc::clone(at.member),
+        rule,
         channel,
     });
 }
@@ -969,9 +1150,24 @@ async fn index(
 ) -> redis::RedisResult<()> {
     // Bounded script calls: a burst of thousands of entries is several calls.
     for chunk in logged.chunks(LOG_READ_BATCH) {
+        // The expiry is set once per group and call, on its last entry.
+        let mut expiring = std::collections::HashSet::with_capacity(chunk.len());
+        let last_of_group: Vec<bool> = chunk
+            .iter()
+            .rev()
+            .map(|entry| expiring.insert(&*entry.recorded.group))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         let mut invocation = history.index.prepare_invoke();
-        invocation.key(&history.log_key);
-        for entry in chunk {
+        for (entry, last) in chunk.iter().zip(last_of_group) {
+            let rule = &history.config.rules[entry.rule];
+            let expire_secs = if last {
+                rule.max_age.as_secs().max(1) + 1
+            } else {
+                0
+            };
             invocation
                 .key(
                     history
@@ -979,19 +1175,12 @@ async fn index(
                         .history_stream_key(&entry.recorded.group),
                 )
                 .arg(entry.recorded.position.offset.to_string())
-                .arg(entry.keep)
-                .arg(entry.min_id.to_string())
-                .arg(entry.expire_secs);
+                .arg(kept(rule))
+                .arg(expire_secs)
+                .arg(&*entry.member);
         }
-        let (added, missing): (u64, u64) = invocation.invoke_async(conn).await?;
+        let added: u64 = invocation.invoke_async(conn).await?;
         Counters::add(&counters.history_recorded, added);
-        if missing > 0 {
-            Counters::add(&counters.history_log_missed, missing);
-            warn!(
-                missing,
-                "history log entries trimmed before this server recorded them"
-            );
-        }
     }
     Ok(())
 }
@@ -1041,6 +1230,26 @@ mod tests {
         for name in history_names(3) {
             assert_eq!(consistent_hash(format!("{name}!").as_bytes(), 3), 0);
         }
+    }
+
+    #[test]
+    fn numbered_log_entries_reveal_what_was_trimmed_unread() {
+        let entry = |seq: Option<u64>| Entry {
+            id: Offset::default(),
+            member: Vec::new(),
+            seq,
+        };
+        let mut last = None;
+        assert_eq!(
+            count_missed(&mut last, &[entry(Some(7)), entry(Some(8))]),
+            0
+        );
+        assert_eq!(count_missed(&mut last, &[entry(Some(9))]), 0);
+        assert_eq!(count_missed(&mut last, &[entry(Some(12)), entry(None)]), 2);
+        assert_eq!(last, Some(12));
+        // A counter that starts again (a flushed Redis) is no gap.
+        assert_eq!(count_missed(&mut last, &[entry(Some(1))]), 0);
+        assert_eq!(count_missed(&mut last, &[entry(Some(3))]), 1);
     }
 
     fn rule() -> HistoryRule {

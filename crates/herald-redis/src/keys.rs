@@ -105,6 +105,12 @@ impl Keys {
         format!("{}herald.history.epoch", self.prefix)
     }
 
+    /// The counter that numbers the log's entries, so that a log reader notices entries that
+    /// were trimmed before it read them.
+    pub fn history_seq_key(&self) -> String {
+        format!("{}herald.history.seq", self.prefix)
+    }
+
     /// The lease of the one server that takes the history keys into the log.
     pub fn history_lease_key(&self) -> String {
         format!("{}herald.history.lease", self.prefix)
