@@ -57,6 +57,8 @@ use crate::target::require_loopback;
 const MAX_LATENCY_MICROS: u64 = 3_600_000_000;
 /// A `data.seq` above this is counted as malformed instead of growing a bitmap.
 const MAX_SEQ: u64 = 10_000_000;
+/// How many lost messages a report lists by name.
+pub const MISSING_LISTED: usize = 50;
 /// Read buffer per socket (see `swarm.rs`: tungstenite's default is 128 KiB per socket).
 const READ_BUFFER_BYTES: usize = 4 * 1024;
 
@@ -275,6 +277,11 @@ impl StreamTally {
         true
     }
 
+    /// Sequence numbers below `expected` that never arrived.
+    fn missing_of(&self, expected: u64) -> impl Iterator<Item = u64> + '_ {
+        (0..expected).filter(|seq| !self.seen.get(*seq as usize).copied().unwrap_or(false))
+    }
+
     /// Distinct sequence numbers below `expected`.
     fn delivered_of(&self, expected: u64) -> u64 {
         self.seen
@@ -288,6 +295,7 @@ impl StreamTally {
 /// What one client hands back.
 #[derive(Debug, Default)]
 struct ClientTally {
+    id: usize,
     joined: bool,
     streams: [StreamTally; 2],
     cuts: u64,
@@ -416,6 +424,10 @@ pub struct FlakyReport {
     pub error_frames: u64,
     /// Messages without a usable `data.seq`.
     pub malformed: u64,
+    /// The first [`MISSING_LISTED`] messages that never arrived, as `client <i> <stream> seq
+    /// <n>` (client `i` used cookie `i`; the stream is `user` or `broadcast`), to find them in
+    /// the server logs and Redis.
+    pub missing: Vec<String>,
     /// From a reconnect's handshake to the arrival of the last message it had missed.
     pub replay: Percentiles,
     /// `sent_at` to arrival, every distinct message.
@@ -574,6 +586,18 @@ impl Fleet {
             if !tally.joined {
                 continue;
             }
+            for (stream, expected, name) in [
+                (&tally.streams[USER], per_user, "user"),
+                (&tally.streams[BROADCAST], broadcast, "broadcast"),
+            ] {
+                for seq in stream.missing_of(expected) {
+                    if report.missing.len() < MISSING_LISTED {
+                        report
+                            .missing
+                            .push(format!("client {} {name} seq {seq}", tally.id));
+                    }
+                }
+            }
             for (stream, expected, out) in [
                 (&tally.streams[USER], per_user, &mut report.user),
                 (&tally.streams[BROADCAST], broadcast, &mut report.broadcast),
@@ -629,7 +653,10 @@ async fn run_client(
 ) -> ClientTally {
     let config = plan.config.clone();
     let mut state = ClientState {
-        tally: ClientTally::default(),
+        tally: ClientTally {
+            id: plan.id,
+            ..ClientTally::default()
+        },
         positions: HashMap::new(),
         rng: StdRng::seed_from_u64(config.seed.wrapping_add(plan.id as u64)),
     };

@@ -62,7 +62,9 @@ pub use config::{
     DEFAULT_SOCKETS_PER_SOURCE_IP, LoadConfig, MAX_CONNECTIONS, MAX_DURATION,
 };
 pub use error::{Error, ErrorKind, Result};
-pub use flaky::{FlakyConfig, FlakyReport, Fleet, FleetConnect, Percentiles, StreamReport};
+pub use flaky::{
+    FlakyConfig, FlakyReport, Fleet, FleetConnect, MISSING_LISTED, Percentiles, StreamReport,
+};
 pub use latency::{parse_sent_at, unix_now_secs};
 pub use limits::raise_nofile_limit;
 pub use report::{ConnectReport, LatencyReport, LoadReport};

@@ -184,9 +184,8 @@ pub async fn run_sender(
             duration,
         } => {
             require_users(users)?;
-            if !(per_user_rate.is_finite() && *per_user_rate > 0.0)
-                || !(broadcast_rate.is_finite() && *broadcast_rate >= 0.0)
-            {
+            let positive = |r: f64| r.is_finite() && r > 0.0;
+            if !positive(*per_user_rate) || !(positive(*broadcast_rate) || *broadcast_rate == 0.0) {
                 return Err(Error::new(
                     ErrorKind::Config,
                     "the per-user rate must be positive and the broadcast rate not negative",

@@ -174,6 +174,15 @@ async fn each_stream_counts_losses_duplicates_and_late_arrivals() {
     assert!((report.total.delivered_pct - 75.0).abs() < 1e-9);
     assert_eq!(report.latency.samples, 12);
     assert!(!report.complete);
+    assert_eq!(
+        report.missing,
+        [
+            "client 0 user seq 4",
+            "client 0 broadcast seq 1",
+            "client 1 user seq 4",
+            "client 1 broadcast seq 1"
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
