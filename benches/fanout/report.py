@@ -5,6 +5,9 @@ of the file (e.g. the "Channel layer" section) is left as it is.
     report.py RESULTS.jsonl META.json docs/benchmarks.md
     report.py summary '<one herald-load JSON line>'
     report.py merge PROCS part.json...   (idle_50k: one line from one herald-load per server)
+    report.py reconnect-record EXCEPTIONS EVENTS LOADAVG SAVED.jsonl [PORT...] < line
+    report.py metrics PORT   (herald_history_* of one herald, saved before it is stopped)
+    report.py reconnect-summary < line
 """
 import json
 import sys
@@ -221,7 +224,64 @@ def merge(procs, parts):
     return merged
 
 
+def history_metrics(ports):
+    """herald_history_* counters from each herald's /metrics, summed over the ports."""
+    import urllib.request
+    out = {}
+    for port in ports:
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        except OSError as err:
+            out[f"error_{port}"] = str(err)
+            continue
+        for line in text.decode().splitlines():
+            if line.startswith("herald_history_"):
+                name, value = line.rsplit(" ", 1)
+                out[name] = out.get(name, 0) + float(value)
+    return out
+
+
+def reconnect_record(line, exceptions, events, load_avg, saved, ports):
+    """A flaky/deploy line from herald-load with what the script knows added: herald's
+    history counters are those of the running servers plus those saved from stopped ones."""
+    r = json.loads(line)
+    r["server_exceptions"] = int(exceptions)
+    r["events"] = [e for e in events.split(";") if e]
+    r["load_avg_end"] = load_avg
+    if ports:
+        metrics = history_metrics(ports)
+        for l in Path(saved).read_text().splitlines():
+            for name, value in json.loads(l).items():
+                if name.startswith("herald_history_"):
+                    metrics[name] = metrics.get(name, 0) + value
+        r["history_metrics"] = metrics
+    return r
+
+
+def reconnect_summary(r):
+    t, rp = r["total"], r["replay"]
+    return (
+        f"{r['label']}: joined {r['connect']['joined']}/{r['connect']['attempted']}, "
+        f"delivered {t['delivered']}/{t['expected']} ({t['delivered_pct']:.2f} %), "
+        f"duplicates {t['duplicates']}, out of order {t['out_of_order']}, cuts {r['cuts']}, "
+        f"server closes {r['server_closes']}, reconnects {r['reconnects']}, "
+        f"replay p50/p99/max {rp['p50_ms']:.0f}/{rp['p99_ms']:.0f}/{rp['max_ms']:.0f} ms "
+        f"{' '.join(r.get('events', []))}"
+    )
+
+
 def main():
+    if sys.argv[1] == "metrics":
+        print(json.dumps(history_metrics(sys.argv[2:])))
+        return
+    if sys.argv[1] == "reconnect-record":
+        exceptions, events, load_avg, saved, *ports = sys.argv[2:]
+        record = reconnect_record(sys.stdin.read(), exceptions, events, load_avg, saved, ports)
+        print(json.dumps(record))
+        return
+    if sys.argv[1] == "reconnect-summary":
+        print(reconnect_summary(json.loads(sys.stdin.read())))
+        return
     if sys.argv[1] == "summary":
         print(summary(sys.argv[2]))
         return

@@ -9,13 +9,17 @@
 #   benches/fanout/run.sh                      # both servers, full sizes (~10-15 min)
 #   BENCH_QUICK=1 benches/fanout/run.sh        # small sizes, a smoke run (~2-3 min)
 #   BENCH_SERVERS=daphne benches/fanout/run.sh # one server only
+#   BENCH_SCENARIOS="flaky deploy" benches/fanout/run.sh  # the reconnect scenarios (~8 min)
 #
 # Environment:
 #   BENCH_SERVERS     servers to measure, in order (default "daphne herald"; herald is skipped
 #                     with a note until `herald serve` exists)
 #   BENCH_SCENARIOS   subset of: broadcast_py broadcast_rust bcast_paced_py bcast_paced_rust
 #                     peruser_py peruser_rust paced paced_rust idle_10k idle_max idle_50k
-#                     burst_10k (default: all)
+#                     burst_10k (default: all of these), and the reconnect scenarios, run
+#                     only when named: flaky (random cuts) and deploy (two servers, each
+#                     stopped and restarted); their lines go to results/reconnect-*.jsonl
+#   BENCH_RECONNECT_CLIENTS / BENCH_RECONNECT_SECS  reconnect sizes (default 2000 clients, 60 s)
 #   BENCH_DB          sqlite (default) or postgres (a fresh database on 127.0.0.1:5432, dropped
 #                     at the end; user from BENCH_PG_USER, default postgres)
 #   BENCH_PYTHON      Python with tests/compat/requirements.txt (default: tests/compat/.venv)
@@ -76,7 +80,19 @@ CONNECT_CONCURRENCY=32
 # broadcast's p99 was ~32 ms with one and ~17 ms with two (same herald binary, three
 # alternating runs each), and the 100-send burst did not get slower.
 CLIENT_THREADS=2
+# The reconnect scenarios (flaky, deploy): one client per user; each user gets 1 message/s in
+# its user group and the broadcast group (task_bcast, which every client subscribes to) 2/s,
+# for RECONNECT_SECS, from the Rust sender's mixed plan. flaky cuts every client's connection
+# every ~15 s (uniform 7.5-22.5 s) for ~2 s (1-3 s); deploy stops and restarts each of two
+# servers in turn. herald records both groups with the rule below, and its clients resume.
+RECONNECT_CLIENTS=${BENCH_RECONNECT_CLIENTS:-2000}
+RECONNECT_SECS=${BENCH_RECONNECT_SECS:-60}
+RECONNECT_HISTORY='user_*=100/300,task_bcast=100/300'
+# The reliability docs' advice for recorded groups under load: the history keys' capacity
+# (channels_redis's 100 per key) must absorb what is sent while capture is slow.
+RECONNECT_SENDER_CAPACITY='herald.history.*=2000'
 if [[ $QUICK == 1 ]]; then
+  RECONNECT_CLIENTS=${BENCH_RECONNECT_CLIENTS:-200} RECONNECT_SECS=${BENCH_RECONNECT_SECS:-20}
   SOCKETS=200 BCAST_SENDS=20 BCAST_RATE=100 BCAST_PACED_SECS=1 PER_USER=5 PACED_RATE=200 PACED_SECS=3 IDLE_SMALL=1000
   IDLE_WANTED=2000 BURST=1000
 fi
@@ -185,11 +201,17 @@ manage bench_users --prefix bcast --count 1 --cookies-out "$WORK/bcast.cookies" 
 manage bench_users --prefix u --count "$SOCKETS" --cookies-out "$WORK/u.cookies" --users-out "$WORK/u.users" >/dev/null
 manage bench_users --prefix idle --count "$IDLE_USERS" --cookies-out "$WORK/idle.cookies" --users-out "$WORK/idle.users" >/dev/null
 log "created users: 1 broadcast user, $SOCKETS per-user users, $IDLE_USERS idle users"
+if [[ " $SCENARIOS " == *" flaky "* || " $SCENARIOS " == *" deploy "* ]]; then
+  manage bench_users --prefix f --count "$RECONNECT_CLIENTS" --cookies-out "$WORK/f.cookies" --users-out "$WORK/f.users" >/dev/null
+  log "created $RECONNECT_CLIENTS reconnect users"
+fi
 
 # --- servers ------------------------------------------------------------------------------------
 PORT=""
+FIXED_PORT=""      # start_server binds this port when set (a restart in the deploy scenario)
+SERVER_EXTRA=()    # extra `herald serve` arguments of the current scenario
 start_server() { # $1 = server, $2 = log file; sets SERVER_PID and PORT
-  PORT=$(free_port)
+  PORT=${FIXED_PORT:-$(free_port)}
   case $1 in
     daphne)
       (cd "$SITE" && exec "$DAPHNE_BIN" -b 127.0.0.1 -p "$PORT" benchsite.asgi:application) >"$2" 2>&1 &
@@ -201,7 +223,7 @@ start_server() { # $1 = server, $2 = log file; sets SERVER_PID and PORT
       # same Origin rule as the site's AllowedHostsOriginValidator.
       "$HERALD_BIN" serve --bind "127.0.0.1:$PORT" --redis "$REDIS_URL" \
         --secret-key "$SECRET_KEY" --session-engine "$SESSION_ENGINE" --django-db "$DATABASE_URL" \
-        --allowed-origin 127.0.0.1,localhost "${HERALD_EXTRA[@]}" >"$2" 2>&1 &
+        --allowed-origin 127.0.0.1,localhost "${HERALD_EXTRA[@]}" "${SERVER_EXTRA[@]}" >"$2" 2>&1 &
       SERVER_PID=$!
       ;;
     *) die "unknown server $1" ;;
@@ -321,6 +343,126 @@ scenario_multi() {
 
 want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
+# --- reconnect scenarios --------------------------------------------------------------------------
+RECONNECT_RESULTS=$WORK/reconnect.jsonl
+: >"$RECONNECT_RESULTS"
+reconnect_sender() {
+  printf '%s\n' "$HERALD_LOAD_BIN" send mixed --redis-url "$REDIS_URL" --users-file "$WORK/f.users" \
+    --per-user-rate 1 --broadcast-group task_bcast --broadcast-rate 2 --duration "$RECONNECT_SECS" \
+    --channel-capacity "$RECONNECT_SENDER_CAPACITY"
+}
+# Appends herald-load's line, with the server's exceptions, herald_history_* counters from
+# /metrics (summed over the given ports) and the scenario's events, to the reconnect results.
+# Counters of a herald that is about to stop are saved first (metrics-save), and added in.
+: >"$WORK/stopped-metrics.jsonl"
+record_reconnect() { # $1 = herald-load output, $2 = exceptions, $3 = events, $4... = ports
+  local out=$1 errors=$2 events=$3
+  shift 3
+  printf '%s\n' "$out" | "$PY" "$HERE/report.py" reconnect-record "$errors" "$events" \
+    "$(cut -d' ' -f1-3 /proc/loadavg)" "$WORK/stopped-metrics.jsonl" "$@" >>"$RECONNECT_RESULTS"
+  : >"$WORK/stopped-metrics.jsonl"
+  log "$(tail -1 "$RECONNECT_RESULTS" | "$PY" "$HERE/report.py" reconnect-summary)"
+}
+# flaky: one server, every client cut at random while the sender runs.
+scenario_flaky() { # $1 = server
+  local server=$1 name=flaky
+  fresh_start "$server/$name" || return 0
+  local slog=$WORK/$server-$name.log recover=() ports=()
+  SERVER_EXTRA=()
+  if [[ $server == herald ]]; then SERVER_EXTRA=(--history "$RECONNECT_HISTORY"); recover=(--recover); fi
+  if ! start_server "$server" "$slog"; then
+    note "$server/$name not run: $server could not be started"
+    return 0
+  fi
+  [[ $server == herald ]] && ports=("$PORT")
+  log "$server/$name: $RECONNECT_CLIENTS clients, cut every ~15 s for ~2 s, ${RECONNECT_SECS} s"
+  local out sender
+  mapfile -t sender < <(reconnect_sender)
+  out=$("$HERALD_LOAD_BIN" flaky --url "ws://127.0.0.1:$PORT/ws/tasks/" "${recover[@]}" \
+    --connections "$RECONNECT_CLIENTS" --cookies-file "$WORK/f.cookies" --cut-every 15 --offline 2 \
+    --jitter 0.5 --threads "$CLIENT_THREADS" --quiet-stop 10 --deadline 60 --label "$server/$name" \
+    -- "${sender[@]}" 2>>"$WORK/herald-load.log") || {
+    note "$server/$name: herald-load failed: $(tail -3 "$WORK/herald-load.log")"
+    stop_server
+    return 0
+  }
+  record_reconnect "$out" "$(grep -c 'Exception inside application' "$slog" || true)" "" "${ports[@]}"
+  stop_server
+  SERVER_EXTRA=()
+}
+# deploy: two servers on the one Redis, clients spread over both; 10 s into the sender A is
+# stopped (SIGTERM) and started again on its port, 20 s later B the same.
+scenario_deploy() { # $1 = server
+  local server=$1 name=deploy
+  fresh_start "$server/$name" || return 0
+  local recover=() pids=() ports=() k pid
+  SERVER_EXTRA=()
+  if [[ $server == herald ]]; then SERVER_EXTRA=(--history "$RECONNECT_HISTORY"); recover=(--recover); fi
+  for k in 0 1; do
+    if ! start_server "$server" "$WORK/$server-$name-$k.log"; then
+      note "$server/$name not run: server $k could not be started"
+      for pid in "${pids[@]}"; do SERVER_PID=$pid stop_server; done
+      return 0
+    fi
+    pids+=("$SERVER_PID")
+    ports+=("$PORT")
+    SERVER_PID=""
+  done
+  MULTI_PIDS=("${pids[@]}")
+  log "$server/$name: $RECONNECT_CLIENTS clients over 2 servers, each stopped and restarted, ${RECONNECT_SECS} s"
+  local sender out_file=$WORK/$name-$server.json err_file=$WORK/$name-$server.err events=() t0
+  mapfile -t sender < <(reconnect_sender)
+  "$HERALD_LOAD_BIN" flaky --url "ws://127.0.0.1:${ports[0]}/ws/tasks/" \
+    --url "ws://127.0.0.1:${ports[1]}/ws/tasks/" "${recover[@]}" \
+    --connections "$RECONNECT_CLIENTS" --cookies-file "$WORK/f.cookies" \
+    --threads "$CLIENT_THREADS" --quiet-stop 10 --deadline 90 --label "$server/$name" \
+    -- "${sender[@]}" >"$out_file" 2>"$err_file" &
+  local load_pid=$! deadline=$((SECONDS + 300))
+  touch "$err_file"
+  until grep -q "sender started" "$err_file"; do
+    if ! kill -0 "$load_pid" 2>/dev/null || ((SECONDS > deadline)); then break; fi
+    sleep 0.2
+  done
+  t0=$SECONDS
+  for k in 0 1; do
+    sleep $((k == 0 ? 10 : 20))
+    SERVER_PID=${pids[k]}
+    if [[ $server == herald ]]; then
+      "$PY" "$HERE/report.py" metrics "${ports[k]}" >>"$WORK/stopped-metrics.jsonl"
+    fi
+    stop_server
+    events+=("t+$((SECONDS - t0))s stopped $k")
+    FIXED_PORT=${ports[k]}
+    if start_server "$server" "$WORK/$server-$name-$k-restarted.log"; then
+      pids[k]=$SERVER_PID
+      events+=("t+$((SECONDS - t0))s restarted $k")
+    else
+      events+=("t+$((SECONDS - t0))s restart of $k failed")
+    fi
+    FIXED_PORT=""
+    SERVER_PID=""
+    MULTI_PIDS=("${pids[@]}")
+  done
+  wait "$load_pid" || true
+  cat "$err_file" >>"$WORK/herald-load.log"
+  local out
+  out=$(tail -1 "$out_file")
+  if [[ -z $out ]]; then
+    note "$server/$name: herald-load failed: $(tail -3 "$err_file")"
+  else
+    local errors
+    errors=$(cat "$WORK/$server-$name"-*.log | grep -c 'Exception inside application' || true)
+    if [[ $server == herald ]]; then
+      record_reconnect "$out" "$errors" "$(IFS=';'; echo "${events[*]}")" "${ports[@]}"
+    else
+      record_reconnect "$out" "$errors" "$(IFS=';'; echo "${events[*]}")"
+    fi
+  fi
+  for pid in "${pids[@]}"; do SERVER_PID=$pid stop_server; done
+  MULTI_PIDS=()
+  SERVER_EXTRA=()
+}
+
 SEND=("$PY" "$HERE/sender.py")
 for server in $SERVERS; do
   if [[ $server == herald && -z ${HERALD_BIN:-} ]]; then
@@ -404,6 +546,8 @@ for server in $SERVERS; do
     scenario "$server" burst_10k --burst --connect-timeout 60 --connections "$BURST" \
       --cookies-file "$WORK/idle.cookies" --expect-frames 0 --deadline 1
   fi
+  if want flaky; then scenario_flaky "$server"; fi
+  if want deploy; then scenario_deploy "$server"; fi
 done
 
 # --- report ----------------------------------------------------------------------------------------
@@ -414,6 +558,19 @@ RAW=benches/fanout/results/fanout-$(date -u +%Y%m%dT%H%M)-${COMMIT%%+*}.jsonl
 if [[ ${BENCH_NO_DOC:-0} == 1 ]]; then
   log "BENCH_NO_DOC=1: results in $RESULTS"
   BENCH_KEEP=1
+  exit 0
+fi
+if [[ -s $RECONNECT_RESULTS ]]; then
+  RECONNECT_RAW=benches/fanout/results/reconnect-$(date -u +%Y%m%dT%H%M)-${COMMIT%%+*}.jsonl
+  {
+    printf '{"meta": true, "commit": "%s", "machine": "%s", "load_avg_start": "%s", "load_avg_end": "%s"}\n' \
+      "$COMMIT" "$(nproc) CPUs, $(uname -r)" "$LOAD_AT_START" "$(cut -d' ' -f1-3 /proc/loadavg)"
+    cat "$RECONNECT_RESULTS"
+  } >"$ROOT/$RECONNECT_RAW"
+  log "reconnect results: $RECONNECT_RAW (docs/benchmarks.md, section \"Reconnect\", is written from them by hand)"
+fi
+if [[ ! -s $RESULTS ]]; then
+  log "no fan-out results: docs/benchmarks.md left as it is"
   exit 0
 fi
 cp "$RESULTS" "$ROOT/$RAW"

@@ -41,10 +41,14 @@
 //! * `report` — [`LoadReport`], the JSON line the benchmark scripts read.
 //! * `send` — the Rust sender: [`run_sender`] sends the Python sender's messages through any
 //!   `ChannelLayer` (herald-redis in the benchmark).
+//! * `flaky` — the reconnect benchmarks' client ([`Fleet`]): one user per client, a user stream
+//!   and a broadcast stream, connections cut at random or lost to a deploy, resumed with
+//!   positions against herald; counts delivered, duplicates, out-of-order and replay latency.
 //! * `error` — the opaque [`Error`] with its [`ErrorKind`].
 
 mod config;
 mod error;
+mod flaky;
 mod latency;
 mod limits;
 mod report;
@@ -58,6 +62,9 @@ pub use config::{
     DEFAULT_SOCKETS_PER_SOURCE_IP, LoadConfig, MAX_CONNECTIONS, MAX_DURATION,
 };
 pub use error::{Error, ErrorKind, Result};
+pub use flaky::{
+    FlakyConfig, FlakyReport, Fleet, FleetConnect, MISSING_LISTED, Percentiles, StreamReport,
+};
 pub use latency::{parse_sent_at, unix_now_secs};
 pub use limits::raise_nofile_limit;
 pub use report::{ConnectReport, LatencyReport, LoadReport};

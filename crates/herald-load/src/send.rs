@@ -44,6 +44,23 @@ pub enum SendPlan {
         /// How long to send.
         duration: Duration,
     },
+    /// The reconnect benchmarks' load: every user gets `per_user_rate` messages/s in its own
+    /// group (user `i` of `n` offset by `i / n` of a period, so the sends are spread evenly),
+    /// and `broadcast_group` gets `broadcast_rate` messages/s, for `duration`. Per-user messages
+    /// carry `data.seq` counted per user; broadcast messages carry a global `data.seq` and
+    /// `data.stream` = the group, which is how a client tells the two streams apart.
+    Mixed {
+        /// Usernames; each one's messages go to `user_<username>`.
+        users: Vec<String>,
+        /// Messages per second to each user.
+        per_user_rate: f64,
+        /// The group every client's socket joins (e.g. `task_bcast`).
+        broadcast_group: String,
+        /// Messages per second to `broadcast_group`.
+        broadcast_rate: f64,
+        /// How long to send.
+        duration: Duration,
+    },
 }
 
 /// What a send run did; printed as the sender's JSON line.
@@ -62,8 +79,14 @@ pub struct SendReport {
     pub elapsed_s: f64,
     /// `sent / elapsed_s`.
     pub rate: f64,
-    /// Paced only: the latest a message started after its due time, in milliseconds.
+    /// Paced and mixed: the latest a message started after its due time, in milliseconds.
     pub schedule_slip_max_ms: f64,
+    /// Mixed only: the messages sent to each user (`data.seq` 0..this).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_user_each: Option<u64>,
+    /// Mixed only: the messages sent to the broadcast group (`data.seq` 0..this).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broadcast_count: Option<u64>,
 }
 
 /// Totals updated by every in-flight group_send.
@@ -101,6 +124,15 @@ pub(crate) fn bench_message(username: &str, seq: u64) -> Message {
     user_message(username, "bench", Some(data)).with("sent_at", unix_now_secs())
 }
 
+/// The mixed plan's broadcast message: `user.message` with `data.seq` (global) and
+/// `data.stream` = the group, stamped with `sent_at`.
+pub(crate) fn broadcast_message(group: &str, seq: u64) -> Message {
+    let mut data = Map::new();
+    data.insert("seq".to_owned(), Value::from(seq));
+    data.insert("stream".to_owned(), Value::from(group));
+    user_message("", "bench", Some(data)).with("sent_at", unix_now_secs())
+}
+
 /// Runs `plan` with at most `concurrency` group_sends in flight.
 ///
 /// # Errors
@@ -114,6 +146,7 @@ pub async fn run_sender(
     let started = Instant::now();
     let tally = Arc::new(Tally::default());
     let mut slip = Duration::ZERO;
+    let mut mixed_counts = None;
     let mode = match plan {
         SendPlan::Broadcast { group, count } => {
             let username = group.strip_prefix("user_").unwrap_or(group).to_owned();
@@ -143,6 +176,42 @@ pub async fn run_sender(
             slip = run_paced(&layer, &tally, users, *rate, *duration, concurrency).await;
             "paced"
         }
+        SendPlan::Mixed {
+            users,
+            per_user_rate,
+            broadcast_group,
+            broadcast_rate,
+            duration,
+        } => {
+            require_users(users)?;
+            let positive = |r: f64| r.is_finite() && r > 0.0;
+            if !positive(*per_user_rate) || !(positive(*broadcast_rate) || *broadcast_rate == 0.0) {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "the per-user rate must be positive and the broadcast rate not negative",
+                ));
+            }
+            let schedule = mixed_schedule(
+                users.len(),
+                *per_user_rate,
+                *broadcast_rate,
+                duration.as_secs_f64(),
+            );
+            mixed_counts = Some((
+                (duration.as_secs_f64() * per_user_rate) as u64,
+                (duration.as_secs_f64() * broadcast_rate) as u64,
+            ));
+            slip = run_mixed(
+                &layer,
+                &tally,
+                users,
+                broadcast_group,
+                schedule,
+                concurrency,
+            )
+            .await;
+            "mixed"
+        }
     };
     let elapsed = started.elapsed().as_secs_f64();
     let sent = tally.sent.load(Ordering::Relaxed);
@@ -158,6 +227,8 @@ pub async fn run_sender(
             0.0
         },
         schedule_slip_max_ms: slip.as_secs_f64() * 1000.0,
+        per_user_each: mixed_counts.map(|(each, _)| each),
+        broadcast_count: mixed_counts.map(|(_, count)| count),
     })
 }
 
@@ -239,6 +310,90 @@ async fn run_paced(
     slip
 }
 
+/// One send of the mixed plan: at `due_s` seconds after the start, message `seq` to user
+/// `Some(index)` or to the broadcast group (`None`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct MixedSend {
+    due_s: f64,
+    user: Option<usize>,
+    seq: u64,
+}
+
+/// The mixed plan's sends in due order: user `i`'s message `k` at `(k + i / users) / rate`,
+/// broadcast `j` at `j / broadcast_rate`; `floor(duration * rate)` messages per stream.
+fn mixed_schedule(
+    users: usize,
+    per_user_rate: f64,
+    broadcast_rate: f64,
+    duration_s: f64,
+) -> Vec<MixedSend> {
+    let each = (duration_s * per_user_rate) as u64;
+    let broadcasts = (duration_s * broadcast_rate) as u64;
+    let mut sends = Vec::with_capacity(users * each as usize + broadcasts as usize);
+    for seq in 0..each {
+        for user in 0..users {
+            sends.push(MixedSend {
+                due_s: (seq as f64 + user as f64 / users as f64) / per_user_rate,
+                user: Some(user),
+                seq,
+            });
+        }
+    }
+    for seq in 0..broadcasts {
+        sends.push(MixedSend {
+            due_s: seq as f64 / broadcast_rate,
+            user: None,
+            seq,
+        });
+    }
+    sends.sort_by(|a, b| a.due_s.total_cmp(&b.due_s));
+    sends
+}
+
+/// Starts every send of `schedule` at its due time, like [`run_paced`]; returns the largest
+/// start delay past a due time.
+async fn run_mixed(
+    layer: &Arc<dyn ChannelLayer>,
+    tally: &Arc<Tally>,
+    users: &[String],
+    broadcast_group: &str,
+    schedule: Vec<MixedSend>,
+    concurrency: NonZeroUsize,
+) -> Duration {
+    let permits = Arc::new(Semaphore::new(concurrency.get()));
+    let start = tokio::time::Instant::now();
+    let mut slip = Duration::ZERO;
+    let mut tasks = tokio::task::JoinSet::new();
+    for send in schedule {
+        let due = start + Duration::from_secs_f64(send.due_s);
+        tokio::time::sleep_until(due).await;
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        slip = slip.max(tokio::time::Instant::now().saturating_duration_since(due));
+        let (group, message) = match send.user {
+            Some(i) => (user_group(&users[i]), bench_message(&users[i], send.seq)),
+            None => (
+                broadcast_group.to_owned(),
+                broadcast_message(broadcast_group, send.seq),
+            ),
+        };
+        let (layer, tally) = (layer.clone(), tally.clone());
+        tasks.spawn(async move {
+            tally.group_send(layer.as_ref(), &group, message).await;
+            drop(permit);
+        });
+        // Reap finished sends as we go, so 100k+ sends do not pile up join handles.
+        while tasks.try_join_next().is_some() {}
+    }
+    while let Some(result) = tasks.join_next().await {
+        if let Err(err) = result {
+            warn!(error = %err, "mixed send task failed");
+        }
+    }
+    slip
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,5 +409,32 @@ mod tests {
         let sent_at = parse_sent_at(&json).unwrap();
         assert!(sent_at >= before && sent_at <= unix_now_secs());
         assert!(json.contains(r#""seq":7"#), "{json}");
+    }
+
+    #[test]
+    fn mixed_schedule_spreads_users_and_counts_each_stream_from_zero() {
+        let sends = mixed_schedule(4, 1.0, 2.0, 3.0);
+        assert_eq!(sends.len(), 4 * 3 + 6);
+        assert!(sends.windows(2).all(|w| w[0].due_s <= w[1].due_s));
+        let user1: Vec<(f64, u64)> = sends
+            .iter()
+            .filter(|s| s.user == Some(1))
+            .map(|s| (s.due_s, s.seq))
+            .collect();
+        assert_eq!(user1, [(0.25, 0), (1.25, 1), (2.25, 2)]);
+        let broadcast: Vec<u64> = sends
+            .iter()
+            .filter(|s| s.user.is_none())
+            .map(|s| s.seq)
+            .collect();
+        assert_eq!(broadcast, [0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn broadcast_message_names_its_stream() {
+        let json = broadcast_message("task_bcast", 3).to_json().to_string();
+        assert!(json.contains(r#""stream":"task_bcast""#), "{json}");
+        assert!(json.contains(r#""seq":3"#), "{json}");
+        assert!(parse_sent_at(&json).is_some());
     }
 }

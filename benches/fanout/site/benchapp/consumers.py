@@ -4,6 +4,10 @@ An authenticated socket joins the group ``user_{username}`` and every ``user.mes
 ``user.notification`` or ``user.file`` event sent to that group is forwarded to the browser as
 JSON, with ``type`` written the way the frontend listens for it (``user_message``, ...).
 Anonymous sockets are refused (HTTP 403 from Daphne).
+
+``{"action": "subscribe", "task_id": ID}`` joins ``task_{ID}`` and answers
+``{"type": "subscribed", "task_id": ID}``, as herald's consumer does: the reconnect benchmarks
+use a task group as the broadcast group every socket joins.
 """
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
@@ -15,6 +19,7 @@ class TaskConsumer(AsyncJsonWebsocketConsumer):
             await self.close()
             return
         self.user_group = f"user_{user.username}"
+        self.task_groups = set()
         await self.channel_layer.group_add(self.user_group, self.channel_name)
         await self.accept()
 
@@ -22,11 +27,18 @@ class TaskConsumer(AsyncJsonWebsocketConsumer):
         group = getattr(self, "user_group", None)
         if group is not None:
             await self.channel_layer.group_discard(group, self.channel_name)
+        for task_group in getattr(self, "task_groups", ()):
+            await self.channel_layer.group_discard(task_group, self.channel_name)
 
     async def receive_json(self, content, **kwargs):
         # The page may ping to keep proxies from closing an idle socket.
         if content.get("type") == "ping":
             await self.send_json({"type": "pong"})
+        elif content.get("action") == "subscribe" and "task_id" in content:
+            group = f"task_{content['task_id']}"
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.task_groups.add(group)
+            await self.send_json({"type": "subscribed", "task_id": content["task_id"]})
 
     async def _forward(self, event):
         await self.send_json({**event, "type": event["type"].replace(".", "_")})

@@ -16,7 +16,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use herald_core::ChannelLayer;
-use herald_load::{LoadConfig, SendPlan, Swarm, raise_nofile_limit, require_loopback, run_sender};
+use herald_core::capacity::CapacityRule;
+use herald_load::{
+    FlakyConfig, Fleet, LoadConfig, SendPlan, Swarm, raise_nofile_limit, require_loopback,
+    run_sender,
+};
 use herald_redis::{HostSpec, RedisChannelLayer, RedisLayerConfig};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
@@ -46,6 +50,10 @@ enum Command {
         #[command(subcommand)]
         plan: PlanArgs,
     },
+    /// The reconnect benchmarks' client: one user per client, its user stream plus a broadcast
+    /// stream, connections cut at random or lost to a deploy; counts delivered, duplicates,
+    /// out-of-order and replay latency.
+    Flaky(FlakyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,6 +94,87 @@ enum PlanArgs {
         #[command(flatten)]
         common: SendCommon,
     },
+    /// The reconnect benchmarks' load: `--per-user-rate` messages/s to every user in
+    /// `--users-file` and `--broadcast-rate` messages/s to `--broadcast-group`.
+    Mixed {
+        /// One username per line.
+        #[arg(long)]
+        users_file: PathBuf,
+        /// Messages per second to each user.
+        #[arg(long, default_value_t = 1.0)]
+        per_user_rate: f64,
+        /// The group every client joins.
+        #[arg(long, default_value = "task_bcast")]
+        broadcast_group: String,
+        /// Messages per second to the broadcast group.
+        #[arg(long, default_value_t = 2.0)]
+        broadcast_rate: f64,
+        /// Seconds.
+        #[arg(long, default_value_t = 60.0)]
+        duration: f64,
+        #[command(flatten)]
+        common: SendCommon,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct FlakyArgs {
+    /// Target URL (ws:// on loopback); repeat it for several servers (client i starts on
+    /// URL i mod count and moves to the next one when its server goes away).
+    #[arg(long = "url", required = true)]
+    urls: Vec<String>,
+    /// Clients (one socket each).
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// One Cookie header value per line; client i uses line i mod count (one user each).
+    #[arg(long)]
+    cookies_file: PathBuf,
+    /// Connect to `?recover=1` and resume with the last position per group (herald).
+    #[arg(long)]
+    recover: bool,
+    /// Task id of the broadcast stream (`task_<id>`).
+    #[arg(long, default_value = "bcast")]
+    broadcast_task: String,
+    /// Mean seconds between random cuts while the sender runs; 0 = no cuts.
+    #[arg(long, default_value_t = 0.0)]
+    cut_every: f64,
+    /// Mean seconds offline after a cut.
+    #[arg(long, default_value_t = 2.0)]
+    offline: f64,
+    /// Relative jitter of both (uniform within mean * (1 ± jitter)).
+    #[arg(long, default_value_t = 0.5)]
+    jitter: f64,
+    /// Initial connects in flight.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Seconds allowed for one connect + handshake + join.
+    #[arg(long, default_value_t = 30.0)]
+    connect_timeout: f64,
+    /// First retry delay (seconds) after the server went away, half fixed, half random.
+    #[arg(long, default_value_t = 1.0)]
+    reconnect_delay: f64,
+    /// After the sender exited, stop once no new message arrived for this many seconds.
+    #[arg(long, default_value_t = 10.0)]
+    quiet_stop: f64,
+    /// Seconds the run may last after the sender exited.
+    #[arg(long, default_value_t = 60.0)]
+    deadline: f64,
+    /// Seconds the sender may run.
+    #[arg(long, default_value_t = 600.0)]
+    sender_timeout: f64,
+    /// Seed of the random cut times.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Tokio worker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Free-form label copied into the output.
+    #[arg(long, default_value = "")]
+    label: String,
+    /// Sender command (e.g. `herald-load send mixed ...`), started once every client joined;
+    /// its last stdout line must be the JSON report with `per_user_each` and `broadcast_count`.
+    #[arg(last = true, required = true)]
+    sender: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -99,6 +188,10 @@ struct SendCommon {
     /// channels_redis `capacity` (default: channels_redis's 100).
     #[arg(long)]
     capacity: Option<usize>,
+    /// channels_redis `channel_capacity` entry, `GLOB=N` (repeatable, first match wins), e.g.
+    /// `herald.history.*=1000` as the reliability docs advise for recorded groups.
+    #[arg(long = "channel-capacity")]
+    channel_capacity: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -158,12 +251,26 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if let Some(Command::Send { plan }) = cli.command {
-        return tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()?
-            .block_on(send(plan));
+    match cli.command {
+        Some(Command::Send { plan }) => {
+            return tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?
+                .block_on(send(plan));
+        }
+        Some(Command::Flaky(args)) => {
+            if args.threads == 0 {
+                bail!("--threads must be at least 1");
+            }
+            raise_nofile_limit(args.connections as u64 * 2 + 1024)?;
+            return tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(args.threads)
+                .enable_all()
+                .build()?
+                .block_on(flaky(args));
+        }
+        None => {}
     }
     let args = cli.load;
     if args.threads == 0 {
@@ -350,12 +457,38 @@ async fn send(plan: PlanArgs) -> anyhow::Result<()> {
             },
             common,
         ),
+        PlanArgs::Mixed {
+            users_file,
+            per_user_rate,
+            broadcast_group,
+            broadcast_rate,
+            duration,
+            common,
+        } => (
+            SendPlan::Mixed {
+                users: read_lines(&users_file)?,
+                per_user_rate,
+                broadcast_group,
+                broadcast_rate,
+                duration: Duration::from_secs_f64(duration),
+            },
+            common,
+        ),
     };
     require_loopback_redis(&common.redis_url)?;
     let mut config =
         RedisLayerConfig::default().with_hosts([HostSpec::url(common.redis_url.clone())]);
     if let Some(capacity) = common.capacity {
         config = config.with_capacity(capacity);
+    }
+    for spec in &common.channel_capacity {
+        let (pattern, n) = spec
+            .rsplit_once('=')
+            .with_context(|| format!("--channel-capacity {spec:?} must look like GLOB=N"))?;
+        let n: usize = n
+            .parse()
+            .with_context(|| format!("--channel-capacity {spec:?}: {n:?} is not a number"))?;
+        config = config.with_channel_capacity(CapacityRule::glob(pattern, n)?);
     }
     let layer: Arc<dyn ChannelLayer> = Arc::new(RedisChannelLayer::new(config)?);
     let concurrency = NonZeroUsize::new(common.concurrency).unwrap_or(NonZeroUsize::MIN);
@@ -364,6 +497,99 @@ async fn send(plan: PlanArgs) -> anyhow::Result<()> {
     if report.sent == 0 && report.errors > 0 {
         bail!("every group_send failed ({} errors)", report.errors);
     }
+    Ok(())
+}
+
+/// `herald-load flaky`: join every client, start the sender and the cuts, stop the cuts when
+/// the sender exits, wait for the stragglers, print one JSON line.
+async fn flaky(args: FlakyArgs) -> anyhow::Result<()> {
+    let cookies = read_cookies(&args.cookies_file)?;
+    let cut_every = (args.cut_every > 0.0).then(|| Duration::from_secs_f64(args.cut_every));
+    let config = FlakyConfig::new(args.urls.clone())?
+        .with_connections(args.connections)
+        .with_cookies(cookies)
+        .with_recover(args.recover)
+        .with_broadcast_task(args.broadcast_task.clone())
+        .with_cuts(cut_every, Duration::from_secs_f64(args.offline))
+        .with_jitter(args.jitter)
+        .with_concurrency(NonZeroUsize::new(args.concurrency).unwrap_or(NonZeroUsize::MIN))
+        .with_connect_timeout(Duration::from_secs_f64(args.connect_timeout))
+        .with_reconnect_delay(Duration::from_secs_f64(args.reconnect_delay))
+        .with_seed(args.seed);
+    let fleet = Fleet::connect(config).await?;
+    let connect = fleet.connect_report();
+    eprintln!(
+        "herald-load: {} of {} clients joined in {:.0} ms, failures {:?}",
+        connect.joined, connect.attempted, connect.time_to_all_joined_ms, connect.failures
+    );
+    let mut child = tokio::process::Command::new(&args.sender[0])
+        .args(&args.sender[1..])
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start sender {:?}", args.sender[0]))?;
+    let mut stdout = child.stdout.take().unwrap();
+    let output = tokio::spawn(async move {
+        let mut buf = String::new();
+        let _ = stdout.read_to_string(&mut buf).await;
+        buf
+    });
+    fleet.start_cuts();
+    // The deploy scenario's script waits for this line to start its timeline.
+    eprintln!("herald-load: sender started");
+    let status =
+        tokio::time::timeout(Duration::from_secs_f64(args.sender_timeout), child.wait()).await;
+    fleet.stop_cuts();
+    let exit_code = match status {
+        Ok(Ok(status)) => status.code(),
+        _ => {
+            let _ = child.kill().await;
+            None
+        }
+    };
+    let text = tokio::time::timeout(SENDER_GRACE, output)
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .unwrap_or_default();
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    let parsed: Value = serde_json::from_str(last).unwrap_or_else(|_| json!(last));
+    let per_user = parsed.get("per_user_each").and_then(Value::as_u64);
+    let broadcast = parsed.get("broadcast_count").and_then(Value::as_u64);
+    let (per_user, broadcast) = match (per_user, broadcast) {
+        (Some(p), Some(b)) => (p, b),
+        _ => bail!("the sender's last line has no per_user_each/broadcast_count: {last:?}"),
+    };
+    eprintln!("herald-load: sender exited ({exit_code:?}); waiting for the last messages");
+    fleet.expect(per_user, broadcast);
+    fleet
+        .settle(
+            Duration::from_secs_f64(args.quiet_stop),
+            Duration::from_secs_f64(args.deadline),
+        )
+        .await;
+    let report = fleet.finish(per_user, broadcast).await;
+    let mut line = serde_json::to_value(&report)?;
+    if let Value::Object(map) = &mut line {
+        map.insert("label".to_owned(), json!(args.label));
+        map.insert("connections".to_owned(), json!(args.connections));
+        map.insert("urls".to_owned(), json!(args.urls.len()));
+        map.insert(
+            "cut_every_s".to_owned(),
+            json!(cut_every.map(|c| c.as_secs_f64())),
+        );
+        map.insert("offline_s".to_owned(), json!(args.offline));
+        map.insert(
+            "sender".to_owned(),
+            json!({"exit_code": exit_code, "output": parsed}),
+        );
+    }
+    println!("{line}");
     Ok(())
 }
 
