@@ -376,6 +376,10 @@ pub(crate) struct History {
     /// True once the log reader knows where it starts: this server captures nothing before,
     /// or the log reader would skip what it captured.
     log_started: tokio::sync::watch::Sender<bool>,
+    /// True once the home-shard reader has run a capture after [`closing`](Self::closing)
+    /// was set: whatever its last blocking wait popped from the history keys is logged, and
+    /// it waits on them no more.
+    handed_over: tokio::sync::watch::Sender<bool>,
 }
 
 /// The non-local names of the history channels: `herald.history.k<n>` for the first
@@ -424,6 +428,7 @@ impl History {
             closing: AtomicBool::new(false),
             active: AtomicBool::new(false),
             log_started: tokio::sync::watch::Sender::new(false),
+            handed_over: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -449,10 +454,39 @@ impl History {
         let _ = started.wait_for(|started| *started).await;
     }
 
+    /// Stops capturing (at shutdown): takes the lease no more, and tells the home-shard reader
+    /// so. The reader's next capture logs the member its blocking wait may hold, without the
+    /// lease, and then [`handed_over`](Self::handed_over) returns.
+    pub(crate) fn stop_capturing(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+
+    /// Called by the home-shard reader after each capture: once closing, its capture took the
+    /// lease no more and logged what it held.
+    pub(crate) fn captured_while_closing(&self) {
+        if self.is_closing() {
+            self.handed_over.send_replace(true);
+        }
+    }
+
+    /// Waits until the home-shard reader has logged what it held and stopped waiting on the
+    /// history keys (see [`stop_capturing`](Self::stop_capturing)), at most `limit`; false if
+    /// it did not in time (its Redis is down, say).
+    pub(crate) async fn handed_over(&self, limit: Duration) -> bool {
+        let mut done = self.handed_over.subscribe();
+        tokio::time::timeout(limit, done.wait_for(|done| *done))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
     /// Gives the capture lease up if this server holds it (at shutdown), so another server
     /// takes over at its next round instead of after the lease runs out.
     pub(crate) async fn release(&self, shard: &Shard) -> Result<()> {
-        self.closing.store(true, Ordering::Relaxed);
+        self.stop_capturing();
         let released: u8 = shard
             .run("release the capture lease", |mut c| {
                 let mut invocation = self.release.prepare_invoke();
@@ -522,11 +556,7 @@ impl History {
             .arg(CAPTURE_BATCH)
             .arg(&self.me)
             .arg(u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX))
-            .arg(if self.closing.load(Ordering::Relaxed) {
-                "0"
-            } else {
-                "1"
-            });
+            .arg(if self.is_closing() { "0" } else { "1" });
         if let Some((member, score)) = held {
             // The score as Rust prints an f64: shortest form that reads back exactly.
             invocation.arg(member.as_slice()).arg(format!("{score:?}"));

@@ -51,6 +51,11 @@ const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
 /// fails with a probability below 1e-27 per prefix).
 const COLOCATED_SEARCH_FACTOR: usize = 64;
 
+/// How long [`ChannelLayer::close`] waits for the home-shard reader to hand the history capture
+/// over (one round trip when Redis answers; a reader that is reconnecting does not hold a
+/// member anyway).
+const CLOSE_HANDOVER_LIMIT: Duration = Duration::from_secs(2);
+
 /// Python `time.time()`.
 pub(crate) fn now_f64() -> f64 {
     SystemTime::now()
@@ -645,10 +650,21 @@ impl ChannelLayer for RedisChannelLayer {
 
     async fn close(&self) -> Result<()> {
         let inner = &self.inner;
-        match inner.readers.history.as_ref() {
-            Some(history) => history.release(&inner.shards[history.home()]).await,
-            None => Ok(()),
+        let Some(history) = inner.readers.history.as_ref() else {
+            return Ok(());
+        };
+        if history.is_active() {
+            // The home-shard reader may be blocked on the history keys: a member that wait
+            // pops after this returns would be out of Redis and never logged once the process
+            // ends. Wake it, and wait for its next capture, which logs what it holds and waits
+            // on those keys no more; only then give the lease up.
+            history.stop_capturing();
+            inner.readers.wake(history.home()).await;
+            if !history.handed_over(CLOSE_HANDOVER_LIMIT).await {
+                warn!("the history reader did not hand its capture over in time");
+            }
         }
+        history.release(&inner.shards[history.home()]).await
     }
 
     fn history_channel(&self, group: &str) -> Option<String> {

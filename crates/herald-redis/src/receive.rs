@@ -575,6 +575,7 @@ impl Readers {
                 history.log_started().await;
                 (captured, capturing) = history.capture(conn, merge.held_history.as_ref()).await?;
                 merge.held_history = None;
+                history.captured_while_closing();
                 Counters::add(&self.counters.history_captured, captured as u64);
             }
             if !merge.has_pending() {

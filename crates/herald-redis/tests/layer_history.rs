@@ -503,9 +503,6 @@ async fn a_closing_server_hands_the_capture_over() {
 /// benchmark (`benches/fanout/run.sh`, scenario `deploy`), which lost one message in each of
 /// two runs, sent while the capture holder shut down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails (2 of 3 runs here): the closing holder's last blocking wait on the history keys \
-            pops a member after close() gave the lease back, and the process ends before its \
-            next capture logs it; un-ignore with the fix in history.rs/receive.rs"]
 async fn a_capture_holder_closed_under_load_loses_nothing() {
     for round in 0..10 {
         let server = RedisServer::start();
