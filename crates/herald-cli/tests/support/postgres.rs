@@ -48,6 +48,29 @@ impl Database {
         format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
     }
 
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A superuser connection to this database (for tests that change it behind Django's
+    /// back, or make it refuse other connections).
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        let url = format!(
+            "host=127.0.0.1 port=5432 user=postgres dbname={} connect_timeout=5",
+            self.name
+        );
+        let (client, connection) = tokio::time::timeout(
+            TIMEOUT,
+            tokio_postgres::connect(&url, tokio_postgres::NoTls),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        tokio::spawn(connection);
+        client
+    }
+
     /// Drops the database (and any connection still on it).
     pub async fn drop(self) {
         let client = admin().await.unwrap();
