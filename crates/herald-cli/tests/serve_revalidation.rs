@@ -168,15 +168,12 @@ async fn a_database_that_is_down_closes_nothing_and_the_check_resumes_when_it_is
     // session is deleted meanwhile over a connection that was already open: a round now
     // cannot tell a logout from an outage, so it must close nothing.
     let admin = db.connect().await;
-    let name = db.name().to_owned();
-    admin
-        .batch_execute(&format!(
-            "ALTER DATABASE {name} ALLOW_CONNECTIONS false;\n\
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = '{name}' AND pid <> pg_backend_pid();"
-        ))
+    let admin_pid: i32 = admin
+        .query_one("SELECT pg_backend_pid()", &[])
         .await
-        .unwrap();
+        .unwrap()
+        .get(0);
+    db.set_reachable(false, admin_pid).await;
     admin
         .execute(
             "DELETE FROM django_session WHERE session_key = $1",
@@ -197,10 +194,7 @@ async fn a_database_that_is_down_closes_nothing_and_the_check_resumes_when_it_is
     );
 
     // Back: the next round sees the logout.
-    admin
-        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
-        .await
-        .unwrap();
+    db.set_reachable(true, admin_pid).await;
     assert_eq!(close_code(&mut ws).await, Some(UNAUTHORIZED));
     assert_eq!(
         metric(&server, "herald_session_revalidation_closed_total").await,

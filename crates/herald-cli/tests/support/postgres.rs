@@ -71,6 +71,25 @@ impl Database {
         client
     }
 
+    /// Makes the database refuse new connections and cuts every open one but `keep_pid`'s
+    /// (`allow = false`), or accept them again (`allow = true`): a database that is down for
+    /// the server under test, while the test itself keeps its connection.
+    pub async fn set_reachable(&self, allow: bool, keep_pid: i32) {
+        let client = admin().await.unwrap();
+        let name = &self.name;
+        let mut sql = format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {allow};");
+        if !allow {
+            sql.push_str(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{name}' AND pid <> {keep_pid};"
+            ));
+        }
+        tokio::time::timeout(TIMEOUT, client.batch_execute(&sql))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
     /// Drops the database (and any connection still on it).
     pub async fn drop(self) {
         let client = admin().await.unwrap();
