@@ -93,11 +93,12 @@ pids+=($!)
 exec 3<"$WORK/hold.out"
 read -r -t 600 opened <&3
 echo "herald pid $HERALD_PID, commit $(git -C "$ROOT" rev-parse --short HEAD), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "sockets: $opened ($(metric herald_connections_current) on herald), sessions: $SESSIONS, interval ${INTERVAL}s"
+echo "sockets: $opened ($(metric herald_connections_current) on herald), sessions: $SESSIONS, interval ${INTERVAL}s," \
+  "herald rss $(awk '/^VmRSS:/ {print $2}' "/proc/$HERALD_PID/status") KiB"
 
-r=$(next_round "$(metric herald_session_revalidation_rounds_total)")
+next_round "$(metric herald_session_revalidation_rounds_total)" >/dev/null
 sleep 12
-x0=$(xacts); c0=$(cpu_ticks); r0=$r
+r0=$(metric herald_session_revalidation_rounds_total); x0=$(xacts); c0=$(cpu_ticks); r=$r0
 printf '%6s %10s %9s\n' round seconds checked
 for _ in $(seq "$ROUNDS"); do
   r=$(next_round "$r")
@@ -105,8 +106,8 @@ for _ in $(seq "$ROUNDS"); do
     "$(metric herald_session_revalidation_checked_total)"
 done
 sleep 12
-x1=$(xacts); c1=$(cpu_ticks)
-rounds=$((r - r0))
+r1=$(metric herald_session_revalidation_rounds_total); x1=$(xacts); c1=$(cpu_ticks)
+rounds=$((r1 - r0))
 hz=$(getconf CLK_TCK)
 echo "over $rounds rounds: $(( (x1 - x0) / rounds )) queries per round ($((x1 - x0)) transactions)," \
   "herald cpu $(( (c1 - c0) * 1000 / hz / rounds )) ms per round," \
