@@ -204,6 +204,76 @@ async fn a_database_that_is_down_closes_nothing_and_the_check_resumes_when_it_is
     db.drop().await;
 }
 
+/// SQLite's version of an outage: another process holds an exclusive lock (and deletes the
+/// session inside it), so every read waits out its busy timeout and fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_locked_sqlite_database_closes_nothing_until_the_logout_commits() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let Some(python) = compat_python() else {
+        return;
+    };
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite3");
+    let db_url = format!("sqlite:///{}", path.display());
+    let django = Django::new(python.clone(), &db_url, &redis.url());
+    let alice = django.fixture(&["--username", "alice"]).await;
+    let url = redis.url();
+    let server = Herald::start(&serve_flags(&db_url, &url)).await;
+    let mut ws = ws_connect_with_cookie(server.addr, &alice.cookie).await;
+    eventually(Duration::from_secs(10), "a first round", || async {
+        metric(&server, "herald_session_revalidation_checked_total").await >= 1
+    })
+    .await;
+
+    let script = "import sqlite3, sys\n\
+                  c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+                  c.execute('BEGIN EXCLUSIVE')\n\
+                  c.execute('DELETE FROM django_session WHERE session_key = ?', (sys.argv[2],))\n\
+                  print('locked', flush=True)\n\
+                  sys.stdin.read()\n\
+                  c.execute('COMMIT')\n\
+                  print('committed', flush=True)\n";
+    let mut locker = tokio::process::Command::new(&python)
+        .args(["-c", script, path.to_str().unwrap(), session_key(&alice)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut said = BufReader::new(locker.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(support::TIMEOUT, said.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(line.as_deref(), Some("locked"));
+    let failed_before = metric(&server, "herald_session_revalidation_failed_rounds_total").await;
+    eventually(Duration::from_secs(30), "two failed rounds", || async {
+        metric(&server, "herald_session_revalidation_failed_rounds_total").await
+            >= failed_before + 2
+    })
+    .await;
+    still_served(&mut ws).await;
+    assert_eq!(
+        metric(&server, "herald_session_revalidation_closed_total").await,
+        0
+    );
+
+    // The logout commits: the next round that gets through closes the socket.
+    let mut stdin = locker.stdin.take().unwrap();
+    stdin.shutdown().await.unwrap();
+    drop(stdin);
+    let line = tokio::time::timeout(support::TIMEOUT, said.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(line.as_deref(), Some("committed"));
+    let code = tokio::time::timeout(Duration::from_secs(20), close_code(&mut ws))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(UNAUTHORIZED));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn revalidation_off_keeps_a_logged_out_socket_open_as_daphne_does() {
     let Some(python) = compat_python() else {
