@@ -126,9 +126,7 @@ impl InboxSender {
             waker.wake();
         }
     }
-}
 
-impl InboxSender {
     /// Asks the connection to close with `code`, ahead of whatever is queued and whatever the
     /// inbox's capacity; the first request wins.
     pub(crate) fn close(&self, code: u16) {
@@ -742,6 +740,20 @@ mod tests {
         assert!(rx.try_recv().is_none());
         tx.offer_all(std::slice::from_ref(&msg));
         assert!(matches!(rx.try_recv(), Some(Delivery::Event(_))));
+    }
+
+    #[test]
+    fn a_close_request_goes_ahead_of_a_full_queue_once_and_the_first_code_wins() {
+        let (tx, mut rx) = Inbox::new(2);
+        let msg = LayerEvent::new(Message::with_type("x"));
+        tx.offer_all(&[Arc::clone(&msg), Arc::clone(&msg), msg]);
+        tx.close(4401);
+        tx.close(4000);
+        assert!(matches!(rx.try_recv(), Some(Delivery::Close(4401))));
+        assert!(matches!(rx.try_recv(), Some(Delivery::Overflow)));
+        assert!(matches!(rx.try_recv(), Some(Delivery::Event(_))));
+        assert!(matches!(rx.try_recv(), Some(Delivery::Event(_))));
+        assert!(rx.try_recv().is_none());
     }
 
     #[test]
