@@ -98,7 +98,7 @@ echo "sockets: $opened ($(metric herald_connections_current) on herald), session
 
 next_round "$(metric herald_session_revalidation_rounds_total)" >/dev/null
 sleep 12
-r0=$(metric herald_session_revalidation_rounds_total); x0=$(xacts); c0=$(cpu_ticks); r=$r0
+r0=$(metric herald_session_revalidation_rounds_total); x0=$(xacts); c0=$(cpu_ticks); t0=$(date +%s.%N); r=$r0
 printf '%6s %10s %9s\n' round seconds checked
 for _ in $(seq "$ROUNDS"); do
   r=$(next_round "$r")
@@ -106,11 +106,18 @@ for _ in $(seq "$ROUNDS"); do
     "$(metric herald_session_revalidation_checked_total)"
 done
 sleep 12
-r1=$(metric herald_session_revalidation_rounds_total); x1=$(xacts); c1=$(cpu_ticks)
+r1=$(metric herald_session_revalidation_rounds_total); x1=$(xacts); c1=$(cpu_ticks); t1=$(date +%s.%N)
 rounds=$((r1 - r0))
 hz=$(getconf CLK_TCK)
+# herald's CPU between rounds (pings and pongs of the idle sockets), to subtract.
+next_round "$r1" >/dev/null
+sleep 1; ci0=$(cpu_ticks); ti0=$(date +%s.%N)
+sleep 10; ci1=$(cpu_ticks); ti1=$(date +%s.%N)
+per_round=$(awk -v c="$((c1 - c0))" -v t="$t1" -v t0="$t0" -v ic="$((ci1 - ci0))" -v it1="$ti1" \
+  -v it0="$ti0" -v hz="$hz" -v n="$rounds" \
+  'BEGIN { idle = ic / (it1 - it0); printf "%d", (c - idle * (t - t0)) * 1000 / hz / n }')
 echo "over $rounds rounds: $(( (x1 - x0) / rounds )) queries per round ($((x1 - x0)) transactions)," \
-  "herald cpu $(( (c1 - c0) * 1000 / hz / rounds )) ms per round," \
+  "herald cpu $(( (c1 - c0) * 1000 / hz / rounds )) ms per round of which $per_round ms above idle," \
   "failed rounds $(metric herald_session_revalidation_failed_rounds_total)"
 
 LOGOUT=$((SESSIONS / 100))
