@@ -50,6 +50,16 @@ impl ApiOpts {
         self.call("POST", "/api/test-connection", Some(&body)).await
     }
 
+    /// `POST /api/disconnect`: a `herald.disconnect` with `code` to `user`'s group.
+    pub(crate) async fn disconnect(
+        &self,
+        user: &str,
+        code: u16,
+    ) -> anyhow::Result<serde_json::Value> {
+        let body = serde_json::json!({"user": user, "code": code});
+        self.call("POST", "/api/disconnect", Some(&body)).await
+    }
+
     /// `GET /api/presence[?user=…]`.
     pub(crate) async fn presence(&self, user: Option<&str>) -> anyhow::Result<serde_json::Value> {
         let path = match user {

@@ -18,7 +18,9 @@ use std::sync::Arc;
 
 use anyhow::bail;
 use async_trait::async_trait;
-use herald_server::{AuthError, Authenticator, DEMO_PATH, HandshakeRequest, Identity};
+use herald_server::{
+    AuthError, Authenticator, Credential, DEMO_PATH, HandshakeRequest, Identity, SessionState,
+};
 use tracing::{info, warn};
 
 use crate::settings::{Backend, DEFAULT_BIND, LayerOpts};
@@ -83,6 +85,12 @@ impl Authenticator for DemoAuthenticator {
             return Ok(Some(identity));
         }
         Ok(is_local_browser(request).then(|| Identity::new(DEMO_USER, "0")))
+    }
+
+    /// The configured authenticator's users are re-validated by it; the demo user has no
+    /// credential and is never asked about.
+    async fn revalidate(&self, credentials: &[Credential]) -> Result<Vec<SessionState>, AuthError> {
+        self.inner.revalidate(credentials).await
     }
 }
 

@@ -7,7 +7,7 @@
 //! * `layer` — builds the channel layer from those settings.
 //! * `demo` — `herald serve --demo`: the demo page and the loopback-only `demo` user.
 //! * `serve` — `herald serve`: the app from the merged options, the auth glue, signals.
-//! * `send` — `herald send | notify | file | broadcast | group-send`.
+//! * `send` — `herald send | notify | file | broadcast | group-send | disconnect`.
 //! * `client` — the publish-API client senders use when no Redis is configured.
 //! * `check` — `herald check`: configuration, Redis, Django database and a cookie.
 
@@ -61,6 +61,8 @@ enum Command {
     Online(send::OnlineArgs),
     /// Send the guide's test notification and count the sockets that received it.
     TestConnection(send::TestConnectionArgs),
+    /// Close a user's sockets on every herald instance (close code 4401 by default).
+    Disconnect(send::DisconnectArgs),
     /// Check the configuration, Redis, the Django database and (optionally) a cookie.
     Check(Box<check::CheckArgs>),
 }
@@ -135,6 +137,10 @@ fn main() -> ExitCode {
             Command::TestConnection(mut a) => {
                 a.layer = file.merge_layer(a.layer);
                 send::test_connection(a).await
+            }
+            Command::Disconnect(mut a) => {
+                a.layer = file.merge_layer(a.layer);
+                send::disconnect(a).await
             }
             Command::GroupSend(mut a) => {
                 a.layer = file.merge_layer(a.layer);

@@ -331,6 +331,56 @@ pub(crate) async fn group_send(args: GroupSendArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `herald disconnect USER`: close USER's sockets on every herald instance.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct DisconnectArgs {
+    /// The user whose sockets close (every socket in group `user_{username}`).
+    pub(crate) user: String,
+    /// The close code: 1000 or 3000-4999. 4401 (the default) tells the browser client to stop
+    /// and wait for a new login instead of reconnecting.
+    #[arg(long, default_value_t = messaging::DEFAULT_DISCONNECT_CODE, value_parser = parse_close_code)]
+    pub(crate) code: u16,
+    #[command(flatten)]
+    pub(crate) layer: LayerOpts,
+    #[command(flatten)]
+    pub(crate) api: ApiOpts,
+    /// Print a JSON report instead of the one-line summary.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `--code`: a code a `herald.disconnect` may carry.
+fn parse_close_code(text: &str) -> Result<u16, String> {
+    match text.parse::<u16>() {
+        Ok(code) if messaging::is_disconnect_code(code) => Ok(code),
+        _ => Err(format!("{text:?} is not 1000 or 3000-4999")),
+    }
+}
+
+/// A `herald.disconnect` to the user's group, the control message every herald instance
+/// handles by closing its sockets in that group: through Redis, or the publish API.
+pub(crate) async fn disconnect(args: DisconnectArgs) -> anyhow::Result<()> {
+    let groups = [messaging::user_group(&args.user)];
+    let sent = match route(&args.layer, &args.api)? {
+        Route::Api(api) => {
+            let out = api.disconnect(&args.user, args.code).await?;
+            let n = |k: &str| out[k].as_u64().unwrap_or(0) as usize;
+            Sent {
+                groups: n("groups"),
+                members: n("members"),
+                over_capacity: n("over_capacity"),
+            }
+        }
+        layer => {
+            layer
+                .send(&groups, messaging::disconnect(args.code))
+                .await?
+        }
+    };
+    report(args.json, &groups, &sent);
+    Ok(())
+}
+
 /// `herald online [USER]`: presence, from Redis or from a herald's API.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct OnlineArgs {
@@ -465,6 +515,15 @@ mod tests {
             summary(&g, &one(0, 0)),
             "sent to group user_demo: no channel is listening (nobody connected?)"
         );
+    }
+
+    #[test]
+    fn disconnect_codes_are_checked() {
+        assert_eq!(parse_close_code("4401"), Ok(4401));
+        assert_eq!(parse_close_code("1000"), Ok(1000));
+        for bad in ["1006", "2999", "5000", "x", "-1"] {
+            assert!(parse_close_code(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

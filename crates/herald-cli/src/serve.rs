@@ -8,11 +8,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 use herald_core::presence::{DEFAULT_PRESENCE_TTL, InMemoryPresence, Presence};
-use herald_django::DjangoAuth;
+use herald_django::{AuthOutcome, DjangoAuth};
 use herald_redis::RedisChannelLayer;
 use herald_server::{
-    AnonymousAuthenticator, App, AuthError, Authenticator, HandshakeRequest, HealthCheck, Identity,
-    MetricsSource, PublishAccess, TasksConsumer, TrustedHeaderAuthenticator,
+    AnonymousAuthenticator, App, AuthError, Authenticator, Credential, HandshakeRequest,
+    HealthCheck, Identity, MetricsSource, PublishAccess, SessionState, TasksConsumer,
+    TrustedHeaderAuthenticator,
 };
 use tracing::{info, warn};
 
@@ -31,10 +32,38 @@ impl Authenticator for DjangoAuthenticator {
         request: &HandshakeRequest,
     ) -> Result<Option<Identity>, AuthError> {
         // Channels' CookieMiddleware reads the first Cookie header only.
-        match self.0.authenticate(request.header("cookie")).await {
-            Ok(user) => Ok(user.map(|u| Identity::new(u.username, u.user_id))),
+        let header = request.header("cookie");
+        match self.0.authenticate(header).await {
+            Ok(user) => Ok(user.map(|u| {
+                let identity = Identity::new(u.username, u.user_id);
+                // What session re-validation asks about later (the session key; the header
+                // for the callback).
+                match self.0.credential(header) {
+                    Some(credential) => identity.with_credential(credential),
+                    None => identity,
+                }
+            })),
             Err(err) => Err(AuthError::with_source("django authentication failed", err)),
         }
+    }
+
+    /// The sessions again, in one batch (see `DjangoAuth::check_many`): logged out, expired,
+    /// password changed or deactivated is [`SessionState::Gone`]; a callback that did not
+    /// answer for a cookie is [`SessionState::Unknown`].
+    async fn revalidate(&self, credentials: &[Credential]) -> Result<Vec<SessionState>, AuthError> {
+        let keys: Vec<&str> = credentials.iter().map(Credential::as_str).collect();
+        let outcomes =
+            self.0.check_many(&keys).await.map_err(|err| {
+                AuthError::with_source("django session re-validation failed", err)
+            })?;
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| match outcome.map(AuthOutcome::user) {
+                Some(Some(user)) => SessionState::User(user.user_id),
+                Some(None) => SessionState::Gone,
+                None => SessionState::Unknown,
+            })
+            .collect())
     }
 }
 

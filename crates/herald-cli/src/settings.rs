@@ -287,6 +287,11 @@ pub(crate) struct ServerOpts {
     /// Seconds between health checks of Redis and the Django database (/readyz) [default: 2].
     #[arg(long, env = "HERALD_HEALTH_INTERVAL")]
     pub(crate) health_interval: Option<u64>,
+    /// Seconds between checks of open sockets' Django sessions: a socket whose user logged
+    /// out, expired, changed password or was deactivated is closed with 4401; 0 = off
+    /// [default: 30].
+    #[arg(long, env = "HERALD_SESSION_REVALIDATION")]
+    pub(crate) session_revalidation: Option<u64>,
 }
 
 impl ServerOpts {
@@ -311,6 +316,7 @@ impl ServerOpts {
             publish_token: self.publish_token.or(file.publish_token),
             presence_ttl: self.presence_ttl.or(file.presence_ttl),
             health_interval: self.health_interval.or(file.health_interval),
+            session_revalidation: self.session_revalidation.or(file.session_revalidation),
         }
     }
 
@@ -353,6 +359,9 @@ impl ServerOpts {
                 bail!("--health-interval must be at least 1 second");
             }
             c = c.with_health_interval(Duration::from_secs(s));
+        }
+        if let Some(s) = self.session_revalidation {
+            c = c.with_session_revalidation((s > 0).then(|| Duration::from_secs(s)));
         }
         c = c.with_max_connections_per_user(self.max_connections_per_user);
         c = c.with_max_connections_per_ip(self.max_connections_per_ip);
@@ -612,6 +621,18 @@ mod tests {
         };
         let merged = file().merge_serve(serve.clone()).unwrap();
         assert_eq!(merged.server.ping_interval, Some(7));
+        let revalidation: FileSettings =
+            toml::from_str("[server]\nsession_revalidation = 0\n").unwrap();
+        let off = revalidation.merge_serve(serve.clone()).unwrap();
+        assert_eq!(
+            off.server.server_config().unwrap().session_revalidation,
+            None
+        );
+        let default = ServerOpts::default().server_config().unwrap();
+        assert_eq!(
+            default.session_revalidation,
+            Some(herald_server::config::DEFAULT_SESSION_REVALIDATION)
+        );
         assert_eq!(merged.django.secret_key.as_deref(), Some("s"));
         let bad: FileSettings = toml::from_str("[django]\ntime_zone = \"Mars/Base\"\n").unwrap();
         assert!(bad.merge_serve(serve).is_err());

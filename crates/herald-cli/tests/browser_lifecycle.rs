@@ -1,7 +1,8 @@
 //! How `task-notifications.js` keeps its link honest, in a real headless Chromium against the
 //! real `herald serve`: a stopped server noticed by the heartbeat, a network cut through the
 //! DevTools protocol, handshakes refused for an expired Django session or a foreign Origin
-//! (no reconnect storm, an `unauthorized` event, a login resumes), the page lifecycle events,
+//! (no reconnect storm, an `unauthorized` event, a login resumes), a 4401 the server sends to
+//! an open socket (`herald disconnect`: `unauthorized`, no reconnect), the page lifecycle events,
 //! a hidden tab that does not spin, and the ES module, the package and its type declarations.
 //!
 //! Needs what `browser_client.rs` needs (see `support/browser.rs`); the refused-cookie test
@@ -439,6 +440,57 @@ async fn page_lifecycle_events_close_and_reconnect_and_a_hidden_tab_does_not_spi
     );
     send_demo(&server, "Visible again").await;
     browser.element(".herald-toast-info", "Visible again").await;
+    browser.quit().await;
+}
+
+/// The server ends the session: a `herald.disconnect` (`herald disconnect demo`, 4401 — what
+/// session re-validation sends after a logout) stops the client with an `unauthorized` event
+/// and no reconnect at all; `connect()`, after a new login, starts over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_4401_from_the_server_stops_the_client_with_unauthorized_and_no_reconnect() {
+    let Some(mut browser) = Browser::launch().await else {
+        return;
+    };
+    let server = Served::start_with(loopback(), &[]).await;
+    preconfigure(&mut browser, json!({"initialDelay": 100, "maxDelay": 200})).await;
+    browser.open(&server.url("/demo/")).await;
+    browser.wait(WS_OPEN).await;
+    browser.eval(RECORD_EVENTS).await;
+    let handshakes = metric(server.addr, "herald_connections_total").await;
+    let out = herald(&["disconnect", "demo", "--server", &server.url("")]).await;
+    assert!(out.status.success(), "{out:?}");
+    let event = browser
+        .wait("__ev.find(e => e[0] === 'unauthorized')")
+        .await;
+    assert_eq!(event[1], 4401, "{event}");
+    assert_eq!(
+        browser.eval("taskNotifications.state").await,
+        "unauthorized"
+    );
+    // Many backoff periods later: not one reconnect attempt reached the server.
+    sleep_ms(2000).await;
+    assert_eq!(
+        browser
+            .eval("[__ev.filter(e => e[0] === 'reconnecting').length, __ev.filter(e => e[0] === 'close').map(e => e[1])]")
+            .await,
+        json!([0, [4401]])
+    );
+    assert_eq!(
+        metric(server.addr, "herald_connections_total").await,
+        handshakes
+    );
+    assert_eq!(
+        metric(server.addr, "herald_disconnect_closes_total").await,
+        1
+    );
+    browser.eval("taskNotifications.connect()").await;
+    browser
+        .wait("taskNotifications.state === 'open' && taskNotifications.ws !== __first")
+        .await;
+    send_demo(&server, "Back after a new login").await;
+    browser
+        .element(".herald-toast-info", "Back after a new login")
+        .await;
     browser.quit().await;
 }
 

@@ -1,5 +1,6 @@
 //! [`DjangoAuth`]: Channels' `AuthMiddlewareStack` (cookie → session → user) in one call.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -13,7 +14,11 @@ use crate::db::Database;
 use crate::error::Result;
 use crate::session::{self, DecodeFailure, SessionData};
 use crate::signing::Keys;
-use crate::user::{HashCheck, can_authenticate, check_session_hash};
+use crate::user::{HashCheck, UserRow, can_authenticate, check_session_hash};
+
+/// How many callback requests [`DjangoAuth::check_many`] has in flight at once: the view is a
+/// Django process, which must keep serving the site while sockets are re-validated.
+pub const CALLBACK_CONCURRENCY: usize = 8;
 
 /// A logged-in Django user.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -225,6 +230,63 @@ impl DjangoAuth {
         outcome
     }
 
+    /// What a handshake with this `Cookie` header can be checked again by later, with
+    /// [`check_many`](Self::check_many): the session cookie's value (the session key, or the
+    /// whole signed session for `signed_cookies`), or, in callback mode, the header itself.
+    /// `None` when there is nothing to check (no header, no session cookie).
+    ///
+    /// The value is a secret: never log it.
+    pub fn credential(&self, cookie_header: Option<&str>) -> Option<String> {
+        let header = cookie_header?;
+        match &*self.inner {
+            Inner::Session(auth) => cookie_value(header, &auth.cookie_name),
+            Inner::Callback(_) => Some(header.to_owned()),
+        }
+    }
+
+    /// Checks many [`credential`](Self::credential)s at once, one outcome per credential in
+    /// order: what [`check`](Self::check) would answer for a handshake with it now. This is how
+    /// open sockets are re-validated: a user who logged out (session row deleted), whose
+    /// session expired, whose password changed or who was deactivated is now `Anonymous`.
+    ///
+    /// Session mode answers every credential with one query per batch of session keys (5,000 on
+    /// PostgreSQL, 500 on SQLite; none for `signed_cookies`, whose session is the cookie) and
+    /// one per batch of user ids. Callback mode asks the view once per credential,
+    /// [`CALLBACK_CONCURRENCY`] at a time; a credential the view did not answer for (timeout,
+    /// error) is `None`.
+    ///
+    /// # Errors
+    /// Session mode: as [`authenticate`](Self::authenticate) — the whole batch is unanswered
+    /// when the database fails. Callback mode never fails as a whole.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe, as [`check`](Self::check).
+    pub async fn check_many(&self, credentials: &[&str]) -> Result<Vec<Option<AuthOutcome>>> {
+        match &*self.inner {
+            Inner::Session(auth) => Ok(auth
+                .check_many(credentials)
+                .await?
+                .into_iter()
+                .map(Some)
+                .collect()),
+            Inner::Callback(callback) => {
+                use futures_util::StreamExt as _;
+                // The requests are made up front (nothing runs until polled): a stream of
+                // futures, not a closure in the stream, keeps the future `Send` for callers
+                // behind `async_trait`.
+                let asks: Vec<_> = credentials
+                    .iter()
+                    .map(|header| check_callback(callback, Some(header)))
+                    .collect();
+                Ok(futures_util::stream::iter(asks)
+                    .buffered(CALLBACK_CONCURRENCY)
+                    .map(Result::ok)
+                    .collect()
+                    .await)
+            }
+        }
+    }
+
     /// Checks that the database (session mode) is reachable. Does nothing in callback mode: the
     /// view needs a cookie to answer anything meaningful.
     ///
@@ -286,40 +348,131 @@ impl SessionAuth {
                 session::decode_signed_cookie(key, &self.keys, self.cookie_age, SystemTime::now())
             }
         };
-        Ok(decoded.map_err(|failure| match failure {
-            DecodeFailure::BadSignature => Refusal::BadSignature,
-            DecodeFailure::Expired => Refusal::SessionExpired,
-            DecodeFailure::Malformed => Refusal::MalformedSession,
-        }))
+        Ok(decoded.map_err(refusal_of))
     }
 
     /// `django.contrib.auth.get_user` minus the writes (Django 5.2, see [`crate::user`]).
     async fn user_from_session(&self, session: &SessionData) -> Result<AuthOutcome> {
-        use AuthOutcome::Anonymous;
-        let Some(user_id) = session.user_id() else {
-            return Ok(Anonymous(Refusal::NotLoggedIn));
+        let (user_id, backend) = match self.precheck(session) {
+            Ok(found) => found,
+            Err(refusal) => return Ok(AuthOutcome::Anonymous(refusal)),
         };
-        let Some(backend) = session.backend() else {
-            return Ok(Anonymous(Refusal::BackendNotAllowed));
-        };
+        let user = self.db.user(&user_id).await?;
+        Ok(self.judge(session, user_id, backend, user.as_ref()))
+    }
+
+    /// The checks before the user lookup: who the session names, and through which allowed
+    /// backend.
+    fn precheck<'s>(&self, session: &'s SessionData) -> Result<(String, &'s str), Refusal> {
+        let user_id = session.user_id().ok_or(Refusal::NotLoggedIn)?;
+        let backend = session.backend().ok_or(Refusal::BackendNotAllowed)?;
         if !self.backends.iter().any(|b| b == backend) {
-            return Ok(Anonymous(Refusal::BackendNotAllowed));
+            return Err(Refusal::BackendNotAllowed);
         }
-        let Some(user) = self.db.user(&user_id).await? else {
-            return Ok(Anonymous(Refusal::UserNotFound));
+        Ok((user_id, backend))
+    }
+
+    /// The checks after the user lookup: the user exists, may log in, and the session's hash
+    /// still matches the password.
+    fn judge(
+        &self,
+        session: &SessionData,
+        user_id: String,
+        backend: &str,
+        user: Option<&UserRow>,
+    ) -> AuthOutcome {
+        use AuthOutcome::Anonymous;
+        let Some(user) = user else {
+            return Anonymous(Refusal::UserNotFound);
         };
         if !can_authenticate(backend, user.is_active) {
-            return Ok(Anonymous(Refusal::UserInactive));
+            return Anonymous(Refusal::UserInactive);
         }
         match check_session_hash(session.auth_hash(), &user.password, &self.keys) {
             HashCheck::Current | HashCheck::Fallback => {}
-            HashCheck::Missing => return Ok(Anonymous(Refusal::MissingAuthHash)),
-            HashCheck::Mismatch => return Ok(Anonymous(Refusal::AuthHashMismatch)),
+            HashCheck::Missing => return Anonymous(Refusal::MissingAuthHash),
+            HashCheck::Mismatch => return Anonymous(Refusal::AuthHashMismatch),
         }
-        Ok(AuthOutcome::Authenticated(AuthenticatedUser {
+        AuthOutcome::Authenticated(AuthenticatedUser {
             user_id,
-            username: user.username,
-        }))
+            username: user.username.clone(),
+        })
+    }
+
+    /// [`DjangoAuth::check_many`] in session mode: one query per batch of session keys (none
+    /// for `signed_cookies`), one per batch of user ids.
+    async fn check_many(&self, keys: &[&str]) -> Result<Vec<AuthOutcome>> {
+        use AuthOutcome::Anonymous;
+        let stored = match self.engine {
+            SessionEngine::Db => {
+                let valid: Vec<&str> = keys
+                    .iter()
+                    .copied()
+                    .filter(|k| session::valid_session_key(k))
+                    .collect();
+                self.db.sessions_data(&valid).await?
+            }
+            SessionEngine::SignedCookies => HashMap::new(),
+        };
+        let now = SystemTime::now();
+        let sessions: Vec<Result<SessionData, Refusal>> = keys
+            .iter()
+            .map(|key| {
+                if !session::valid_session_key(key) {
+                    return Err(Refusal::InvalidSessionKey);
+                }
+                let decoded = match self.engine {
+                    SessionEngine::Db => {
+                        let data = stored.get(*key).ok_or(Refusal::SessionNotFound)?;
+                        session::decode_stored(data, &self.keys, &self.session_salt)
+                    }
+                    SessionEngine::SignedCookies => {
+                        session::decode_signed_cookie(key, &self.keys, self.cookie_age, now)
+                    }
+                };
+                decoded.map_err(refusal_of)
+            })
+            .collect();
+        let prechecked: Vec<Result<(String, &str), Refusal>> = sessions
+            .iter()
+            .map(|s| s.as_ref().map_err(|r| *r).and_then(|s| self.precheck(s)))
+            .collect();
+        let mut ids: Vec<&str> = prechecked
+            .iter()
+            .filter_map(|p| p.as_ref().ok().map(|(id, _)| id.as_str()))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut users = self.db.users(&ids).await?;
+        for id in ids {
+            // Not found by the batch: ask as the handshake did (a deleted user, or an id
+            // whose text differs from the database's form of it).
+            if !users.contains_key(id)
+                && let Some(row) = self.db.user(id).await?
+            {
+                users.insert(id.to_owned(), row);
+            }
+        }
+        Ok(sessions
+            .iter()
+            .zip(prechecked)
+            .map(|(session, pre)| match (session, pre) {
+                (Ok(session), Ok((user_id, backend))) => {
+                    let user = users.get(&user_id);
+                    self.judge(session, user_id, backend, user)
+                }
+                (Err(refusal), _) => Anonymous(*refusal),
+                (Ok(_), Err(refusal)) => Anonymous(refusal),
+            })
+            .collect())
+    }
+}
+
+fn refusal_of(failure: DecodeFailure) -> Refusal {
+    match failure {
+        DecodeFailure::BadSignature => Refusal::BadSignature,
+        DecodeFailure::Expired => Refusal::SessionExpired,
+        DecodeFailure::Malformed => Refusal::MalformedSession,
     }
 }
 

@@ -7,6 +7,7 @@
 //! `timestamptz` on PostgreSQL, compared with `now()`; text `YYYY-MM-DD HH:MM:SS[.ffffff]` on
 //! SQLite, compared as text with the current UTC time in the same format, like Django's own query.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,11 +20,22 @@ use crate::config::{DatabaseUrl, DjangoAuthConfig, quote_identifier};
 use crate::error::{Error, ErrorKind, Result};
 use crate::user::UserRow;
 
+/// Session keys (or user ids) per query of a batched re-validation on PostgreSQL: the keys go
+/// in one array parameter, so only the statement's run time bounds a batch.
+pub(crate) const POSTGRES_BATCH: usize = 5000;
+/// The same on SQLite, one `?` per key: below the 999 variables old SQLite builds allow.
+pub(crate) const SQLITE_BATCH: usize = 500;
+
 /// The SQL both engines run, built once from validated identifiers.
 #[derive(Debug, Clone)]
 struct Queries {
     session: String,
     user: String,
+    /// PostgreSQL: every unexpired row among `$1` (an array). SQLite: the text before the
+    /// `IN (...)` list, completed per batch by [`Queries::sqlite_in`].
+    sessions: String,
+    /// As `sessions`, for users; the first column is the primary key as text.
+    users: String,
     has_is_active: bool,
 }
 
@@ -51,12 +63,80 @@ impl Queries {
             quote_identifier(&config.user_table),
             quote_identifier(&config.user_id_column)
         );
+        let table = quote_identifier(&config.session_table);
+        let id = quote_identifier(&config.user_id_column);
+        let (sessions, users) = if postgres {
+            (
+                format!(
+                    "SELECT session_key, session_data FROM {table} \
+                     WHERE session_key = ANY($1) AND expire_date > now()"
+                ),
+                format!(
+                    "SELECT {id}::text, {} FROM {} WHERE {id} = ANY($1)",
+                    columns.join(", "),
+                    quote_identifier(&config.user_table),
+                ),
+            )
+        } else {
+            (
+                // ?1 is the time; the keys are ?2, ?3, ...
+                format!(
+                    "SELECT session_key, session_data FROM {table} \
+                     WHERE expire_date > ?1 AND session_key IN "
+                ),
+                format!(
+                    "SELECT CAST({id} AS TEXT), {} FROM {} WHERE {id} IN ",
+                    columns.join(", "),
+                    quote_identifier(&config.user_table),
+                ),
+            )
+        };
         Queries {
             session,
             user,
+            sessions,
+            users,
             has_is_active: config.is_active_column.is_some(),
         }
     }
+
+    /// `prefix` completed with `(?first, ..., ?first+n-1)`.
+    fn sqlite_in(prefix: &str, first: usize, n: usize) -> String {
+        let mut sql = String::with_capacity(prefix.len() + 6 * n + 2);
+        sql.push_str(prefix);
+        sql.push('(');
+        for i in 0..n {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('?');
+            sql.push_str(&(first + i).to_string());
+        }
+        sql.push(')');
+        sql
+    }
+}
+
+/// A PostgreSQL array literal (`{"a","b"}`) of `items`, sent as text so the server reads it as
+/// an array of whatever the column's type is, like [`AsText`] for one value.
+fn pg_array_literal(items: &[&str]) -> String {
+    let mut out = String::with_capacity(items.iter().map(|i| i.len() + 3).sum::<usize>() + 2);
+    out.push('{');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for c in item.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    }
+    out.push('}');
+    out
 }
 
 /// The session/user database.
@@ -102,6 +182,45 @@ impl Database {
             Database::Postgres(pg) => pg.user(user_id).await,
             Database::Sqlite(sq) => sq.user(user_id).await,
         }
+    }
+
+    /// `session_data` of every unexpired row among `keys`, by key: one query per
+    /// [`POSTGRES_BATCH`] / [`SQLITE_BATCH`] keys.
+    pub(crate) async fn sessions_data(&self, keys: &[&str]) -> Result<HashMap<String, String>> {
+        let mut found = HashMap::with_capacity(keys.len());
+        match self {
+            Database::Postgres(pg) => {
+                for batch in keys.chunks(POSTGRES_BATCH) {
+                    found.extend(pg.sessions_data(batch).await?);
+                }
+            }
+            Database::Sqlite(sq) => {
+                for batch in keys.chunks(SQLITE_BATCH) {
+                    found.extend(sq.sessions_data(batch).await?);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The users among `ids`, by primary key as text. An id the batch did not find (deleted, or
+    /// spelt differently from the database's text form) is absent: callers look it up on its
+    /// own with [`Database::user`], as the handshake did.
+    pub(crate) async fn users(&self, ids: &[&str]) -> Result<HashMap<String, UserRow>> {
+        let mut found = HashMap::with_capacity(ids.len());
+        match self {
+            Database::Postgres(pg) => {
+                for batch in ids.chunks(POSTGRES_BATCH) {
+                    found.extend(pg.users(batch).await?);
+                }
+            }
+            Database::Sqlite(sq) => {
+                for batch in ids.chunks(SQLITE_BATCH) {
+                    found.extend(sq.users(batch).await?);
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Connects (if needed) and runs a trivial query.
@@ -159,12 +278,14 @@ pub(crate) struct Postgres {
     conn: tokio::sync::Mutex<Option<Arc<PgConn>>>,
 }
 
-/// A connection with both statements prepared once (one round trip per lookup afterwards).
+/// A connection with its statements prepared once (one round trip per lookup afterwards).
 #[derive(Debug)]
 struct PgConn {
     client: tokio_postgres::Client,
     session: tokio_postgres::Statement,
     user: tokio_postgres::Statement,
+    sessions: tokio_postgres::Statement,
+    users: tokio_postgres::Statement,
 }
 
 impl Postgres {
@@ -197,10 +318,14 @@ impl Postgres {
         };
         let session = self.bounded(client.prepare(&self.queries.session)).await?;
         let user = self.bounded(client.prepare(&self.queries.user)).await?;
+        let sessions = self.bounded(client.prepare(&self.queries.sessions)).await?;
+        let users = self.bounded(client.prepare(&self.queries.users)).await?;
         let conn = Arc::new(PgConn {
             client,
             session,
             user,
+            sessions,
+            users,
         });
         *slot = Some(conn.clone());
         Ok(conn)
@@ -229,6 +354,63 @@ impl Postgres {
         row.map(|r| r.try_get::<_, String>(0))
             .transpose()
             .map_err(|e| db_error("django_session.session_data is not text", e))
+    }
+
+    async fn sessions_data(&self, keys: &[&str]) -> Result<Vec<(String, String)>> {
+        let conn = self.client().await?;
+        let keys = pg_array_literal(keys);
+        let rows = self
+            .bounded(conn.client.query(&conn.sessions, &[&AsText(&keys)]))
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<std::result::Result<_, tokio_postgres::Error>>()
+            .map_err(|e| db_error("django_session columns are not text", e))
+    }
+
+    async fn users(&self, ids: &[&str]) -> Result<Vec<(String, UserRow)>> {
+        let conn = self.client().await?;
+        let literal = pg_array_literal(ids);
+        let ids = AsText(&literal);
+        let params: [&(dyn ToSql + Sync); 1] = [&ids];
+        let fut = conn.client.query(&conn.users, &params);
+        let rows = match tokio::time::timeout(self.timeout, fut).await {
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    "postgres did not answer in time",
+                ));
+            }
+            Ok(Err(err))
+                if matches!(
+                    err.code(),
+                    Some(&SqlState::INVALID_TEXT_REPRESENTATION)
+                        | Some(&SqlState::NUMERIC_VALUE_OUT_OF_RANGE)
+                ) =>
+            {
+                // An id that is not of the key's type spoils the whole array: the batch finds
+                // nobody and each id is looked up on its own (see `Database::users`).
+                return Ok(Vec::new());
+            }
+            Ok(result) => result.map_err(|e| db_error("postgres users query", e))?,
+        };
+        let bad = |e| db_error("unexpected user column type", e);
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push((
+                row.try_get(0).map_err(bad)?,
+                UserRow {
+                    username: row.try_get(1).map_err(bad)?,
+                    password: row.try_get(2).map_err(bad)?,
+                    is_active: if self.queries.has_is_active {
+                        Some(row.try_get(3).map_err(bad)?)
+                    } else {
+                        None
+                    },
+                },
+            ));
+        }
+        Ok(out)
     }
 
     async fn user(&self, user_id: &str) -> Result<Option<UserRow>> {
@@ -335,6 +517,49 @@ impl Sqlite {
         .await
     }
 
+    async fn sessions_data(&self, keys: &[&str]) -> Result<Vec<(String, String)>> {
+        let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+        let now = chrono::Utc::now()
+            .naive_utc()
+            .format("%Y-%m-%d %H:%M:%S%.6f")
+            .to_string();
+        self.run(move |conn, q| {
+            let sql = Queries::sqlite_in(&q.sessions, 2, keys.len());
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let params = std::iter::once(&now).chain(keys.iter());
+            let rows = stmt.query_map(rusqlite::params_from_iter(params), |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn users(&self, ids: &[&str]) -> Result<Vec<(String, UserRow)>> {
+        let ids: Vec<String> = ids.iter().map(|k| (*k).to_owned()).collect();
+        self.run(move |conn, q| {
+            let has_is_active = q.has_is_active;
+            let sql = Queries::sqlite_in(&q.users, 1, ids.len());
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(ids.iter()), |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    UserRow {
+                        username: row.get(1)?,
+                        password: row.get(2)?,
+                        is_active: if has_is_active {
+                            Some(row.get::<_, bool>(3)?)
+                        } else {
+                            None
+                        },
+                    },
+                ))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
     async fn user(&self, user_id: &str) -> Result<Option<UserRow>> {
         let user_id = user_id.to_owned();
         self.run(move |conn, q| {
@@ -383,5 +608,25 @@ mod tests {
             "SELECT \"username\", \"password\", \"is_active\" FROM \"auth_user\" WHERE \"id\" = ?1"
         );
         assert!(sq.session.ends_with("expire_date > ?2"));
+        assert_eq!(
+            Queries::sqlite_in(&sq.users, 1, 3),
+            "SELECT CAST(\"id\" AS TEXT), \"username\", \"password\", \"is_active\" FROM \"auth_user\" \
+             WHERE \"id\" IN (?1, ?2, ?3)"
+        );
+        assert!(
+            Queries::new(&DjangoAuthConfig::default(), true)
+                .users
+                .ends_with("WHERE \"id\" = ANY($1)")
+        );
+    }
+
+    #[test]
+    fn array_literals_quote_every_element() {
+        assert_eq!(pg_array_literal(&[]), "{}");
+        assert_eq!(pg_array_literal(&["1", "2"]), r#"{"1","2"}"#);
+        assert_eq!(
+            pg_array_literal(&[r#"a"b\c"#, "{,}"]),
+            r#"{"a\"b\\c","{,}"}"#
+        );
     }
 }

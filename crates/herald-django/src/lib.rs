@@ -68,6 +68,6 @@ pub mod signing;
 mod tls;
 pub mod user;
 
-pub use auth::{AuthOutcome, AuthenticatedUser, DjangoAuth, Refusal};
+pub use auth::{AuthOutcome, AuthenticatedUser, CALLBACK_CONCURRENCY, DjangoAuth, Refusal};
 pub use config::{DjangoAuthConfig, SessionEngine};
 pub use error::{Error, ErrorKind, Result};

@@ -108,6 +108,57 @@ async fn callback_answers_what_django_decides() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_many_asks_the_view_per_cookie_and_an_unreachable_view_is_unknown_not_refused() {
+    let Some((_dir, django)) = django_site().await else {
+        return;
+    };
+    let valid = django.fixture(&[]).await;
+    let changed = django
+        .fixture(&[
+            "--username",
+            "changed",
+            "--no-migrate",
+            "--change-password",
+            "x",
+        ])
+        .await;
+    let served = serve(&django).await;
+    let auth = callback_auth(
+        format!("http://127.0.0.1:{}/herald/whoami/", served.port),
+        Duration::from_secs(10),
+    );
+    // In callback mode the credential is the whole Cookie header, forwarded as the handshake's.
+    let header = valid.header();
+    assert_eq!(
+        auth.credential(Some(&header)).as_deref(),
+        Some(header.as_str())
+    );
+    let changed_header = changed.header();
+    let many: Vec<&str> = std::iter::repeat_n(header.as_str(), 10)
+        .chain([changed_header.as_str(), "theme=dark"])
+        .collect();
+    let answers = tokio::time::timeout(TIMEOUT, auth.check_many(&many))
+        .await
+        .unwrap()
+        .unwrap();
+    let authenticated = Some(AuthOutcome::Authenticated(valid.user.clone()));
+    let refused = Some(AuthOutcome::Anonymous(Refusal::CallbackRefused));
+    assert!(
+        answers[..10].iter().all(|a| *a == authenticated),
+        "{answers:?}"
+    );
+    assert_eq!(answers[10..], [refused.clone(), refused]);
+
+    // The view is gone: nobody is refused, every answer is unknown.
+    drop(served);
+    let answers = tokio::time::timeout(TIMEOUT, auth.check_many(&many[..3]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answers, [None, None, None]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callback_follows_djangos_key_rotation() {
     let Some((_dir, django)) = django_site().await else {
         return;

@@ -115,6 +115,7 @@ scenario_tests!(
     inactive_user_is_anonymous,
     backend_must_be_in_authentication_backends,
     rotated_secret_is_accepted_through_fallbacks,
+    check_many_answers_like_check,
 );
 
 /// The user id comes from the session as a string; PostgreSQL must parse it as the key's type,

@@ -35,6 +35,7 @@ scenario_tests!(
     inactive_user_is_anonymous,
     backend_must_be_in_authentication_backends,
     rotated_secret_is_accepted_through_fallbacks,
+    check_many_answers_like_check,
 );
 
 /// `SESSION_COOKIE_AGE` is the signed cookie's `max_age`: a shorter age refuses a cookie that the

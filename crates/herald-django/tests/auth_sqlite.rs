@@ -37,6 +37,7 @@ scenario_tests!(
     inactive_user_is_anonymous,
     backend_must_be_in_authentication_backends,
     rotated_secret_is_accepted_through_fallbacks,
+    check_many_answers_like_check,
 );
 
 #[tokio::test]

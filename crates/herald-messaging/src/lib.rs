@@ -15,6 +15,7 @@
 //! * builders: [`user_message`], [`user_notification`], [`user_file`] (with [`FileNotice`] and
 //!   [`NotificationType`]), stamped by [`python_isoformat_now`];
 //! * delivery probes: [`PROBE_TYPE`] and its answer [`ACK_TYPE`];
+//! * the control message [`DISCONNECT_TYPE`] ([`disconnect`]): close a user's sockets;
 //! * [`Messenger`]: the Python `ws_utils` helpers over any layer.
 //!
 //! Errors are `herald_core`'s: every failure here is a layer error or an invalid name or
@@ -142,6 +143,28 @@ pub const PROBE_TYPE: &str = "herald.probe";
 
 /// The type of a probe's answer: `{"type": "herald.ack", "username", "channel"}`.
 pub const ACK_TYPE: &str = "herald.ack";
+
+/// The type of the control message that closes sockets instead of reaching the browser:
+/// `{"type": "herald.disconnect", "code": 4401}` (`code` optional, 4401 by default; 1000 or
+/// 3000–4999). Sent to `user_{username}`, it closes that user's sockets on every herald
+/// instance. Python sends it unchanged through channels_redis:
+/// `async_to_sync(layer.group_send)("user_alice", {"type": "herald.disconnect"})`.
+pub const DISCONNECT_TYPE: &str = "herald.disconnect";
+
+/// The close code a [`DISCONNECT_TYPE`] message without a `code` closes with: 4401, "log in
+/// again" (the browser client stops and emits `unauthorized`).
+pub const DEFAULT_DISCONNECT_CODE: u16 = 4401;
+
+/// Can a [`DISCONNECT_TYPE`] message ask for `code`: 1000, or the registered and application
+/// ranges 3000–4999 (RFC 6455 §7.4.2: the others are reserved, or not for a server to send).
+pub fn is_disconnect_code(code: u16) -> bool {
+    code == 1000 || (3000..=4999).contains(&code)
+}
+
+/// `{"type": "herald.disconnect", "code": code}`: see [`DISCONNECT_TYPE`].
+pub fn disconnect(code: u16) -> Message {
+    Message::with_type(DISCONNECT_TYPE).with("code", i64::from(code))
+}
 
 /// The default text of a file notification, as in the guide.
 pub const DEFAULT_FILE_MESSAGE: &str = "File ready for download";

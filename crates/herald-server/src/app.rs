@@ -24,6 +24,7 @@ use crate::presence::PresenceRegistry;
 use crate::publish::PublishAccess;
 use crate::routing;
 use crate::runtime::Connection;
+use crate::sessions::Sessions;
 
 /// Shared state behind an [`App`].
 pub(crate) struct AppInner {
@@ -48,6 +49,8 @@ pub(crate) struct AppInner {
     pub(crate) dispatcher: Arc<Dispatcher>,
     /// The layer's and every [`HealthCheck`]'s state: `/readyz`, 1013 refusals.
     pub(crate) health: Arc<Health>,
+    /// Open sockets' credentials, checked again every `session_revalidation` (see `sessions`).
+    pub(crate) sessions: Arc<Sessions>,
 }
 
 impl std::fmt::Debug for AppInner {
@@ -246,15 +249,18 @@ impl AppBuilder {
             self.health_checks,
             self.config.health_interval,
         ));
+        let authenticator = self
+            .authenticator
+            .unwrap_or_else(|| Arc::new(AnonymousAuthenticator));
+        let sessions = Sessions::new(Arc::clone(&authenticator), self.config.session_revalidation);
         Ok(App {
             inner: Arc::new(AppInner {
                 health,
                 groups,
                 dispatcher,
                 layer,
-                authenticator: self
-                    .authenticator
-                    .unwrap_or_else(|| Arc::new(AnonymousAuthenticator)),
+                sessions,
+                authenticator,
                 config: self.config,
                 routes,
                 sse_routes,
@@ -352,6 +358,7 @@ impl App {
         let mut out = String::with_capacity(METRICS_PAGE_CAPACITY);
         self.inner.metrics.render(&mut out);
         self.inner.health.render_metrics(&mut out);
+        self.inner.sessions.render_metrics(&mut out);
         for source in &self.inner.metrics_sources {
             source.extra_metrics(&mut out);
         }

@@ -26,6 +26,9 @@ pub struct Identity {
     pub username: String,
     /// `user.pk` as text (Django stores `_auth_user_id` as a string in the session).
     pub user_id: String,
+    /// What the authenticator needs to check this identity again later; see
+    /// [`with_credential`](Self::with_credential).
+    credential: Option<Credential>,
 }
 
 impl Identity {
@@ -34,8 +37,66 @@ impl Identity {
         Identity {
             username: username.into(),
             user_id: user_id.into(),
+            credential: None,
         }
     }
+
+    /// With the credential the handshake presented (e.g. the session key), so that
+    /// [`Authenticator::revalidate`] can later tell whether it still logs this user in. An
+    /// identity without one is never re-validated.
+    pub fn with_credential(mut self, credential: impl Into<Credential>) -> Self {
+        self.credential = Some(credential.into());
+        self
+    }
+
+    /// The credential, if the authenticator gave one.
+    pub fn credential(&self) -> Option<&Credential> {
+        self.credential.as_ref()
+    }
+}
+
+/// An opaque, secret token an [`Authenticator`] attaches to an [`Identity`] to check it again
+/// later: for Django, the session key (or the whole `Cookie` header for the HTTP callback).
+/// Cheap to clone; `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Credential(std::sync::Arc<str>);
+
+impl Credential {
+    /// The token.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Credential(***)")
+    }
+}
+
+impl From<String> for Credential {
+    fn from(s: String) -> Self {
+        Credential(s.into())
+    }
+}
+
+impl From<&str> for Credential {
+    fn from(s: &str) -> Self {
+        Credential(s.into())
+    }
+}
+
+/// What a credential is now, according to [`Authenticator::revalidate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionState {
+    /// It still logs in the user with this id (`Identity::user_id`); a socket of another user
+    /// holding it is closed.
+    User(String),
+    /// It logs nobody in any more (logged out, expired, password changed, deactivated).
+    Gone,
+    /// It could not be checked this time (e.g. the callback timed out): nothing is closed.
+    Unknown,
 }
 
 /// Authentication could not be performed (the backend failed). Anonymous is not an error: it
@@ -115,6 +176,21 @@ pub trait Authenticator: Send + Sync + fmt::Debug + 'static {
     /// with HTTP 500.
     async fn authenticate(&self, request: &HandshakeRequest)
     -> Result<Option<Identity>, AuthError>;
+
+    /// Checks again the credentials of open sockets (those whose [`Identity`] carries one),
+    /// one [`SessionState`] per credential, in order. Called every
+    /// [`session_revalidation`](crate::ServerConfig::session_revalidation) with the distinct
+    /// credentials of this server's sockets, in batches: an implementation should answer a
+    /// batch with a few queries, not one per credential.
+    ///
+    /// The default answers [`SessionState::Unknown`] for all: nothing is ever closed.
+    ///
+    /// # Errors
+    /// An [`AuthError`] when the backend fails (database down): the round counts as failed
+    /// and nothing is closed — a transient failure is not a logout.
+    async fn revalidate(&self, credentials: &[Credential]) -> Result<Vec<SessionState>, AuthError> {
+        Ok(vec![SessionState::Unknown; credentials.len()])
+    }
 }
 
 /// Treats everyone as anonymous: the default when no authenticator is configured.

@@ -12,6 +12,11 @@
 //! | 1011 | [`CLOSE_INTERNAL_ERROR`] | a consumer handler or the layer failed after accept (Daphne) |
 //! | 1013 | [`CLOSE_TRY_AGAIN_LATER`] | the handshake came while the layer (or another [`HealthCheck`](crate::HealthCheck)) was down; retry with backoff |
 //! | 4008 | [`CLOSE_SLOW_CONSUMER`] | the client did not read and its outbound queue (or its inbox) overflowed |
+//! | 4401 | [`CLOSE_UNAUTHORIZED`] | the session no longer logs the user in (logout, expiry, password change, deactivation; found by session re-validation), or a `herald.disconnect` message without a code: log in again before reconnecting |
+//!
+//! A `herald.disconnect` layer message (`herald disconnect`, `POST /api/disconnect`, or a
+//! `group_send` from Python) closes every socket of the group with its `code` (1000 or
+//! 3000–4999; default 4401).
 //!
 //! tungstenite reports 1002 and 1007 conditions as read errors but sends no close frame
 //! itself; Daphne (autobahn) sends these codes, so the runtime does. A missed pong drops the
@@ -46,6 +51,12 @@ pub const TRY_AGAIN_LATER_REASON: &str = "try again later";
 /// Close code sent when a socket's outbound queue overflows (the client reads too slowly).
 /// Herald-specific (4000–4999 is the application range); Daphne buffers without limit.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+/// Close code for a socket whose user must log in again: its session ended (logout, expiry,
+/// password change, `is_active` false; see
+/// [`ServerConfig::session_revalidation`](crate::ServerConfig::session_revalidation)) or it was
+/// told to disconnect (`herald.disconnect`). Herald-specific, after HTTP 401; the browser client
+/// stops, emits `unauthorized` and does not reconnect until the page has logged in again.
+pub const CLOSE_UNAUTHORIZED: u16 = 4401;
 
 /// A close frame with `code` and an empty reason.
 pub(crate) fn close_frame(code: u16) -> WsMessage {

@@ -71,6 +71,16 @@ pub const DEFAULT_GROUP_INBOX_CAPACITY: usize = 256;
 /// of the reader's round trips and messages are lost. Each key has its own reader (one blocking
 /// Redis connection per key and shard).
 pub const DEFAULT_GROUP_CHANNEL_KEYS: usize = 8;
+/// How often the sessions behind open sockets are checked again (Herald extension; Daphne
+/// checks the session at the handshake only). A socket whose session no longer logs its user in
+/// (logout, expiry, password change, deactivation) is closed with
+/// [`CLOSE_UNAUTHORIZED`](crate::CLOSE_UNAUTHORIZED). Only sockets whose [`Identity`](crate::Identity)
+/// carries a [`Credential`](crate::Credential) are checked, through
+/// [`Authenticator::revalidate`](crate::Authenticator::revalidate).
+pub const DEFAULT_SESSION_REVALIDATION: Duration = Duration::from_secs(30);
+/// The shortest re-validation interval [`ServerConfig::validate`] accepts: each round reads every
+/// open socket's session.
+const MIN_SESSION_REVALIDATION: Duration = Duration::from_millis(100);
 
 /// An inbound token bucket: `per_second` sustained, `burst` on top.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,6 +173,8 @@ pub struct ServerConfig {
     pub group_inbox_capacity: NonZeroUsize,
     /// See [`DEFAULT_GROUP_CHANNEL_KEYS`].
     pub group_channel_keys: NonZeroUsize,
+    /// See [`DEFAULT_SESSION_REVALIDATION`]; `None`: sessions are checked at the handshake only.
+    pub session_revalidation: Option<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -190,6 +202,7 @@ impl Default for ServerConfig {
                 .unwrap_or(NonZeroUsize::MIN),
             group_channel_keys: NonZeroUsize::new(DEFAULT_GROUP_CHANNEL_KEYS)
                 .unwrap_or(NonZeroUsize::MIN),
+            session_revalidation: Some(DEFAULT_SESSION_REVALIDATION),
         }
     }
 }
@@ -319,6 +332,12 @@ impl ServerConfig {
         self
     }
 
+    /// Sets [`session_revalidation`](Self::session_revalidation).
+    pub fn with_session_revalidation(mut self, interval: Option<Duration>) -> Self {
+        self.session_revalidation = interval;
+        self
+    }
+
     /// Checks the values.
     ///
     /// # Errors
@@ -353,6 +372,12 @@ impl ServerConfig {
         }
         if self.health_interval < MIN_HEALTH_INTERVAL {
             return bad("health_interval must be at least 100 ms");
+        }
+        if self
+            .session_revalidation
+            .is_some_and(|i| i < MIN_SESSION_REVALIDATION)
+        {
+            return bad("session_revalidation must be at least 100 ms (use None for off)");
         }
         if let Some(origins) = &self.allowed_origins
             && origins.iter().any(|o| o.trim().is_empty())

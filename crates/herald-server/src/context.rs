@@ -115,6 +115,11 @@ impl Context {
         Ok(())
     }
 
+    /// The sending half of the socket's inbox (session re-validation closes through it).
+    pub(crate) fn inbox_sender(&self) -> &InboxSender {
+        &self.inbox_tx
+    }
+
     /// See [`HandshakeRequest::pack_headers`].
     pub(crate) fn pack_request_headers(&mut self) {
         self.request.pack_headers();

@@ -65,6 +65,8 @@ pub(crate) enum Delivery {
     Event(Arc<LayerEvent>),
     /// The inbox overflowed: the connection is a slow consumer.
     Overflow,
+    /// Close the socket with this code (session re-validation).
+    Close(u16),
 }
 
 /// The queue behind one connection's inbox. Empty, it holds no allocation (an idle socket
@@ -76,6 +78,8 @@ struct InboxQueue {
     overflow: bool,
     /// The receiving half is gone: offers are dropped.
     closed: bool,
+    /// The socket must close with this code; reported before anything else.
+    close: Option<u16>,
     /// The connection task, parked after it found nothing queued; taken by the next offer.
     /// A plain slot under the queue's lock rather than a `Notify`: a `Notified` future is
     /// registered in and unlinked from a waiter list on every round of the connection's
@@ -116,6 +120,21 @@ impl InboxSender {
         }
         // Only a receiver that found the queue empty is parked; one that saw messages queued
         // drains them without waiting.
+        let waker = queue.waker.take();
+        drop(queue);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Asks the connection to close with `code`, ahead of whatever is queued and whatever the
+    /// inbox's capacity; the first request wins.
+    pub(crate) fn close(&self, code: u16) {
+        let mut queue = lock(&self.state.queue);
+        if queue.closed {
+            return;
+        }
+        queue.close.get_or_insert(code);
         let waker = queue.waker.take();
         drop(queue);
         if let Some(waker) = waker {
@@ -173,6 +192,9 @@ impl Inbox {
     }
 
     fn take(queue: &mut InboxQueue) -> Option<Delivery> {
+        if let Some(code) = queue.close.take() {
+            return Some(Delivery::Close(code));
+        }
         if std::mem::take(&mut queue.overflow) {
             return Some(Delivery::Overflow);
         }
@@ -718,6 +740,20 @@ mod tests {
         assert!(rx.try_recv().is_none());
         tx.offer_all(std::slice::from_ref(&msg));
         assert!(matches!(rx.try_recv(), Some(Delivery::Event(_))));
+    }
+
+    #[test]
+    fn a_close_request_goes_ahead_of_a_full_queue_once_and_the_first_code_wins() {
+        let (tx, mut rx) = Inbox::new(2);
+        let msg = LayerEvent::new(Message::with_type("x"));
+        tx.offer_all(&[Arc::clone(&msg), Arc::clone(&msg), msg]);
+        tx.close(4401);
+        tx.close(4000);
+        assert!(matches!(rx.try_recv(), Some(Delivery::Close(4401))));
+        assert!(matches!(rx.try_recv(), Some(Delivery::Overflow)));
+        assert!(matches!(rx.try_recv(), Some(Delivery::Event(_))));
+        assert!(matches!(rx.try_recv(), Some(Delivery::Event(_))));
+        assert!(rx.try_recv().is_none());
     }
 
     #[test]

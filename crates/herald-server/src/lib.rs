@@ -81,11 +81,14 @@
 //!   `/readyz`, and the 1013 refusal while a dependency is down.
 //! * `groups` — group multiplexing: one layer channel per (process, group), fanned out to the
 //!   local sockets' inboxes (see [`ServerConfig::group_multiplexing`]).
+//! * `sessions` — session re-validation: open sockets' credentials checked again in batches,
+//!   4401 for the ones whose session ended; the `herald.disconnect` counter.
 //! * [`consumers`] — ready-made consumers: [`TasksConsumer`] for the guide's `/ws/tasks/`.
 //!
 //! # Close codes
 //! The [`close`] module has the table: 1000, 1001, 1002, 1006 (reported, never sent), 1007,
-//! 1008, 1009, 1011, 1013 and Herald's 4008 for a slow consumer. Before accept, refusals are
+//! 1008, 1009, 1011, 1013 and Herald's 4008 for a slow consumer and 4401 for a session that
+//! ended (or a `herald.disconnect`). Before accept, refusals are
 //! HTTP statuses: 403 (origin, consumer closed, handshake timeout — as Daphne), 404, 429
 //! (caps), 500 (auth backend or `connect` failed).
 
@@ -114,6 +117,7 @@ mod publish;
 mod routing;
 mod runtime;
 mod server;
+mod sessions;
 mod sse;
 mod upgrade;
 
@@ -123,13 +127,13 @@ pub use assets::{
     DEMO_JS_PATH, DEMO_PATH,
 };
 pub use auth::{
-    AnonymousAuthenticator, AuthError, Authenticator, HandshakeRequest, Identity,
-    StaticTokenAuthenticator, TrustedHeaderAuthenticator,
+    AnonymousAuthenticator, AuthError, Authenticator, Credential, HandshakeRequest, Identity,
+    SessionState, StaticTokenAuthenticator, TrustedHeaderAuthenticator,
 };
 pub use close::{
     CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_INVALID_PAYLOAD, CLOSE_NORMAL,
     CLOSE_PROTOCOL_ERROR, CLOSE_RATE_LIMITED, CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG,
-    CLOSE_TRY_AGAIN_LATER, TRY_AGAIN_LATER_REASON,
+    CLOSE_TRY_AGAIN_LATER, CLOSE_UNAUTHORIZED, TRY_AGAIN_LATER_REASON,
 };
 pub use config::{RateLimit, ServerConfig};
 pub use consumer::{Consumer, ConsumerFactory, Handled, handler_name};
@@ -140,7 +144,8 @@ pub use frame::{Frame, SharedText};
 pub use health::{CHANNEL_LAYER, HealthCheck, MAX_REMINDER_INTERVAL, READYZ_PATH, Readiness};
 pub use metrics::{DropReason, Metrics, MetricsSource};
 pub use publish::{
-    MAX_PUBLISH_BODY, PRESENCE_PATH, PUBLISH_PATH, PublishAccess, TEST_CONNECTION_PATH,
+    DISCONNECT_PATH, MAX_PUBLISH_BODY, PRESENCE_PATH, PUBLISH_PATH, PublishAccess,
+    TEST_CONNECTION_PATH,
 };
 pub use routing::{HEALTHZ_PATH, METRICS_PATH};
 pub use runtime::{CloseReason, Closed, Connection};

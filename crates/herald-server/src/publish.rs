@@ -7,6 +7,7 @@
 //! | `POST /api/publish` | `{"user": "u"}` or `{"users": ["a","b"]}` or `{"group": "task_1"}` or `{"groups": [...]}` or `{"online": true}`, plus `"message": {"type": "user.message", ...}` | `{"ok": true, "groups": n, "members": m, "over_capacity": k}` |
 //! | `GET /api/presence?user=u` | | `{"user": "u", "online": true, "connections": 2}` |
 //! | `GET /api/presence` | | `{"users": ["a", "b"], "count": 2}` |
+//! | `POST /api/disconnect` | a target as for publish (`{"user": "u"}`, ...), plus `"code": 4401` (optional: 1000 or 3000–4999, default 4401) | `{"ok": true, "groups": n, "members": m}`: a `herald.disconnect` message to each group, which closes their sockets on every herald instance |
 //! | `POST /api/test-connection` | `{"user": "u", "wait": 3}` (seconds, 1–30, default 3) | `{"user": "u", "sockets": 1}`: sockets that acknowledged the guide's test notification |
 //!
 //! Users map to their `user_{username}` groups, exactly like the guide's Python helpers; the
@@ -28,7 +29,7 @@ use tracing::{debug, warn};
 
 use herald_core::Message;
 use herald_core::names::require_valid_group_name;
-use herald_messaging::{Messenger, user_group};
+use herald_messaging::{DEFAULT_DISCONNECT_CODE, Messenger, is_disconnect_code, user_group};
 
 use crate::app::AppInner;
 
@@ -38,6 +39,8 @@ pub const PUBLISH_PATH: &str = "/api/publish";
 pub const PRESENCE_PATH: &str = "/api/presence";
 /// `POST {"user": …}` here: the guide's test notification, counting the sockets that got it.
 pub const TEST_CONNECTION_PATH: &str = "/api/test-connection";
+/// `POST {"user": …, "code": 4401}` here: close the user's sockets on every instance.
+pub const DISCONNECT_PATH: &str = "/api/disconnect";
 /// Largest accepted request body.
 pub const MAX_PUBLISH_BODY: usize = 1024 * 1024;
 
@@ -62,7 +65,10 @@ impl std::fmt::Debug for PublishAccess {
 }
 
 pub(crate) fn is_api_path(path: &str) -> bool {
-    path == PUBLISH_PATH || path == PRESENCE_PATH || path == TEST_CONNECTION_PATH
+    path == PUBLISH_PATH
+        || path == PRESENCE_PATH
+        || path == TEST_CONNECTION_PATH
+        || path == DISCONNECT_PATH
 }
 
 type Body = Full<Bytes>;
@@ -113,9 +119,11 @@ pub(crate) async fn handle(
         (&Method::POST, PUBLISH_PATH) => publish(app, req).await,
         (&Method::GET, PRESENCE_PATH) => presence(app, req.uri().query()).await,
         (&Method::POST, TEST_CONNECTION_PATH) => test_connection(app, req).await,
+        (&Method::POST, DISCONNECT_PATH) => disconnect(app, req).await,
         _ => error(
             StatusCode::METHOD_NOT_ALLOWED,
-            "use POST /api/publish, GET /api/presence or POST /api/test-connection",
+            "use POST /api/publish, GET /api/presence, POST /api/test-connection or POST \
+             /api/disconnect",
         ),
     }
 }
@@ -186,6 +194,32 @@ async fn test_connection(app: &Arc<AppInner>, req: Request<Incoming>) -> Respons
     }
 }
 
+/// A `herald.disconnect` to the targets' groups: the same control message Python can
+/// `group_send`, so every herald instance closes its own sockets of those groups.
+async fn disconnect(app: &Arc<AppInner>, req: Request<Incoming>) -> Response<Body> {
+    let body = match json_body(req).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let code = match body.get("code") {
+        None => DEFAULT_DISCONNECT_CODE,
+        Some(c) => match c.as_u64().and_then(|c| u16::try_from(c).ok()) {
+            Some(c) if is_disconnect_code(c) => c,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "\"code\" must be 1000 or 3000-4999",
+                );
+            }
+        },
+    };
+    let groups = match targets(app, &body).await {
+        Ok(g) => g,
+        Err(resp) => return resp,
+    };
+    send_to_groups(app, &groups, &herald_messaging::disconnect(code)).await
+}
+
 async fn publish(app: &Arc<AppInner>, req: Request<Incoming>) -> Response<Body> {
     let body = match json_body(req).await {
         Ok(b) => b,
@@ -204,8 +238,17 @@ async fn publish(app: &Arc<AppInner>, req: Request<Incoming>) -> Response<Body> 
         Ok(g) => g,
         Err(resp) => return resp,
     };
+    send_to_groups(app, &groups, &message).await
+}
+
+/// `group_send` of `message` to each group; the publish answer with the counts.
+async fn send_to_groups(
+    app: &Arc<AppInner>,
+    groups: &[String],
+    message: &Message,
+) -> Response<Body> {
     let (mut members, mut over) = (0, 0);
-    for group in &groups {
+    for group in groups {
         match app.layer.group_send(group, message.clone()).await {
             Ok(r) => {
                 members += r.members;

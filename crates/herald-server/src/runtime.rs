@@ -96,6 +96,9 @@ pub enum CloseReason {
     HandlerError,
     /// The connection dropped without a close handshake (1006).
     Dropped,
+    /// Its session ended (session re-validation, 4401) or a `herald.disconnect` message
+    /// closed it.
+    Revoked,
 }
 
 /// How a connection ended: the reason and the code passed to `disconnect`.
@@ -262,6 +265,20 @@ fn poll_delivery(inbox: &mut Option<Inbox>, cx: &mut TaskContext<'_>) -> Poll<De
     }
 }
 
+/// The handler name of [`herald_messaging::DISCONNECT_TYPE`].
+const DISCONNECT_HANDLER: &str = "herald_disconnect";
+
+/// The close code a `herald.disconnect` message asks for: its `code` if it is one a server may
+/// send (1000, 3000–4999), else [`herald_messaging::DEFAULT_DISCONNECT_CODE`].
+fn disconnect_code(message: &herald_core::Message) -> u16 {
+    message
+        .get("code")
+        .and_then(herald_core::Value::as_i64)
+        .and_then(|c| u16::try_from(c).ok())
+        .filter(|c| herald_messaging::is_disconnect_code(*c))
+        .unwrap_or(herald_messaging::DEFAULT_DISCONNECT_CODE)
+}
+
 /// Takes a token for one inbound frame; true when the bucket is empty.
 fn rate_limited(bucket: &mut Option<TokenBucket>, now: Instant) -> bool {
     bucket.as_mut().is_some_and(|b| !b.try_take(now))
@@ -367,6 +384,10 @@ impl Connection {
             .as_ref()
             .zip(self.ctx.identity())
             .map(|(registry, id)| registry.open(Arc::clone(&channel), &id.username));
+        // Held for the life of the socket: session re-validation sees it while it is open.
+        let _session = shared
+            .sessions
+            .track(self.ctx.identity(), self.ctx.inbox_sender());
         // Layer messages, the socket's own channel and its groups in one order: filled by
         // the layer (see `groups`), bounded.
         let mut inbox = self.ctx.inbox.take();
@@ -579,6 +600,10 @@ impl Connection {
             match delivery {
                 Delivery::Event(event) => self.dispatch(event, state, metrics).await,
                 Delivery::Overflow => self.ctx.inbox_overflowed(),
+                Delivery::Close(code) => {
+                    debug!(code, "session ended: closing");
+                    self.force(state, CloseReason::Revoked, code);
+                }
             }
             handled += 1;
             if handled < INBOX_BATCH && self.ctx.is_open() {
@@ -603,6 +628,14 @@ impl Connection {
             }
             return;
         };
+        if handler == DISCONNECT_HANDLER {
+            // A control message for the runtime, never the consumer's or the browser's.
+            let code = disconnect_code(event.message());
+            self.ctx.shared().sessions.count_disconnect();
+            debug!(code, "herald.disconnect: closing");
+            self.force(state, CloseReason::Revoked, code);
+            return;
+        }
         self.ctx.set_handling(Some(Arc::clone(&event)));
         let handled = self
             .consumer
@@ -733,6 +766,21 @@ mod tests {
             ping_timeout: Duration::from_secs(30),
             ..ServerConfig::default()
         }
+    }
+
+    #[test]
+    fn disconnect_codes_default_to_4401_unless_sendable() {
+        let with = |v: herald_core::Value| herald_messaging::disconnect(0).with("code", v);
+        assert_eq!(disconnect_code(&herald_messaging::disconnect(4000)), 4000);
+        assert_eq!(disconnect_code(&herald_messaging::disconnect(1000)), 1000);
+        assert_eq!(
+            disconnect_code(&herald_core::Message::with_type("herald.disconnect")),
+            4401
+        );
+        for bad in [1006_i64, 1011, 2999, 5000, -1, 70_000] {
+            assert_eq!(disconnect_code(&with(bad.into())), 4401, "{bad}");
+        }
+        assert_eq!(disconnect_code(&with("4000".into())), 4401);
     }
 
     #[test]

@@ -48,6 +48,48 @@ impl Database {
         format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
     }
 
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A superuser connection to this database (for tests that change it behind Django's
+    /// back, or make it refuse other connections).
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        let url = format!(
+            "host=127.0.0.1 port=5432 user=postgres dbname={} connect_timeout=5",
+            self.name
+        );
+        let (client, connection) = tokio::time::timeout(
+            TIMEOUT,
+            tokio_postgres::connect(&url, tokio_postgres::NoTls),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        tokio::spawn(connection);
+        client
+    }
+
+    /// Makes the database refuse new connections and cuts every open one but `keep_pid`'s
+    /// (`allow = false`), or accept them again (`allow = true`): a database that is down for
+    /// the server under test, while the test itself keeps its connection.
+    pub async fn set_reachable(&self, allow: bool, keep_pid: i32) {
+        let client = admin().await.unwrap();
+        let name = &self.name;
+        let mut sql = format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {allow};");
+        if !allow {
+            sql.push_str(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{name}' AND pid <> {keep_pid};"
+            ));
+        }
+        tokio::time::timeout(TIMEOUT, client.batch_execute(&sql))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
     /// Drops the database (and any connection still on it).
     pub async fn drop(self) {
         let client = admin().await.unwrap();

@@ -187,3 +187,83 @@ pub async fn rotated_secret_is_accepted_through_fallbacks(site: &Site) {
     assert_eq!(oracle.django.as_ref(), Some(&f.user));
     assert_eq!(oracle.channels, None);
 }
+
+/// Re-validation's batch answers exactly what a handshake with each cookie would get now, and
+/// sees a change made after the first check (the session ended).
+pub async fn check_many_answers_like_check(site: &Site) {
+    let valid = site.django.fixture(&["--username", "many_valid"]).await;
+    let other = site
+        .django
+        .fixture(&["--username", "many_other", "--no-migrate"])
+        .await;
+    let expired = site
+        .django
+        .fixture(&["--username", "many_expired", "--no-migrate", "--expired"])
+        .await;
+    let changed = site
+        .django
+        .fixture(&[
+            "--username",
+            "many_changed",
+            "--no-migrate",
+            "--change-password",
+            "a-brand-new-password",
+        ])
+        .await;
+    let inactive = site
+        .django
+        .fixture(&[
+            "--username",
+            "many_inactive",
+            "--no-migrate",
+            "--deactivate",
+        ])
+        .await;
+    let auth = site.auth();
+    let mut headers = vec![
+        valid.header(),
+        other.header(),
+        expired.header(),
+        changed.header(),
+        inactive.header(),
+        "sessionid=0123456789abcdefghijklmnopqrstuv".to_owned(),
+        "sessionid=abc1234".to_owned(),
+        // The same session twice: answered twice.
+        valid.cookie.clone(),
+    ];
+    headers.push(other.cookie.clone());
+    let credentials: Vec<String> = headers
+        .iter()
+        .map(|h| auth.credential(Some(h)).unwrap())
+        .collect();
+    assert_eq!(credentials[0], valid.session_key);
+    let keys: Vec<&str> = credentials.iter().map(String::as_str).collect();
+    let many = tokio::time::timeout(super::AUTH_TIMEOUT, auth.check_many(&keys))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(many.len(), headers.len());
+    for (header, outcome) in headers.iter().zip(&many) {
+        assert_eq!(
+            outcome.as_ref(),
+            Some(&check(&auth, Some(header)).await),
+            "{header}"
+        );
+    }
+    assert_eq!(
+        many[0],
+        Some(AuthOutcome::Authenticated(valid.user.clone()))
+    );
+    assert_eq!(
+        many[1],
+        Some(AuthOutcome::Authenticated(other.user.clone()))
+    );
+    assert!(
+        many[2..7]
+            .iter()
+            .all(|o| o.as_ref().is_some_and(|o| o.refusal().is_some()))
+    );
+    assert_eq!(auth.credential(None), None);
+    // An empty batch costs nothing and answers nothing.
+    assert!(auth.check_many(&[]).await.unwrap().is_empty());
+}
