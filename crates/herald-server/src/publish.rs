@@ -7,6 +7,8 @@
 //! | `POST /api/publish` | `{"user": "u"}` or `{"users": ["a","b"]}` or `{"group": "task_1"}` or `{"groups": [...]}` or `{"online": true}`, plus `"message": {"type": "user.message", ...}` | `{"ok": true, "groups": n, "members": m, "over_capacity": k}` |
 //! | `GET /api/presence?user=u` | | `{"user": "u", "online": true, "connections": 2}` |
 //! | `GET /api/presence` | | `{"users": ["a", "b"], "count": 2}` |
+//! | `GET /api/connections?user=u` | | `{"user": "u", "count": 1, "connections": [{"connection": "specific…", "instance": "web-1:8700", "address": "10.0.0.7:51234", "since": 1764500000.5, "groups": ["user_u"]}]}` |
+//! | `GET /api/connections` | | `{"sockets": 3, "users": 2, "instances": [{"instance": "web-1:8700", "sockets": 3, "users": 2}]}` |
 //! | `POST /api/test-connection` | `{"user": "u", "wait": 3}` (seconds, 1–30, default 3) | `{"user": "u", "sockets": 1}`: sockets that acknowledged the guide's test notification |
 //!
 //! Users map to their `user_{username}` groups, exactly like the guide's Python helpers; the
@@ -36,6 +38,8 @@ use crate::app::AppInner;
 pub const PUBLISH_PATH: &str = "/api/publish";
 /// `GET` presence here.
 pub const PRESENCE_PATH: &str = "/api/presence";
+/// `GET` the fleet's connections here (from the presence store, every instance's).
+pub const CONNECTIONS_PATH: &str = "/api/connections";
 /// `POST {"user": …}` here: the guide's test notification, counting the sockets that got it.
 pub const TEST_CONNECTION_PATH: &str = "/api/test-connection";
 /// Largest accepted request body.
@@ -62,7 +66,10 @@ impl std::fmt::Debug for PublishAccess {
 }
 
 pub(crate) fn is_api_path(path: &str) -> bool {
-    path == PUBLISH_PATH || path == PRESENCE_PATH || path == TEST_CONNECTION_PATH
+    path == PUBLISH_PATH
+        || path == PRESENCE_PATH
+        || path == TEST_CONNECTION_PATH
+        || path == CONNECTIONS_PATH
 }
 
 type Body = Full<Bytes>;
@@ -113,9 +120,11 @@ pub(crate) async fn handle(
         (&Method::POST, PUBLISH_PATH) => publish(app, req).await,
         (&Method::GET, PRESENCE_PATH) => presence(app, req.uri().query()).await,
         (&Method::POST, TEST_CONNECTION_PATH) => test_connection(app, req).await,
+        (&Method::GET, CONNECTIONS_PATH) => connections(app, req.uri().query()).await,
         _ => error(
             StatusCode::METHOD_NOT_ALLOWED,
-            "use POST /api/publish, GET /api/presence or POST /api/test-connection",
+            "use POST /api/publish, GET /api/presence, GET /api/connections or POST \
+             /api/test-connection",
         ),
     }
 }
@@ -296,16 +305,36 @@ async fn targets(
     Ok(groups)
 }
 
-async fn presence(app: &Arc<AppInner>, query: Option<&str>) -> Response<Body> {
-    let Some(registry) = &app.presence else {
-        return error(StatusCode::NOT_IMPLEMENTED, "presence is not enabled");
-    };
-    let user = query.and_then(|q| {
+/// The `user` query parameter, decoded.
+fn user_param(query: Option<&str>) -> Option<String> {
+    query.and_then(|q| {
         q.split('&')
             .filter_map(|kv| kv.split_once('='))
             .find(|(k, _)| *k == "user")
             .map(|(_, v)| percent_decode(v))
-    });
+    })
+}
+
+/// `GET /api/connections[?user=U]`: `herald connections`' report, fleet-wide.
+async fn connections(app: &Arc<AppInner>, query: Option<&str>) -> Response<Body> {
+    let Some(registry) = &app.presence else {
+        return error(StatusCode::NOT_IMPLEMENTED, "presence is not enabled");
+    };
+    let user = user_param(query);
+    match herald_core::presence::connections_report(&**registry.store(), user.as_deref()).await {
+        Ok(report) => json_response(StatusCode::OK, &report),
+        Err(e) => error(
+            StatusCode::BAD_GATEWAY,
+            &format!("presence lookup failed: {e}"),
+        ),
+    }
+}
+
+async fn presence(app: &Arc<AppInner>, query: Option<&str>) -> Response<Body> {
+    let Some(registry) = &app.presence else {
+        return error(StatusCode::NOT_IMPLEMENTED, "presence is not enabled");
+    };
+    let user = user_param(query);
     let store = registry.store();
     match user {
         Some(user) => match store.connections(&user).await {

@@ -366,7 +366,14 @@ impl Connection {
             .presence
             .as_ref()
             .zip(self.ctx.identity())
-            .map(|(registry, id)| registry.open(Arc::clone(&channel), &id.username));
+            .map(|(registry, id)| {
+                registry.open(
+                    Arc::clone(&channel),
+                    &id.username,
+                    self.ctx.request().client(),
+                    self.ctx.groups(),
+                )
+            });
         // Layer messages, the socket's own channel and its groups in one order: filled by
         // the layer (see `groups`), bounded.
         let mut inbox = self.ctx.inbox.take();
