@@ -348,3 +348,104 @@ async fn a_webhook_without_its_secret_is_refused_at_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--online-webhook-secret"), "{err}");
 }
+
+/// Runs the receiving view documented in docs/deploy.md §11 (the `python` block, unchanged)
+/// under the compat venv's Django on each `(body, signature)`; returns the status codes.
+async fn documented_view_statuses(
+    python: &std::path::Path,
+    requests: &[(Vec<u8>, String)],
+) -> Vec<u16> {
+    let deploy =
+        std::fs::read_to_string(herald_test_support::workspace_root().join("docs/deploy.md"))
+            .unwrap();
+    let section = deploy.split("## 11.").nth(1).unwrap();
+    let view = section
+        .split("```python\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("view.py"), view).unwrap();
+    let driver = r#"
+import json, sys
+import django
+from django.conf import settings
+settings.configure(HERALD_WEBHOOK_SECRET=sys.argv[2], ALLOWED_HOSTS=["*"], ROOT_URLCONF=__name__)
+urlpatterns = []
+django.setup()
+from django.test import RequestFactory
+ns = {}
+exec(open(sys.argv[1]).read(), ns)
+for line in sys.stdin:
+    req = json.loads(line)
+    request = RequestFactory().post("/herald/presence/", data=bytes.fromhex(req["body"]),
+                                    content_type="application/json",
+                                    HTTP_X_HERALD_SIGNATURE=req["signature"])
+    print(ns["herald_presence"](request).status_code, flush=True)
+"#;
+    std::fs::write(dir.path().join("driver.py"), driver).unwrap();
+    let input: String = requests
+        .iter()
+        .map(|(body, sig)| {
+            let hex: String = body.iter().map(|b| format!("{b:02x}")).collect();
+            format!("{}\n", serde_json::json!({"body": hex, "signature": sig}))
+        })
+        .collect();
+    let mut child = tokio::process::Command::new(python)
+        .arg(dir.path().join("driver.py"))
+        .arg(dir.path().join("view.py"))
+        .arg(SECRET)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_documented_django_view_accepts_herald_signatures_and_refuses_forgeries() {
+    let Some(python) = herald_test_support::compat_python() else {
+        return;
+    };
+    let redis = RedisServer::start();
+    let at = loopback();
+    let mut receiver = Receiver::start(at).await;
+    let server = start(&flags(&redis.url(), at, "1"), &[]).await;
+    let _ws = ws_connect_as(server.addr, "alice").await;
+    let hook = receiver.next().await;
+    hook.checked();
+    let mut forged = hook.body.clone();
+    let n = forged.len();
+    forged[n - 2] ^= 1; // another `at`
+    let requests = [
+        (hook.body.clone(), hook.signature.clone()),
+        (forged, hook.signature.clone()),
+        (hook.body.clone(), "sha256=00".to_owned()),
+        (hook.body.clone(), String::new()),
+    ];
+    assert_eq!(
+        documented_view_statuses(&python, &requests).await,
+        [204, 403, 403, 403]
+    );
+}

@@ -152,10 +152,13 @@ async fn racing_instances_announce_each_transition_once() {
         let user = format!("u{round}");
         // Both instances record a first socket of the same user at once: one "online".
         let (first, second) = ([e(&user, "c1")], [e(&user, "c2")]);
-        let (a, b) = tokio::join!(
-            one.touch_announcing(&first, ttl),
-            two.touch_announcing(&second, ttl)
-        );
+        let (a, b) = t(async {
+            tokio::join!(
+                one.touch_announcing(&first, ttl),
+                two.touch_announcing(&second, ttl)
+            )
+        })
+        .await;
         let (a, b) = (a.unwrap(), b.unwrap());
         assert_eq!(a.len() + b.len(), 1, "{user}: {a:?} {b:?}");
         // One of two sockets closes: nothing falls due.
@@ -168,7 +171,7 @@ async fn racing_instances_announce_each_transition_once() {
             .unwrap();
     }
     tokio::time::sleep(debounce + Duration::from_millis(100)).await;
-    let (a, b) = tokio::join!(one.take_offline(), two.take_offline());
+    let (a, b) = t(async { tokio::join!(one.take_offline(), two.take_offline()) }).await;
     let mut all = [a.unwrap(), b.unwrap()].concat();
     all.sort();
     let mut want: Vec<String> = (0..20).map(|r| format!("u{r}")).collect();
