@@ -163,17 +163,25 @@ impl PresenceRegistry {
         self.live().insert(Arc::clone(&channel), live);
         self.start();
         let registry = Arc::clone(self);
+        let key = Arc::clone(&channel);
         // Written right away (not at the next refresh) so "is user online?" is true as soon as
         // the socket is accepted.
         tokio::spawn(async move {
             let announce = registry.announcer.is_some();
-            match registry.store.record(&[info], registry.ttl, announce).await {
+            let infos = [info];
+            match registry.store.record(&infos, registry.ttl, announce).await {
                 Ok(online) => {
                     if let Some(a) = &registry.announcer {
                         a.fire(&online, PresenceChange::Online);
                     }
                 }
                 Err(err) => warn!(error = %err, "presence record failed"),
+            }
+            // A socket that closed while this write was on its way: its removal may have run
+            // first, and this write brought the record back. Remove it again.
+            if !registry.live().contains_key(&key) {
+                let debounce = registry.announcer.as_ref().map(|a| a.debounce);
+                PresenceRegistry::remove(&registry.store, debounce, &infos[0].user, &key).await;
             }
         });
         PresenceGuard {
