@@ -69,6 +69,18 @@ impl ApiOpts {
         self.call("GET", &path, None).await
     }
 
+    /// `GET /api/connections[?user=…]`.
+    pub(crate) async fn connections(
+        &self,
+        user: Option<&str>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let path = match user {
+            Some(u) => format!("/api/connections?user={}", encode(u)),
+            None => "/api/connections".to_owned(),
+        };
+        self.call("GET", &path, None).await
+    }
+
     async fn call(
         &self,
         method: &str,

@@ -8,11 +8,13 @@
 //! * `demo` — `herald serve --demo`: the demo page and the loopback-only `demo` user.
 //! * `serve` — `herald serve`: the app from the merged options, the auth glue, signals.
 //! * `send` — `herald send | notify | file | broadcast | group-send | disconnect`.
+//! * `connections` — `herald connections`: the fleet's sockets from the presence records.
 //! * `client` — the publish-API client senders use when no Redis is configured.
 //! * `check` — `herald check`: configuration, Redis, Django database and a cookie.
 
 mod check;
 mod client;
+mod connections;
 mod demo;
 mod layer;
 mod send;
@@ -59,6 +61,8 @@ enum Command {
     GroupSend(send::GroupSendArgs),
     /// Is a user online (how many sockets)? Without USER: everyone online.
     Online(send::OnlineArgs),
+    /// List a user's connections fleet-wide; without USER, sockets and users per instance.
+    Connections(connections::ConnectionsArgs),
     /// Send the guide's test notification and count the sockets that received it.
     TestConnection(send::TestConnectionArgs),
     /// Close a user's sockets on every herald instance (close code 4401 by default).
@@ -133,6 +137,10 @@ fn main() -> ExitCode {
             Command::Online(mut a) => {
                 a.layer = file.merge_layer(a.layer);
                 send::online(a).await
+            }
+            Command::Connections(mut a) => {
+                a.layer = file.merge_layer(a.layer);
+                connections::run(a).await
             }
             Command::TestConnection(mut a) => {
                 a.layer = file.merge_layer(a.layer);

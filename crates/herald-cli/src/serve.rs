@@ -8,18 +8,18 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 use herald_core::presence::{DEFAULT_PRESENCE_TTL, InMemoryPresence, Presence};
-use herald_django::{AuthOutcome, DjangoAuth};
+use herald_django::{AuthOutcome, DjangoAuth, Webhook, WebhookConfig};
 use herald_redis::RedisChannelLayer;
 use herald_server::{
     AnonymousAuthenticator, App, AuthError, Authenticator, Credential, HandshakeRequest,
-    HealthCheck, Identity, MetricsSource, PublishAccess, SessionState, TasksConsumer,
-    TrustedHeaderAuthenticator,
+    HealthCheck, Identity, MetricsSource, PresenceChange, PresenceEvents, PublishAccess,
+    SessionState, TasksConsumer, TrustedHeaderAuthenticator,
 };
 use tracing::{info, warn};
 
 use crate::demo;
 use crate::layer;
-use crate::settings::{DEFAULT_BIND, FileSettings, ServeArgs};
+use crate::settings::{DEFAULT_BIND, FileSettings, ServeArgs, WebhookOpts};
 
 /// Adapts [`DjangoAuth`] to the server's [`Authenticator`] hook.
 #[derive(Debug)]
@@ -174,6 +174,99 @@ impl MetricsSource for RedisMetrics {
     }
 }
 
+/// The online/offline webhook as the server's presence hook: events are queued, never awaited.
+#[derive(Debug)]
+struct WebhookEvents(Webhook);
+
+impl PresenceEvents for WebhookEvents {
+    fn changed(&self, user: &str, change: PresenceChange, at: f64) {
+        self.0.push(change.as_str(), user, at);
+    }
+}
+
+/// The webhook's counters on `/metrics`.
+#[derive(Debug)]
+struct WebhookMetrics(Webhook);
+
+impl MetricsSource for WebhookMetrics {
+    fn extra_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let s = self.0.stats();
+        for (name, help, value) in [
+            (
+                "herald_webhook_sent_total",
+                "Online/offline events the webhook receiver accepted.",
+                s.sent,
+            ),
+            (
+                "herald_webhook_failed_total",
+                "Online/offline events given up after every retry.",
+                s.failed,
+            ),
+            (
+                "herald_webhook_retried_total",
+                "Online/offline webhook deliveries retried.",
+                s.retried,
+            ),
+            (
+                "herald_webhook_dropped_total",
+                "Online/offline events dropped because the webhook queue was full.",
+                s.dropped,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP herald_webhook_queued Online/offline events waiting for delivery.\n\
+             # TYPE herald_webhook_queued gauge\nherald_webhook_queued {}",
+            s.queued
+        );
+    }
+}
+
+/// How long a user's last socket stays closed before "offline" unless `--online-debounce`
+/// says otherwise: a page reload reconnects well within it.
+const DEFAULT_ONLINE_DEBOUNCE: Duration = Duration::from_secs(3);
+
+/// The webhook from `--online-webhook*`, started, with its debounce; `None` without a URL.
+fn webhook(opts: &WebhookOpts) -> anyhow::Result<Option<(Webhook, Duration)>> {
+    let Some(url) = &opts.url else {
+        if opts.secret.is_some() {
+            bail!("--online-webhook-secret needs --online-webhook");
+        }
+        return Ok(None);
+    };
+    let Some(secret) = &opts.secret else {
+        bail!("--online-webhook needs --online-webhook-secret (the receiver checks its signature)");
+    };
+    let debounce = match opts.debounce {
+        None => DEFAULT_ONLINE_DEBOUNCE,
+        Some(s) if s.is_finite() && s >= 0.0 => Duration::from_secs_f64(s),
+        Some(s) => bail!("--online-debounce {s}: expected a number of seconds, 0 or more"),
+    };
+    let mut config = WebhookConfig::new(url, secret);
+    if let Some(n) = opts.queue {
+        config = config.with_queue_capacity(n);
+    }
+    Ok(Some((Webhook::start(config)?, debounce)))
+}
+
+/// This instance's name in presence records (`herald connections`): the host name and the
+/// port, which tell the instances of a fleet apart whether they share a machine or not.
+pub(crate) fn instance_name(bind: SocketAddr) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "herald".to_owned());
+    format!("{host}:{}", bind.port())
+}
+
 /// The shortest `--presence-ttl`: records are refreshed well inside the TTL, and Redis keys
 /// expire in whole seconds.
 const MIN_PRESENCE_TTL: Duration = Duration::from_secs(1);
@@ -237,6 +330,16 @@ pub(crate) fn build_app(r: &ServeArgs) -> anyhow::Result<App> {
         None => Arc::new(InMemoryPresence::new()),
     };
     builder = builder.presence(presence, ttl);
+    let bind = r
+        .server
+        .bind
+        .unwrap_or_else(|| DEFAULT_BIND.parse().unwrap());
+    builder = builder.instance(instance_name(bind));
+    if let Some((hook, debounce)) = webhook(&r.webhook)? {
+        builder = builder
+            .presence_events(Arc::new(WebhookEvents(hook.clone())), debounce)
+            .metrics_source(WebhookMetrics(hook));
+    }
     match (&r.server.publish_token, r.demo) {
         (Some(token), _) if token.is_empty() => bail!("--publish-token must not be empty"),
         (Some(token), _) => builder = builder.publish(PublishAccess::Bearer(token.clone())),

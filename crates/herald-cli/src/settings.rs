@@ -479,6 +479,42 @@ impl DjangoOpts {
     }
 }
 
+/// `[webhook]` options: the online/offline webhook to Django.
+#[derive(Args, Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct WebhookOpts {
+    /// POST signed {"event": "online"|"offline", "user": …, "at": …} here when a user's first
+    /// socket in the fleet opens and after their last one closed (http:// only; every instance
+    /// needs the same setting).
+    #[arg(long = "online-webhook", env = "HERALD_ONLINE_WEBHOOK")]
+    pub(crate) url: Option<String>,
+    /// The HMAC-SHA256 key of the X-Herald-Signature header (required with --online-webhook).
+    #[arg(
+        long = "online-webhook-secret",
+        env = "HERALD_ONLINE_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
+    pub(crate) secret: Option<String>,
+    /// Seconds the last socket must stay closed before "offline" (a reload does not count)
+    /// [default: 3].
+    #[arg(long = "online-debounce", env = "HERALD_ONLINE_DEBOUNCE")]
+    pub(crate) debounce: Option<f64>,
+    /// Events waiting for delivery before the oldest is dropped [default: 1000].
+    #[arg(long = "online-webhook-queue", env = "HERALD_ONLINE_WEBHOOK_QUEUE")]
+    pub(crate) queue: Option<usize>,
+}
+
+impl WebhookOpts {
+    fn or(self, file: WebhookOpts) -> WebhookOpts {
+        WebhookOpts {
+            url: self.url.or(file.url),
+            secret: self.secret.or(file.secret),
+            debounce: self.debounce.or(file.debounce),
+            queue: self.queue.or(file.queue),
+        }
+    }
+}
+
 /// `herald serve` flags (also `herald check`'s); after [`FileSettings::merge_serve`], the options
 /// `serve` runs with.
 #[derive(Args, Debug, Clone)]
@@ -489,6 +525,8 @@ pub(crate) struct ServeArgs {
     pub(crate) layer: LayerOpts,
     #[command(flatten)]
     pub(crate) django: DjangoOpts,
+    #[command(flatten)]
+    pub(crate) webhook: WebhookOpts,
     /// Serve the demo page at /demo/ and let anonymous browsers on this machine in as user
     /// "demo" (local trials only; requires a loopback --bind).
     #[arg(long)]
@@ -505,6 +543,8 @@ pub(crate) struct FileSettings {
     pub(crate) server: ServerOpts,
     /// `[django]`: authentication options.
     pub(crate) django: DjangoOpts,
+    /// `[webhook]`: the online/offline webhook.
+    pub(crate) webhook: WebhookOpts,
 }
 
 /// The one merge of flags (and their `HERALD_*` variables) over the file: each subcommand's
@@ -533,6 +573,7 @@ impl FileSettings {
             server: args.server.or(self.server),
             layer: args.layer.or(self.layer),
             django: args.django.or(self.django),
+            webhook: args.webhook.or(self.webhook),
             demo: args.demo,
         })
     }
@@ -551,7 +592,8 @@ pub(crate) fn load_file(path: Option<&Path>) -> anyhow::Result<FileSettings> {
 /// The `--config` flag, shared by every subcommand.
 #[derive(Args, Debug, Default, Clone)]
 pub(crate) struct ConfigFile {
-    /// TOML file with `[layer]`, `[server]` and `[django]` tables; flags and `HERALD_*` win over it.
+    /// TOML file with `[layer]`, `[server]`, `[django]` and `[webhook]` tables; flags and
+    /// `HERALD_*` win over it.
     #[arg(long = "config", env = "HERALD_CONFIG", global = true)]
     pub(crate) path: Option<PathBuf>,
 }
@@ -617,6 +659,7 @@ mod tests {
             server: ServerOpts::default(),
             layer: LayerOpts::default(),
             django: DjangoOpts::default(),
+            webhook: WebhookOpts::default(),
             demo: false,
         };
         let merged = file().merge_serve(serve.clone()).unwrap();
@@ -634,6 +677,13 @@ mod tests {
             Some(herald_server::config::DEFAULT_SESSION_REVALIDATION)
         );
         assert_eq!(merged.django.secret_key.as_deref(), Some("s"));
+        let hooked: FileSettings = toml::from_str(
+            "[webhook]\nurl = \"http://app/herald/presence/\"\nsecret = \"k\"\ndebounce = 1.5\n",
+        )
+        .unwrap();
+        let merged = hooked.merge_serve(serve.clone()).unwrap();
+        assert_eq!(merged.webhook.debounce, Some(1.5));
+        assert_eq!(merged.webhook.secret.as_deref(), Some("k"));
         let bad: FileSettings = toml::from_str("[django]\ntime_zone = \"Mars/Base\"\n").unwrap();
         assert!(bad.merge_serve(serve).is_err());
     }

@@ -16,16 +16,15 @@
 //!     return JsonResponse({"username": request.user.get_username(), "user_id": request.user.pk})
 //! ```
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::header::{ACCEPT, CONNECTION, COOKIE, HOST, HeaderValue, USER_AGENT};
-use hyper::{Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
+use hyper::{Request, StatusCode};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::http::Target;
 
 /// Largest response body we read from the callback.
 const MAX_BODY: usize = 64 * 1024;
@@ -42,43 +41,20 @@ pub(crate) enum Answer {
 /// A parsed callback URL.
 #[derive(Debug, Clone)]
 pub(crate) struct Callback {
-    host: String,
-    port: u16,
-    authority: String,
-    path_and_query: String,
+    target: Target,
     timeout: Duration,
 }
 
 impl Callback {
     pub(crate) fn new(url: &str, timeout: Duration) -> Result<Self> {
-        let bad = |why: &str| Error::new(ErrorKind::Config, format!("callback_url: {why}"));
-        let uri = Uri::from_str(url).map_err(|_| bad("not a valid URL"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(bad("only http:// is supported"));
-        }
-        let authority = uri.authority().ok_or_else(|| bad("missing host"))?;
-        if authority.as_str().contains('@') {
-            return Err(bad("credentials in the URL are not supported"));
-        }
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        if host.is_empty() {
-            return Err(bad("missing host"));
-        }
+        let target = Target::parse(url, "callback_url")?;
         if timeout.is_zero() {
-            return Err(bad("timeout must be positive"));
+            return Err(Error::new(
+                ErrorKind::Config,
+                "callback_url: timeout must be positive",
+            ));
         }
-        Ok(Callback {
-            host: host.to_owned(),
-            port: authority.port_u16().unwrap_or(80),
-            authority: authority.as_str().to_owned(),
-            path_and_query: uri
-                .path_and_query()
-                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
-            timeout,
-        })
+        Ok(Callback { target, timeout })
     }
 
     /// Asks the view about `cookie_header`.
@@ -100,22 +76,8 @@ impl Callback {
         let failed = |what: &str, e: Box<dyn std::error::Error + Send + Sync>| {
             Error::with_source(ErrorKind::Callback, format!("auth callback: {what}"), e)
         };
-        let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| failed("connect", e.into()))?;
-        let _ = stream.set_nodelay(true);
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| failed("handshake", e.into()))?;
-        // The connection future does the I/O; it ends once the response is read and `sender` is
-        // dropped (or when this request is cancelled).
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "auth callback connection ended with an error");
-            }
-        });
-        let request = Request::get(self.path_and_query.as_str())
-            .header(HOST, self.authority.as_str())
+        let request = Request::get(self.target.path_and_query.as_str())
+            .header(HOST, self.target.authority.as_str())
             .header(COOKIE, cookie_header.clone())
             .header(ACCEPT, "application/json")
             .header(
@@ -125,10 +87,11 @@ impl Callback {
             .header(CONNECTION, "close")
             .body(Empty::<Bytes>::new())
             .map_err(|e| failed("request", e.into()))?;
-        let response = sender
-            .send_request(request)
+        let response = self
+            .target
+            .send(request)
             .await
-            .map_err(|e| failed("request", e.into()))?;
+            .map_err(|(what, e)| failed(what, e))?;
         let status = response.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Ok(Answer::Refused(status.as_u16()));
@@ -181,13 +144,14 @@ mod tests {
     #[test]
     fn parses_http_urls_with_defaults() {
         let c = Callback::new("http://127.0.0.1:8000/herald/whoami/?x=1", T).unwrap();
-        assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 8000));
-        assert_eq!(c.authority, "127.0.0.1:8000");
-        assert_eq!(c.path_and_query, "/herald/whoami/?x=1");
+        let t = &c.target;
+        assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 8000));
+        assert_eq!(t.authority, "127.0.0.1:8000");
+        assert_eq!(t.path_and_query, "/herald/whoami/?x=1");
         let c = Callback::new("http://localhost", T).unwrap();
-        assert_eq!((c.port, c.path_and_query.as_str()), (80, "/"));
+        assert_eq!((c.target.port, c.target.path_and_query.as_str()), (80, "/"));
         let c = Callback::new("http://[::1]:9/x", T).unwrap();
-        assert_eq!(c.host, "::1");
+        assert_eq!(c.target.host, "::1");
     }
 
     #[test]

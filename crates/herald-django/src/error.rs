@@ -22,6 +22,8 @@ pub enum ErrorKind {
     Database,
     /// The HTTP callback failed, could not be reached or answered something unexpected.
     Callback,
+    /// A webhook delivery failed: unreachable, or answered other than 2xx.
+    Webhook,
     /// An operation did not finish in time.
     Timeout,
     /// A signature did not verify with any key (Django's `signing.BadSignature`).
@@ -79,6 +81,11 @@ impl Error {
     /// True if the HTTP callback failed.
     pub fn is_callback(&self) -> bool {
         self.kind == ErrorKind::Callback
+    }
+
+    /// True if a webhook delivery failed.
+    pub fn is_webhook(&self) -> bool {
+        self.kind == ErrorKind::Webhook
     }
 
     /// True if an operation timed out.

@@ -34,7 +34,9 @@
 //! * `db` — the `django_session` and user-table queries on PostgreSQL and SQLite (read-only).
 //! * `tls` — PostgreSQL over rustls, with libpq's `sslmode`/`sslrootcert` read from the URL.
 //! * [`user`] — `_auth_user_hash`, `is_active` and the backend allow-list.
-//! * `callback` — the HTTP callback client (hyper, HTTP/1.1, plain http).
+//! * `http` — the one HTTP client (hyper, HTTP/1.1, plain http) of the callback and the webhook.
+//! * `callback` — the HTTP callback authenticator's request and answers.
+//! * [`webhook`] — the presence webhook: signed JSON events, a bounded queue, retries.
 //! * [`config`] — [`DjangoAuthConfig`], mirroring the Django settings.
 //! * [`error`] — the opaque [`Error`] with [`ErrorKind`].
 //!
@@ -63,11 +65,14 @@ pub mod config;
 pub mod cookie;
 mod db;
 pub mod error;
+mod http;
 pub mod session;
 pub mod signing;
 mod tls;
 pub mod user;
+pub mod webhook;
 
 pub use auth::{AuthOutcome, AuthenticatedUser, CALLBACK_CONCURRENCY, DjangoAuth, Refusal};
 pub use config::{DjangoAuthConfig, SessionEngine};
 pub use error::{Error, ErrorKind, Result};
+pub use webhook::{Webhook, WebhookConfig, WebhookStats};

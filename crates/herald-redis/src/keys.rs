@@ -93,6 +93,20 @@ impl Keys {
         format!("{}:presence:users", self.prefix)
     }
 
+    /// Herald presence: the details of one user's connections (instance, address, since,
+    /// groups), `prefix + ":presence:conn:" + name`. A hash from connection name to a JSON
+    /// object, on the shard of the user's record key, expiring with it.
+    pub fn presence_info_key(&self, username: &str) -> String {
+        format!("{}:presence:conn:{username}", self.prefix)
+    }
+
+    /// Herald presence: the users announced online (the online/offline webhook),
+    /// `prefix + ":presence:announced"`, one per shard for the users whose record key lives
+    /// there. A sorted set scored by when the user's offline may fall due.
+    pub fn presence_announced_key(&self) -> String {
+        format!("{}:presence:announced", self.prefix)
+    }
+
     /// The stream into which the history channels' messages are taken, in order, before every
     /// server reads them.
     pub fn history_log_key(&self) -> String {
@@ -183,5 +197,10 @@ mod tests {
             "asgi:presence:user:amadmin"
         );
         assert_eq!(keys.presence_users_key(), "asgi:presence:users");
+        assert_eq!(
+            keys.presence_info_key("amadmin"),
+            "asgi:presence:conn:amadmin"
+        );
+        assert_eq!(keys.presence_announced_key(), "asgi:presence:announced");
     }
 }

@@ -125,3 +125,83 @@ for _, key in ipairs(order) do
 end
 return {#members, over}
 "#;
+
+/// Herald presence: records (or refreshes) a batch of connections on one shard; no Python
+/// counterpart.
+///
+/// `KEYS[1]` the shard's announced set, then for entry `i` (1-based) `KEYS[2i]` the user's
+/// record key and `KEYS[2i+1]` its details hash. `ARGV[1]` the Unix time the records lapse,
+/// `ARGV[2]` the keys' expiry (s), `ARGV[3]` `"1"` to announce; then for entry `i`
+/// `ARGV[3i+1]` user, `ARGV[3i+2]` connection, `ARGV[3i+3]` details JSON (`""` = keep).
+///
+/// Announcing, a user not in the announced set is added (scored by the lapse time) and
+/// returned: the script runs atomically, so of two instances racing to record a user's first
+/// connection exactly one gets the user back. An announced user's score only grows (`GT`),
+/// so it is never looked at by the offline sweep before the newest record could lapse.
+pub(crate) const PRESENCE_TOUCH: &str = r#"
+local online = {}
+local n = (#KEYS - 1) / 2
+for i = 1, n do
+    local ukey, ikey = KEYS[2 * i], KEYS[2 * i + 1]
+    local user, conn, info = ARGV[3 * i + 1], ARGV[3 * i + 2], ARGV[3 * i + 3]
+    redis.call('ZADD', ukey, ARGV[1], conn)
+    redis.call('EXPIRE', ukey, ARGV[2])
+    if info ~= '' then
+        redis.call('HSET', ikey, conn, info)
+    end
+    redis.call('EXPIRE', ikey, ARGV[2])
+    if ARGV[3] == '1' then
+        if redis.call('ZADD', KEYS[1], 'NX', ARGV[1], user) == 1 then
+            online[#online + 1] = user
+        else
+            redis.call('ZADD', KEYS[1], 'GT', ARGV[1], user)
+        end
+    end
+end
+return online
+"#;
+
+/// Herald presence: forgets one connection and its details, trims the user's lapsed records,
+/// and returns how many live ones are left; no Python counterpart.
+///
+/// `KEYS[1]` the user's record key, `KEYS[2]` its details hash, `KEYS[3]` the shard's
+/// announced set. `ARGV[1]` connection, `ARGV[2]` now (Unix time), `ARGV[3]` user, `ARGV[4]`
+/// when the offline announcement falls due (`""` = not announcing). With none left and the
+/// user announced, their score becomes that due time: the offline sweep looks then, and a
+/// connection recorded before moves the score past it again.
+pub(crate) const PRESENCE_REMOVE: &str = r#"
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+for _, conn in ipairs(lapsed) do
+    redis.call('HDEL', KEYS[2], conn)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+local live = redis.call('ZCARD', KEYS[1])
+if live == 0 and ARGV[4] ~= '' and redis.call('ZSCORE', KEYS[3], ARGV[3]) then
+    redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
+end
+return live
+"#;
+
+/// Herald presence: announces one user offline if their offline fell due and no live record is
+/// left; no Python counterpart.
+///
+/// `KEYS[1]` the shard's announced set, `KEYS[2]` the user's record key. `ARGV[1]` user,
+/// `ARGV[2]` now (Unix time). Returns 1 if the user was taken out of the announced set (the
+/// caller fires "offline"; atomic, so only one instance can), else 0. A user who is live again
+/// (back within the debounce, with a TTL shorter than it) gets the newest record's lapse time
+/// as score instead.
+pub(crate) const PRESENCE_OFFLINE: &str = r#"
+local due = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not due or tonumber(due) > tonumber(ARGV[2]) then
+    return 0
+end
+local live = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[2], '+inf', 'WITHSCORES')
+if #live == 0 then
+    redis.call('ZREM', KEYS[1], ARGV[1])
+    return 1
+end
+redis.call('ZADD', KEYS[1], live[#live], ARGV[1])
+return 0
+"#;

@@ -96,3 +96,126 @@ async fn python_can_read_the_documented_layout() {
     .unwrap();
     assert!((1..=60).contains(&ttl), "{ttl}");
 }
+
+#[tokio::test]
+async fn details_are_listed_fleet_wide_across_shards() {
+    use herald_core::presence::ConnectionInfo;
+    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let (one, two) = (layer(&urls), layer(&urls));
+    let info = |u: &str, c: &str, i: &str| {
+        ConnectionInfo::new(u, c)
+            .with_instance(i)
+            .with_address(Some("127.0.0.1:4000".into()))
+            .with_since(1_700_000_000.5)
+            .with_groups(vec![format!("user_{u}")])
+    };
+    let ttl = Duration::from_secs(30);
+    t(one.record(
+        &[info("alice", "c1", "one"), info("bob", "c2", "one")],
+        ttl,
+        false,
+    ))
+    .await
+    .unwrap();
+    t(two.record(&[info("alice", "c3", "two")], ttl, false))
+        .await
+        .unwrap();
+    // A plain touch keeps the details; a record replaces them.
+    t(two.touch(&[e("alice", "c3")], ttl)).await.unwrap();
+    let mut moved = info("alice", "c3", "two");
+    moved.groups.push("task_7".into());
+    t(two.record(std::slice::from_ref(&moved), ttl, false))
+        .await
+        .unwrap();
+    let alice = t(one.connection_infos(Some("alice"))).await.unwrap();
+    assert_eq!(alice, [info("alice", "c1", "one"), moved.clone()]);
+    let all = t(two.connection_infos(None)).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[2], info("bob", "c2", "one"));
+    // A removed connection goes with its details.
+    t(one.remove("alice", "c1")).await.unwrap();
+    assert_eq!(
+        t(one.connection_infos(Some("alice"))).await.unwrap(),
+        [moved]
+    );
+}
+
+#[tokio::test]
+async fn racing_instances_announce_each_transition_once() {
+    let servers: Vec<RedisServer> = (0..2).map(|_| RedisServer::start()).collect();
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let (one, two) = (layer(&urls), layer(&urls));
+    let ttl = Duration::from_secs(30);
+    let debounce = Duration::from_millis(300);
+    for round in 0..20 {
+        let user = format!("u{round}");
+        // Both instances record a first socket of the same user at once: one "online".
+        let (first, second) = ([e(&user, "c1")], [e(&user, "c2")]);
+        let (a, b) = t(async {
+            tokio::join!(
+                one.touch_announcing(&first, ttl),
+                two.touch_announcing(&second, ttl)
+            )
+        })
+        .await;
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.len() + b.len(), 1, "{user}: {a:?} {b:?}");
+        // One of two sockets closes: nothing falls due.
+        t(one.remove_announcing(&user, "c1", debounce))
+            .await
+            .unwrap();
+        // The last one closes; after the debounce both sweep at once: one "offline".
+        t(two.remove_announcing(&user, "c2", debounce))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(debounce + Duration::from_millis(100)).await;
+    let (a, b) = t(async { tokio::join!(one.take_offline(), two.take_offline()) }).await;
+    let mut all = [a.unwrap(), b.unwrap()].concat();
+    all.sort();
+    let mut want: Vec<String> = (0..20).map(|r| format!("u{r}")).collect();
+    want.sort();
+    assert_eq!(all, want);
+    assert!(t(one.take_offline()).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_reload_within_the_debounce_and_a_lapse_are_told_apart() {
+    let server = RedisServer::start();
+    let urls = vec![server.url()];
+    let live = layer(&urls);
+    let debounce = Duration::from_millis(500);
+    let ttl = Duration::from_secs(30);
+    assert_eq!(
+        t(live.touch_announcing(&[e("alice", "c1")], ttl))
+            .await
+            .unwrap(),
+        ["alice"]
+    );
+    // A reload: closed, and back on another socket before the debounce ends.
+    t(live.remove_announcing("alice", "c1", debounce))
+        .await
+        .unwrap();
+    assert!(
+        t(live.touch_announcing(&[e("alice", "c2")], ttl))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(debounce + Duration::from_millis(100)).await;
+    assert!(t(live.take_offline()).await.unwrap().is_empty());
+    {
+        // A crashed instance: its one record lapses after its TTL, which counts as closed.
+        let crashed = layer(&urls);
+        assert_eq!(
+            t(crashed.touch_announcing(&[e("ghost", "c9")], Duration::from_secs(1)))
+                .await
+                .unwrap(),
+            ["ghost"]
+        );
+    }
+    assert!(t(live.take_offline()).await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(t(live.take_offline()).await.unwrap(), ["ghost"]);
+}

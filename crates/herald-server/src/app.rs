@@ -20,7 +20,7 @@ use crate::health::{Health, HealthCheck, Readiness};
 use crate::limits::ConnectionCaps;
 use crate::metrics::{Metrics, MetricsSource};
 use crate::origin::origin_allowed;
-use crate::presence::PresenceRegistry;
+use crate::presence::{Announcer, PresenceEvents, PresenceRegistry};
 use crate::publish::PublishAccess;
 use crate::routing;
 use crate::runtime::Connection;
@@ -97,6 +97,8 @@ pub struct AppBuilder {
     metrics_sources: Vec<Arc<dyn MetricsSource>>,
     demo_page: bool,
     presence: Option<(Arc<dyn Presence>, Duration)>,
+    instance: Option<String>,
+    presence_events: Option<Announcer>,
     publish: Option<PublishAccess>,
     health_checks: Vec<Arc<dyn HealthCheck>>,
 }
@@ -175,6 +177,23 @@ impl AppBuilder {
         self
     }
 
+    /// The name presence records give this server instance (what `GET /api/connections`
+    /// lists sockets under; default: `herald-<process id>`).
+    pub fn instance(mut self, name: impl Into<String>) -> Self {
+        self.instance = Some(name.into());
+        self
+    }
+
+    /// Reports fleet-wide online/offline transitions to `events` (default: none): "online" when
+    /// a user's first socket in the fleet opens, "offline" once the last one has been closed for
+    /// `debounce` or its record lapsed. Needs [`presence`](Self::presence); every instance
+    /// sharing the presence store must enable it, since the store's announcing methods keep
+    /// the fleet-wide state.
+    pub fn presence_events(mut self, events: Arc<dyn PresenceEvents>, debounce: Duration) -> Self {
+        self.presence_events = Some(Announcer { events, debounce });
+        self
+    }
+
     /// Enables the HTTP publish API (`POST /api/publish`, `GET /api/presence`) for callers
     /// with `access` (default: off, and the paths answer 404).
     pub fn publish(mut self, access: PublishAccess) -> Self {
@@ -236,6 +255,16 @@ impl AppBuilder {
                 ));
             }
         }
+        if self.presence_events.is_some() && self.presence.is_none() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "presence events need a presence store",
+            ));
+        }
+        let instance = self
+            .instance
+            .unwrap_or_else(|| format!("herald-{}", std::process::id()));
+        let announcer = self.presence_events;
         let dispatcher = Dispatcher::new();
         let groups = self.config.group_multiplexing.then(|| {
             GroupTable::new(
@@ -270,7 +299,7 @@ impl AppBuilder {
                 demo_page: self.demo_page,
                 presence: self
                     .presence
-                    .map(|(store, ttl)| PresenceRegistry::new(store, ttl)),
+                    .map(|(store, ttl)| PresenceRegistry::new(store, ttl, instance, announcer)),
                 publish: self.publish,
             }),
         })

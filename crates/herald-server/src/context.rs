@@ -401,6 +401,7 @@ impl Context {
         }
         if !self.groups.iter().any(|g| g == group) {
             self.groups.push(group.to_owned());
+            self.presence_groups_changed();
         }
         Ok(())
     }
@@ -423,7 +424,11 @@ impl Context {
                     .await?
             }
         }
+        let before = self.groups.len();
         self.groups.retain(|g| g != group);
+        if self.groups.len() != before {
+            self.presence_groups_changed();
+        }
         Ok(())
     }
 
@@ -433,6 +438,16 @@ impl Context {
     /// [`ErrorKind::InvalidName`]; [`ErrorKind::Layer`].
     pub async fn group_send(&self, group: &str, message: Message) -> Result<GroupSendReport> {
         Ok(self.shared.layer.group_send(group, message).await?)
+    }
+
+    /// Tells presence the socket's groups changed (a no-op before it is accepted: `open`
+    /// records the groups joined in `connect`).
+    fn presence_groups_changed(&self) {
+        if let Some(registry) = &self.shared.presence
+            && self.identity.is_some()
+        {
+            registry.groups_changed(&self.channel_name, &self.groups);
+        }
     }
 
     /// The groups this socket joined through this context, in join order.

@@ -143,9 +143,10 @@ pub use error::{Error, ErrorKind, Result};
 pub use frame::{Frame, SharedText};
 pub use health::{CHANNEL_LAYER, HealthCheck, MAX_REMINDER_INTERVAL, READYZ_PATH, Readiness};
 pub use metrics::{DropReason, Metrics, MetricsSource};
+pub use presence::{PresenceChange, PresenceEvents};
 pub use publish::{
-    DISCONNECT_PATH, MAX_PUBLISH_BODY, PRESENCE_PATH, PUBLISH_PATH, PublishAccess,
-    TEST_CONNECTION_PATH,
+    CONNECTIONS_PATH, DISCONNECT_PATH, MAX_PUBLISH_BODY, PRESENCE_PATH, PUBLISH_PATH,
+    PublishAccess, TEST_CONNECTION_PATH,
 };
 pub use routing::{HEALTHZ_PATH, METRICS_PATH};
 pub use runtime::{CloseReason, Closed, Connection};

@@ -1,32 +1,115 @@
 //! Presence for the server: every accepted socket with an identity is recorded in a
 //! [`Presence`] store while it lives, refreshed in one batch every third of the TTL, and removed
 //! when it closes. A server that dies stops refreshing; its records lapse after the TTL.
+//!
+//! Each record carries its details ([`ConnectionInfo`]: this instance's name, the client
+//! address, since when, the groups), written when the socket opens; a change of groups marks
+//! the socket and the background task writes every marked socket in one batch shortly after.
+//! What a socket costs here is its entry in `live` (user, since, address).
+//!
+//! With [`PresenceEvents`] (the online/offline webhook) the store's announcing methods decide,
+//! fleet-wide, who came online and who went offline, and the background task also sweeps the
+//! due offline announcements, whether or not this instance holds sockets.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use herald_core::presence::Presence;
+use herald_core::presence::{ConnectionInfo, Presence, unix_now};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 use tracing::{debug, warn};
+
+/// A fleet-wide presence transition (see [`PresenceEvents`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PresenceChange {
+    /// The user's first socket in the fleet opened.
+    Online,
+    /// The user's last socket in the fleet closed (and stayed closed for the debounce
+    /// interval), or lapsed with a crashed instance.
+    Offline,
+}
+
+impl PresenceChange {
+    /// `"online"` or `"offline"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PresenceChange::Online => "online",
+            PresenceChange::Offline => "offline",
+        }
+    }
+}
+
+/// Receives fleet-wide online/offline transitions (see
+/// [`AppBuilder::presence_events`](crate::AppBuilder::presence_events)). Each transition is
+/// reported by exactly one instance of the fleet.
+pub trait PresenceEvents: Send + Sync + std::fmt::Debug + 'static {
+    /// `user` changed state at `at` (Unix seconds). Called on the server's tasks: it must not
+    /// block (queue the work).
+    fn changed(&self, user: &str, change: PresenceChange, at: f64);
+}
+
+/// How the server announces transitions.
+#[derive(Debug)]
+pub(crate) struct Announcer {
+    pub(crate) events: Arc<dyn PresenceEvents>,
+    /// How long a user's last socket must stay closed before "offline".
+    pub(crate) debounce: Duration,
+}
+
+impl Announcer {
+    fn fire(&self, users: &[String], change: PresenceChange) {
+        let at = unix_now();
+        for user in users {
+            debug!(user = %user, change = change.as_str(), "presence change");
+            self.events.changed(user, change, at);
+        }
+    }
+}
+
+/// One live socket.
+#[derive(Debug)]
+struct Live {
+    username: String,
+    since: f64,
+    address: Option<SocketAddr>,
+}
 
 /// The live sockets of this server, mirrored into a [`Presence`] store.
 #[derive(Debug)]
 pub(crate) struct PresenceRegistry {
     store: Arc<dyn Presence>,
     ttl: Duration,
-    /// channel name → username.
-    live: Mutex<HashMap<Arc<str>, String>>,
-    refresher_started: AtomicBool,
+    instance: String,
+    announcer: Option<Announcer>,
+    /// channel name → the socket.
+    live: Mutex<HashMap<Arc<str>, Live>>,
+    /// Sockets whose groups changed since the last write, with their groups.
+    dirty: Mutex<HashMap<Arc<str>, Vec<String>>>,
+    /// Wakes the background task to write `dirty`.
+    wake: Arc<Notify>,
+    started: AtomicBool,
 }
 
 impl PresenceRegistry {
-    pub(crate) fn new(store: Arc<dyn Presence>, ttl: Duration) -> Arc<Self> {
+    pub(crate) fn new(
+        store: Arc<dyn Presence>,
+        ttl: Duration,
+        instance: String,
+        announcer: Option<Announcer>,
+    ) -> Arc<Self> {
         Arc::new(PresenceRegistry {
             store,
             ttl,
+            instance,
+            announcer,
             live: Mutex::new(HashMap::new()),
-            refresher_started: AtomicBool::new(false),
+            dirty: Mutex::new(HashMap::new()),
+            wake: Arc::new(Notify::new()),
+            started: AtomicBool::new(false),
         })
     }
 
@@ -35,40 +118,168 @@ impl PresenceRegistry {
         &self.store
     }
 
-    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, String>> {
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Live>> {
         herald_core::sync::lock(&self.live)
     }
 
-    /// Records an accepted socket; the returned guard removes it when dropped.
-    pub(crate) fn open(self: &Arc<Self>, channel: Arc<str>, username: &str) -> PresenceGuard {
-        self.live()
-            .insert(Arc::clone(&channel), username.to_owned());
-        if !self.refresher_started.swap(true, Ordering::AcqRel) {
-            tokio::spawn(refresh_loop(Arc::downgrade(self)));
+    fn dirty(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Vec<String>>> {
+        herald_core::sync::lock(&self.dirty)
+    }
+
+    /// Starts the background task (refresh, batched detail writes, offline sweep) once.
+    pub(crate) fn start(self: &Arc<Self>) {
+        if !self.started.swap(true, Ordering::AcqRel) {
+            tokio::spawn(background(Arc::downgrade(self), Arc::clone(&self.wake)));
         }
-        let store = Arc::clone(&self.store);
-        let entry = [(username.to_owned(), channel.to_string())];
-        let ttl = self.ttl;
+    }
+
+    /// True if online/offline transitions are announced (the sweep must run from the start).
+    pub(crate) fn announces(&self) -> bool {
+        self.announcer.is_some()
+    }
+
+    fn info(&self, channel: &str, live: &Live, groups: Vec<String>) -> ConnectionInfo {
+        ConnectionInfo::new(live.username.as_str(), channel)
+            .with_instance(self.instance.as_str())
+            .with_address(live.address.map(|a| a.to_string()))
+            .with_since(live.since)
+            .with_groups(groups)
+    }
+
+    /// Records an accepted socket; the returned guard removes it when dropped.
+    pub(crate) fn open(
+        self: &Arc<Self>,
+        channel: Arc<str>,
+        username: &str,
+        address: Option<SocketAddr>,
+        groups: &[String],
+    ) -> PresenceGuard {
+        let live = Live {
+            username: username.to_owned(),
+            since: unix_now(),
+            address,
+        };
+        let info = self.info(&channel, &live, groups.to_vec());
+        self.live().insert(Arc::clone(&channel), live);
+        self.start();
+        let registry = Arc::clone(self);
+        let key = Arc::clone(&channel);
         // Written right away (not at the next refresh) so "is user online?" is true as soon as
         // the socket is accepted.
         tokio::spawn(async move {
-            if let Err(err) = store.touch(&entry, ttl).await {
-                warn!(error = %err, "presence touch failed");
+            let announce = registry.announcer.is_some();
+            let infos = [info];
+            match registry.store.record(&infos, registry.ttl, announce).await {
+                Ok(online) => {
+                    if let Some(a) = &registry.announcer {
+                        a.fire(&online, PresenceChange::Online);
+                    }
+                }
+                Err(err) => warn!(error = %err, "presence record failed"),
+            }
+            // A socket that closed while this write was on its way: its removal may have run
+            // first, and this write brought the record back. Remove it again.
+            if !registry.live().contains_key(&key) {
+                let debounce = registry.announcer.as_ref().map(|a| a.debounce);
+                PresenceRegistry::remove(&registry.store, debounce, &infos[0].user, &key).await;
             }
         });
         PresenceGuard {
             registry: Arc::clone(self),
             channel,
-            username: username.to_owned(),
             closed: false,
         }
+    }
+
+    /// A live socket's groups changed: written with the next batch (within
+    /// [`DETAILS_DELAY`]).
+    pub(crate) fn groups_changed(&self, channel: &str, groups: &[String]) {
+        let Some(key) = self
+            .live()
+            .get_key_value(channel)
+            .map(|(k, _)| Arc::clone(k))
+        else {
+            return;
+        };
+        self.dirty().insert(key, groups.to_vec());
+        self.wake.notify_one();
     }
 
     fn snapshot(&self) -> Vec<(String, String)> {
         self.live()
             .iter()
-            .map(|(c, u)| (u.clone(), c.to_string()))
+            .map(|(c, l)| (l.username.clone(), c.to_string()))
             .collect()
+    }
+
+    /// Writes the details of every socket whose groups changed, in one batch.
+    async fn write_dirty(&self) {
+        let dirty = std::mem::take(&mut *self.dirty());
+        if dirty.is_empty() {
+            return;
+        }
+        let infos: Vec<ConnectionInfo> = {
+            let live = self.live();
+            dirty
+                .into_iter()
+                .filter_map(|(c, groups)| live.get(&c).map(|l| self.info(&c, l, groups)))
+                .collect()
+        };
+        if let Err(err) = self.store.record(&infos, self.ttl, false).await {
+            warn!(error = %err, "presence details write failed");
+        }
+    }
+
+    /// Touches every live socket (announcing: and announces who came back online, e.g. after
+    /// Redis lost its data).
+    async fn refresh(&self) {
+        let entries = self.snapshot();
+        if entries.is_empty() {
+            return;
+        }
+        let result = match &self.announcer {
+            Some(a) => self
+                .store
+                .touch_announcing(&entries, self.ttl)
+                .await
+                .map(|online| a.fire(&online, PresenceChange::Online)),
+            None => self.store.touch(&entries, self.ttl).await,
+        };
+        match result {
+            Ok(()) => debug!(sockets = entries.len(), "presence refreshed"),
+            Err(err) => warn!(error = %err, "presence refresh failed"),
+        }
+    }
+
+    /// Announces the users whose offline fell due, fleet-wide.
+    async fn sweep(&self) {
+        let Some(a) = &self.announcer else { return };
+        match self.store.take_offline().await {
+            Ok(offline) => a.fire(&offline, PresenceChange::Offline),
+            Err(err) => warn!(error = %err, "presence offline sweep failed"),
+        }
+    }
+
+    /// Forgets a socket in the store (announcing: starts its user's offline debounce).
+    async fn remove(
+        store: &Arc<dyn Presence>,
+        debounce: Option<Duration>,
+        user: &str,
+        channel: &str,
+    ) {
+        let result = match debounce {
+            Some(d) => store.remove_announcing(user, channel, d).await,
+            None => store.remove(user, channel).await,
+        };
+        if let Err(err) = result {
+            warn!(error = %err, "presence remove failed");
+        }
+    }
+
+    /// Takes a socket out of `live`: its user, if it was there.
+    fn take(&self, channel: &str) -> Option<String> {
+        self.dirty().remove(channel);
+        self.live().remove(channel).map(|l| l.username)
     }
 }
 
@@ -76,23 +287,49 @@ impl PresenceRegistry {
 /// a busy loop against the store.
 const MIN_REFRESH_PERIOD: Duration = Duration::from_millis(100);
 
-/// Touches every live socket every `ttl / 3` until the registry is gone.
-async fn refresh_loop(registry: Weak<PresenceRegistry>) {
+/// How long group changes are gathered before they are written together: a page that joins
+/// several task groups at once costs one write.
+pub(crate) const DETAILS_DELAY: Duration = Duration::from_millis(200);
+
+/// How often the offline announcements are swept: half the debounce, within these bounds.
+const SWEEP_PERIOD_BOUNDS: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(1));
+
+/// Refreshes every live socket every `ttl / 3`, writes group changes, and sweeps offline
+/// announcements, until the registry is gone.
+async fn background(registry: Weak<PresenceRegistry>, wake: Arc<Notify>) {
+    let Some((refresh_period, sweep_period)) = registry.upgrade().map(|r| {
+        let refresh = (r.ttl / 3).max(MIN_REFRESH_PERIOD);
+        let sweep = r
+            .announcer
+            .as_ref()
+            .map(|a| (a.debounce / 2).clamp(SWEEP_PERIOD_BOUNDS.0, SWEEP_PERIOD_BOUNDS.1));
+        (refresh, sweep)
+    }) else {
+        return;
+    };
+    let mut next_refresh = Instant::now() + refresh_period;
+    let mut next_sweep = sweep_period.map(|p| Instant::now() + p);
     loop {
-        let Some(period) = registry.upgrade().map(|r| r.ttl / 3) else {
-            return;
-        };
-        tokio::time::sleep(period.max(MIN_REFRESH_PERIOD)).await;
+        let until = next_sweep.map_or(next_refresh, |s| s.min(next_refresh));
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => {}
+            () = wake.notified() => tokio::time::sleep(DETAILS_DELAY).await,
+        }
         let Some(reg) = registry.upgrade() else {
             return;
         };
-        let entries = reg.snapshot();
-        if entries.is_empty() {
-            continue;
+        reg.write_dirty().await;
+        let now = Instant::now();
+        if now >= next_refresh {
+            reg.refresh().await;
+            next_refresh = Instant::now() + refresh_period;
         }
-        match reg.store.touch(&entries, reg.ttl).await {
-            Ok(()) => debug!(sockets = entries.len(), "presence refreshed"),
-            Err(err) => warn!(error = %err, "presence refresh failed"),
+        if let (Some(due), Some(period)) = (next_sweep, sweep_period)
+            && now >= due
+        {
+            reg.sweep().await;
+            next_sweep = Some(Instant::now() + period);
         }
     }
 }
@@ -104,22 +341,20 @@ async fn refresh_loop(registry: Weak<PresenceRegistry>) {
 pub(crate) struct PresenceGuard {
     registry: Arc<PresenceRegistry>,
     channel: Arc<str>,
-    username: String,
     closed: bool,
 }
 
 impl PresenceGuard {
+    fn debounce(&self) -> Option<Duration> {
+        self.registry.announcer.as_ref().map(|a| a.debounce)
+    }
+
     /// Removes the socket now and waits for the store to confirm.
     pub(crate) async fn close(mut self) {
         self.closed = true;
-        self.registry.live().remove(&self.channel);
-        if let Err(err) = self
-            .registry
-            .store
-            .remove(&self.username, &self.channel)
-            .await
-        {
-            warn!(error = %err, "presence remove failed");
+        if let Some(user) = self.registry.take(&self.channel) {
+            let debounce = self.debounce();
+            PresenceRegistry::remove(&self.registry.store, debounce, &user, &self.channel).await;
         }
     }
 }
@@ -129,15 +364,15 @@ impl Drop for PresenceGuard {
         if self.closed {
             return;
         }
-        self.registry.live().remove(&self.channel);
+        let Some(user) = self.registry.take(&self.channel) else {
+            return;
+        };
         let store = Arc::clone(&self.registry.store);
-        let username = std::mem::take(&mut self.username);
+        let debounce = self.debounce();
         let channel = self.channel.to_string();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                if let Err(err) = store.remove(&username, &channel).await {
-                    warn!(error = %err, "presence remove failed");
-                }
+                PresenceRegistry::remove(&store, debounce, &user, &channel).await;
             });
         }
     }

@@ -8,6 +8,8 @@
 //! | `GET /api/presence?user=u` | | `{"user": "u", "online": true, "connections": 2}` |
 //! | `GET /api/presence` | | `{"users": ["a", "b"], "count": 2}` |
 //! | `POST /api/disconnect` | a target as for publish (`{"user": "u"}`, ...), plus `"code": 4401` (optional: 1000 or 3000–4999, default 4401) | `{"ok": true, "groups": n, "members": m}`: a `herald.disconnect` message to each group, which closes their sockets on every herald instance |
+//! | `GET /api/connections?user=u` | | `{"user": "u", "count": 1, "connections": [{"connection": "specific…", "instance": "web-1:8700", "address": "10.0.0.7:51234", "since": 1764500000.5, "groups": ["user_u"]}]}` |
+//! | `GET /api/connections` | | `{"sockets": 3, "users": 2, "instances": [{"instance": "web-1:8700", "sockets": 3, "users": 2}]}` |
 //! | `POST /api/test-connection` | `{"user": "u", "wait": 3}` (seconds, 1–30, default 3) | `{"user": "u", "sockets": 1}`: sockets that acknowledged the guide's test notification |
 //!
 //! Users map to their `user_{username}` groups, exactly like the guide's Python helpers; the
@@ -37,6 +39,8 @@ use crate::app::AppInner;
 pub const PUBLISH_PATH: &str = "/api/publish";
 /// `GET` presence here.
 pub const PRESENCE_PATH: &str = "/api/presence";
+/// `GET` the fleet's connections here (from the presence store, every instance's).
+pub const CONNECTIONS_PATH: &str = "/api/connections";
 /// `POST {"user": …}` here: the guide's test notification, counting the sockets that got it.
 pub const TEST_CONNECTION_PATH: &str = "/api/test-connection";
 /// `POST {"user": …, "code": 4401}` here: close the user's sockets on every instance.
@@ -69,6 +73,7 @@ pub(crate) fn is_api_path(path: &str) -> bool {
         || path == PRESENCE_PATH
         || path == TEST_CONNECTION_PATH
         || path == DISCONNECT_PATH
+        || path == CONNECTIONS_PATH
 }
 
 type Body = Full<Bytes>;
@@ -120,10 +125,11 @@ pub(crate) async fn handle(
         (&Method::GET, PRESENCE_PATH) => presence(app, req.uri().query()).await,
         (&Method::POST, TEST_CONNECTION_PATH) => test_connection(app, req).await,
         (&Method::POST, DISCONNECT_PATH) => disconnect(app, req).await,
+        (&Method::GET, CONNECTIONS_PATH) => connections(app, req.uri().query()).await,
         _ => error(
             StatusCode::METHOD_NOT_ALLOWED,
-            "use POST /api/publish, GET /api/presence, POST /api/test-connection or POST \
-             /api/disconnect",
+            "use POST /api/publish, GET /api/presence, GET /api/connections, POST \
+             /api/test-connection or POST /api/disconnect",
         ),
     }
 }
@@ -339,16 +345,36 @@ async fn targets(
     Ok(groups)
 }
 
-async fn presence(app: &Arc<AppInner>, query: Option<&str>) -> Response<Body> {
-    let Some(registry) = &app.presence else {
-        return error(StatusCode::NOT_IMPLEMENTED, "presence is not enabled");
-    };
-    let user = query.and_then(|q| {
+/// The `user` query parameter, decoded.
+fn user_param(query: Option<&str>) -> Option<String> {
+    query.and_then(|q| {
         q.split('&')
             .filter_map(|kv| kv.split_once('='))
             .find(|(k, _)| *k == "user")
             .map(|(_, v)| percent_decode(v))
-    });
+    })
+}
+
+/// `GET /api/connections[?user=U]`: `herald connections`' report, fleet-wide.
+async fn connections(app: &Arc<AppInner>, query: Option<&str>) -> Response<Body> {
+    let Some(registry) = &app.presence else {
+        return error(StatusCode::NOT_IMPLEMENTED, "presence is not enabled");
+    };
+    let user = user_param(query);
+    match herald_core::presence::connections_report(&**registry.store(), user.as_deref()).await {
+        Ok(report) => json_response(StatusCode::OK, &report),
+        Err(e) => error(
+            StatusCode::BAD_GATEWAY,
+            &format!("presence lookup failed: {e}"),
+        ),
+    }
+}
+
+async fn presence(app: &Arc<AppInner>, query: Option<&str>) -> Response<Body> {
+    let Some(registry) = &app.presence else {
+        return error(StatusCode::NOT_IMPLEMENTED, "presence is not enabled");
+    };
+    let user = user_param(query);
     let store = registry.store();
     match user {
         Some(user) => match store.connections(&user).await {

@@ -383,7 +383,14 @@ impl Connection {
             .presence
             .as_ref()
             .zip(self.ctx.identity())
-            .map(|(registry, id)| registry.open(Arc::clone(&channel), &id.username));
+            .map(|(registry, id)| {
+                registry.open(
+                    Arc::clone(&channel),
+                    &id.username,
+                    self.ctx.request().client(),
+                    self.ctx.groups(),
+                )
+            });
         // Held for the life of the socket: session re-validation sees it while it is open.
         let _session = shared
             .sessions

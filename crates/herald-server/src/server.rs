@@ -49,6 +49,12 @@ pub async fn serve(
         std::sync::Arc::clone(&app.inner.health),
         signal.clone(),
     ));
+    if let Some(presence) = &app.inner.presence
+        && presence.announces()
+    {
+        // Offline announcements are swept fleet-wide, whether or not this instance has sockets.
+        presence.start();
+    }
     info!(addr = %local, "listening");
 
     loop {

@@ -85,3 +85,23 @@ async fn refused_handshakes_leave_no_presence() {
     .await;
     assert_eq!(within(store.online_users()).await.unwrap(), ["bob"]);
 }
+
+#[tokio::test]
+async fn sockets_closed_right_after_accept_leave_no_record() {
+    // The record of an accepted socket is written by a spawned task, so a socket that closes at
+    // once races its own record. No order may leave a record behind until the TTL (30 s here).
+    // The in-memory store usually lets the write land first; the other order (removal first)
+    // is not forced here, `open`'s task re-checks for it.
+    let store = Arc::new(InMemoryPresence::new());
+    let builder = tasks_builder(ServerConfig::default())
+        .presence(store.clone() as Arc<dyn Presence>, Duration::from_secs(30));
+    let server = TestServer::start(builder, memory_layer()).await;
+    for _ in 0..30 {
+        let ws = ws_connect(&server.url("/ws/tasks/?token=amadmin-token")).await;
+        drop(ws);
+    }
+    eventually(STEP, "no record of amadmin left", || async {
+        store.connections("amadmin").await.unwrap() == 0
+    })
+    .await;
+}
