@@ -212,9 +212,14 @@ async fn deploy_guide_puts_herald_behind_nginx() {
     assert_eq!(m["message"], "through nginx");
     assert_eq!(m["username"], "amadmin");
 
-    // The event stream through nginx: same cookie, same message, unbuffered.
-    let mut stream =
-        EventStream::open(nginx.addr, "/sse/tasks/", &[("Cookie", &fixture.cookie)]).await;
+    // The event stream through nginx: same cookie, same message, unbuffered. A same-origin
+    // `EventSource` sends no `Origin`: the site's host name is what Herald checks.
+    let mut stream = EventStream::open(
+        nginx.addr,
+        "/sse/tasks/",
+        &[("Host", "app.example.com"), ("Cookie", &fixture.cookie)],
+    )
+    .await;
     assert_eq!(stream.status, 200);
     assert_eq!(stream.header("content-type"), Some("text/event-stream"));
     django

@@ -51,8 +51,15 @@ impl EventStream {
 
     async fn try_open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> EventStream {
         let mut stream = TcpStream::connect(addr).await.unwrap();
-        let mut req =
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+        // The `Host` is the server's address unless the caller gives one (a browser on a
+        // site name behind a proxy).
+        let mut req = format!("GET {path} HTTP/1.1\r\nAccept: text/event-stream\r\n");
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+        {
+            req.push_str(&format!("Host: {addr}\r\n"));
+        }
         for (name, value) in headers {
             req.push_str(&format!("{name}: {value}\r\n"));
         }
