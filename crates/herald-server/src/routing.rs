@@ -20,6 +20,7 @@ use hyper::{Request, Response, StatusCode};
 
 use crate::app::{App, AppInner};
 use crate::assets::{self, Asset};
+use crate::auth::HandshakeRequest;
 use crate::consumer::ConsumerFactory;
 use crate::health::READYZ_PATH;
 use crate::shutdown::{ShutdownSignal, TaskToken};
@@ -42,6 +43,23 @@ pub(crate) struct ConnInfo {
     pub(crate) local: SocketAddr,
     pub(crate) shutdown: ShutdownSignal,
     pub(crate) token: Option<TaskToken>,
+}
+
+impl ConnInfo {
+    /// What the handshake of `req` (a WebSocket upgrade or an event-stream request) passes
+    /// to the consumer: path and query, headers, the client's address (after the trusted
+    /// proxies' `X-Forwarded-For`) and the server's.
+    pub(crate) fn handshake_request<B>(&self, req: &Request<B>) -> HandshakeRequest {
+        let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        HandshakeRequest::new(path_and_query)
+            .with_headers(req.headers().clone())
+            .with_client(crate::forwarded::client_addr(
+                req.headers(),
+                self.peer,
+                &self.app.config().trusted_proxies,
+            ))
+            .with_server(self.local)
+    }
 }
 
 /// The endpoints that answer any request on their path, an upgrade request included.

@@ -462,19 +462,7 @@ pub(crate) async fn event_stream(
         event_stream_headers(&mut resp);
         return resp.map(Either::Full);
     }
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_owned();
-    let request = HandshakeRequest::new(&path_and_query)
-        .with_headers(req.headers().clone())
-        .with_client(crate::forwarded::client_addr(
-            req.headers(),
-            info.peer,
-            &info.app.config().trusted_proxies,
-        ))
-        .with_server(info.local);
+    let request = info.handshake_request(&req);
     drop(req);
     let refuse = |rejection: Rejection| {
         Metrics::incr(&metrics.handshakes_rejected);

@@ -18,7 +18,6 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tracing::{debug, warn};
 
 use crate::app::{Handshake, Rejection};
-use crate::auth::HandshakeRequest;
 use crate::close::{CLOSE_TRY_AGAIN_LATER, TRY_AGAIN_LATER_REASON};
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
@@ -108,19 +107,7 @@ pub(crate) async fn websocket(mut req: Request<Incoming>, info: ConnInfo) -> Res
         drop(req);
         return try_again_later(&key, on_upgrade, info);
     }
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_owned();
-    let request = HandshakeRequest::new(&path_and_query)
-        .with_headers(req.headers().clone())
-        .with_client(crate::forwarded::client_addr(
-            req.headers(),
-            info.peer,
-            &info.app.config().trusted_proxies,
-        ))
-        .with_server(info.local);
+    let request = info.handshake_request(&req);
     let on_upgrade = hyper::upgrade::on(&mut req);
     drop(req);
 
