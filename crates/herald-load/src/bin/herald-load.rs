@@ -320,19 +320,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (report, sender) = if args.sender.is_empty() {
         (swarm.finish().await, Value::Null)
     } else {
-        let mut child = tokio::process::Command::new(&args.sender[0])
-            .args(&args.sender[1..])
-            .stdout(Stdio::piped())
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start sender {:?}", args.sender[0]))?;
-        let mut stdout = child.stdout.take().unwrap();
-        let output = tokio::spawn(async move {
-            let mut buf = String::new();
-            let _ = stdout.read_to_string(&mut buf).await;
-            buf
-        });
+        let (mut child, output) = spawn_sender(&args.sender)?;
         let (status_tx, status_rx) = tokio::sync::watch::channel(None);
         let waiter = tokio::spawn(async move {
             let status = child.wait().await.ok();
@@ -522,19 +510,7 @@ async fn flaky(args: FlakyArgs) -> anyhow::Result<()> {
         "herald-load: {} of {} clients joined in {:.0} ms, failures {:?}",
         connect.joined, connect.attempted, connect.time_to_all_joined_ms, connect.failures
     );
-    let mut child = tokio::process::Command::new(&args.sender[0])
-        .args(&args.sender[1..])
-        .stdout(Stdio::piped())
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("cannot start sender {:?}", args.sender[0]))?;
-    let mut stdout = child.stdout.take().unwrap();
-    let output = tokio::spawn(async move {
-        let mut buf = String::new();
-        let _ = stdout.read_to_string(&mut buf).await;
-        buf
-    });
+    let (mut child, output) = spawn_sender(&args.sender)?;
     fleet.start_cuts();
     // The deploy scenario's script waits for this line to start its timeline.
     eprintln!("herald-load: sender started");
@@ -594,6 +570,27 @@ async fn flaky(args: FlakyArgs) -> anyhow::Result<()> {
 }
 
 /// The Redis URL must point at loopback too: checked with the ws:// rule on its host part.
+/// Starts the sender command (`argv`, not empty) with its stdout collected by a task, which
+/// yields everything it printed once it exits.
+fn spawn_sender(
+    argv: &[String],
+) -> anyhow::Result<(tokio::process::Child, tokio::task::JoinHandle<String>)> {
+    let mut child = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start sender {:?}", argv[0]))?;
+    let mut stdout = child.stdout.take().unwrap();
+    let output = tokio::spawn(async move {
+        let mut buf = String::new();
+        let _ = stdout.read_to_string(&mut buf).await;
+        buf
+    });
+    Ok((child, output))
+}
+
 fn require_loopback_redis(url: &str) -> anyhow::Result<()> {
     let rest = url
         .strip_prefix("redis://")
