@@ -175,6 +175,9 @@ pub struct ServerConfig {
     pub group_channel_keys: NonZeroUsize,
     /// See [`DEFAULT_SESSION_REVALIDATION`]; `None`: sessions are checked at the handshake only.
     pub session_revalidation: Option<Duration>,
+    /// Accept `permessage-deflate` (RFC 7692) when a client offers it; off by default
+    /// (Daphne does not offer it). See the `deflate` module for what is compressed.
+    pub permessage_deflate: bool,
 }
 
 impl Default for ServerConfig {
@@ -203,6 +206,7 @@ impl Default for ServerConfig {
             group_channel_keys: NonZeroUsize::new(DEFAULT_GROUP_CHANNEL_KEYS)
                 .unwrap_or(NonZeroUsize::MIN),
             session_revalidation: Some(DEFAULT_SESSION_REVALIDATION),
+            permessage_deflate: false,
         }
     }
 }
@@ -335,6 +339,12 @@ impl ServerConfig {
     /// Sets [`session_revalidation`](Self::session_revalidation).
     pub fn with_session_revalidation(mut self, interval: Option<Duration>) -> Self {
         self.session_revalidation = interval;
+        self
+    }
+
+    /// Sets [`permessage_deflate`](Self::permessage_deflate).
+    pub fn with_permessage_deflate(mut self, on: bool) -> Self {
+        self.permessage_deflate = on;
         self
     }
 

@@ -15,11 +15,13 @@ use herald_core::names::require_valid_group_name;
 use herald_core::pyjson;
 use herald_core::{ChannelLayer, GroupSendReport, Message, Position, Recorded};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::Data as OpData;
 use tracing::{trace, warn};
 
 use crate::app::AppInner;
 use crate::auth::{HandshakeRequest, Identity};
 use crate::close::{CLOSE_NORMAL, CLOSE_SLOW_CONSUMER};
+use crate::deflate::{self, Negotiated};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fanout::{self, LayerEvent};
 use crate::frame::SharedText;
@@ -61,6 +63,9 @@ pub struct Context {
     /// The layer message being handled, while [`Consumer::handle`](crate::Consumer::handle)
     /// runs: forwarding it uses the frame every socket shares (see `fanout`).
     handling: Option<Arc<LayerEvent>>,
+    /// The `permessage-deflate` agreement of the socket's handshake, if any: frames long
+    /// enough go out compressed.
+    deflate: Option<Negotiated>,
 }
 
 impl std::fmt::Debug for Context {
@@ -100,10 +105,16 @@ impl Context {
             slow_consumer: false,
             groups: Vec::new(),
             handling: None,
+            deflate: None,
         }
     }
 
     /// Sets (or clears) the layer message being handled.
+    /// Compress outbound frames as the handshake agreed.
+    pub(crate) fn set_deflate(&mut self, negotiated: Negotiated) {
+        self.deflate = Some(negotiated);
+    }
+
     pub(crate) fn set_handling(&mut self, event: Option<Arc<LayerEvent>>) {
         self.handling = event;
     }
@@ -292,6 +303,12 @@ impl Context {
             return Ok(());
         }
         trace!(bytes = text.len(), "queue text frame");
+        if let Some(negotiated) = self.deflate
+            && negotiated.compresses(text.len())
+            && let Some(compressed) = text.deflated()
+        {
+            return self.push(deflate::message_frame(OpData::Text, compressed));
+        }
         self.push(WsMessage::Text(text.into_inner()))
     }
 
@@ -303,6 +320,12 @@ impl Context {
         let bytes = bytes.into();
         if bytes.is_empty() {
             return Ok(());
+        }
+        if let Some(negotiated) = self.deflate
+            && negotiated.compresses(bytes.len())
+            && let Some(compressed) = deflate::compress(&bytes)
+        {
+            return self.push(deflate::message_frame(OpData::Binary, compressed));
         }
         self.push(WsMessage::Binary(bytes))
     }

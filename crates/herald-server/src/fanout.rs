@@ -88,7 +88,7 @@ impl LayerEvent {
         let frame = self.frame()?;
         Some(
             self.tagged
-                .get_or_init(|| tagged(frame.as_str(), group, position))
+                .get_or_init(|| tagged(frame.as_str(), group, position).shared_deflate())
                 .clone(),
         )
     }
@@ -115,7 +115,7 @@ impl LayerEvent {
         let handler = self.handler.as_deref()?;
         Some(
             self.frame
-                .get_or_init(|| encode(&self.message, handler))
+                .get_or_init(|| encode(&self.message, handler).shared_deflate())
                 .clone(),
         )
     }

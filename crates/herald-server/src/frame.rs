@@ -4,8 +4,12 @@
 //! Its own module so that the consumer trait (`consumer.rs`) and encode-once fan-out
 //! (`fanout.rs`) both build on it without depending on each other.
 
+use std::sync::{Arc, OnceLock};
+
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::deflate;
 
 /// A data frame from the client (`websocket.receive` with `text` or `bytes`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,53 +31,116 @@ impl Frame {
 }
 
 /// A text frame payload that is cheap to clone (reference-counted UTF-8 bytes).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct SharedText(Utf8Bytes);
+///
+/// A fan-out frame also carries a shared slot for its `permessage-deflate` form, so the one
+/// frame every socket of a group gets is compressed once, by the first socket that needs it.
+#[derive(Debug, Clone, Default)]
+pub struct SharedText {
+    text: Utf8Bytes,
+    deflated: Option<Arc<OnceLock<Option<Bytes>>>>,
+}
+
+impl PartialEq for SharedText {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for SharedText {}
+
+impl std::hash::Hash for SharedText {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.text.hash(state);
+    }
+}
 
 impl SharedText {
     /// A frame from a static string (no allocation).
     pub const fn from_static(s: &'static str) -> Self {
-        SharedText(Utf8Bytes::from_static(s))
+        SharedText {
+            text: Utf8Bytes::from_static(s),
+            deflated: None,
+        }
     }
 
     /// The text.
     pub fn as_str(&self) -> &str {
-        self.0.as_str()
+        self.text.as_str()
     }
 
     /// Length in bytes.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.text.len()
     }
 
     /// True for an empty frame (Daphne silently does not send those).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.text.is_empty()
+    }
+
+    /// The same text with a compression slot its clones share: for a frame many sockets get.
+    pub(crate) fn shared_deflate(mut self) -> Self {
+        self.deflated = Some(Arc::default());
+        self
+    }
+
+    /// The text compressed on its own (see [`deflate::compress`]): once per fan-out frame,
+    /// else per call. `None` when compressing does not shrink it.
+    pub(crate) fn deflated(&self) -> Option<Bytes> {
+        match &self.deflated {
+            Some(slot) => slot
+                .get_or_init(|| deflate::compress(self.as_str().as_bytes()))
+                .clone(),
+            None => deflate::compress(self.as_str().as_bytes()),
+        }
     }
 
     pub(crate) fn into_inner(self) -> Utf8Bytes {
-        self.0
+        self.text
     }
 
-    pub(crate) fn from_inner(inner: Utf8Bytes) -> Self {
-        SharedText(inner)
+    pub(crate) fn from_inner(text: Utf8Bytes) -> Self {
+        SharedText {
+            text,
+            deflated: None,
+        }
     }
 }
 
 impl From<String> for SharedText {
     fn from(s: String) -> Self {
-        SharedText(Utf8Bytes::from(s))
+        SharedText::from_inner(Utf8Bytes::from(s))
     }
 }
 
 impl From<&str> for SharedText {
     fn from(s: &str) -> Self {
-        SharedText(Utf8Bytes::from(s))
+        SharedText::from_inner(Utf8Bytes::from(s))
     }
 }
 
 impl std::fmt::Display for SharedText {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fanout_frame_is_compressed_once_for_all_its_clones() {
+        let text = r#"{"type": "user_message", "username": "amadmin", "message": "Your report is ready! It has 12,345 rows."}"#;
+        let shared = SharedText::from(text).shared_deflate();
+        let clone = shared.clone();
+        let (a, b) = (shared.deflated().unwrap(), clone.deflated().unwrap());
+        assert_eq!(a.as_ptr(), b.as_ptr(), "one compression, the same bytes");
+        // A frame without the slot compresses per call, to the same bytes.
+        let plain = SharedText::from(text);
+        let c = plain.deflated().unwrap();
+        assert_ne!(c.as_ptr(), a.as_ptr());
+        assert_eq!(c, a);
+        assert_eq!(shared, plain, "equality is the text's");
     }
 }

@@ -64,6 +64,8 @@
 //! * [`context`] — [`Context`]: accept, send, close, groups, identity, request; the group
 //!   cleanup when the socket ends.
 //! * [`close`] — every close code, in one table.
+//! * [`deflate`] — `permessage-deflate`: the negotiation, compress-once for fan-out frames,
+//!   and the stream layer that inflates what the client compressed before tungstenite reads it.
 //! * `runtime` — [`Connection::run`]: the per-connection `select!` loop, its steps (read,
 //!   dispatch inbox, write, flush, keep-alive) and the close sequence.
 //! * [`shutdown`] — the shutdown signal and the drain tracker.
@@ -98,6 +100,7 @@ pub mod config;
 pub mod consumer;
 pub mod consumers;
 pub mod context;
+pub mod deflate;
 pub mod error;
 pub mod metrics;
 pub mod origin;

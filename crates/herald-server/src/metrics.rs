@@ -60,6 +60,7 @@ pub struct Metrics {
     pub(crate) handshakes_rejected: AtomicU64,
     pub(crate) frames_in: AtomicU64,
     pub(crate) frames_out: AtomicU64,
+    pub(crate) frames_deflated: AtomicU64,
     pub(crate) drops: [AtomicU64; 4],
     pub(crate) auth_failures: AtomicU64,
     pub(crate) origin_rejects: AtomicU64,
@@ -124,6 +125,11 @@ impl Metrics {
     /// Data frames written to clients.
     pub fn frames_out(&self) -> u64 {
         get(&self.frames_out)
+    }
+
+    /// Data frames written compressed (`permessage-deflate`).
+    pub fn frames_deflated(&self) -> u64 {
+        get(&self.frames_deflated)
     }
 
     /// Layer messages dropped for `reason`.
@@ -235,6 +241,12 @@ impl Metrics {
             "counter",
             "Data frames written to clients.",
             self.frames_out(),
+        );
+        metric(
+            "herald_frames_deflated_total",
+            "counter",
+            "Data frames written compressed with permessage-deflate.",
+            self.frames_deflated(),
         );
         metric(
             "herald_auth_failures_total",

@@ -39,6 +39,7 @@ use crate::close::{
 use crate::config::ServerConfig;
 use crate::consumer::{Consumer, Handled};
 use crate::context::{Context, State};
+use crate::deflate::{InflateError, Negotiated};
 use crate::fanout::LayerEvent;
 use crate::frame::{Frame, SharedText};
 use crate::gate::Gate;
@@ -231,6 +232,11 @@ where
         if frame.is_text() || frame.is_binary() {
             Metrics::incr(&metrics.frames_out);
             trace!(bytes = frame.len(), "write frame");
+        } else if let WsMessage::Frame(_) = frame {
+            // Only data messages are queued as ready-made frames: the compressed ones.
+            Metrics::incr(&metrics.frames_out);
+            Metrics::incr(&metrics.frames_deflated);
+            trace!(bytes = frame.len(), "write compressed frame");
         }
         Pin::new(&mut *sink).start_send(frame)?;
         *needs_flush = true;
@@ -302,6 +308,11 @@ impl Connection {
             ctx,
             _permit: permit,
         }
+    }
+
+    /// Sends frames compressed as the handshake's `permessage-deflate` agreement says.
+    pub(crate) fn set_deflate(&mut self, negotiated: Negotiated) {
+        self.ctx.set_deflate(negotiated);
     }
 
     /// The subprotocol the consumer accepted, for the `Sec-WebSocket-Protocol` response header.
@@ -544,6 +555,17 @@ impl Connection {
             {
                 debug!(error = %err, "protocol violation");
                 self.force(state, CloseReason::InvalidFrame, CLOSE_PROTOCOL_ERROR);
+                return None;
+            }
+            // permessage-deflate: a compressed message that inflates too far, or not at all.
+            Some(Err(WsError::Io(err))) if InflateError::of(&err).is_some() => {
+                debug!(error = %err, "compressed message refused");
+                if InflateError::of(&err) == Some(InflateError::TooBig) {
+                    Metrics::incr(&metrics.oversize_closes);
+                    self.force(state, CloseReason::TooBig, CLOSE_TOO_BIG);
+                } else {
+                    self.force(state, CloseReason::InvalidFrame, CLOSE_INVALID_PAYLOAD);
+                }
                 return None;
             }
             Some(Err(err)) => {

@@ -20,6 +20,7 @@ use tracing::{debug, warn};
 use crate::app::{Handshake, Rejection};
 use crate::close::{CLOSE_TRY_AGAIN_LATER, TRY_AGAIN_LATER_REASON};
 use crate::config::ServerConfig;
+use crate::deflate::{InflateStream, Negotiated};
 use crate::metrics::Metrics;
 use crate::routing::{Body, ConnInfo, text_response};
 
@@ -108,10 +109,20 @@ pub(crate) async fn websocket(mut req: Request<Incoming>, info: ConnInfo) -> Res
         return try_again_later(&key, on_upgrade, info);
     }
     let request = info.handshake_request(&req);
+    let deflate = if info.app.config().permessage_deflate {
+        Negotiated::from_offers(
+            req.headers()
+                .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        )
+    } else {
+        None
+    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     drop(req);
 
-    let connection = match info.app.connect(request).await {
+    let mut connection = match info.app.connect(request).await {
         Ok(Handshake::Accepted(connection)) => connection,
         Ok(Handshake::Rejected(rejection)) => {
             debug!(status = rejection.status(), reason = ?rejection, "handshake refused");
@@ -137,6 +148,13 @@ pub(crate) async fn websocket(mut req: Request<Incoming>, info: ConnInfo) -> Res
         resp.headers_mut()
             .insert(header::SEC_WEBSOCKET_PROTOCOL, value);
     }
+    if let Some(negotiated) = &deflate
+        && let Ok(value) = HeaderValue::from_str(&negotiated.response())
+    {
+        resp.headers_mut()
+            .insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
+        connection.set_deflate(*negotiated);
+    }
 
     let ConnInfo {
         app,
@@ -150,14 +168,21 @@ pub(crate) async fn websocket(mut req: Request<Incoming>, info: ConnInfo) -> Res
         let config = app.config();
         match tokio::time::timeout(config.handshake_timeout, on_upgrade).await {
             Ok(Ok(upgraded)) => {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(ws_config(config)),
-                )
-                .await;
-                let (sink, stream) = ws.split();
-                connection.run(sink, stream, shutdown).await;
+                let io = TokioIo::new(upgraded);
+                if let Some(negotiated) = deflate {
+                    let io = InflateStream::server(io, &negotiated, config.max_message_size);
+                    let ws =
+                        WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config(config)))
+                            .await;
+                    let (sink, stream) = ws.split();
+                    connection.run(sink, stream, shutdown).await;
+                } else {
+                    let ws =
+                        WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config(config)))
+                            .await;
+                    let (sink, stream) = ws.split();
+                    connection.run(sink, stream, shutdown).await;
+                }
             }
             Ok(Err(err)) => {
                 debug!(error = %err, "upgrade failed");

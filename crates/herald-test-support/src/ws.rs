@@ -1,10 +1,12 @@
 //! WebSocket client helpers for end-to-end tests: connect, read the next data frame, send text
-//! or JSON, read a close code. Every await is bounded by [`WS_STEP`] (or the caller's wait), and
-//! every failure panics with what went wrong.
+//! or JSON, read a close code. The readers and writers take any client stream (a plain TCP
+//! socket, or one wrapped in a `permessage-deflate` layer). Every await is bounded by
+//! [`WS_STEP`] (or the caller's wait), and every failure panics with what went wrong.
 
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -40,7 +42,10 @@ pub async fn refused_status(request: impl IntoClientRequest + Unpin) -> u16 {
 }
 
 /// The next data or close frame within `wait` (pings and pongs skipped).
-pub async fn next_frame_within(ws: &mut Ws, wait: Duration) -> Message {
+pub async fn next_frame_within<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    wait: Duration,
+) -> Message {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let msg = tokio::time::timeout_at(deadline, ws.next())
@@ -55,13 +60,13 @@ pub async fn next_frame_within(ws: &mut Ws, wait: Duration) -> Message {
 }
 
 /// The next data or close frame (pings and pongs skipped).
-pub async fn next_frame(ws: &mut Ws) -> Message {
+pub async fn next_frame<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) -> Message {
     next_frame_within(ws, WS_STEP).await
 }
 
 /// The next text frame as sent (pings and pongs skipped): for byte-for-byte comparisons and
 /// for JSON that `serde_json` does not read (`NaN`). Panics on any other frame.
-pub async fn recv_text(ws: &mut Ws) -> String {
+pub async fn recv_text<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) -> String {
     match next_frame(ws).await {
         Message::Text(t) => t.as_str().to_owned(),
         other => panic!("expected a text frame, got {other:?}"),
@@ -69,12 +74,17 @@ pub async fn recv_text(ws: &mut Ws) -> String {
 }
 
 /// The next text frame, parsed as JSON.
-pub async fn recv_json(ws: &mut Ws) -> serde_json::Value {
+pub async fn recv_json<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+) -> serde_json::Value {
     recv_json_within(ws, WS_STEP).await
 }
 
 /// The next text frame as JSON, waiting at most `wait`.
-pub async fn recv_json_within(ws: &mut Ws, wait: Duration) -> serde_json::Value {
+pub async fn recv_json_within<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    wait: Duration,
+) -> serde_json::Value {
     match next_frame_within(ws, wait).await {
         Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
         other => panic!("expected a text frame, got {other:?}"),
@@ -82,7 +92,7 @@ pub async fn recv_json_within(ws: &mut Ws, wait: Duration) -> serde_json::Value 
 }
 
 /// Sends a text frame as given.
-pub async fn send_text(ws: &mut Ws, text: &str) {
+pub async fn send_text<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, text: &str) {
     tokio::time::timeout(WS_STEP, ws.send(Message::text(text)))
         .await
         .unwrap_or_else(|_| panic!("send timed out"))
@@ -90,12 +100,17 @@ pub async fn send_text(ws: &mut Ws, text: &str) {
 }
 
 /// Sends `value` as a JSON text frame.
-pub async fn send_json(ws: &mut Ws, value: serde_json::Value) {
+pub async fn send_json<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    value: serde_json::Value,
+) {
     send_text(ws, &value.to_string()).await;
 }
 
 /// The close code the server sent (reads until a close frame or the end of the stream).
-pub async fn close_code(ws: &mut Ws) -> Option<u16> {
+pub async fn close_code<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+) -> Option<u16> {
     loop {
         match tokio::time::timeout(WS_STEP, ws.next())
             .await
