@@ -35,6 +35,8 @@ pub struct LoadConfig {
     pub source_ips: Option<NonZeroUsize>,
     /// `Origin` header value; `None` sends `http://<host:port of the URL>`.
     pub origin: Option<String>,
+    /// Offer `permessage-deflate` (as browsers do) and inflate the server's compressed frames.
+    pub deflate: bool,
 }
 
 /// Default [`LoadConfig::connections`].
@@ -73,6 +75,7 @@ impl LoadConfig {
             server_pid: None,
             source_ips: None,
             origin: None,
+            deflate: false,
         })
     }
 
@@ -133,6 +136,12 @@ impl LoadConfig {
     /// Sets [`origin`](Self::origin).
     pub fn with_origin(mut self, origin: Option<String>) -> Self {
         self.origin = origin;
+        self
+    }
+
+    /// Sets [`deflate`](Self::deflate).
+    pub fn with_deflate(mut self, deflate: bool) -> Self {
+        self.deflate = deflate;
         self
     }
 }

@@ -64,6 +64,9 @@ pub struct LoadReport {
     pub frames_per_s: f64,
     /// `sent_at` → arrival latency.
     pub latency: LatencyReport,
+    /// Bytes read from all sockets during the receive phase: the frames as sent on the wire
+    /// (headers included, compressed when `permessage-deflate` was agreed), plus pings.
+    pub wire_bytes: u64,
     /// Sockets the server closed or dropped during the receive phase.
     pub disconnects: u64,
     /// Length of the receive phase, in seconds.

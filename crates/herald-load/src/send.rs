@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use herald_core::{ChannelLayer, Map, Message, Value};
-use herald_messaging::{user_group, user_message};
+use herald_messaging::{
+    FileNotice, NotificationType, user_file, user_group, user_message, user_notification,
+};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tracing::warn;
@@ -27,6 +29,8 @@ pub enum SendPlan {
         group: String,
         /// How many messages.
         count: u64,
+        /// What each message looks like.
+        shape: Shape,
     },
     /// `per_user` messages to each user's group, in rounds (every user gets message 0 first).
     PerUser {
@@ -116,6 +120,76 @@ impl Tally {
     }
 }
 
+/// What a sender's messages look like: the benchmark's minimal one, or one of the guide's
+/// message shapes (for measuring what the frame size changes, e.g. compression).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Shape {
+    /// `user.message` "bench" with `data.seq` (about 150 bytes as JSON).
+    #[default]
+    Bench,
+    /// `ws_send_message`: a `user.message` toast with a sentence of text.
+    Toast,
+    /// `ws_send_notification`: a typed `user.notification` with a title and a few data fields.
+    Notification,
+    /// `ws_send_file`: a `user.file` download notice.
+    File,
+    /// A Celery task's `task.update` (status, message, progress).
+    Task,
+}
+
+impl Shape {
+    /// Message `seq` for `username`, stamped with `sent_at` now; every shape carries
+    /// `data.seq` (in `data`, or at the top level for `task.update`).
+    pub fn message(self, username: &str, seq: u64) -> Message {
+        let mut data = Map::new();
+        data.insert("seq".to_owned(), Value::from(seq));
+        let message = match self {
+            Shape::Bench => return bench_message(username, seq),
+            Shape::Toast => user_message(
+                username,
+                &format!("Your report \"Quarterly sales {seq}\" is ready to download."),
+                Some(data),
+            ),
+            Shape::Notification => {
+                data.insert("order_id".to_owned(), Value::from(10_000 + seq));
+                data.insert("status".to_owned(), Value::from("shipped"));
+                data.insert(
+                    "url".to_owned(),
+                    Value::from(format!("/orders/{}/", 10_000 + seq)),
+                );
+                user_notification(
+                    username,
+                    &format!(
+                        "Order #{} has shipped and will arrive on Thursday.",
+                        10_000 + seq
+                    ),
+                    NotificationType::Success,
+                    Some("Order shipped"),
+                    Some(data),
+                )
+            }
+            Shape::File => user_file(
+                username,
+                FileNotice::new(&format!("/media/exports/sales-2026-q3-{seq}.xlsx"))
+                    .with_message("Your export is ready")
+                    .with_file_size(1_482_113)
+                    .with_data(data),
+            ),
+            Shape::Task => Message::with_type("task.update")
+                .with("task_id", "5f0c2a8e-8d3b-4b51-9c1e-2f7d41a9c6b0")
+                .with("status", "processing")
+                .with(
+                    "message",
+                    format!("Processing step {} of 40...", seq % 40 + 1),
+                )
+                .with("progress", Value::from(seq % 100))
+                .with("seq", Value::from(seq)),
+        };
+        message.with("sent_at", unix_now_secs())
+    }
+}
+
 /// The benchmark message for `username`: `user.message` with `data.seq` and a `sent_at`
 /// stamped now (float Unix seconds), exactly the fields the Python sender sends.
 pub(crate) fn bench_message(username: &str, seq: u64) -> Message {
@@ -148,12 +222,16 @@ pub async fn run_sender(
     let mut slip = Duration::ZERO;
     let mut mixed_counts = None;
     let mode = match plan {
-        SendPlan::Broadcast { group, count } => {
+        SendPlan::Broadcast {
+            group,
+            count,
+            shape,
+        } => {
             let username = group.strip_prefix("user_").unwrap_or(group).to_owned();
             let jobs: Vec<(String, String, u64)> = (0..*count)
                 .map(|seq| (group.clone(), username.clone(), seq))
                 .collect();
-            run_jobs(&layer, &tally, jobs, concurrency).await;
+            run_jobs(&layer, &tally, jobs, *shape, concurrency).await;
             "broadcast"
         }
         SendPlan::PerUser { users, per_user } => {
@@ -161,7 +239,7 @@ pub async fn run_sender(
             let jobs = (0..*per_user)
                 .flat_map(|seq| users.iter().map(move |u| (user_group(u), u.clone(), seq)))
                 .collect();
-            run_jobs(&layer, &tally, jobs, concurrency).await;
+            run_jobs(&layer, &tally, jobs, Shape::Bench, concurrency).await;
             "per-user"
         }
         SendPlan::Paced {
@@ -244,6 +322,7 @@ async fn run_jobs(
     layer: &Arc<dyn ChannelLayer>,
     tally: &Arc<Tally>,
     jobs: Vec<(String, String, u64)>,
+    shape: Shape,
     concurrency: NonZeroUsize,
 ) {
     let jobs = Arc::new(jobs);
@@ -257,7 +336,7 @@ async fn run_jobs(
                     jobs.get(next.fetch_add(1, Ordering::Relaxed))
                 {
                     tally
-                        .group_send(layer.as_ref(), group, bench_message(username, *seq))
+                        .group_send(layer.as_ref(), group, shape.message(username, *seq))
                         .await;
                 }
             })
@@ -398,6 +477,24 @@ async fn run_mixed(
 mod tests {
     use super::*;
     use crate::latency::parse_sent_at;
+
+    #[test]
+    fn every_shape_is_a_guide_type_with_seq_and_sent_at() {
+        let shapes = [
+            (Shape::Bench, "user.message"),
+            (Shape::Toast, "user.message"),
+            (Shape::Notification, "user.notification"),
+            (Shape::File, "user.file"),
+            (Shape::Task, "task.update"),
+        ];
+        for (shape, kind) in shapes {
+            let m = shape.message("u00001", 7);
+            assert_eq!(m.msg_type(), Some(kind));
+            let json = m.to_json().to_string();
+            assert!(parse_sent_at(&json).is_some(), "{json}");
+            assert!(json.contains(r#""seq":7"#), "{json}");
+        }
+    }
 
     #[test]
     fn bench_message_has_the_guide_fields_and_a_fresh_sent_at() {

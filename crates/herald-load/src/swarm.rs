@@ -7,7 +7,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use tokio::net::TcpSocket;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+
+use herald_server::deflate::{self, InflateStream};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -33,6 +38,8 @@ const READ_BUFFER_BYTES: usize = 4 * 1024;
 #[derive(Debug)]
 struct Shared {
     frames: AtomicU64,
+    /// Bytes read from every socket (see [`Counted`]).
+    wire_bytes: AtomicU64,
     disconnects: AtomicU64,
     expect: Option<u64>,
     /// Signalled once when `frames` reaches `expect`.
@@ -80,6 +87,8 @@ pub struct Swarm {
     stop: watch::Sender<bool>,
     readers: Vec<JoinHandle<ReaderTally>>,
     connect: ConnectReport,
+    /// [`Shared::wire_bytes`] when the connect phase ended (the handshakes' share).
+    wire_at_connect: u64,
 }
 
 impl Swarm {
@@ -100,6 +109,7 @@ impl Swarm {
         let n = config.connections;
         let shared = Arc::new(Shared {
             frames: AtomicU64::new(0),
+            wire_bytes: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
             expect: config.expect_frames,
             done: Notify::new(),
@@ -138,6 +148,8 @@ impl Swarm {
                 subscribe: config.subscribe.clone(),
                 timeout: config.connect_timeout,
                 ws_config,
+                deflate: config.deflate,
+                shared: Arc::clone(&shared),
             };
             readers.push(tokio::spawn(run_socket(
                 socket,
@@ -183,12 +195,14 @@ impl Swarm {
             failed = report.failed,
             "connect phase finished"
         );
+        let wire_at_connect = shared.wire_bytes.load(Ordering::Relaxed);
         Ok(Swarm {
             config,
             shared,
             stop,
             readers,
             connect: report,
+            wire_at_connect,
         })
     }
 
@@ -293,6 +307,7 @@ impl Swarm {
                 mean_ms: latency.mean() / 1000.0,
             },
             disconnects: self.shared.disconnects.load(Ordering::Relaxed),
+            wire_bytes: self.shared.wire_bytes.load(Ordering::Relaxed) - self.wire_at_connect,
             receive_phase_s: receive_phase.as_secs_f64(),
             rss_end_bytes: rss_end,
             rss_per_socket_bytes,
@@ -347,9 +362,99 @@ struct SocketPlan {
     subscribe: Option<String>,
     timeout: Duration,
     ws_config: WebSocketConfig,
+    deflate: bool,
+    shared: Arc<Shared>,
 }
 
-type WsStream = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+type WsStream = tokio_tungstenite::WebSocketStream<ClientIo>;
+
+/// A socket's TCP stream with every byte read counted into [`Shared::wire_bytes`].
+struct Counted {
+    inner: TcpStream,
+    shared: Arc<Shared>,
+}
+
+/// A client socket's byte stream: plain, or behind the inflate layer when it offered
+/// `permessage-deflate` (frames the server did not compress pass that layer unchanged).
+enum ClientIo {
+    Plain(Counted),
+    Deflate(Box<InflateStream<Counted>>),
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let read = (buf.filled().len() - before) as u64;
+        if read > 0 {
+            this.shared.wire_bytes.fetch_add(read, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+impl AsyncRead for ClientIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientIo::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            ClientIo::Deflate(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ClientIo::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            ClientIo::Deflate(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientIo::Plain(io) => Pin::new(io).poll_flush(cx),
+            ClientIo::Deflate(io) => Pin::new(io.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientIo::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            ClientIo::Deflate(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 
 /// Connects one socket, reports the outcome, then counts frames until told to stop.
 async fn run_socket(
@@ -464,6 +569,19 @@ async fn open(plan: &SocketPlan) -> std::result::Result<WsStream, String> {
     if let Ok(origin) = HeaderValue::from_str(&plan.origin) {
         headers.insert("origin", origin);
     }
+    let stream = Counted {
+        inner: stream,
+        shared: Arc::clone(&plan.shared),
+    };
+    let stream = if plan.deflate {
+        headers.insert(
+            "sec-websocket-extensions",
+            HeaderValue::from_static(deflate::CLIENT_OFFER),
+        );
+        ClientIo::Deflate(Box::new(InflateStream::client(stream, None)))
+    } else {
+        ClientIo::Plain(stream)
+    };
     match tokio_tungstenite::client_async_with_config(request, stream, Some(plan.ws_config)).await {
         Ok((ws, _response)) => Ok(ws),
         Err(tungstenite::Error::Http(response)) => {

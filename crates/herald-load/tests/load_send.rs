@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_core::{ChannelLayer, InMemoryConfig, InMemoryLayer};
-use herald_load::{ErrorKind, SendPlan, parse_sent_at, run_sender};
+use herald_load::{ErrorKind, SendPlan, Shape, parse_sent_at, run_sender};
 use tokio::time::timeout;
 
 const BOUND: Duration = Duration::from_secs(20);
@@ -81,6 +81,7 @@ async fn broadcast_plan_reaches_every_member_and_counts_drops() {
     let plan = SendPlan::Broadcast {
         group: "user_bcast00000".to_owned(),
         count: 6,
+        shape: Shape::Bench,
     };
     let dyn_layer: Arc<dyn ChannelLayer> = layer.clone();
     let report = timeout(BOUND, run_sender(dyn_layer, &plan, NonZeroUsize::MIN))

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_core::ChannelLayer;
-use herald_load::{SendPlan, parse_sent_at, run_sender};
+use herald_load::{SendPlan, Shape, parse_sent_at, run_sender};
 use herald_redis::{HostSpec, RedisChannelLayer, RedisLayerConfig};
 use herald_test_support::RedisServer;
 use tokio::time::timeout;
@@ -72,6 +72,7 @@ async fn unreachable_redis_counts_errors_instead_of_panicking() {
     let plan = SendPlan::Broadcast {
         group: "user_gone".to_owned(),
         count: 3,
+        shape: Shape::Bench,
     };
     let report = timeout(
         Duration::from_secs(60),

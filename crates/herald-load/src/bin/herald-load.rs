@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 use herald_core::ChannelLayer;
 use herald_core::capacity::CapacityRule;
 use herald_load::{
-    FlakyConfig, Fleet, LoadConfig, SendPlan, Swarm, raise_nofile_limit, require_loopback,
+    FlakyConfig, Fleet, LoadConfig, SendPlan, Shape, Swarm, raise_nofile_limit, require_loopback,
     run_sender,
 };
 use herald_redis::{HostSpec, RedisChannelLayer, RedisLayerConfig};
@@ -66,6 +66,9 @@ enum PlanArgs {
         /// Messages to send.
         #[arg(long, default_value_t = 100)]
         count: u64,
+        /// What each message looks like: bench, toast, notification, file or task.
+        #[arg(long, default_value = "bench", value_parser = parse_shape)]
+        shape: Shape,
         #[command(flatten)]
         common: SendCommon,
     },
@@ -224,6 +227,10 @@ struct Args {
     /// Text frame every socket sends once it is open.
     #[arg(long)]
     subscribe: Option<String>,
+    /// Offer permessage-deflate, as browsers do (the server compresses only when it runs
+    /// with --permessage-deflate); the report's wire_bytes then shows what it saved.
+    #[arg(long)]
+    deflate: bool,
     /// Server process whose VmRSS is sampled.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -307,6 +314,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_expect_frames(args.expect_frames)
         .with_deadline(Duration::from_secs_f64(args.deadline))
         .with_subscribe(args.subscribe.clone())
+        .with_deflate(args.deflate)
         .with_server_pid(args.server_pid)
         .with_source_ips(args.source_ips);
 
@@ -414,13 +422,35 @@ fn read_cookies(path: &Path) -> anyhow::Result<Vec<String>> {
     Ok(cookies)
 }
 
+/// `--shape`: one of the [`Shape`] names.
+fn parse_shape(name: &str) -> Result<Shape, String> {
+    match name {
+        "bench" => Ok(Shape::Bench),
+        "toast" => Ok(Shape::Toast),
+        "notification" => Ok(Shape::Notification),
+        "file" => Ok(Shape::File),
+        "task" => Ok(Shape::Task),
+        _ => Err(format!(
+            "unknown shape {name:?}: expected bench, toast, notification, file or task"
+        )),
+    }
+}
+
 async fn send(plan: PlanArgs) -> anyhow::Result<()> {
     let (plan, common) = match plan {
         PlanArgs::Broadcast {
             group,
             count,
+            shape,
             common,
-        } => (SendPlan::Broadcast { group, count }, common),
+        } => (
+            SendPlan::Broadcast {
+                group,
+                count,
+                shape,
+            },
+            common,
+        ),
         PlanArgs::PerUser {
             users_file,
             per_user,
