@@ -8,6 +8,7 @@ of the file (e.g. the "Channel layer" section) is left as it is.
     report.py reconnect-record EXCEPTIONS EVENTS LOADAVG SAVED.jsonl [PORT...] < line
     report.py metrics PORT   (herald_history_* of one herald, saved before it is stopped)
     report.py reconnect-summary < line
+    report.py deflate-table results/deflate-*.jsonl   (markdown table of the deflate scenario)
 """
 import json
 import sys
@@ -270,7 +271,51 @@ def reconnect_summary(r):
     )
 
 
+def deflate_table(path):
+    """Per shape: wire bytes and server/Redis CPU per delivered frame, compression off and on."""
+    lines = [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
+    runs = {}
+    for r in lines:
+        if r.get("meta"):
+            continue
+        server, name = r["label"].split("/", 1)
+        _, shape, mode = name.split("_")
+        runs[(server, shape, mode)] = r
+    shapes = list(dict.fromkeys(shape for _, shape, _ in runs))
+
+    def per_frame(r, key, scale=1.0):
+        return scale * r[key] / r["frames"] if r and r["frames"] else None
+
+    def fmt(v, spec):
+        return "–" if v is None else format(v, spec)
+
+    out = [
+        "| shape | server, compression | delivered | wire bytes / frame | saved "
+        "| server CPU µs / frame | p99 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for shape in shapes:
+        base = runs.get(("herald", shape, "off"))
+        for server, mode in [("herald", "off"), ("herald", "on"), ("daphne", "off")]:
+            r = runs.get((server, shape, mode))
+            if r is None:
+                continue
+            wire = per_frame(r, "wire_bytes")
+            plain = per_frame(base, "wire_bytes")
+            saved = None if wire is None or not plain else 100.0 * (1 - wire / plain)
+            out.append(
+                f"| {shape} | {server}, {mode} | {fmt(delivered(r), '.1f')} % "
+                f"| {fmt(wire, '.0f')} | {fmt(saved, '.0f')} % "
+                f"| {fmt(per_frame(r, 'server_cpu_s', 1e6), '.2f')} "
+                f"| {fmt(r['latency']['p99_ms'], '.1f')} |"
+            )
+    return "\n".join(out)
+
+
 def main():
+    if sys.argv[1] == "deflate-table":
+        print(deflate_table(sys.argv[2]))
+        return
     if sys.argv[1] == "metrics":
         print(json.dumps(history_metrics(sys.argv[2:])))
         return

@@ -10,6 +10,7 @@
 #   BENCH_QUICK=1 benches/fanout/run.sh        # small sizes, a smoke run (~2-3 min)
 #   BENCH_SERVERS=daphne benches/fanout/run.sh # one server only
 #   BENCH_SCENARIOS="flaky deploy" benches/fanout/run.sh  # the reconnect scenarios (~8 min)
+#   BENCH_SCENARIOS=deflate benches/fanout/run.sh  # permessage-deflate off/on per message shape
 #
 # Environment:
 #   BENCH_SERVERS     servers to measure, in order (default "daphne herald"; herald is skipped
@@ -18,7 +19,9 @@
 #                     peruser_py peruser_rust paced paced_rust idle_10k idle_max idle_50k
 #                     burst_10k (default: all of these), and the reconnect scenarios, run
 #                     only when named: flaky (random cuts) and deploy (two servers, each
-#                     stopped and restarted); their lines go to results/reconnect-*.jsonl
+#                     stopped and restarted); their lines go to results/reconnect-*.jsonl;
+#                     and deflate (the broadcast per guide message shape, compression off
+#                     and on; BENCH_DEFLATE_SHAPES picks shapes), to results/deflate-*.jsonl
 #   BENCH_RECONNECT_CLIENTS / BENCH_RECONNECT_SECS  reconnect sizes (default 2000 clients, 60 s)
 #   BENCH_DB          sqlite (default) or postgres (a fresh database on 127.0.0.1:5432, dropped
 #                     at the end; user from BENCH_PG_USER, default postgres)
@@ -363,6 +366,31 @@ record_reconnect() { # $1 = herald-load output, $2 = exceptions, $3 = events, $4
   : >"$WORK/stopped-metrics.jsonl"
   log "$(tail -1 "$RECONNECT_RESULTS" | "$PY" "$HERE/report.py" reconnect-summary)"
 }
+# --- permessage-deflate scenario -------------------------------------------------------------------
+# deflate: the broadcast scenario (SOCKETS sockets of one user, BCAST_SENDS messages from the
+# Rust sender) once per guide message shape, with herald's compression off and on. The clients
+# always offer permessage-deflate, as browsers do, so "off" is the server declining it (Daphne
+# never accepts it). Lines go to results/deflate-*.jsonl; report.py deflate-table prints the
+# table for docs/benchmarks.md.
+DEFLATE_SHAPES=${BENCH_DEFLATE_SHAPES:-toast notification file task}
+DEFLATE_RESULTS=$WORK/deflate.jsonl
+: >"$DEFLATE_RESULTS"
+scenario_deflate() { # $1 = server
+  local server=$1 shape mode
+  for shape in $DEFLATE_SHAPES; do
+    for mode in off on; do
+      [[ $server != herald && $mode == on ]] && continue
+      SERVER_EXTRA=()
+      [[ $mode == on ]] && SERVER_EXTRA=(--permessage-deflate)
+      RESULTS=$DEFLATE_RESULTS scenario "$server" "deflate_${shape}_$mode" "${common[@]}" \
+        --connections "$SOCKETS" --cookies-file "$WORK/bcast.cookies" --deflate \
+        --expect-frames $((SOCKETS * BCAST_SENDS)) --deadline 150 --quiet-stop 10 \
+        -- "$HERALD_LOAD_BIN" send broadcast --redis-url "$REDIS_URL" --group user_bcast00000 \
+        --count "$BCAST_SENDS" --shape "$shape"
+    done
+  done
+  SERVER_EXTRA=()
+}
 # flaky: one server, every client cut at random while the sender runs.
 scenario_flaky() { # $1 = server
   local server=$1 name=flaky
@@ -548,6 +576,7 @@ for server in $SERVERS; do
   fi
   if want flaky; then scenario_flaky "$server"; fi
   if want deploy; then scenario_deploy "$server"; fi
+  if want deflate; then scenario_deflate "$server"; fi
 done
 
 # --- report ----------------------------------------------------------------------------------------
@@ -568,6 +597,16 @@ if [[ -s $RECONNECT_RESULTS ]]; then
     cat "$RECONNECT_RESULTS"
   } >"$ROOT/$RECONNECT_RAW"
   log "reconnect results: $RECONNECT_RAW (docs/benchmarks.md, section \"Reconnect\", is written from them by hand)"
+fi
+if [[ -s $DEFLATE_RESULTS ]]; then
+  DEFLATE_RAW=benches/fanout/results/deflate-$(date -u +%Y%m%dT%H%M)-${COMMIT%%+*}.jsonl
+  {
+    printf '{"meta": true, "commit": "%s", "machine": "%s", "load_avg_start": "%s", "load_avg_end": "%s"}\n' \
+      "$COMMIT" "$(nproc) CPUs, $(uname -r)" "$LOAD_AT_START" "$(cut -d' ' -f1-3 /proc/loadavg)"
+    cat "$DEFLATE_RESULTS"
+  } >"$ROOT/$DEFLATE_RAW"
+  "$PY" "$HERE/report.py" deflate-table "$ROOT/$DEFLATE_RAW"
+  log "deflate results: $DEFLATE_RAW (the table above goes to docs/benchmarks.md, section \"Compression\", by hand)"
 fi
 if [[ ! -s $RESULTS ]]; then
   log "no fan-out results: docs/benchmarks.md left as it is"
