@@ -16,8 +16,8 @@
 #   BENCH_SERVERS     servers to measure, in order (default "daphne herald"; herald is skipped
 #                     with a note until `herald serve` exists)
 #   BENCH_SCENARIOS   subset of: broadcast_py broadcast_rust bcast_paced_py bcast_paced_rust
-#                     peruser_py peruser_rust paced paced_rust idle_10k idle_max idle_50k
-#                     burst_10k (default: all of these), and the reconnect scenarios, run
+#                     peruser_py peruser_rust paced paced_rust burst_1m burst_1m_py
+#                     steady_10k idle_10k idle_max idle_50k burst_10k (default: all of these), and the reconnect scenarios, run
 #                     only when named: flaky (random cuts) and deploy (two servers, each
 #                     stopped and restarted); their lines go to results/reconnect-*.jsonl;
 #                     and deflate (the broadcast per guide message shape, compression off
@@ -33,6 +33,8 @@
 #   BENCH_NO_DOC=1    do not touch docs/benchmarks.md (results stay in the work directory)
 #   BENCH_KEEP=1      keep the work directory (logs, databases)
 #   HERALD_EXTRA_ARGS extra `herald serve` arguments, split on spaces (e.g. "--history none")
+#   BENCH_LOAD_EXTRA_ARGS extra herald-load arguments for every scenario (e.g. "--deflate", to
+#                     measure idle sockets that negotiated compression)
 #   HERALD_LOAD_BIN / HERALD_BIN  prebuilt binaries instead of `cargo build --profile profiling`
 #                     (the release build with debug info kept, so `perf record -p PID` on the
 #                     running server resolves symbols; same code as the stripped release)
@@ -45,10 +47,11 @@ SITE=$HERE/site
 PY=${BENCH_PYTHON:-$ROOT/tests/compat/.venv/bin/python}
 DAPHNE_BIN=$(dirname "$PY")/daphne
 SERVERS=${BENCH_SERVERS:-daphne herald}
-SCENARIOS=${BENCH_SCENARIOS:-broadcast_py broadcast_rust bcast_paced_py bcast_paced_rust peruser_py peruser_rust paced paced_rust idle_10k idle_max idle_50k burst_10k}
+SCENARIOS=${BENCH_SCENARIOS:-broadcast_py broadcast_rust bcast_paced_py bcast_paced_rust peruser_py peruser_rust paced paced_rust burst_1m burst_1m_py steady_10k idle_10k idle_max idle_50k burst_10k}
 TIME_LIMIT=${BENCH_TIME_LIMIT:-1080}
 QUICK=${BENCH_QUICK:-0}
 read -r -a HERALD_EXTRA <<<"${HERALD_EXTRA_ARGS:-}"
+read -r -a LOAD_EXTRA <<<"${BENCH_LOAD_EXTRA_ARGS:-}"
 WORK=$(mktemp -d /tmp/herald-fanout.XXXXXX)
 RESULTS=$WORK/results.jsonl
 NOTES=$WORK/notes.txt
@@ -75,6 +78,12 @@ PACED_SECS=10
 IDLE_SMALL=10000
 IDLE_WANTED=50000
 BURST=10000
+# The big broadcasts: one group of BIG_SOCKETS sockets. burst_1m offers BIG_BURST_SENDS
+# group_sends within one second (1,000,000 deliveries at 10,000 sockets, the AnyCable/uWS
+# benchmark manifest's burst); steady_10k sends one every 500 ms for BIG_STEADY_SECS.
+BIG_SOCKETS=10000
+BIG_BURST_SENDS=100
+BIG_STEADY_SECS=60
 # Handshakes in flight for every scenario except the burst. Daphne's channels_redis pool has
 # 100 connections and fails (HTTP 500, "Too many connections") beyond that: 32 keeps the
 # throughput scenarios about fan-out, not about that failure, which the burst scenario shows.
@@ -97,7 +106,7 @@ RECONNECT_SENDER_CAPACITY='herald.history.*=2000'
 if [[ $QUICK == 1 ]]; then
   RECONNECT_CLIENTS=${BENCH_RECONNECT_CLIENTS:-200} RECONNECT_SECS=${BENCH_RECONNECT_SECS:-20}
   SOCKETS=200 BCAST_SENDS=20 BCAST_RATE=100 BCAST_PACED_SECS=1 PER_USER=5 PACED_RATE=200 PACED_SECS=3 IDLE_SMALL=1000
-  IDLE_WANTED=2000 BURST=1000
+  IDLE_WANTED=2000 BURST=1000 BIG_SOCKETS=1000 BIG_BURST_SENDS=20 BIG_STEADY_SECS=5
 fi
 
 # One process can hold at most RLIMIT_NOFILE sockets. Raise the soft limit to the hard one; the
@@ -279,7 +288,7 @@ scenario() {
   redis_cpu0=$(redis_cpu)
   server_cpu0=$(process_cpu "$SERVER_PID")
   out=$("$HERALD_LOAD_BIN" --url "ws://127.0.0.1:$PORT/ws/tasks/" --server-pid "$SERVER_PID" \
-    --threads "$CLIENT_THREADS" --label "$server/$name" "$@" 2>>"$WORK/herald-load.log") || {
+    --threads "$CLIENT_THREADS" --label "$server/$name" "${LOAD_EXTRA[@]}" "$@" 2>>"$WORK/herald-load.log") || {
     note "$server/$name: herald-load failed: $(tail -3 "$WORK/herald-load.log")"
     stop_server
     return 0
@@ -554,6 +563,28 @@ for server in $SERVERS; do
       --cookies-file "$WORK/u.cookies" --expect-frames $((PACED_RATE * PACED_SECS)) \
       --deadline $((PACED_SECS + 90)) --quiet-stop 10 \
       -- "$HERALD_LOAD_BIN" send paced --redis-url "$REDIS_URL" --users-file "$WORK/u.users" --rate "$PACED_RATE" --duration "$PACED_SECS"
+  fi
+  if want burst_1m; then
+    # 1,000,000 deliveries offered within one second; Daphne gets the same offer and the
+    # deadline, and shows as delivered %.
+    scenario "$server" burst_1m "${common[@]}" --connections "$BIG_SOCKETS" \
+      --cookies-file "$WORK/bcast.cookies" --expect-frames $((BIG_SOCKETS * BIG_BURST_SENDS)) \
+      --deadline 90 --quiet-stop 10 \
+      -- "$HERALD_LOAD_BIN" send paced --redis-url "$REDIS_URL" --users-file "$WORK/bcast.users" \
+      --rate "$BIG_BURST_SENDS" --duration 1
+  fi
+  if want burst_1m_py; then
+    scenario "$server" burst_1m_py "${common[@]}" --connections "$BIG_SOCKETS" \
+      --cookies-file "$WORK/bcast.cookies" --expect-frames $((BIG_SOCKETS * BIG_BURST_SENDS)) \
+      --deadline 90 --quiet-stop 10 \
+      -- "${SEND[@]}" paced --users-file "$WORK/bcast.users" --rate "$BIG_BURST_SENDS" --duration 1
+  fi
+  if want steady_10k; then
+    scenario "$server" steady_10k "${common[@]}" --connections "$BIG_SOCKETS" \
+      --cookies-file "$WORK/bcast.cookies" --expect-frames $((BIG_SOCKETS * BIG_STEADY_SECS * 2)) \
+      --deadline $((BIG_STEADY_SECS + 60)) --quiet-stop 10 \
+      -- "$HERALD_LOAD_BIN" send paced --redis-url "$REDIS_URL" --users-file "$WORK/bcast.users" \
+      --rate 2 --duration "$BIG_STEADY_SECS"
   fi
   if want idle_10k; then
     scenario "$server" idle_10k "${common[@]}" --connections "$IDLE_SMALL" \
