@@ -318,7 +318,40 @@ def deflate_table(path):
     return "\n".join(out)
 
 
+def scale_merge(sender_path, server_cpu, redis_cpu, load_avg, parts):
+    """scale_50k: the herald-load runs of every process, summed, with the sender's report."""
+    runs = [json.loads(Path(p).read_text().strip().splitlines()[-1]) for p in parts]
+    lines = Path(sender_path).read_text().strip().splitlines()
+    sender = json.loads(lines[-1]) if lines else None
+    frames = sum(r["frames"] for r in runs)
+    expected = sum(r.get("expected_frames") or 0 for r in runs)
+    return {
+        "label": "herald/scale_50k",
+        "server_processes": len(runs),
+        "connected": sum(r["connect"]["connected"] for r in runs),
+        "failed": sum(r["connect"]["failed"] for r in runs),
+        "frames": frames,
+        "expected_frames": expected,
+        "delivered_pct": 100.0 * frames / expected if expected else None,
+        "disconnects": sum(r["disconnects"] for r in runs),
+        "p50_ms_worst_process": max(r["latency"]["p50_ms"] for r in runs),
+        "p99_ms_worst_process": max(r["latency"]["p99_ms"] for r in runs),
+        "max_ms": max(r["latency"]["max_ms"] for r in runs),
+        "rss_end_bytes": sum(r.get("rss_end_bytes") or 0 for r in runs),
+        "rss_per_socket_bytes_mean": sum(r.get("rss_per_socket_bytes") or 0 for r in runs) / len(runs),
+        "server_cpu_s": float(server_cpu),
+        "redis_cpu_s": float(redis_cpu),
+        "load_avg_end": load_avg,
+        "sender": sender,
+        "runs": runs,
+    }
+
+
 def main():
+    if sys.argv[1] == "scale-merge":
+        sender, server_cpu, redis_cpu, load_avg, *parts = sys.argv[2:]
+        print(json.dumps(scale_merge(sender, server_cpu, redis_cpu, load_avg, parts)))
+        return
     if sys.argv[1] == "deflate-table":
         print(deflate_table(sys.argv[2]))
         return

@@ -20,8 +20,11 @@
 #                     steady_10k idle_10k idle_max idle_50k burst_10k (default: all of these), and the reconnect scenarios, run
 #                     only when named: flaky (random cuts) and deploy (two servers, each
 #                     stopped and restarted); their lines go to results/reconnect-*.jsonl;
-#                     and deflate (the broadcast per guide message shape, compression off
-#                     and on; BENCH_DEFLATE_SHAPES picks shapes), to results/deflate-*.jsonl
+#                     deflate (the broadcast per guide message shape, compression off
+#                     and on; BENCH_DEFLATE_SHAPES picks shapes), to results/deflate-*.jsonl;
+#                     and scale_50k (50,000 subscribed sockets over several herald processes on
+#                     3 Redis shards, with per-user and broadcast traffic; BENCH_SCALE_SECS),
+#                     to results/scale-*.jsonl
 #   BENCH_RECONNECT_CLIENTS / BENCH_RECONNECT_SECS  reconnect sizes (default 2000 clients, 60 s)
 #   BENCH_DB          sqlite (default) or postgres (a fresh database on 127.0.0.1:5432, dropped
 #                     at the end; user from BENCH_PG_USER, default postgres)
@@ -400,6 +403,105 @@ scenario_deflate() { # $1 = server
   done
   SERVER_EXTRA=()
 }
+# --- scale scenario ---------------------------------------------------------------------------------
+# scale_50k (herald only, run when named): IDLE_WANTED sockets over IDLE_PROCS herald processes
+# (the fd limit) on three Redis shards, every socket subscribed to task_bcast, while the Rust
+# sender's mixed plan sends SCALE_USER_RATE msgs/s to every idle user (several sockets each) and
+# SCALE_BCAST_RATE msgs/s to task_bcast for SCALE_SECS, once all sockets are connected.
+SCALE_SECS=${BENCH_SCALE_SECS:-30}
+SCALE_USER_RATE=0.05
+SCALE_BCAST_RATE=0.5
+SCALE_RESULTS=$WORK/scale.jsonl
+: >"$SCALE_RESULTS"
+redis_cpu_port() {
+  redis-cli -p "$1" info cpu | tr -d '\r' |
+    awk -F: '/^used_cpu_(sys|user):/{t += $2} END{print t + 0}'
+}
+scenario_scale() { # $1 = server
+  local server=$1 name=scale_50k
+  if [[ $server != herald ]]; then
+    note "scale_50k: herald only (Daphne's fan-out and idle cost are measured above)"
+    return 0
+  fi
+  fresh_start "$server/$name" || return 0
+  local k p per shard_ports=("$REDIS_PORT") shard_pids=() urls=(--redis-url "$REDIS_URL") ports=()
+  local load_pids=() extra=()
+  for k in 1 2; do
+    p=$(free_port)
+    redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis-$k.log" 2>&1 &
+    shard_pids+=($!)
+    shard_ports+=("$p")
+    urls+=(--redis-url "redis://127.0.0.1:$p")
+    extra+=(--redis "redis://127.0.0.1:$p")
+  done
+  for p in "${shard_ports[@]}"; do
+    until redis-cli -p "$p" ping 2>/dev/null | grep -q PONG; do sleep 0.1; done
+  done
+  SERVER_EXTRA=("${extra[@]}")
+  MULTI_PIDS=()
+  for ((k = 0; k < IDLE_PROCS; k++)); do
+    if ! start_server "$server" "$WORK/$server-$name-$k.log"; then
+      note "$server/$name not run: server $k could not be started"
+      break
+    fi
+    MULTI_PIDS+=("$SERVER_PID")
+    ports+=("$PORT")
+    SERVER_PID=""
+  done
+  SERVER_EXTRA=()
+  if ((${#ports[@]} == IDLE_PROCS)); then
+    local each bcast cpu0=() rcpu0=() total
+    each=$("$PY" -c "print(round($SCALE_USER_RATE * $SCALE_SECS))")
+    bcast=$("$PY" -c "print(round($SCALE_BCAST_RATE * $SCALE_SECS))")
+    log "$server/$name: $IDLE_WANTED sockets over $IDLE_PROCS processes on 3 shards; $each msgs per user, $bcast broadcasts"
+    for ((k = 0; k < IDLE_PROCS; k++)); do
+      per=$((IDLE_WANTED / IDLE_PROCS + (k < IDLE_WANTED % IDLE_PROCS ? 1 : 0)))
+      "$HERALD_LOAD_BIN" --url "ws://127.0.0.1:${ports[k]}/ws/tasks/" --server-pid "${MULTI_PIDS[k]}" \
+        --threads "$CLIENT_THREADS" --label "$server/$name" --connections "$per" \
+        --concurrency "$CONNECT_CONCURRENCY" --connect-timeout 60 --cookies-file "$WORK/idle.cookies" \
+        --subscribe '{"action": "subscribe", "task_id": "bcast"}' \
+        --expect-frames $((per * (each + bcast))) --deadline $((SCALE_SECS + 120)) \
+        >"$WORK/$name-$k.json" 2>>"$WORK/herald-load.log" &
+      load_pids+=($!)
+    done
+    # The sender starts once every socket is open and subscribed (its frames are counted).
+    local deadline=$((SECONDS + 400))
+    while ((SECONDS < deadline)); do
+      total=0
+      for p in "${ports[@]}"; do
+        total=$((total + $(curl -s "http://127.0.0.1:$p/metrics" | awk '$1 == "herald_frames_in_total" {print $2}' || echo 0)))
+      done
+      ((total >= IDLE_WANTED)) && break
+      sleep 1
+    done
+    log "$server/$name: $total sockets subscribed; sending for ${SCALE_SECS}s"
+    for pid in "${MULTI_PIDS[@]}"; do cpu0+=("$(process_cpu "$pid")"); done
+    for p in "${shard_ports[@]}"; do rcpu0+=("$(redis_cpu_port "$p")"); done
+    "$HERALD_LOAD_BIN" send mixed "${urls[@]}" --users-file "$WORK/idle.users" \
+      --per-user-rate "$SCALE_USER_RATE" --broadcast-group task_bcast \
+      --broadcast-rate "$SCALE_BCAST_RATE" --duration "$SCALE_SECS" \
+      >"$WORK/$name-sender.json" 2>>"$WORK/herald-load.log"
+    local failed=0
+    for pid in "${load_pids[@]}"; do wait "$pid" || failed=1; done
+    local server_cpu=0 redis_cpu_used=0
+    for k in "${!MULTI_PIDS[@]}"; do
+      server_cpu=$(awk -v t="$server_cpu" -v a="${cpu0[k]}" -v b="$(process_cpu "${MULTI_PIDS[k]}")" 'BEGIN{print t + b - a}')
+    done
+    for k in "${!shard_ports[@]}"; do
+      redis_cpu_used=$(awk -v t="$redis_cpu_used" -v a="${rcpu0[k]}" -v b="$(redis_cpu_port "${shard_ports[k]}")" 'BEGIN{print t + b - a}')
+    done
+    if ((failed)); then
+      note "$server/$name: herald-load failed: $(tail -3 "$WORK/herald-load.log")"
+    else
+      "$PY" "$HERE/report.py" scale-merge "$WORK/$name-sender.json" "$server_cpu" "$redis_cpu_used" \
+        "$(cut -d' ' -f1-3 /proc/loadavg)" "$WORK/$name"-[0-9]*.json >>"$SCALE_RESULTS"
+      log "$server/$name: $(tail -1 "$SCALE_RESULTS")"
+    fi
+  fi
+  for pid in "${MULTI_PIDS[@]}"; do SERVER_PID=$pid stop_server; done
+  MULTI_PIDS=()
+  for pid in "${shard_pids[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+}
 # flaky: one server, every client cut at random while the sender runs.
 scenario_flaky() { # $1 = server
   local server=$1 name=flaky
@@ -608,6 +710,7 @@ for server in $SERVERS; do
   if want flaky; then scenario_flaky "$server"; fi
   if want deploy; then scenario_deploy "$server"; fi
   if want deflate; then scenario_deflate "$server"; fi
+  if want scale_50k; then scenario_scale "$server"; fi
 done
 
 # --- report ----------------------------------------------------------------------------------------
@@ -628,6 +731,15 @@ if [[ -s $RECONNECT_RESULTS ]]; then
     cat "$RECONNECT_RESULTS"
   } >"$ROOT/$RECONNECT_RAW"
   log "reconnect results: $RECONNECT_RAW (docs/benchmarks.md, section \"Reconnect\", is written from them by hand)"
+fi
+if [[ -s $SCALE_RESULTS ]]; then
+  SCALE_RAW=benches/fanout/results/scale-$(date -u +%Y%m%dT%H%M)-${COMMIT%%+*}.jsonl
+  {
+    printf '{"meta": true, "commit": "%s", "machine": "%s", "load_avg_start": "%s", "load_avg_end": "%s"}\n' \
+      "$COMMIT" "$(nproc) CPUs, $(uname -r)" "$LOAD_AT_START" "$(cut -d' ' -f1-3 /proc/loadavg)"
+    cat "$SCALE_RESULTS"
+  } >"$ROOT/$SCALE_RAW"
+  log "scale results: $SCALE_RAW (docs/scaling.md quotes them)"
 fi
 if [[ -s $DEFLATE_RESULTS ]]; then
   DEFLATE_RAW=benches/fanout/results/deflate-$(date -u +%Y%m%dT%H%M)-${COMMIT%%+*}.jsonl

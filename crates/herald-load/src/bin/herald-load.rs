@@ -182,9 +182,10 @@ struct FlakyArgs {
 
 #[derive(Debug, clap::Args)]
 struct SendCommon {
-    /// channels_redis host (loopback only).
+    /// channels_redis host (loopback only); repeat for a sharded layer, in the order of
+    /// `CHANNEL_LAYERS` `hosts` (the crc32 ring picks shards by position).
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
-    redis_url: String,
+    redis_url: Vec<String>,
     /// group_sends in flight.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -493,9 +494,11 @@ async fn send(plan: PlanArgs) -> anyhow::Result<()> {
             common,
         ),
     };
-    require_loopback_redis(&common.redis_url)?;
-    let mut config =
-        RedisLayerConfig::default().with_hosts([HostSpec::url(common.redis_url.clone())]);
+    for url in &common.redis_url {
+        require_loopback_redis(url)?;
+    }
+    let mut config = RedisLayerConfig::default()
+        .with_hosts(common.redis_url.iter().map(|url| HostSpec::url(url.clone())));
     if let Some(capacity) = common.capacity {
         config = config.with_capacity(capacity);
     }
