@@ -37,6 +37,9 @@ pub struct LoadConfig {
     pub origin: Option<String>,
     /// Offer `permessage-deflate` (as browsers do) and inflate the server's compressed frames.
     pub deflate: bool,
+    /// Open Server-Sent Events streams (`GET` of the URL's path, e.g. `/sse/tasks/`, with the
+    /// cookie and Origin) instead of WebSockets; each `data:` line counts as a frame.
+    pub sse: bool,
 }
 
 /// Default [`LoadConfig::connections`].
@@ -76,6 +79,7 @@ impl LoadConfig {
             source_ips: None,
             origin: None,
             deflate: false,
+            sse: false,
         })
     }
 
@@ -136,6 +140,12 @@ impl LoadConfig {
     /// Sets [`origin`](Self::origin).
     pub fn with_origin(mut self, origin: Option<String>) -> Self {
         self.origin = origin;
+        self
+    }
+
+    /// Sets [`sse`](Self::sse).
+    pub fn with_sse(mut self, sse: bool) -> Self {
+        self.sse = sse;
         self
     }
 

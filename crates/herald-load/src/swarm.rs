@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
 use herald_server::deflate::{self, InflateStream};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -149,6 +149,7 @@ impl Swarm {
                 timeout: config.connect_timeout,
                 ws_config,
                 deflate: config.deflate,
+                sse: config.sse,
                 shared: Arc::clone(&shared),
             };
             readers.push(tokio::spawn(run_socket(
@@ -363,6 +364,8 @@ struct SocketPlan {
     timeout: Duration,
     ws_config: WebSocketConfig,
     deflate: bool,
+    /// Read the URL's path as a Server-Sent Events stream instead of a WebSocket.
+    sse: bool,
     shared: Arc<Shared>,
 }
 
@@ -474,6 +477,29 @@ async fn run_socket(
         None => None,
     };
     let begun = Instant::now();
+    if plan.sse {
+        let result = tokio::time::timeout(plan.timeout, open_sse(&plan)).await;
+        drop(permit);
+        return match result {
+            Ok(Ok((stream, rest))) => {
+                let _ = outcome.send(Connected::Open {
+                    handshake: begun.elapsed(),
+                });
+                drop(outcome);
+                read_sse(stream, rest, &shared, &mut stop, tally).await
+            }
+            Ok(Err(reason)) => {
+                let _ = outcome.send(Connected::Failed { reason });
+                tally
+            }
+            Err(_) => {
+                let _ = outcome.send(Connected::Failed {
+                    reason: "timeout".to_owned(),
+                });
+                tally
+            }
+        };
+    }
     let result = tokio::time::timeout(plan.timeout, open(&plan)).await;
     drop(permit);
     let mut ws = match result {
@@ -542,20 +568,7 @@ fn count_frame(shared: &Shared, tally: &mut ReaderTally, now_ns: u64) {
 
 /// TCP connect from the planned source address, then the WebSocket handshake.
 async fn open(plan: &SocketPlan) -> std::result::Result<WsStream, String> {
-    let socket = match plan.addr {
-        SocketAddr::V4(_) => TcpSocket::new_v4(),
-        SocketAddr::V6(_) => TcpSocket::new_v6(),
-    }
-    .map_err(|e| io_reason(&e))?;
-    // Only bind when spreading over several source addresses: bind(port 0) searches the
-    // ephemeral range for a port no bound socket uses, which gets slower with every open
-    // socket (minutes at 20k) and fails with EADDRINUSE under a burst, while connect() picks
-    // ports by 4-tuple and stays fast.
-    if let Some(source) = plan.source {
-        socket.bind(source).map_err(|e| io_reason(&e))?;
-    }
-    let stream = socket.connect(plan.addr).await.map_err(|e| io_reason(&e))?;
-    let _ = stream.set_nodelay(true);
+    let stream = tcp_connect(plan).await?;
     let mut request = plan
         .url
         .as_str()
@@ -592,6 +605,173 @@ async fn open(plan: &SocketPlan) -> std::result::Result<WsStream, String> {
     }
 }
 
+/// Opens a Server-Sent Events stream: `GET` of the URL's path with the cookie and Origin, as
+/// an `EventSource` sends it. Returns the connection and the body bytes read with the head.
+async fn open_sse(plan: &SocketPlan) -> std::result::Result<(Counted, Vec<u8>), String> {
+    let stream = tcp_connect(plan).await?;
+    let mut stream = Counted {
+        inner: stream,
+        shared: Arc::clone(&plan.shared),
+    };
+    let target = plan
+        .url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+        .unwrap_or("/");
+    let mut head = format!(
+        "GET {target} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nOrigin: {}\r\n",
+        plan.addr, plan.origin
+    );
+    if let Some(cookie) = &plan.cookie {
+        head.push_str(&format!("Cookie: {cookie}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .map_err(|e| io_reason(&e))?;
+    let mut got = Vec::with_capacity(512);
+    let end = loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if got.len() > 16 * 1024 {
+            return Err("sse_head_too_long".to_owned());
+        }
+        let mut buf = [0u8; 1024];
+        let n = stream.read(&mut buf).await.map_err(|e| io_reason(&e))?;
+        if n == 0 {
+            return Err("sse_closed".to_owned());
+        }
+        got.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    if status != "200" {
+        return Err(format!("http_{status}"));
+    }
+    if !head.contains("transfer-encoding: chunked") {
+        return Err("sse_not_chunked".to_owned());
+    }
+    Ok((stream, got[end..].to_vec()))
+}
+
+/// Counts the events of an open stream (each `data:` line is one frame) until told to stop.
+async fn read_sse(
+    mut stream: Counted,
+    rest: Vec<u8>,
+    shared: &Shared,
+    stop: &mut watch::Receiver<bool>,
+    mut tally: ReaderTally,
+) -> ReaderTally {
+    let mut body = SseBody::default();
+    let on_data = |data: &str, tally: &mut ReaderTally| {
+        let now_ns = shared.epoch.elapsed().as_nanos() as u64;
+        if let Some(sent_at) = parse_sent_at(data) {
+            let micros = latency_micros(sent_at, unix_now_secs());
+            tally
+                .latency
+                .push(u32::try_from(micros).unwrap_or(u32::MAX));
+        }
+        count_frame(shared, tally, now_ns);
+    };
+    body.feed(&rest, |d| on_data(d, &mut tally));
+    let mut buf = vec![0u8; 4096];
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            read = stream.read(&mut buf) => match read {
+                Ok(n) if n > 0 => body.feed(&buf[..n], |d| on_data(d, &mut tally)),
+                _ => {
+                    shared.disconnects.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+    }
+    tally
+}
+
+/// A chunked `text/event-stream` body, decoded into its `data:` lines.
+#[derive(Debug, Default)]
+struct SseBody {
+    /// Bytes of the current chunk still to come; `None` while reading a chunk-size line.
+    chunk_left: Option<usize>,
+    /// The chunk-size line so far.
+    size_line: Vec<u8>,
+    /// CRLF bytes after a chunk's data still to skip.
+    crlf_left: usize,
+    /// The event-stream line so far.
+    line: Vec<u8>,
+}
+
+impl SseBody {
+    fn feed(&mut self, mut bytes: &[u8], mut on_data: impl FnMut(&str)) {
+        while !bytes.is_empty() {
+            if self.crlf_left > 0 {
+                let n = self.crlf_left.min(bytes.len());
+                self.crlf_left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            match self.chunk_left {
+                None => {
+                    let byte = bytes[0];
+                    bytes = &bytes[1..];
+                    if byte == b'\n' {
+                        let line = String::from_utf8_lossy(&self.size_line);
+                        let size = line.trim().split(';').next().unwrap_or("");
+                        self.chunk_left = usize::from_str_radix(size, 16).ok();
+                        self.size_line.clear();
+                    } else {
+                        self.size_line.push(byte);
+                    }
+                }
+                Some(left) => {
+                    let n = left.min(bytes.len());
+                    for &byte in &bytes[..n] {
+                        if byte == b'\n' {
+                            if let Some(data) = self.line.strip_prefix(b"data:") {
+                                on_data(String::from_utf8_lossy(data).trim_start());
+                            }
+                            self.line.clear();
+                        } else {
+                            self.line.push(byte);
+                        }
+                    }
+                    bytes = &bytes[n..];
+                    if left == n {
+                        self.chunk_left = None;
+                        self.crlf_left = 2;
+                    } else {
+                        self.chunk_left = Some(left - n);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// TCP connect from the planned source address.
+async fn tcp_connect(plan: &SocketPlan) -> std::result::Result<TcpStream, String> {
+    let socket = match plan.addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(|e| io_reason(&e))?;
+    // Only bind when spreading over several source addresses: bind(port 0) searches the
+    // ephemeral range for a port no bound socket uses, which gets slower with every open
+    // socket (minutes at 20k) and fails with EADDRINUSE under a burst, while connect() picks
+    // ports by 4-tuple and stays fast.
+    if let Some(source) = plan.source {
+        socket.bind(source).map_err(|e| io_reason(&e))?;
+    }
+    let stream = socket.connect(plan.addr).await.map_err(|e| io_reason(&e))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
 fn io_reason(err: &std::io::Error) -> String {
     format!("io_{:?}", err.kind()).to_lowercase()
 }
@@ -622,6 +802,24 @@ mod tests {
         assert_eq!(source_addresses(target, 10, Some(4)).len(), 4);
         let v6: SocketAddr = "[::1]:8000".parse().unwrap();
         assert_eq!(source_addresses(v6, 50_000, None).len(), 1);
+    }
+
+    #[test]
+    fn an_event_stream_split_anywhere_yields_each_data_line_once() {
+        let events = ": keep-alive\n\nid: 1\ndata: {\"n\": 1}\n\ndata: {\"n\": 2}\n\n";
+        let (a, b) = events.split_at(20);
+        let mut body_bytes = Vec::new();
+        for chunk in [a, b] {
+            body_bytes.extend_from_slice(format!("{:x}\r\n{chunk}\r\n", chunk.len()).as_bytes());
+        }
+        // Split the chunked body at every position: the result never changes.
+        for cut in 0..body_bytes.len() {
+            let mut body = SseBody::default();
+            let mut seen = Vec::new();
+            body.feed(&body_bytes[..cut], |d| seen.push(d.to_owned()));
+            body.feed(&body_bytes[cut..], |d| seen.push(d.to_owned()));
+            assert_eq!(seen, [r#"{"n": 1}"#, r#"{"n": 2}"#], "cut at {cut}");
+        }
     }
 
     #[test]

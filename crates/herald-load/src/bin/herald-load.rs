@@ -232,6 +232,10 @@ struct Args {
     /// with --permessage-deflate); the report's wire_bytes then shows what it saved.
     #[arg(long)]
     deflate: bool,
+    /// Open Server-Sent Events streams on the URL's path (e.g. ws://HOST/sse/tasks/) instead
+    /// of WebSockets; each event counts as a frame.
+    #[arg(long)]
+    sse: bool,
     /// Server process whose VmRSS is sampled.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -316,6 +320,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_deadline(Duration::from_secs_f64(args.deadline))
         .with_subscribe(args.subscribe.clone())
         .with_deflate(args.deflate)
+        .with_sse(args.sse)
         .with_server_pid(args.server_pid)
         .with_source_ips(args.source_ips);
 
@@ -497,8 +502,12 @@ async fn send(plan: PlanArgs) -> anyhow::Result<()> {
     for url in &common.redis_url {
         require_loopback_redis(url)?;
     }
-    let mut config = RedisLayerConfig::default()
-        .with_hosts(common.redis_url.iter().map(|url| HostSpec::url(url.clone())));
+    let mut config = RedisLayerConfig::default().with_hosts(
+        common
+            .redis_url
+            .iter()
+            .map(|url| HostSpec::url(url.clone())),
+    );
     if let Some(capacity) = common.capacity {
         config = config.with_capacity(capacity);
     }

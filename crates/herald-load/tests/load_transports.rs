@@ -1,6 +1,6 @@
-//! `--deflate` against a real Herald server with `permessage-deflate` on: every frame is
-//! counted and timed as without it, and the wire bytes the report gives are what the
-//! compression saved.
+//! The load generator's other transports against a real Herald server: `--deflate` (with
+//! `permessage-deflate` on, every frame is counted and timed as without it, and the report's
+//! wire bytes show what compression saved) and `--sse` (the same stream as Server-Sent Events).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,9 +14,17 @@ const BOUND: Duration = Duration::from_secs(20);
 const SOCKETS: usize = 10;
 const MESSAGES: usize = 20;
 
+/// How the clients connect.
+#[derive(Clone, Copy, PartialEq)]
+enum Client {
+    Plain,
+    Deflate,
+    Sse,
+}
+
 /// One run: a fresh server (deflate on), `SOCKETS` clients of user amadmin, `MESSAGES`
 /// notifications to the user's group. Returns the report and the server's deflated count.
-async fn run(client_deflate: bool) -> (LoadReport, u64) {
+async fn run(client: Client) -> (LoadReport, u64) {
     let layer: Arc<dyn ChannelLayer> = Arc::new(InMemoryLayer::new(Default::default()).unwrap());
     let app = App::builder()
         .layer(Arc::clone(&layer))
@@ -25,6 +33,7 @@ async fn run(client_deflate: bool) -> (LoadReport, u64) {
         )
         .config(ServerConfig::default().with_permessage_deflate(true))
         .route("/ws/tasks/", TasksConsumer::default)
+        .sse_route("/sse/tasks/", "/ws/tasks/")
         .build()
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -34,10 +43,12 @@ async fn run(client_deflate: bool) -> (LoadReport, u64) {
         stopped.await.ok();
     }));
 
-    let config = LoadConfig::new(format!("ws://{addr}/ws/tasks/?token=t0k"))
+    let path = if client == Client::Sse { "sse" } else { "ws" };
+    let config = LoadConfig::new(format!("ws://{addr}/{path}/tasks/?token=t0k"))
         .unwrap()
         .with_connections(SOCKETS)
-        .with_deflate(client_deflate)
+        .with_deflate(client == Client::Deflate)
+        .with_sse(client == Client::Sse)
         .with_expect_frames(Some((SOCKETS * MESSAGES) as u64))
         .with_deadline(Duration::from_secs(10));
     let swarm = timeout(BOUND, Swarm::connect(config))
@@ -63,8 +74,8 @@ async fn run(client_deflate: bool) -> (LoadReport, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compressed_frames_are_counted_timed_and_cost_fewer_wire_bytes() {
-    let (plain, plain_deflated) = run(false).await;
-    let (compressed, deflated) = run(true).await;
+    let (plain, plain_deflated) = run(Client::Plain).await;
+    let (compressed, deflated) = run(Client::Deflate).await;
     for report in [&plain, &compressed] {
         assert!(report.complete, "{report:?}");
         assert_eq!(report.frames, (SOCKETS * MESSAGES) as u64);
@@ -84,4 +95,15 @@ async fn compressed_frames_are_counted_timed_and_cost_fewer_wire_bytes() {
         compressed.wire_bytes,
         plain.wire_bytes
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_are_counted_and_timed_like_sockets() {
+    let (report, deflated) = run(Client::Sse).await;
+    assert!(report.complete, "{report:?}");
+    assert_eq!(report.connect.connected, SOCKETS as u64);
+    assert_eq!(report.frames, (SOCKETS * MESSAGES) as u64);
+    assert_eq!(report.latency.samples, (SOCKETS * MESSAGES) as u64);
+    assert_eq!(deflated, 0);
+    assert!(report.wire_bytes > 100 * (SOCKETS * MESSAGES) as u64);
 }
