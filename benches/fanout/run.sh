@@ -38,6 +38,8 @@
 #   HERALD_EXTRA_ARGS extra `herald serve` arguments, split on spaces (e.g. "--history none")
 #   BENCH_LOAD_EXTRA_ARGS extra herald-load arguments for every scenario (e.g. "--deflate", to
 #                     measure idle sockets that negotiated compression)
+#   BENCH_CLIENT_PATH the path herald-load opens in the single-server scenarios (default
+#                     /ws/tasks/; with BENCH_LOAD_EXTRA_ARGS=--sse, /sse/tasks/ for event streams)
 #   HERALD_LOAD_BIN / HERALD_BIN  prebuilt binaries instead of `cargo build --profile profiling`
 #                     (the release build with debug info kept, so `perf record -p PID` on the
 #                     running server resolves symbols; same code as the stripped release)
@@ -55,6 +57,7 @@ TIME_LIMIT=${BENCH_TIME_LIMIT:-1080}
 QUICK=${BENCH_QUICK:-0}
 read -r -a HERALD_EXTRA <<<"${HERALD_EXTRA_ARGS:-}"
 read -r -a LOAD_EXTRA <<<"${BENCH_LOAD_EXTRA_ARGS:-}"
+CLIENT_PATH=${BENCH_CLIENT_PATH:-/ws/tasks/}
 WORK=$(mktemp -d /tmp/herald-fanout.XXXXXX)
 RESULTS=$WORK/results.jsonl
 NOTES=$WORK/notes.txt
@@ -290,7 +293,7 @@ scenario() {
   local out redis_cpu0 server_cpu0
   redis_cpu0=$(redis_cpu)
   server_cpu0=$(process_cpu "$SERVER_PID")
-  out=$("$HERALD_LOAD_BIN" --url "ws://127.0.0.1:$PORT/ws/tasks/" --server-pid "$SERVER_PID" \
+  out=$("$HERALD_LOAD_BIN" --url "ws://127.0.0.1:$PORT$CLIENT_PATH" --server-pid "$SERVER_PID" \
     --threads "$CLIENT_THREADS" --label "$server/$name" "${LOAD_EXTRA[@]}" "$@" 2>>"$WORK/herald-load.log") || {
     note "$server/$name: herald-load failed: $(tail -3 "$WORK/herald-load.log")"
     stop_server

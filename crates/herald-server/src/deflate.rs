@@ -151,6 +151,9 @@ thread_local! {
     /// One compressor per thread, reset between messages (no context takeover): creating one
     /// allocates a few hundred KiB, far more than compressing a notification costs.
     static COMPRESSOR: RefCell<Compress> = RefCell::new(Compress::new(Compression::default(), false));
+    /// One decompressor per thread, reset before each message (its window is the message's
+    /// own, plus the replayed history under context takeover).
+    static DECOMPRESSOR: RefCell<Decompress> = RefCell::new(Decompress::new(false));
 }
 
 /// A message's payload compressed on its own (RFC 7692 §7.2.1, the trailing sync-flush bytes
@@ -253,6 +256,8 @@ pub struct InflateStream<S> {
     max_message_size: usize,
     state: ReadState,
     header: Vec<u8>,
+    /// Client side: the HTTP response head so far (its extension parameters matter).
+    head: Vec<u8>,
     /// Transformed bytes not yet handed to the reader.
     output: Vec<u8>,
     output_pos: usize,
@@ -296,6 +301,7 @@ impl<S> InflateStream<S> {
             max_message_size: max_message_size.unwrap_or(usize::MAX),
             state,
             header: Vec::new(),
+            head: Vec::new(),
             output: Vec::new(),
             output_pos: 0,
             message: None,
@@ -318,6 +324,7 @@ impl<S> InflateStream<S> {
                     let byte = data[0];
                     data = &data[1..];
                     self.output.push(byte);
+                    self.head.push(byte);
                     *matched = if byte == END[*matched as usize] {
                         *matched + 1
                     } else if byte == END[0] {
@@ -327,6 +334,12 @@ impl<S> InflateStream<S> {
                     };
                     if *matched as usize == END.len() {
                         self.state = ReadState::Header;
+                        // The server compresses each message on its own: keep no history.
+                        let head = String::from_utf8_lossy(&self.head).to_ascii_lowercase();
+                        if head.contains("server_no_context_takeover") {
+                            self.context_takeover = false;
+                        }
+                        self.head = Vec::new();
                     }
                 }
                 ReadState::Header => {
@@ -467,9 +480,23 @@ fn inflate(history: &[u8], data: &[u8], max: usize) -> Result<Vec<u8>, InflateEr
     input.extend_from_slice(data);
     input.extend_from_slice(&SYNC_TAIL);
     let limit = history.len().saturating_add(max);
-    let mut d = Decompress::new(false);
-    let mut out = Vec::with_capacity((history.len() + data.len() * 4 + 64).min(limit));
-    let mut rest = &input[..];
+    DECOMPRESSOR.with(|cell| {
+        let mut d = cell.borrow_mut();
+        d.reset(false);
+        inflate_with(&mut d, &input, history.len(), limit, data.len())
+    })
+}
+
+/// The inflate loop of [`inflate`], on a reset decompressor.
+fn inflate_with(
+    d: &mut Decompress,
+    input: &[u8],
+    history: usize,
+    limit: usize,
+    data_len: usize,
+) -> Result<Vec<u8>, InflateError> {
+    let mut out = Vec::with_capacity((history + data_len * 4 + 64).min(limit));
+    let mut rest = input;
     loop {
         if out.len() == out.capacity() {
             if out.len() >= limit {
@@ -492,7 +519,7 @@ fn inflate(history: &[u8], data: &[u8], max: usize) -> Result<Vec<u8>, InflateEr
             return Err(InflateError::Invalid);
         }
     }
-    if out.len() < history.len() {
+    if out.len() < history {
         return Err(InflateError::Invalid);
     }
     Ok(out)
@@ -824,6 +851,24 @@ mod tests {
         s.feed(&wire).unwrap();
         assert_eq!(&s.output[..head.len()], head);
         assert_eq!(frames(&s.output[head.len()..]), vec![(0x81, msg.to_vec())]);
+        assert!(
+            s.context_takeover,
+            "the server did not say it keeps no context"
+        );
+        assert_eq!(s.history, msg.to_vec());
+
+        // Told server_no_context_takeover (in a head that arrives in pieces): no history.
+        let head = b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Extensions: \
+                     permessage-deflate; server_no_context_takeover\r\n\r\n";
+        let mut s = InflateStream::client((), None);
+        for piece in head.chunks(7) {
+            s.feed(piece).unwrap();
+            s.output.clear();
+        }
+        s.feed(&wire[wire.len() - c.len() - 2..]).unwrap();
+        assert_eq!(frames(&s.output), vec![(0x81, msg.to_vec())]);
+        assert!(!s.context_takeover);
+        assert!(s.history.is_empty());
     }
 
     #[test]
