@@ -5,6 +5,9 @@ An authenticated socket joins the group ``user_{username}`` and every ``user.mes
 JSON, with ``type`` written the way the frontend listens for it (``user_message``, ...).
 Anonymous sockets are refused (HTTP 403 from Daphne).
 
+``task.update``, ``task.complete`` and ``task.error`` (the guide's Celery progress events) are
+forwarded the same way, from whichever group they arrive on, as herald's consumer does.
+
 ``{"action": "subscribe", "task_id": ID}`` joins ``task_{ID}`` and answers
 ``{"type": "subscribed", "task_id": ID}``, as herald's consumer does: the reconnect benchmarks
 use a task group as the broadcast group every socket joins.
@@ -50,4 +53,13 @@ class TaskConsumer(AsyncJsonWebsocketConsumer):
         await self._forward(event)
 
     async def user_file(self, event):
+        await self._forward(event)
+
+    async def task_update(self, event):
+        await self._forward(event)
+
+    async def task_complete(self, event):
+        await self._forward(event)
+
+    async def task_error(self, event):
         await self._forward(event)
