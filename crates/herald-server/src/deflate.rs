@@ -465,6 +465,16 @@ impl<S> InflateStream<S> {
     }
 }
 
+/// One message compressed on its own (as Herald sends them), inflated: what a client does
+/// with each frame Herald compressed.
+///
+/// # Errors
+/// As [`InflateStream`]: [`InflateError::TooBig`] past `max` bytes, else
+/// [`InflateError::Invalid`].
+pub fn inflate_message(compressed: &[u8], max: usize) -> Result<Vec<u8>, InflateError> {
+    inflate(&[], compressed, max)
+}
+
 /// Inflates one message. With context takeover `history` (the peer's last window) goes first
 /// as a stored block, so back-references into it resolve; the result starts with `history`.
 fn inflate(history: &[u8], data: &[u8], max: usize) -> Result<Vec<u8>, InflateError> {
