@@ -412,7 +412,7 @@ scenario_deflate() { # $1 = server
 # sender's mixed plan sends SCALE_USER_RATE msgs/s to every idle user (several sockets each) and
 # SCALE_BCAST_RATE msgs/s to task_bcast for SCALE_SECS, once all sockets are connected.
 SCALE_SECS=${BENCH_SCALE_SECS:-30}
-SCALE_USER_RATE=0.05
+SCALE_USER_RATE=0.1
 SCALE_BCAST_RATE=0.5
 SCALE_RESULTS=$WORK/scale.jsonl
 : >"$SCALE_RESULTS"
@@ -454,8 +454,10 @@ scenario_scale() { # $1 = server
   SERVER_EXTRA=()
   if ((${#ports[@]} == IDLE_PROCS)); then
     local each bcast cpu0=() rcpu0=() total
-    each=$("$PY" -c "print(round($SCALE_USER_RATE * $SCALE_SECS))")
-    bcast=$("$PY" -c "print(round($SCALE_BCAST_RATE * $SCALE_SECS))")
+    # As the mixed plan counts: floor(rate x duration) per stream; every socket also gets the
+    # one "subscribed" answer to its subscribe frame.
+    each=$("$PY" -c "print(int($SCALE_USER_RATE * $SCALE_SECS))")
+    bcast=$("$PY" -c "print(int($SCALE_BCAST_RATE * $SCALE_SECS))")
     log "$server/$name: $IDLE_WANTED sockets over $IDLE_PROCS processes on 3 shards; $each msgs per user, $bcast broadcasts"
     for ((k = 0; k < IDLE_PROCS; k++)); do
       per=$((IDLE_WANTED / IDLE_PROCS + (k < IDLE_WANTED % IDLE_PROCS ? 1 : 0)))
@@ -463,7 +465,7 @@ scenario_scale() { # $1 = server
         --threads "$CLIENT_THREADS" --label "$server/$name" --connections "$per" \
         --concurrency "$CONNECT_CONCURRENCY" --connect-timeout 60 --cookies-file "$WORK/idle.cookies" \
         --subscribe '{"action": "subscribe", "task_id": "bcast"}' \
-        --expect-frames $((per * (each + bcast))) --deadline $((SCALE_SECS + 120)) \
+        --expect-frames $((per * (each + bcast + 1))) --deadline $((SCALE_SECS + 120)) \
         >"$WORK/$name-$k.json" 2>>"$WORK/herald-load.log" &
       load_pids+=($!)
     done
