@@ -3,20 +3,26 @@
 //! site's app server (a stand-in that names itself), with a real Django site's `db` sessions.
 //! A logged-in socket through nginx gets Python's `group_send`; `X-Forwarded-For` is believed
 //! from nginx only; `/ws/other/` stays on the app server; the event stream `/sse/tasks/` gets the
-//! same message through nginx.
+//! same message through nginx. Herald runs with `--permessage-deflate` and every socket offers it,
+//! so the frames through nginx are compressed ones (deploy.md §12: nginx passes the extension).
 
 mod support;
 
 use std::net::SocketAddr;
 
+use herald_server::deflate::{CLIENT_OFFER, InflateStream};
 use herald_test_support::compat_python;
-use herald_test_support::ws::{Ws, recv_json};
+use herald_test_support::ws::recv_json;
 use support::django::{SECRET, SiteDb};
 use support::nginx::{Nginx, deploy_doc_block, replace_once};
 use support::sse::EventStream;
 use support::{Herald, TIMEOUT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// A socket through nginx that negotiated `permessage-deflate`.
+type Ws = WebSocketStream<InflateStream<tokio::net::TcpStream>>;
 
 /// The site's existing app server (Daphne in the doc): answers every request with its name and
 /// the path, so a test can tell who served it.
@@ -96,15 +102,24 @@ async fn ws_via(
     headers.insert("host", "app.example.com".parse().unwrap());
     headers.insert("origin", "https://app.example.com".parse().unwrap());
     headers.insert("cookie", cookie.parse().unwrap());
+    headers.insert("sec-websocket-extensions", CLIENT_OFFER.parse().unwrap());
     if let Some(xff) = forwarded_for {
         headers.insert("x-forwarded-for", xff.parse().unwrap());
     }
-    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+    let stream = InflateStream::client(stream, None);
     match tokio::time::timeout(TIMEOUT, tokio_tungstenite::client_async(req, stream))
         .await
         .unwrap()
     {
-        Ok((ws, _)) => Ok(ws),
+        Ok((ws, resp)) => {
+            let ext = resp.headers().get("sec-websocket-extensions");
+            assert_eq!(
+                ext.and_then(|v| v.to_str().ok()),
+                Some("permessage-deflate; server_no_context_takeover"),
+                "the extension made it through nginx both ways"
+            );
+            Ok(ws)
+        }
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
         Err(other) => panic!("expected a handshake or an HTTP refusal, got {other:?}"),
     }
@@ -144,7 +159,14 @@ async fn deploy_guide_puts_herald_behind_nginx() {
     let config = dir.path().join("herald.toml");
     std::fs::write(&config, herald_toml(&redis.url(), db_url)).unwrap();
     let config = config.to_str().unwrap();
-    let herald = Herald::start(&["--config", config, "--max-connections-per-ip", "1"]).await;
+    let herald = Herald::start(&[
+        "--config",
+        config,
+        "--max-connections-per-ip",
+        "1",
+        "--permessage-deflate",
+    ])
+    .await;
 
     // nginx from the doc, pointed at this Herald and the stand-in app server.
     let app = app_server_stand_in().await;
