@@ -22,7 +22,6 @@
 //! assert_eq!(dict["u"], 1);
 //! ```
 
-use std::io::Read;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -415,16 +414,44 @@ fn python_json(value: &serde_json::Value) -> String {
     out
 }
 
+thread_local! {
+    /// One zlib inflater per thread, reset for each payload: session re-validation decodes
+    /// thousands of sessions per round, and a fresh inflater (plus `ZlibDecoder`'s 32 KiB
+    /// read buffer) per session was most of its cost.
+    static INFLATER: std::cell::RefCell<flate2::Decompress> =
+        std::cell::RefCell::new(flate2::Decompress::new(true));
+}
+
+/// A zlib stream (`zlib.compress`), inflated; at most [`MAX_DECOMPRESSED`] bytes.
 fn inflate(data: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    flate2::read::ZlibDecoder::new(data)
-        .take(MAX_DECOMPRESSED as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| Error::with_source(ErrorKind::Malformed, "payload is not zlib", e))?;
-    if out.len() > MAX_DECOMPRESSED {
-        return Err(Error::new(ErrorKind::Malformed, "payload too large"));
-    }
-    Ok(out)
+    let malformed = || Error::new(ErrorKind::Malformed, "payload is not zlib");
+    INFLATER.with(|cell| {
+        let mut d = cell.borrow_mut();
+        d.reset(true);
+        let mut out = Vec::with_capacity((data.len() * 4).clamp(256, MAX_DECOMPRESSED + 1));
+        let mut rest = data;
+        loop {
+            let (in_before, out_before) = (d.total_in(), out.len());
+            let status = d
+                .decompress_vec(rest, &mut out, flate2::FlushDecompress::None)
+                .map_err(|e| Error::with_source(ErrorKind::Malformed, "payload is not zlib", e))?;
+            rest = &rest[(d.total_in() - in_before) as usize..];
+            if out.len() > MAX_DECOMPRESSED {
+                return Err(Error::new(ErrorKind::Malformed, "payload too large"));
+            }
+            match status {
+                flate2::Status::StreamEnd => return Ok(out),
+                _ if out.len() == out.capacity() => {
+                    out.reserve(out.len().min(MAX_DECOMPRESSED + 1 - out.len()).max(256));
+                }
+                // Neither input taken nor output made with room to spare: the stream is cut.
+                _ if d.total_in() == in_before && out.len() == out_before => {
+                    return Err(malformed());
+                }
+                _ => {}
+            }
+        }
+    })
 }
 
 fn seconds_since_epoch(t: SystemTime) -> f64 {
@@ -614,6 +641,31 @@ mod tests {
             dumps_at(&serde_json::json!({"a": 1}), &keys, DEFAULT_SALT, true, T),
             token
         );
+    }
+
+    #[test]
+    fn inflate_reuses_its_inflater_and_refuses_cut_or_garbage_streams() {
+        use std::io::Write as _;
+        let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        let json = br#"{"_auth_user_id":"1","_auth_user_backend":"django.contrib.auth.backends.ModelBackend"}"#.repeat(40);
+        enc.write_all(&json).unwrap();
+        let z = enc.finish().unwrap();
+        // Twice on the same thread: the reset inflater gives the same answer.
+        assert_eq!(inflate(&z).unwrap(), json);
+        assert_eq!(inflate(&z).unwrap(), json);
+        for cut in [1, z.len() / 2, z.len() - 1] {
+            assert_eq!(
+                inflate(&z[..cut]).unwrap_err().kind(),
+                ErrorKind::Malformed,
+                "{cut}"
+            );
+        }
+        assert_eq!(
+            inflate(b"not zlib at all").unwrap_err().kind(),
+            ErrorKind::Malformed
+        );
+        // And a good stream after the failures.
+        assert_eq!(inflate(&z).unwrap(), json);
     }
 
     #[test]
