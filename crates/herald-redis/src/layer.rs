@@ -18,7 +18,7 @@ use herald_core::{
     Position, Replay,
 };
 use indexmap::IndexMap;
-use redis::Script;
+use redis::{Script, ScriptInvocation};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, debug_span, info, warn};
@@ -38,6 +38,18 @@ use crate::scripts;
 /// Groups re-added per pipeline: a server may track many thousands of memberships, and one
 /// pipeline per chunk keeps each reply (and Redis's time on it) small.
 const REFRESH_PIPELINE_GROUPS: usize = 500;
+
+/// `group_send` script calls per pipeline in [`ChannelLayer::group_send_many`]: large enough
+/// that Redis reads and answers many calls per system call, small enough that one reply (and
+/// Redis's time on one pipeline, ~10 ms) stays short.
+const SEND_PIPELINE_CALLS: usize = 1000;
+
+/// How far apart the scores of consecutive calls in one `group_send_many` are, in seconds. A
+/// receiver pops a key's members lowest score first, and equal scores in member order, which
+/// starts with a random prefix: two messages to one channel in one pipeline need different
+/// scores to arrive in order. One microsecond is several steps of an `f64` near today's Unix
+/// time (2^-22 s), and a pipeline of [`SEND_PIPELINE_CALLS`] spans one millisecond.
+const SEND_MANY_SCORE_STEP: f64 = 1e-6;
 
 /// What Python adds to `expiry` for a Fernet token's TTL (`MultiFernet.decrypt(ttl=expiry + 10)`).
 const FERNET_TTL_MARGIN: Duration = Duration::from_secs(10);
@@ -73,6 +85,17 @@ fn log_over_capacity(group: &str, over: usize, members: usize) {
             "{over} of {members} channels over capacity in group {group}"
         );
     }
+}
+
+/// One call of the one-trip `group_send` script, encoded once (see
+/// `RedisChannelLayer::one_trip_call`).
+struct OneTripCall {
+    group_key: String,
+    /// The random prefix every member this call writes starts with.
+    random: Vec<u8>,
+    /// The message's msgpack map entries (the script adds the header and the routing entry).
+    entries: Vec<u8>,
+    entry_count: usize,
 }
 
 /// The state shared by the layer handle and its background tasks.
@@ -553,48 +576,162 @@ impl RedisChannelLayer {
         self.inner.refresh_memberships(None, false).await;
     }
 
-    /// `group_send` in one round trip (`scripts::GROUP_SEND_ONE_TRIP`) when everything lives
-    /// on one shard, messages are plain msgpack and every channel has the default capacity.
-    /// `None` when that does not apply; the general path then does the same in two trips.
-    async fn group_send_one_trip(
-        &self,
-        group: &str,
-        message: &Message,
-    ) -> Result<Option<GroupSendReport>> {
+    /// True if `group_send` can be done in one round trip (`scripts::GROUP_SEND_ONE_TRIP`):
+    /// everything lives on one shard, messages are plain msgpack and every channel has the
+    /// default capacity.
+    fn is_one_trip(&self) -> bool {
         let inner = &self.inner;
-        if inner.ring() != 1 || inner.has_capacity_rules {
+        let codec = &inner.readers.codec;
+        inner.ring() == 1
+            && !inner.has_capacity_rules
+            && codec.format() == crate::codec::SerializerFormat::Msgpack
+            && !codec.is_encrypted()
+    }
+
+    /// The arguments of one call of the one-trip script for `message` to `group`; `None`
+    /// when the layer or the message does not allow it (see [`Self::is_one_trip`]).
+    fn one_trip_call(&self, group: &str, message: &Message) -> Result<Option<OneTripCall>> {
+        let inner = &self.inner;
+        if !self.is_one_trip() || message.len() >= usize::from(u16::MAX) {
             return Ok(None);
         }
         let Some(entries) = inner.readers.codec.msgpack_entries(message.map())? else {
             return Ok(None);
         };
-        if message.len() >= usize::from(u16::MAX) {
-            return Ok(None);
-        }
-        let group_key = inner.keys.group_key(group);
-        let random = inner.readers.codec.random_prefix();
-        let now = now_f64();
+        Ok(Some(OneTripCall {
+            group_key: inner.keys.group_key(group),
+            random: inner.readers.codec.random_prefix(),
+            entries,
+            entry_count: message.len(),
+        }))
+    }
+
+    /// The script invocation of `call`, stamped `now` (Python `time.time()`).
+    fn one_trip_invocation<'a>(&'a self, call: &OneTripCall, now: f64) -> ScriptInvocation<'a> {
+        let inner = &self.inner;
         let trim = now as i64 - inner.expiry_secs as i64;
         let trim_group = now as i64 - inner.group_expiry_secs as i64;
-        let (members, over): (usize, usize) = inner.shards[0]
+        let mut invocation = inner.group_send_one_trip_script.key(&call.group_key);
+        invocation
+            .arg(inner.keys.prefix())
+            .arg(&call.random[..])
+            .arg(&call.entries[..])
+            .arg(call.entry_count)
+            .arg(inner.capacities.default_capacity())
+            .arg(now)
+            .arg(inner.expiry_secs)
+            .arg(trim)
+            .arg(trim_group);
+        invocation
+    }
+
+    /// `group_send` in one round trip when [`Self::one_trip_call`] allows it; `None` when it
+    /// does not, and the general path then does the same in two trips.
+    async fn group_send_one_trip(
+        &self,
+        group: &str,
+        message: &Message,
+    ) -> Result<Option<GroupSendReport>> {
+        let Some(call) = self.one_trip_call(group, message)? else {
+            return Ok(None);
+        };
+        let now = now_f64();
+        let (members, over): (usize, usize) = self.inner.shards[0]
             .run("group_send", |mut c| {
-                let mut invocation = inner.group_send_one_trip_script.key(&group_key);
-                invocation
-                    .arg(inner.keys.prefix())
-                    .arg(&random[..])
-                    .arg(&entries[..])
-                    .arg(message.len())
-                    .arg(inner.capacities.default_capacity())
-                    .arg(now)
-                    .arg(inner.expiry_secs)
-                    .arg(trim)
-                    .arg(trim_group);
+                let invocation = self.one_trip_invocation(&call, now);
                 async move { invocation.invoke_async(&mut c).await }
             })
             .await?;
         tracing::Span::current().record("fanout", members);
         log_over_capacity(group, over, members);
         Ok(Some(GroupSendReport::new(members, over)))
+    }
+
+    /// The one-trip calls of `calls`, in order, in one pipeline on the (only) shard: first
+    /// `SCRIPT LOAD` (a pipeline does not load a missing script and retry, as a single
+    /// `EVALSHA` does), then one `EVALSHA` per call. Redis runs a connection's commands in the
+    /// order they arrive, so the calls to one group run in the order given. One result per
+    /// call; a failed pipeline (connection lost twice, timeout) fails every call of it.
+    ///
+    /// Call `i` is scored `first_score + i` [`SEND_MANY_SCORE_STEP`]s.
+    async fn group_send_pipelined(
+        &self,
+        calls: &[(String, OneTripCall)],
+        first_score: f64,
+    ) -> Vec<Result<GroupSendReport>> {
+        let inner = &self.inner;
+        let script = &inner.group_send_one_trip_script;
+        let replies = inner.shards[0]
+            .run("group_send pipeline", |mut c| {
+                let mut pipe = redis::pipe();
+                pipe.ignore_errors();
+                pipe.load_script(script).ignore();
+                for (i, (_, call)) in calls.iter().enumerate() {
+                    let score = first_score + i as f64 * SEND_MANY_SCORE_STEP;
+                    pipe.invoke_script(&self.one_trip_invocation(call, score));
+                }
+                async move {
+                    pipe.query_async::<Vec<redis::RedisResult<(usize, usize)>>>(&mut c)
+                        .await
+                }
+            })
+            .await;
+        match replies {
+            Ok(replies) if replies.len() == calls.len() => calls
+                .iter()
+                .zip(replies)
+                .map(|((group, _), reply)| {
+                    let (members, over) =
+                        reply.map_err(|e| crate::error::redis_error("group_send", e))?;
+                    log_over_capacity(group, over, members);
+                    Ok(GroupSendReport::new(members, over))
+                })
+                .collect(),
+            Ok(replies) => {
+                warn!(
+                    calls = calls.len(),
+                    replies = replies.len(),
+                    "group_send pipeline answered with the wrong count"
+                );
+                (calls.iter())
+                    .map(|_| {
+                        Err(Error::new(
+                            ErrorKind::Redis,
+                            "the group_send pipeline answered with the wrong count",
+                        ))
+                    })
+                    .collect()
+            }
+            Err(err) => {
+                // The first call carries the cause; the others say the same without it.
+                let (kind, text) = (err.kind(), err.to_string());
+                let mut results = vec![Err(err)];
+                results.extend((1..calls.len()).map(|_| Err(Error::new(kind, text.clone()))));
+                results
+            }
+        }
+    }
+
+    /// Sends the pending pipeline calls (if any) and puts their results where they belong.
+    /// `next_score` is the lowest score the next call may have (scores only grow within one
+    /// `group_send_many`, even if it outruns the clock).
+    async fn flush_pipeline(
+        &self,
+        pending: &mut Vec<(String, OneTripCall)>,
+        pending_at: &mut Vec<usize>,
+        results: &mut [Option<Result<GroupSendReport>>],
+        next_score: &mut f64,
+    ) {
+        if pending.is_empty() {
+            return;
+        }
+        let first = now_f64().max(*next_score);
+        *next_score = first + pending.len() as f64 * SEND_MANY_SCORE_STEP;
+        let sent = self.group_send_pipelined(pending, first).await;
+        for (index, result) in pending_at.drain(..).zip(sent) {
+            results[index] = Some(result);
+        }
+        pending.clear();
     }
 
     fn check_message(message: &Message) -> Result<()> {
@@ -926,6 +1063,76 @@ impl ChannelLayer for RedisChannelLayer {
             }
             log_over_capacity(group, over, members.len());
             Ok(GroupSendReport::new(members.len(), over))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// On one shard with plain msgpack and no `channel_capacity` rules (where `group_send`
+    /// takes one round trip), the calls go in pipelines of up to [`SEND_PIPELINE_CALLS`]
+    /// `EVALSHA`s of the same script, so Redis stores exactly what that many `group_send`s
+    /// would. Otherwise they are `group_send`s, one after the other.
+    async fn group_send_many(&self, sends: Vec<(String, Message)>) -> Vec<Result<GroupSendReport>> {
+        let count = sends.len();
+        let span = debug_span!("layer.group_send_many", count);
+        async move {
+            let mut results: Vec<Option<Result<GroupSendReport>>> = Vec::with_capacity(count);
+            results.resize_with(count, || None);
+            if !self.is_one_trip() {
+                // Two round trips each, one after the other: the order holds across groups.
+                for (index, (group, message)) in sends.into_iter().enumerate() {
+                    results[index] = Some(self.group_send(&group, message).await);
+                }
+            } else {
+                let mut pending: Vec<(String, OneTripCall)> = Vec::new();
+                let mut pending_at: Vec<usize> = Vec::new();
+                let mut next_score = 0.0;
+                for (index, (group, message)) in sends.into_iter().enumerate() {
+                    let call = require_valid_group_name(&group)
+                        .and(Self::check_message(&message))
+                        .and_then(|()| self.one_trip_call(&group, &message));
+                    match call {
+                        Ok(Some(call)) => {
+                            pending.push((group, call));
+                            pending_at.push(index);
+                        }
+                        Ok(None) => {
+                            // A message the script cannot take: after what came before it.
+                            self.flush_pipeline(
+                                &mut pending,
+                                &mut pending_at,
+                                &mut results,
+                                &mut next_score,
+                            )
+                            .await;
+                            results[index] = Some(self.group_send(&group, message).await);
+                        }
+                        Err(err) => results[index] = Some(Err(err)),
+                    }
+                    if pending.len() == SEND_PIPELINE_CALLS {
+                        self.flush_pipeline(
+                            &mut pending,
+                            &mut pending_at,
+                            &mut results,
+                            &mut next_score,
+                        )
+                        .await;
+                    }
+                }
+                self.flush_pipeline(&mut pending, &mut pending_at, &mut results, &mut next_score)
+                    .await;
+            }
+            results
+                .into_iter()
+                .map(|r| {
+                    r.unwrap_or_else(|| {
+                        Err(Error::new(
+                            ErrorKind::Closed,
+                            "group_send_many lost an entry",
+                        ))
+                    })
+                })
+                .collect()
         }
         .instrument(span)
         .await
