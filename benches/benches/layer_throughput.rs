@@ -6,6 +6,9 @@
 //!   time until the reader has routed all of them into the channels' buffers.
 //! * `group_send_1_member`: `group_send` to a group with one (local, drained) member,
 //!   sequentially and 64 at a time.
+//! * `per_user_1000`: one message to each of 1,000 user groups (one local, drained member
+//!   each, as in the per-user fan-out scenario): 1,000 `group_send`s 64 at a time against one
+//!   `group_send_many` (pipelined).
 
 use std::time::{Duration, Instant};
 
@@ -137,6 +140,63 @@ fn group_send(c: &mut Criterion) {
     group.finish();
 }
 
+const PER_USER_GROUPS: usize = 1_000;
+
+fn per_user(c: &mut Criterion) {
+    use futures_util::StreamExt as _;
+    let (_server, url) = redis_url();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // All 1,000 members share the receiver's process key: a capacity above a round's worth
+    // keeps every delivery stored (a full key would skip the writes and flatter the rate).
+    let sender = RedisChannelLayer::new(
+        RedisLayerConfig::default()
+            .with_hosts([url.as_str()])
+            .with_prefix("benchrs")
+            .with_capacity(1_000_000),
+    )
+    .unwrap();
+    // A second layer holds the members, as a server would: its reader drains them.
+    let receiver = layer(&url);
+    let groups: Vec<String> = (0..PER_USER_GROUPS)
+        .map(|i| format!("user_bench{i:05}"))
+        .collect();
+    rt.block_on(async {
+        for group in &groups {
+            let ch = receiver.new_channel("specific").await.unwrap();
+            receiver.group_add(group, &ch).await.unwrap();
+        }
+    });
+    let msg: Message = sample_message();
+    let mut bench = c.benchmark_group("layer");
+    bench.sample_size(10);
+    bench.measurement_time(Duration::from_secs(10));
+    bench.throughput(Throughput::Elements(PER_USER_GROUPS as u64));
+    bench.bench_function("per_user_1000/group_send_64_concurrent", |b| {
+        b.to_async(&rt).iter(|| async {
+            futures_util::stream::iter(&groups)
+                .map(|g| sender.group_send(g, msg.clone()))
+                .buffer_unordered(64)
+                .for_each(|r| async move {
+                    assert_eq!(r.unwrap().over_capacity, 0);
+                })
+                .await
+        })
+    });
+    bench.bench_function("per_user_1000/group_send_many", |b| {
+        b.to_async(&rt).iter(|| async {
+            let sends = groups.iter().map(|g| (g.clone(), msg.clone())).collect();
+            for r in sender.group_send_many(sends).await {
+                assert_eq!(r.unwrap().over_capacity, 0);
+            }
+        })
+    });
+    bench.finish();
+}
+
 /// The same sequential group_send on a current-thread runtime (one worker: fewer cross-thread
 /// wake-ups per round trip, as in a single-core deployment).
 fn group_send_current_thread(c: &mut Criterion) {
@@ -171,6 +231,7 @@ criterion_group!(
     benches,
     receive_drain,
     group_send,
-    group_send_current_thread
+    group_send_current_thread,
+    per_user
 );
 criterion_main!(benches);
