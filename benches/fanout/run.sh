@@ -30,6 +30,10 @@
 #   BENCH_NO_DOC=1    do not touch docs/benchmarks.md (results stay in the work directory)
 #   BENCH_KEEP=1      keep the work directory (logs, databases)
 #   HERALD_EXTRA_ARGS extra `herald serve` arguments, split on spaces (e.g. "--history none")
+#   BENCH_PER_USER    messages per user in peruser_py/peruser_rust (default 10: 10,000 frames,
+#                     ~0.1-0.3 s; 100 gives a window long enough that the connects do not count)
+#   BENCH_SEND_BATCH  messages per pipelined group_send_many of the Rust per-user sender
+#                     (default: herald-load's; 1 = one group_send round trip per message)
 #   HERALD_LOAD_BIN / HERALD_BIN  prebuilt binaries instead of `cargo build --profile profiling`
 #                     (the release build with debug info kept, so `perf record -p PID` on the
 #                     running server resolves symbols; same code as the stripped release)
@@ -66,10 +70,13 @@ BCAST_SENDS=100       # group_sends in the broadcast scenario
 # above offers all 100k frames at once, far above it).
 BCAST_RATE=300        # group_sends/s in the paced broadcast (x 1,000 sockets = 300k frames/s)
 BCAST_PACED_SECS=3
-PER_USER=10           # messages per user in the per-user scenario
+PER_USER=${BENCH_PER_USER:-10}  # messages per user in the per-user scenarios
 PACED_RATE=1000       # msgs/s in the paced scenario
 PACED_SECS=10
 IDLE_SMALL=10000
+# idle_10k holds its sockets this long (three of herald's and Daphne's default 20 s pings),
+# for the server CPU an idle socket costs per second; the other idle scenarios measure memory.
+IDLE_HOLD_SECS=60
 IDLE_WANTED=50000
 BURST=10000
 # Handshakes in flight for every scenario except the burst. Daphne's channels_redis pool has
@@ -94,6 +101,7 @@ RECONNECT_SENDER_CAPACITY='herald.history.*=2000'
 if [[ $QUICK == 1 ]]; then
   RECONNECT_CLIENTS=${BENCH_RECONNECT_CLIENTS:-200} RECONNECT_SECS=${BENCH_RECONNECT_SECS:-20}
   SOCKETS=200 BCAST_SENDS=20 BCAST_RATE=100 BCAST_PACED_SECS=1 PER_USER=5 PACED_RATE=200 PACED_SECS=3 IDLE_SMALL=1000
+  IDLE_HOLD_SECS=10
   IDLE_WANTED=2000 BURST=1000
 fi
 
@@ -510,7 +518,8 @@ for server in $SERVERS; do
     scenario "$server" peruser_rust "${common[@]}" --connections "$SOCKETS" \
       --cookies-file "$WORK/u.cookies" --expect-frames $((SOCKETS * PER_USER)) \
       --deadline 120 --quiet-stop 10 \
-      -- "$HERALD_LOAD_BIN" send per-user --redis-url "$REDIS_URL" --users-file "$WORK/u.users" --per-user "$PER_USER"
+      -- "$HERALD_LOAD_BIN" send per-user --redis-url "$REDIS_URL" --users-file "$WORK/u.users" --per-user "$PER_USER" \
+      ${BENCH_SEND_BATCH:+--batch "$BENCH_SEND_BATCH"}
   fi
   if want paced; then
     scenario "$server" paced "${common[@]}" --connections "$SOCKETS" \
@@ -529,7 +538,7 @@ for server in $SERVERS; do
   fi
   if want idle_10k; then
     scenario "$server" idle_10k "${common[@]}" --connections "$IDLE_SMALL" \
-      --cookies-file "$WORK/idle.cookies" --deadline 5
+      --cookies-file "$WORK/idle.cookies" --deadline "$IDLE_HOLD_SECS"
   fi
   if want idle_max; then
     scenario "$server" idle_max "${common[@]}" --connections "$IDLE_MAX" \
