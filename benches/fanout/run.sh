@@ -283,6 +283,7 @@ scenario() {
   local out redis_cpu0 server_cpu0
   redis_cpu0=$(redis_cpu)
   server_cpu0=$(process_cpu "$SERVER_PID")
+  redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
   out=$("$HERALD_LOAD_BIN" --url "ws://127.0.0.1:$PORT/ws/tasks/" --server-pid "$SERVER_PID" \
     --threads "$CLIENT_THREADS" --label "$server/$name" "$@" 2>>"$WORK/herald-load.log") || {
     note "$server/$name: herald-load failed: $(tail -3 "$WORK/herald-load.log")"
@@ -293,6 +294,7 @@ scenario() {
   server_cpu=$(awk -v a="$server_cpu0" -v b="$(process_cpu "$SERVER_PID")" 'BEGIN{print b - a}')
   redis_cpu_used=$(awk -v a="$redis_cpu0" -v b="$(redis_cpu)" 'BEGIN{print b - a}')
   errors=$(grep -c 'Exception inside application' "$slog" || true)
+  redis-cli -p "$REDIS_PORT" info commandstats | tr -d '\r' >"$WORK/commandstats.txt"
   printf '%s\n' "$out" | "$PY" -c '
 import json, sys
 r = json.loads(sys.stdin.read()); r["server_exceptions"] = int(sys.argv[1])
@@ -300,7 +302,16 @@ r["load_avg_end"] = sys.argv[2]
 # CPU seconds the server process and redis-server used while the scenario ran (connects,
 # sends and drains included): per frame, these hold on a shared machine where rates do not.
 r["server_cpu_s"] = float(sys.argv[3]); r["redis_cpu_s"] = float(sys.argv[4])
-print(json.dumps(r))' "$errors" "$(cut -d' ' -f1-3 /proc/loadavg)" "$server_cpu" "$redis_cpu_used" >>"$RESULTS"
+# Where Redis spent it: calls and microseconds per command over the scenario (INFO
+# commandstats after CONFIG RESETSTAT; a script'"'"'s inner calls are counted in its own line too).
+cmds = {}
+for line in open(sys.argv[5]):
+    if line.startswith("cmdstat_"):
+        name, _, fields = line[len("cmdstat_"):].strip().partition(":")
+        kv = dict(f.split("=", 1) for f in fields.split(","))
+        cmds[name] = {"calls": int(kv["calls"]), "usec": int(kv["usec"])}
+r["redis_commands"] = cmds
+print(json.dumps(r))' "$errors" "$(cut -d' ' -f1-3 /proc/loadavg)" "$server_cpu" "$redis_cpu_used" "$WORK/commandstats.txt" >>"$RESULTS"
   log "$server/$name: $("$PY" "$HERE/report.py" summary "$out")"
   stop_server
 }
