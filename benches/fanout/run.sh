@@ -32,8 +32,9 @@
 #   HERALD_EXTRA_ARGS extra `herald serve` arguments, split on spaces (e.g. "--history none")
 #   BENCH_PER_USER    messages per user in peruser_py/peruser_rust (default 10: 10,000 frames,
 #                     ~0.1-0.3 s; 100 gives a window long enough that the connects do not count)
-#   BENCH_SEND_BATCH  messages per pipelined group_send_many of the Rust per-user sender
-#                     (default: herald-load's; 1 = one group_send round trip per message)
+#   BENCH_PERUSER_SEND_ARGS  extra `herald-load send per-user` arguments for peruser_rust, split
+#                     on spaces: "--batch 1" (one group_send round trip per message instead of
+#                     pipelines of 200), "--capacity 1000" (the sender's channels_redis capacity)
 #   HERALD_LOAD_BIN / HERALD_BIN  prebuilt binaries instead of `cargo build --profile profiling`
 #                     (the release build with debug info kept, so `perf record -p PID` on the
 #                     running server resolves symbols; same code as the stripped release)
@@ -50,6 +51,7 @@ SCENARIOS=${BENCH_SCENARIOS:-broadcast_py broadcast_rust bcast_paced_py bcast_pa
 TIME_LIMIT=${BENCH_TIME_LIMIT:-1080}
 QUICK=${BENCH_QUICK:-0}
 read -r -a HERALD_EXTRA <<<"${HERALD_EXTRA_ARGS:-}"
+read -r -a PERUSER_SEND_EXTRA <<<"${BENCH_PERUSER_SEND_ARGS:-}"
 WORK=$(mktemp -d /tmp/herald-fanout.XXXXXX)
 RESULTS=$WORK/results.jsonl
 NOTES=$WORK/notes.txt
@@ -530,7 +532,7 @@ for server in $SERVERS; do
       --cookies-file "$WORK/u.cookies" --expect-frames $((SOCKETS * PER_USER)) \
       --deadline 120 --quiet-stop 10 \
       -- "$HERALD_LOAD_BIN" send per-user --redis-url "$REDIS_URL" --users-file "$WORK/u.users" --per-user "$PER_USER" \
-      ${BENCH_SEND_BATCH:+--batch "$BENCH_SEND_BATCH"}
+      "${PERUSER_SEND_EXTRA[@]}"
   fi
   if want paced; then
     scenario "$server" paced "${common[@]}" --connections "$SOCKETS" \
