@@ -1069,9 +1069,12 @@ impl ChannelLayer for RedisChannelLayer {
     }
 
     /// On one shard with plain msgpack and no `channel_capacity` rules (where `group_send`
-    /// takes one round trip), the calls go in pipelines of up to [`SEND_PIPELINE_CALLS`]
-    /// `EVALSHA`s of the same script, so Redis stores exactly what that many `group_send`s
-    /// would. Otherwise they are `group_send`s, one after the other.
+    /// takes one round trip), the calls go in pipelines of up to 1,000 `EVALSHA`s of the same
+    /// script, so Redis stores exactly what that many `group_send`s would. Otherwise they are
+    /// `group_send`s, one after the other.
+    ///
+    /// A pipeline whose connection fails is sent once more on a new connection, as every
+    /// command of this layer is: the calls Redis had already run are then stored twice.
     async fn group_send_many(&self, sends: Vec<(String, Message)>) -> Vec<Result<GroupSendReport>> {
         let count = sends.len();
         let span = debug_span!("layer.group_send_many", count);
