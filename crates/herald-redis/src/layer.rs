@@ -39,16 +39,22 @@ use crate::scripts;
 /// pipeline per chunk keeps each reply (and Redis's time on it) small.
 const REFRESH_PIPELINE_GROUPS: usize = 500;
 
-/// `group_send` script calls per pipeline in [`ChannelLayer::group_send_many`]: large enough
-/// that Redis reads and answers many calls per system call, small enough that one reply (and
-/// Redis's time on one pipeline, ~10 ms) stays short.
-const SEND_PIPELINE_CALLS: usize = 1000;
+/// Messages per pipeline in [`ChannelLayer::group_send_many`]: large enough that Redis reads
+/// and answers many calls per system call, small enough that one reply (and Redis's time on
+/// one pipeline, ~10 ms) stays short.
+const SEND_PIPELINE_MESSAGES: usize = 1000;
 
-/// How far apart the scores of consecutive calls in one `group_send_many` are, in seconds. A
+/// Messages per call of the one-trip script in [`ChannelLayer::group_send_many`]: a channel
+/// key shared by many of them (herald's group keys) is trimmed, counted and given its
+/// `EXPIRE` once per call, which halved Redis's CPU per message against one call each. A
+/// call holds Redis for its whole run, about a millisecond or two for 100.
+const MESSAGES_PER_SCRIPT_CALL: usize = 100;
+
+/// How far apart the scores of consecutive messages in one `group_send_many` are, in seconds. A
 /// receiver pops a key's members lowest score first, and equal scores in member order, which
 /// starts with a random prefix: two messages to one channel in one pipeline need different
 /// scores to arrive in order. One microsecond is several steps of an `f64` near today's Unix
-/// time (2^-22 s), and a pipeline of [`SEND_PIPELINE_CALLS`] spans one millisecond.
+/// time (2^-22 s), and a pipeline of [`SEND_PIPELINE_MESSAGES`] spans one millisecond.
 const SEND_MANY_SCORE_STEP: f64 = 1e-6;
 
 /// What Python adds to `expiry` for a Fernet token's TTL (`MultiFernet.decrypt(ttl=expiry + 10)`).
@@ -606,22 +612,30 @@ impl RedisChannelLayer {
         }))
     }
 
-    /// The script invocation of `call`, stamped `now` (Python `time.time()`).
-    fn one_trip_invocation<'a>(&'a self, call: &OneTripCall, now: f64) -> ScriptInvocation<'a> {
+    /// One call of the one-trip script for `calls`, in order, message `i` scored
+    /// `first_score + i` [`SEND_MANY_SCORE_STEP`]s (`first_score` is Python's `time.time()`,
+    /// which also sets the trim thresholds).
+    fn one_trip_invocation<'a, 'c>(
+        &'a self,
+        calls: impl ExactSizeIterator<Item = &'c OneTripCall>,
+        first_score: f64,
+    ) -> ScriptInvocation<'a> {
         let inner = &self.inner;
-        let trim = now as i64 - inner.expiry_secs as i64;
-        let trim_group = now as i64 - inner.group_expiry_secs as i64;
-        let mut invocation = inner.group_send_one_trip_script.key(&call.group_key);
+        let mut invocation = inner.group_send_one_trip_script.prepare_invoke();
         invocation
             .arg(inner.keys.prefix())
-            .arg(&call.random[..])
-            .arg(&call.entries[..])
-            .arg(call.entry_count)
             .arg(inner.capacities.default_capacity())
-            .arg(now)
             .arg(inner.expiry_secs)
-            .arg(trim)
-            .arg(trim_group);
+            .arg(first_score as i64 - inner.expiry_secs as i64)
+            .arg(first_score as i64 - inner.group_expiry_secs as i64);
+        for (i, call) in calls.enumerate() {
+            invocation
+                .key(&call.group_key)
+                .arg(&call.random[..])
+                .arg(&call.entries[..])
+                .arg(call.entry_count)
+                .arg(first_score + i as f64 * SEND_MANY_SCORE_STEP);
+        }
         invocation
     }
 
@@ -636,12 +650,18 @@ impl RedisChannelLayer {
             return Ok(None);
         };
         let now = now_f64();
-        let (members, over): (usize, usize) = self.inner.shards[0]
+        let reply: Vec<usize> = self.inner.shards[0]
             .run("group_send", |mut c| {
-                let invocation = self.one_trip_invocation(&call, now);
+                let invocation = self.one_trip_invocation(std::iter::once(&call), now);
                 async move { invocation.invoke_async(&mut c).await }
             })
             .await?;
+        let [members, over] = reply[..] else {
+            return Err(Error::new(
+                ErrorKind::Redis,
+                "the group_send script answered with the wrong count",
+            ));
+        };
         tracing::Span::current().record("fanout", members);
         log_over_capacity(group, over, members);
         Ok(Some(GroupSendReport::new(members, over)))
@@ -649,11 +669,13 @@ impl RedisChannelLayer {
 
     /// The one-trip calls of `calls`, in order, in one pipeline on the (only) shard: first
     /// `SCRIPT LOAD` (a pipeline does not load a missing script and retry, as a single
-    /// `EVALSHA` does), then one `EVALSHA` per call. Redis runs a connection's commands in the
-    /// order they arrive, so the calls to one group run in the order given. One result per
-    /// call; a failed pipeline (connection lost twice, timeout) fails every call of it.
+    /// `EVALSHA` does), then one `EVALSHA` per [`MESSAGES_PER_SCRIPT_CALL`] messages. Redis
+    /// runs a connection's commands in the order they arrive, and each call its messages in
+    /// order, so the messages to one channel are stored in the order given. One result per
+    /// message; a failed call fails its messages, a failed pipeline (connection lost twice,
+    /// timeout) all of them.
     ///
-    /// Call `i` is scored `first_score + i` [`SEND_MANY_SCORE_STEP`]s.
+    /// Message `i` is scored `first_score + i` [`SEND_MANY_SCORE_STEP`]s.
     async fn group_send_pipelined(
         &self,
         calls: &[(String, OneTripCall)],
@@ -661,55 +683,72 @@ impl RedisChannelLayer {
     ) -> Vec<Result<GroupSendReport>> {
         let inner = &self.inner;
         let script = &inner.group_send_one_trip_script;
+        let chunks: Vec<&[(String, OneTripCall)]> =
+            calls.chunks(MESSAGES_PER_SCRIPT_CALL).collect();
         let replies = inner.shards[0]
             .run("group_send pipeline", |mut c| {
                 let mut pipe = redis::pipe();
                 pipe.ignore_errors();
                 pipe.load_script(script).ignore();
-                for (i, (_, call)) in calls.iter().enumerate() {
-                    let score = first_score + i as f64 * SEND_MANY_SCORE_STEP;
-                    pipe.invoke_script(&self.one_trip_invocation(call, score));
+                for (n, chunk) in chunks.iter().enumerate() {
+                    let first =
+                        first_score + (n * MESSAGES_PER_SCRIPT_CALL) as f64 * SEND_MANY_SCORE_STEP;
+                    let invocation = self.one_trip_invocation(chunk.iter().map(|(_, c)| c), first);
+                    pipe.invoke_script(&invocation);
                 }
                 async move {
-                    pipe.query_async::<Vec<redis::RedisResult<(usize, usize)>>>(&mut c)
+                    pipe.query_async::<Vec<redis::RedisResult<Vec<usize>>>>(&mut c)
                         .await
                 }
             })
             .await;
-        match replies {
-            Ok(replies) if replies.len() == calls.len() => calls
-                .iter()
-                .zip(replies)
-                .map(|((group, _), reply)| {
-                    let (members, over) =
-                        reply.map_err(|e| crate::error::redis_error("group_send", e))?;
-                    log_over_capacity(group, over, members);
-                    Ok(GroupSendReport::new(members, over))
-                })
-                .collect(),
+        let fail_all = |kind: ErrorKind, text: &str| -> Vec<Result<GroupSendReport>> {
+            (calls.iter())
+                .map(|_| Err(Error::new(kind, text.to_owned())))
+                .collect()
+        };
+        let replies = match replies {
+            Ok(replies) if replies.len() == chunks.len() => replies,
             Ok(replies) => {
                 warn!(
-                    calls = calls.len(),
+                    calls = chunks.len(),
                     replies = replies.len(),
                     "group_send pipeline answered with the wrong count"
                 );
-                (calls.iter())
-                    .map(|_| {
-                        Err(Error::new(
-                            ErrorKind::Redis,
-                            "the group_send pipeline answered with the wrong count",
-                        ))
-                    })
-                    .collect()
+                return fail_all(
+                    ErrorKind::Redis,
+                    "the group_send pipeline answered with the wrong count",
+                );
             }
             Err(err) => {
-                // The first call carries the cause; the others say the same without it.
-                let (kind, text) = (err.kind(), err.to_string());
-                let mut results = vec![Err(err)];
-                results.extend((1..calls.len()).map(|_| Err(Error::new(kind, text.clone()))));
-                results
+                warn!(error = %err, messages = calls.len(), "group_send pipeline failed");
+                return fail_all(err.kind(), &err.to_string());
+            }
+        };
+        let mut results = Vec::with_capacity(calls.len());
+        for (chunk, reply) in chunks.iter().zip(replies) {
+            match reply {
+                Ok(counts) if counts.len() == 2 * chunk.len() => {
+                    for ((group, _), pair) in chunk.iter().zip(counts.chunks(2)) {
+                        let (members, over) = (pair[0], pair[1]);
+                        log_over_capacity(group, over, members);
+                        results.push(Ok(GroupSendReport::new(members, over)));
+                    }
+                }
+                Ok(_) => results.extend(chunk.iter().map(|_| {
+                    Err(Error::new(
+                        ErrorKind::Redis,
+                        "the group_send script answered with the wrong count",
+                    ))
+                })),
+                Err(err) => {
+                    let err = crate::error::redis_error("group_send", err);
+                    let (kind, text) = (err.kind(), err.to_string());
+                    results.extend(chunk.iter().map(|_| Err(Error::new(kind, text.clone()))));
+                }
             }
         }
+        results
     }
 
     /// Sends the pending pipeline calls (if any) and puts their results where they belong.
@@ -1069,9 +1108,9 @@ impl ChannelLayer for RedisChannelLayer {
     }
 
     /// On one shard with plain msgpack and no `channel_capacity` rules (where `group_send`
-    /// takes one round trip), the calls go in pipelines of up to 1,000 `EVALSHA`s of the same
-    /// script, so Redis stores exactly what that many `group_send`s would. Otherwise they are
-    /// `group_send`s, one after the other.
+    /// takes one round trip), the messages go in pipelines of up to 1,000, 100 per call of the
+    /// script `group_send` uses, so Redis stores exactly what that many `group_send`s would.
+    /// Otherwise they are `group_send`s, one after the other.
     ///
     /// A pipeline whose connection fails is sent once more on a new connection, as every
     /// command of this layer is: the calls Redis had already run are then stored twice.
@@ -1112,7 +1151,7 @@ impl ChannelLayer for RedisChannelLayer {
                         }
                         Err(err) => results[index] = Some(Err(err)),
                     }
-                    if pending.len() == SEND_PIPELINE_CALLS {
+                    if pending.len() == SEND_PIPELINE_MESSAGES {
                         self.flush_pipeline(
                             &mut pending,
                             &mut pending_at,
