@@ -6,6 +6,9 @@
 //!   time until the reader has routed all of them into the channels' buffers.
 //! * `group_send_1_member`: `group_send` to a group with one (local, drained) member,
 //!   sequentially and 64 at a time.
+//! * `per_user_1000`: one message to each of 1,000 user groups (one local, drained member
+//!   each, as in the per-user fan-out scenario): 1,000 `group_send`s 64 at a time against one
+//!   `group_send_many` (pipelined).
 
 use std::time::{Duration, Instant};
 
@@ -137,6 +140,97 @@ fn group_send(c: &mut Criterion) {
     group.finish();
 }
 
+const PER_USER_GROUPS: usize = 1_000;
+
+/// One message to each of [`PER_USER_GROUPS`] user groups whose one member is a channel of
+/// a process that is not running (as if its server were busy): what the sender and Redis
+/// cost, without a reader. The process key is deleted between iterations, untimed, so every
+/// delivery is stored against the same small key.
+fn per_user(c: &mut Criterion) {
+    use futures_util::StreamExt as _;
+    let (_server, url) = redis_url();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Every delivery goes to the one process key: its capacity holds an iteration's worth.
+    let sender = RedisChannelLayer::new(
+        RedisLayerConfig::default()
+            .with_hosts([url.as_str()])
+            .with_prefix("benchrs")
+            .with_capacity(PER_USER_GROUPS),
+    )
+    .unwrap();
+    let groups: Vec<String> = (0..PER_USER_GROUPS)
+        .map(|i| format!("user_bench{i:05}"))
+        .collect();
+    let process = "bench.0123456789abcdef0123456789abcdef!";
+    let process_key = sender.keys().channel_key(process);
+    let mut conn = rt.block_on(async {
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        for (i, group) in groups.iter().enumerate() {
+            let member = format!("{process}c{i}");
+            sender.group_add(group, &member).await.unwrap();
+        }
+        let () = redis::cmd("DEL")
+            .arg(&process_key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        conn
+    });
+    let msg: Message = sample_message();
+    let mut clear = || {
+        rt.block_on(async {
+            let () = redis::cmd("DEL")
+                .arg(&process_key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        })
+    };
+    let mut bench = c.benchmark_group("layer");
+    bench.sample_size(10);
+    bench.measurement_time(Duration::from_secs(10));
+    bench.throughput(Throughput::Elements(PER_USER_GROUPS as u64));
+    let stored = |report: herald_core::GroupSendReport| assert_eq!(report.over_capacity, 0);
+    bench.bench_function("per_user_1000/group_send_64_concurrent", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let started = Instant::now();
+                rt.block_on(
+                    futures_util::stream::iter(&groups)
+                        .map(|g| sender.group_send(g, msg.clone()))
+                        .buffer_unordered(64)
+                        .for_each(|r| async move { stored(r.unwrap()) }),
+                );
+                total += started.elapsed();
+                clear();
+            }
+            total
+        })
+    });
+    bench.bench_function("per_user_1000/group_send_many", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let sends = groups.iter().map(|g| (g.clone(), msg.clone())).collect();
+                let started = Instant::now();
+                for r in rt.block_on(sender.group_send_many(sends)) {
+                    stored(r.unwrap());
+                }
+                total += started.elapsed();
+                clear();
+            }
+            total
+        })
+    });
+    bench.finish();
+}
+
 /// The same sequential group_send on a current-thread runtime (one worker: fewer cross-thread
 /// wake-ups per round trip, as in a single-core deployment).
 fn group_send_current_thread(c: &mut Criterion) {
@@ -171,6 +265,7 @@ criterion_group!(
     benches,
     receive_drain,
     group_send,
-    group_send_current_thread
+    group_send_current_thread,
+    per_user
 );
 criterion_main!(benches);

@@ -83,11 +83,21 @@ THROUGHPUT = [
     ("server CPU µs per frame", cpu_us_per_frame("server_cpu_s"), "{:,.2f}", "lower"),
     ("Redis CPU µs per frame", cpu_us_per_frame("redis_cpu_s"), "{:,.2f}", "lower"),
 ]
+def idle_cpu_us_per_socket_s(r):
+    """Server CPU while the sockets were held (handshakes excluded), per socket per second."""
+    cpu, held, n = r.get("server_cpu_receive_s"), r.get("receive_phase_s"), r["connect"]["connected"]
+    if cpu is None or not held or not n:
+        return None
+    return cpu * 1e6 / n / held
+
+
 # Rows of the idle scenarios.
 IDLE = [
     ("connected", lambda r: r["connect"]["connected"], "{:,}", "higher"),
     ("RSS KiB per socket", kib_per_socket, "{:,.1f}", "lower"),
     ("RSS MiB total", lambda r: r["rss_end_bytes"] / 2**20 if r.get("rss_end_bytes") else None, "{:,.0f}", "lower"),
+    ("held s", lambda r: r.get("receive_phase_s"), "{:,.0f}", "higher"),
+    ("server CPU µs per socket per s held", idle_cpu_us_per_socket_s, "{:,.3f}", "lower"),
 ]
 SCENARIOS = [
     ("broadcast_py", "Broadcast: 1 group of 1,000 sockets, 100 Python group_sends", THROUGHPUT,
@@ -101,6 +111,8 @@ SCENARIOS = [
     ("peruser_py", "Per-user: 1,000 users x 10 messages, Python senders", THROUGHPUT, {}),
     ("peruser_rust", "Per-user: 1,000 users x 10 messages, Rust sender", THROUGHPUT,
      {"frames/s": ">= 20k"}),
+    ("peruser_batch", "Per-user: 1,000 users x 10 messages, Rust sender pipelined (group_send_many, 200 per pipeline)",
+     THROUGHPUT, {}),
     ("paced", "Paced: 1,000 msgs/s over 1,000 users for 10 s (Python sender)", THROUGHPUT,
      {"p99 latency ms": "<= 5"}),
     ("paced_rust", "Paced: 1,000 msgs/s over 1,000 users for 10 s (Rust sender)", THROUGHPUT,
@@ -111,7 +123,8 @@ SCENARIOS = [
      THROUGHPUT, {}),
     ("steady_10k", "Steady: 1 Rust group_send every 500 ms to 10,000 sockets for 60 s", THROUGHPUT,
      {"p99 latency ms": "<= 20"}),
-    ("idle_10k", "Idle: 10,000 authenticated sockets", IDLE, {}),
+    ("idle_10k", "Idle: 10,000 authenticated sockets held 60 s (default 20 s ping)", IDLE,
+     {"server CPU µs per socket per s held": "<= 1"}),
     ("idle_max", "Idle: the most authenticated sockets the fd limit allows (issue: 50,000)", IDLE,
      {"RSS KiB per socket": "<= 10 (at 50k)"}),
     ("idle_50k", "Idle: 50,000 authenticated sockets over several server processes (fd limit)",
@@ -195,11 +208,13 @@ def summary(line):
     r = json.loads(line)
     c, lat_ = r["connect"], r["latency"]
     rss = r.get("rss_per_socket_bytes")
+    idle_cpu = idle_cpu_us_per_socket_s(r) if r["expected_frames"] is None else None
     return (
         f"connected {c['connected']}/{c['attempted']} (failed {c['failed']}), "
         f"frames {r['frames']}/{r['expected_frames']}, {r['frames_per_s']:,.0f} frames/s, "
         f"p50 {lat_['p50_ms']:,.1f} ms, p99 {lat_['p99_ms']:,.1f} ms, "
         f"rss/socket {'-' if rss is None else f'{rss / 1024:.1f} KiB'}"
+        + ("" if idle_cpu is None else f", server CPU {idle_cpu:.3f} µs/socket/s held")
     )
 
 
@@ -227,6 +242,9 @@ def merge(procs, parts):
     merged["rss_per_socket_bytes"] = (
         (sum(end) - sum(before)) / c["connected"] if known and c["connected"] else None
     )
+    cpu = [p.get("server_cpu_receive_s") for p in parts]
+    merged["server_cpu_receive_s"] = None if None in cpu else sum(cpu)
+    merged["receive_phase_s"] = max(p.get("receive_phase_s") or 0 for p in parts)
     merged["server_processes"] = procs
     return merged
 

@@ -16,7 +16,7 @@
 #   BENCH_SERVERS     servers to measure, in order (default "daphne herald"; herald is skipped
 #                     with a note until `herald serve` exists)
 #   BENCH_SCENARIOS   subset of: broadcast_py broadcast_rust bcast_paced_py bcast_paced_rust
-#                     peruser_py peruser_rust paced paced_rust burst_1m burst_1m_py
+#                     peruser_py peruser_rust peruser_batch paced paced_rust burst_1m burst_1m_py
 #                     steady_10k idle_10k idle_max idle_50k burst_10k (default: all of these), and the reconnect scenarios, run
 #                     only when named: flaky (random cuts) and deploy (two servers, each
 #                     stopped and restarted); their lines go to results/reconnect-*.jsonl;
@@ -40,6 +40,11 @@
 #                     measure idle sockets that negotiated compression)
 #   BENCH_CLIENT_PATH the path herald-load opens in the single-server scenarios (default
 #                     /ws/tasks/; with BENCH_LOAD_EXTRA_ARGS=--sse, /sse/tasks/ for event streams)
+#   BENCH_PER_USER    messages per user in peruser_py/peruser_rust (default 10: 10,000 frames,
+#                     ~0.1-0.3 s; 100 gives a window long enough that the connects do not count)
+#   BENCH_PERUSER_SEND_ARGS  extra `herald-load send per-user` arguments for peruser_rust and
+#                     peruser_batch, split on spaces: "--batch 50" (peruser_batch's pipeline
+#                     size instead of 200), "--capacity 1000" (the sender's channels_redis capacity)
 #   HERALD_LOAD_BIN / HERALD_BIN  prebuilt binaries instead of `cargo build --profile profiling`
 #                     (the release build with debug info kept, so `perf record -p PID` on the
 #                     running server resolves symbols; same code as the stripped release)
@@ -58,6 +63,7 @@ QUICK=${BENCH_QUICK:-0}
 read -r -a HERALD_EXTRA <<<"${HERALD_EXTRA_ARGS:-}"
 read -r -a LOAD_EXTRA <<<"${BENCH_LOAD_EXTRA_ARGS:-}"
 CLIENT_PATH=${BENCH_CLIENT_PATH:-/ws/tasks/}
+read -r -a PERUSER_SEND_EXTRA <<<"${BENCH_PERUSER_SEND_ARGS:-}"
 WORK=$(mktemp -d /tmp/herald-fanout.XXXXXX)
 RESULTS=$WORK/results.jsonl
 NOTES=$WORK/notes.txt
@@ -78,10 +84,13 @@ BCAST_SENDS=100       # group_sends in the broadcast scenario
 # above offers all 100k frames at once, far above it).
 BCAST_RATE=300        # group_sends/s in the paced broadcast (x 1,000 sockets = 300k frames/s)
 BCAST_PACED_SECS=3
-PER_USER=10           # messages per user in the per-user scenario
+PER_USER=${BENCH_PER_USER:-10}  # messages per user in the per-user scenarios
 PACED_RATE=1000       # msgs/s in the paced scenario
 PACED_SECS=10
 IDLE_SMALL=10000
+# idle_10k holds its sockets this long (three of herald's and Daphne's default 20 s pings),
+# for the server CPU an idle socket costs per second; the other idle scenarios measure memory.
+IDLE_HOLD_SECS=60
 IDLE_WANTED=50000
 BURST=10000
 # The big broadcasts: one group of BIG_SOCKETS sockets. burst_1m offers BIG_BURST_SENDS
@@ -112,6 +121,7 @@ RECONNECT_SENDER_CAPACITY='herald.history.*=2000'
 if [[ $QUICK == 1 ]]; then
   RECONNECT_CLIENTS=${BENCH_RECONNECT_CLIENTS:-200} RECONNECT_SECS=${BENCH_RECONNECT_SECS:-20}
   SOCKETS=200 BCAST_SENDS=20 BCAST_RATE=100 BCAST_PACED_SECS=1 PER_USER=5 PACED_RATE=200 PACED_SECS=3 IDLE_SMALL=1000
+  IDLE_HOLD_SECS=10
   IDLE_WANTED=2000 BURST=1000 BIG_SOCKETS=1000 BIG_BURST_SENDS=20 BIG_STEADY_SECS=5
 fi
 
@@ -293,6 +303,7 @@ scenario() {
   local out redis_cpu0 server_cpu0
   redis_cpu0=$(redis_cpu)
   server_cpu0=$(process_cpu "$SERVER_PID")
+  redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
   out=$("$HERALD_LOAD_BIN" --url "ws://127.0.0.1:$PORT$CLIENT_PATH" --server-pid "$SERVER_PID" \
     --threads "$CLIENT_THREADS" --label "$server/$name" "${LOAD_EXTRA[@]}" "$@" 2>>"$WORK/herald-load.log") || {
     note "$server/$name: herald-load failed: $(tail -3 "$WORK/herald-load.log")"
@@ -303,6 +314,7 @@ scenario() {
   server_cpu=$(awk -v a="$server_cpu0" -v b="$(process_cpu "$SERVER_PID")" 'BEGIN{print b - a}')
   redis_cpu_used=$(awk -v a="$redis_cpu0" -v b="$(redis_cpu)" 'BEGIN{print b - a}')
   errors=$(grep -c 'Exception inside application' "$slog" || true)
+  redis-cli -p "$REDIS_PORT" info commandstats | tr -d '\r' >"$WORK/commandstats.txt"
   printf '%s\n' "$out" | "$PY" -c '
 import json, sys
 r = json.loads(sys.stdin.read()); r["server_exceptions"] = int(sys.argv[1])
@@ -310,7 +322,16 @@ r["load_avg_end"] = sys.argv[2]
 # CPU seconds the server process and redis-server used while the scenario ran (connects,
 # sends and drains included): per frame, these hold on a shared machine where rates do not.
 r["server_cpu_s"] = float(sys.argv[3]); r["redis_cpu_s"] = float(sys.argv[4])
-print(json.dumps(r))' "$errors" "$(cut -d' ' -f1-3 /proc/loadavg)" "$server_cpu" "$redis_cpu_used" >>"$RESULTS"
+# Where Redis spent it: calls and microseconds per command over the scenario (INFO
+# commandstats after CONFIG RESETSTAT; a script'"'"'s inner calls are counted in its own line too).
+cmds = {}
+for line in open(sys.argv[5]):
+    if line.startswith("cmdstat_"):
+        name, _, fields = line[len("cmdstat_"):].strip().partition(":")
+        kv = dict(f.split("=", 1) for f in fields.split(","))
+        cmds[name] = {"calls": int(kv["calls"]), "usec": int(kv["usec"])}
+r["redis_commands"] = cmds
+print(json.dumps(r))' "$errors" "$(cut -d' ' -f1-3 /proc/loadavg)" "$server_cpu" "$redis_cpu_used" "$WORK/commandstats.txt" >>"$RESULTS"
   log "$server/$name: $("$PY" "$HERE/report.py" summary "$out")"
   stop_server
 }
@@ -654,7 +675,17 @@ for server in $SERVERS; do
     scenario "$server" peruser_rust "${common[@]}" --connections "$SOCKETS" \
       --cookies-file "$WORK/u.cookies" --expect-frames $((SOCKETS * PER_USER)) \
       --deadline 120 --quiet-stop 10 \
-      -- "$HERALD_LOAD_BIN" send per-user --redis-url "$REDIS_URL" --users-file "$WORK/u.users" --per-user "$PER_USER"
+      -- "$HERALD_LOAD_BIN" send per-user --redis-url "$REDIS_URL" --users-file "$WORK/u.users" --per-user "$PER_USER" \
+      --batch 1 "${PERUSER_SEND_EXTRA[@]}"
+  fi
+  if want peruser_batch && ((RUST_SENDER)); then
+    # The same sends through group_send_many, pipelines of 200 (100 messages per script call):
+    # the sender's rate goes up, and the whole burst then waits in Redis for herald's readers.
+    scenario "$server" peruser_batch "${common[@]}" --connections "$SOCKETS" \
+      --cookies-file "$WORK/u.cookies" --expect-frames $((SOCKETS * PER_USER)) \
+      --deadline 120 --quiet-stop 10 \
+      -- "$HERALD_LOAD_BIN" send per-user --redis-url "$REDIS_URL" --users-file "$WORK/u.users" --per-user "$PER_USER" \
+      "${PERUSER_SEND_EXTRA[@]}"
   fi
   if want paced; then
     scenario "$server" paced "${common[@]}" --connections "$SOCKETS" \
@@ -695,7 +726,7 @@ for server in $SERVERS; do
   fi
   if want idle_10k; then
     scenario "$server" idle_10k "${common[@]}" --connections "$IDLE_SMALL" \
-      --cookies-file "$WORK/idle.cookies" --deadline 5
+      --cookies-file "$WORK/idle.cookies" --deadline "$IDLE_HOLD_SECS"
   fi
   if want idle_max; then
     scenario "$server" idle_max "${common[@]}" --connections "$IDLE_MAX" \

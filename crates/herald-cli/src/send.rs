@@ -293,16 +293,37 @@ pub(crate) async fn file(args: FileArgs) -> anyhow::Result<()> {
 pub(crate) async fn broadcast(args: BroadcastArgs) -> anyhow::Result<()> {
     let (stamp, data) = args.common.prepare()?;
     let route = route(&args.common.layer, &args.common.api)?;
-    // One user at a time, like ws_broadcast_message: a bad name fails only that user.
+    let messages: Vec<(String, Message)> = (args.users.iter())
+        .map(|user| {
+            let msg = stamp.apply(messaging::user_message(user, &args.message, data.clone()));
+            (user.clone(), msg)
+        })
+        .collect();
+    // Like ws_broadcast_message, a bad name fails only that user.
+    let failed = |user: &str, err: &(dyn std::error::Error + 'static)| {
+        eprintln!(
+            "herald: send to {user:?} failed: {}",
+            herald_core::error::error_chain(err)
+        );
+    };
     let mut sent = 0;
-    for user in &args.users {
-        let msg = stamp.apply(messaging::user_message(user, &args.message, data.clone()));
-        match route.send(&[messaging::user_group(user)], msg).await {
-            Ok(_) => sent += 1,
-            Err(err) => eprintln!(
-                "herald: send to {user:?} failed: {}",
-                herald_core::error::error_chain(&*err)
-            ),
+    match &route {
+        // Through Redis: every user's message in one pipelined group_send_many.
+        Route::Layer(messenger) => {
+            for (user, result) in args.users.iter().zip(messenger.send_many(messages).await) {
+                match result {
+                    Ok(_) => sent += 1,
+                    Err(err) => failed(user, &err),
+                }
+            }
+        }
+        Route::Api(_) => {
+            for (user, msg) in messages {
+                match route.send(&[messaging::user_group(&user)], msg).await {
+                    Ok(_) => sent += 1,
+                    Err(err) => failed(&user, &*err),
+                }
+            }
         }
     }
     if args.common.json {

@@ -119,6 +119,22 @@ pub trait ChannelLayer: Send + Sync + std::fmt::Debug + 'static {
     /// Sends a message to every channel in a group. Full channels are skipped, not an error.
     async fn group_send(&self, group: &str, message: Message) -> Result<GroupSendReport>;
 
+    /// [`group_send`](Self::group_send) of each `(group, message)`, in the given order: one
+    /// result per entry, in the same order. A channel gets its messages in the order given
+    /// here, whichever of its groups they went to; a full channel is skipped as by
+    /// `group_send`; an invalid name or message fails only its own entry.
+    ///
+    /// Herald extension, for senders of many messages at once (per-user notifications): the
+    /// Redis layer puts the calls into one pipeline per shard instead of one round trip each.
+    /// The default sends them one after the other.
+    async fn group_send_many(&self, sends: Vec<(String, Message)>) -> Vec<Result<GroupSendReport>> {
+        let mut results = Vec::with_capacity(sends.len());
+        for (group, message) in sends {
+            results.push(self.group_send(&group, message).await);
+        }
+        results
+    }
+
     /// Deletes every channel, group and buffered message of this layer.
     async fn flush(&self) -> Result<()>;
 

@@ -68,6 +68,6 @@ pub use flaky::{
 pub use latency::{parse_sent_at, unix_now_secs};
 pub use limits::raise_nofile_limit;
 pub use report::{ConnectReport, LatencyReport, LoadReport};
-pub use send::{SendPlan, SendReport, Shape, run_sender};
+pub use send::{DEFAULT_SEND_BATCH, SendPlan, SendReport, Shape, run_sender};
 pub use swarm::{Progress, Swarm};
 pub use target::require_loopback;

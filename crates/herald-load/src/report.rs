@@ -71,6 +71,10 @@ pub struct LoadReport {
     pub disconnects: u64,
     /// Length of the receive phase, in seconds.
     pub receive_phase_s: f64,
+    /// CPU seconds (user + system) the server process used during the receive phase, with
+    /// `--server-pid` (Linux, 10 ms resolution): for an idle run, what holding the sockets
+    /// costs (pings included), without the handshakes.
+    pub server_cpu_receive_s: Option<f64>,
     /// Server RSS at the end of the receive phase, in bytes.
     pub rss_end_bytes: Option<u64>,
     /// `(rss_end - rss_before) / connected`, in bytes: what one open socket costs the server.

@@ -19,6 +19,10 @@ use tracing::warn;
 use crate::error::{Error, ErrorKind, Result};
 use crate::latency::unix_now_secs;
 
+/// Default messages per `group_send_many` call of the per-user plan: with 64 calls in flight,
+/// enough that the sender is not what bounds the rate.
+pub const DEFAULT_SEND_BATCH: NonZeroUsize = NonZeroUsize::new(200).unwrap();
+
 /// What to send.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -38,6 +42,9 @@ pub enum SendPlan {
         users: Vec<String>,
         /// Messages per user.
         per_user: u64,
+        /// Messages per `group_send_many` call (the Redis layer pipelines them); 1 sends each
+        /// with its own `group_send`, one round trip per message.
+        batch: NonZeroUsize,
     },
     /// Message `i` goes to `users[i % len]` at `i / rate` seconds after the start.
     Paced {
@@ -103,15 +110,27 @@ struct Tally {
 
 impl Tally {
     async fn group_send(&self, layer: &dyn ChannelLayer, group: &str, message: Message) {
-        match layer.group_send(group, message).await {
+        let result = layer.group_send(group, message).await;
+        self.count(group, result);
+    }
+
+    /// One `group_send_many` of `sends`, each result counted as a `group_send`'s.
+    async fn group_send_many(&self, layer: &dyn ChannelLayer, sends: Vec<(String, Message)>) {
+        let groups: Vec<String> = sends.iter().map(|(g, _)| g.clone()).collect();
+        for (group, result) in groups.iter().zip(layer.group_send_many(sends).await) {
+            self.count(group, result);
+        }
+    }
+
+    fn count(&self, group: &str, result: herald_core::Result<herald_core::GroupSendReport>) {
+        match result {
             Ok(report) => {
                 self.sent.fetch_add(1, Ordering::Relaxed);
                 self.over_capacity
                     .fetch_add(report.over_capacity as u64, Ordering::Relaxed);
             }
             Err(err) => {
-                // Counted, and logged once per failure at debug level would flood: warn is
-                // rate-limited by the caller's exit on a fully failed run.
+                // Counted; only the first is logged (a dead Redis fails every send).
                 if self.errors.fetch_add(1, Ordering::Relaxed) == 0 {
                     warn!(error = %err, group, "group_send failed");
                 }
@@ -231,15 +250,19 @@ pub async fn run_sender(
             let jobs: Vec<(String, String, u64)> = (0..*count)
                 .map(|seq| (group.clone(), username.clone(), seq))
                 .collect();
-            run_jobs(&layer, &tally, jobs, *shape, concurrency).await;
+            run_jobs(&layer, &tally, jobs, *shape, concurrency, NonZeroUsize::MIN).await;
             "broadcast"
         }
-        SendPlan::PerUser { users, per_user } => {
+        SendPlan::PerUser {
+            users,
+            per_user,
+            batch,
+        } => {
             require_users(users)?;
             let jobs = (0..*per_user)
                 .flat_map(|seq| users.iter().map(move |u| (user_group(u), u.clone(), seq)))
                 .collect();
-            run_jobs(&layer, &tally, jobs, Shape::Bench, concurrency).await;
+            run_jobs(&layer, &tally, jobs, Shape::Bench, concurrency, *batch).await;
             "per-user"
         }
         SendPlan::Paced {
@@ -317,27 +340,44 @@ fn require_users(users: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `concurrency` workers take jobs (group, username, seq) in order from a shared index.
+/// `concurrency` workers take jobs (group, username, seq) in order from a shared index, `batch`
+/// at a time: one `group_send` per job with a batch of 1, else one `group_send_many` per batch.
 async fn run_jobs(
     layer: &Arc<dyn ChannelLayer>,
     tally: &Arc<Tally>,
     jobs: Vec<(String, String, u64)>,
     shape: Shape,
     concurrency: NonZeroUsize,
+    batch: NonZeroUsize,
 ) {
+    let batch = batch.get();
     let jobs = Arc::new(jobs);
     let next = Arc::new(AtomicUsize::new(0));
-    let workers: Vec<_> = (0..concurrency.get().min(jobs.len().max(1)))
+    let batches = jobs.len().div_ceil(batch).max(1);
+    let workers: Vec<_> = (0..concurrency.get().min(batches))
         .map(|_| {
             let (layer, tally, jobs, next) =
                 (layer.clone(), tally.clone(), jobs.clone(), next.clone());
             tokio::spawn(async move {
-                while let Some((group, username, seq)) =
-                    jobs.get(next.fetch_add(1, Ordering::Relaxed))
-                {
-                    tally
-                        .group_send(layer.as_ref(), group, shape.message(username, *seq))
-                        .await;
+                loop {
+                    let start = next.fetch_add(batch, Ordering::Relaxed);
+                    if start >= jobs.len() {
+                        break;
+                    }
+                    let taken = &jobs[start..(start + batch).min(jobs.len())];
+                    if let [(group, username, seq)] = taken {
+                        tally
+                            .group_send(layer.as_ref(), group, shape.message(username, *seq))
+                            .await;
+                        continue;
+                    }
+                    let sends = taken
+                        .iter()
+                        .map(|(group, username, seq)| {
+                            (group.clone(), shape.message(username, *seq))
+                        })
+                        .collect();
+                    tally.group_send_many(layer.as_ref(), sends).await;
                 }
             })
         })

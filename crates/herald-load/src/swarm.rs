@@ -25,7 +25,7 @@ use crate::config::{DEFAULT_SOCKETS_PER_SOURCE_IP, LoadConfig, MAX_CONNECTIONS, 
 use crate::error::{Error, ErrorKind, Result};
 use crate::latency::{latency_micros, parse_sent_at, unix_now_secs};
 use crate::report::{ConnectReport, LatencyReport, LoadReport};
-use crate::rss::read_rss_bytes;
+use crate::rss::{read_cpu_seconds, read_rss_bytes};
 use crate::target::require_loopback;
 
 /// Highest latency the histograms track (1 hour), in microseconds; larger values are clamped.
@@ -241,6 +241,7 @@ impl Swarm {
     /// # Cancel safety
     /// Not cancel safe, like [`finish`](Self::finish).
     pub async fn finish_or(self, abort: impl Future<Output = ()>) -> LoadReport {
+        let cpu_at_start = (self.config.server_pid).and_then(|pid| read_cpu_seconds(pid).ok());
         let phase = Instant::now();
         let wait = async {
             match self.config.expect_frames {
@@ -261,6 +262,7 @@ impl Swarm {
             .config
             .server_pid
             .and_then(|pid| read_rss_bytes(pid).ok());
+        let cpu_at_end = (self.config.server_pid).and_then(|pid| read_cpu_seconds(pid).ok());
         // Readers select on this before their socket, so they stop promptly even mid-flood.
         let _ = self.stop.send(true);
         let mut latency = new_histogram();
@@ -310,6 +312,7 @@ impl Swarm {
             disconnects: self.shared.disconnects.load(Ordering::Relaxed),
             wire_bytes: self.shared.wire_bytes.load(Ordering::Relaxed) - self.wire_at_connect,
             receive_phase_s: receive_phase.as_secs_f64(),
+            server_cpu_receive_s: cpu_at_start.zip(cpu_at_end).map(|(a, b)| b - a),
             rss_end_bytes: rss_end,
             rss_per_socket_bytes,
             connect: self.connect,

@@ -49,6 +49,7 @@ async fn per_user_plan_sends_each_user_its_messages() {
     let plan = SendPlan::PerUser {
         users: users.clone(),
         per_user: 3,
+        batch: NonZeroUsize::new(4).unwrap(),
     };
     let dyn_layer: Arc<dyn ChannelLayer> = layer.clone();
     let report = timeout(
@@ -127,6 +128,7 @@ async fn empty_user_list_is_a_config_error() {
     let plan = SendPlan::PerUser {
         users: Vec::new(),
         per_user: 1,
+        batch: NonZeroUsize::MIN,
     };
     let err = timeout(BOUND, run_sender(dyn_layer, &plan, NonZeroUsize::MIN))
         .await

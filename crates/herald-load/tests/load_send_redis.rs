@@ -39,6 +39,7 @@ async fn per_user_messages_reach_each_users_channel_through_redis() {
     let plan = SendPlan::PerUser {
         users: users.clone(),
         per_user: 2,
+        batch: NonZeroUsize::new(3).unwrap(),
     };
     let report = timeout(
         BOUND,

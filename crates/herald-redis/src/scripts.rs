@@ -55,21 +55,26 @@ end
 return #keys
 "#;
 
-/// The whole `group_send` in one round trip, for the common single-shard, msgpack,
-/// unencrypted, no-`channel_capacity` configuration.
+/// Whole `group_send`s in one round trip, one or many per call, for the common single-shard,
+/// msgpack, unencrypted, no-`channel_capacity` configuration.
 ///
-/// Same effects as `core.py` `group_send` (trim the group, read it, bucket members by channel
-/// key, one member per key carrying `__asgi_channel__: [names]` appended last, capacity-checked
-/// `ZADD` + `EXPIRE`), done server-side: the client sends the message's msgpack map *entries*
-/// and the script adds the map header, the routing entry and the random prefix. All keys get
-/// the same random prefix in one call; members of one key stay unique because each call adds
-/// at most one member per key. The channel keys are derived in the script (not declared in
-/// `KEYS`), which standalone and Sentinel-managed Redis allow; Redis Cluster is not supported
-/// by channels_redis either.
+/// Each message has the effects of `core.py` `group_send` (trim the group, read it, bucket
+/// members by channel key, one member per key carrying `__asgi_channel__: [names]` appended
+/// last, capacity-checked `ZADD` + `EXPIRE`), done server-side: the client sends the message's
+/// msgpack map *entries* and the script adds the map header, the routing entry and the random
+/// prefix. Members of one key stay unique because every message has its own random prefix.
+/// The channel keys are derived in the script (not declared in `KEYS`), which standalone and
+/// Sentinel-managed Redis allow; Redis Cluster is not supported by channels_redis either.
 ///
-/// `KEYS[1]` group key; `ARGV`: layer prefix, random prefix, map entries, entry count,
-/// capacity, score, expiry, trim threshold, group trim threshold.
-/// Returns `{members, over_capacity}`.
+/// Messages run in `KEYS` order. A channel key is trimmed and counted at its first message of
+/// the call and counted on from there, and gets its `EXPIRE` once, after the last, if anything
+/// was added to it: the call is atomic, so that is what as many single `group_send`s in a row
+/// leave, for a fraction of the calls when many messages share a key (herald's group keys).
+///
+/// `KEYS[i]` the group key of message `i`; `ARGV`: layer prefix, capacity, expiry, trim
+/// threshold, group trim threshold, then per message `i` (from `ARGV[6]`, four each): random
+/// prefix, map entries, entry count, score.
+/// Returns `{members_1, over_capacity_1, members_2, over_capacity_2, ...}`.
 pub(crate) const GROUP_SEND_ONE_TRIP: &str = r#"
 local function head(len, fix, fixmax, b16, b32)
     if len <= fixmax then
@@ -89,41 +94,56 @@ local function str(s)
     end
     return head(len, 0, -1, 0xda, 0xdb) .. s
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[9])
-local members = redis.call('ZRANGE', KEYS[1], 0, -1)
-if #members == 0 then
-    return {0, 0}
-end
-local order, buckets = {}, {}
-for _, name in ipairs(members) do
-    local bang = string.find(name, '!', 1, true)
-    local key = ARGV[1] .. (bang and string.sub(name, 1, bang) or name)
-    local bucket = buckets[key]
-    if not bucket then
-        bucket = {}
-        buckets[key] = bucket
-        order[#order + 1] = key
+local capacity = tonumber(ARGV[2])
+local routing = str('__asgi_channel__')
+local counts, added, out = {}, {}, {}
+for i = 1, #KEYS do
+    local arg = 5 + 4 * (i - 1)
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, ARGV[5])
+    local members = redis.call('ZRANGE', KEYS[i], 0, -1)
+    local over = 0
+    if #members > 0 then
+        local order, buckets = {}, {}
+        for _, name in ipairs(members) do
+            local bang = string.find(name, '!', 1, true)
+            local key = ARGV[1] .. (bang and string.sub(name, 1, bang) or name)
+            local bucket = buckets[key]
+            if not bucket then
+                bucket = {}
+                buckets[key] = bucket
+                order[#order + 1] = key
+            end
+            bucket[#bucket + 1] = name
+        end
+        local map_head = head(tonumber(ARGV[arg + 3]) + 1, 0x80, 15, 0xde, 0xdf)
+        for _, key in ipairs(order) do
+            local names = buckets[key]
+            local parts = {ARGV[arg + 1], map_head, ARGV[arg + 2], routing, head(#names, 0x90, 15, 0xdc, 0xdd)}
+            for _, name in ipairs(names) do
+                parts[#parts + 1] = str(name)
+            end
+            local stored = counts[key]
+            if stored == nil then
+                redis.call('ZREMRANGEBYSCORE', key, 0, ARGV[4])
+                stored = redis.call('ZCOUNT', key, '-inf', '+inf')
+            end
+            if stored < capacity then
+                redis.call('ZADD', key, ARGV[arg + 4], table.concat(parts))
+                stored = stored + 1
+                added[key] = true
+            else
+                over = over + 1
+            end
+            counts[key] = stored
+        end
     end
-    bucket[#bucket + 1] = name
+    out[#out + 1] = #members
+    out[#out + 1] = over
 end
-local map_head = head(tonumber(ARGV[4]) + 1, 0x80, 15, 0xde, 0xdf)
-local capacity = tonumber(ARGV[5])
-local over = 0
-for _, key in ipairs(order) do
-    local names = buckets[key]
-    local parts = {ARGV[2], map_head, ARGV[3], str('__asgi_channel__'), head(#names, 0x90, 15, 0xdc, 0xdd)}
-    for _, name in ipairs(names) do
-        parts[#parts + 1] = str(name)
-    end
-    redis.call('ZREMRANGEBYSCORE', key, 0, ARGV[8])
-    if redis.call('ZCOUNT', key, '-inf', '+inf') < capacity then
-        redis.call('ZADD', key, ARGV[6], table.concat(parts))
-        redis.call('EXPIRE', key, ARGV[7])
-    else
-        over = over + 1
-    end
+for key in pairs(added) do
+    redis.call('EXPIRE', key, ARGV[3])
 end
-return {#members, over}
+return out
 "#;
 
 /// Herald presence: records (or refreshes) a batch of connections on one shard; no Python

@@ -16,6 +16,7 @@
 //! Without the venv a test prints why and returns; with `HERALD_REQUIRE_COMPAT=1` (CI) it
 //! fails instead. Build the venv with `tests/compat/setup.sh`.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -754,6 +755,61 @@ async fn mixed_group_delivers_exactly_once(setup: Setup) {
     listener.expect_silence().await;
 }
 
+/// `group_send_many` (pipelined on one plain host, one by one otherwise) to two groups at
+/// once: a Python process whose two channels share one Redis key, one of them in both groups,
+/// reads every message once and each channel's in the order sent.
+async fn send_many_reaches_python_in_order(setup: Setup) {
+    const ROUNDS: usize = 40;
+    let Some(peer) = setup.peer() else { return };
+    let layer = rust_layer(&setup);
+    let mut listener = peer.listen(2, &["many-all"], &[]).await;
+    let (both, one) = (listener.channels[0].clone(), listener.channels[1].clone());
+    peer.run(&["group_add", "many-solo", &both]).await.unwrap();
+    let sends: Vec<(String, Message)> = (0..ROUNDS)
+        .flat_map(|n| {
+            let n = n as i64;
+            [
+                (
+                    "many-all".to_owned(),
+                    Message::with_type("all").with("n", n),
+                ),
+                (
+                    "many-solo".to_owned(),
+                    Message::with_type("solo").with("n", n),
+                ),
+            ]
+        })
+        .collect();
+    let results = timeout(ARRIVAL, layer.group_send_many(sends))
+        .await
+        .unwrap();
+    for (i, result) in results.into_iter().enumerate() {
+        let report = result.unwrap();
+        let want = if i % 2 == 0 { 2 } else { 1 };
+        assert_eq!(
+            (report.members, report.over_capacity),
+            (want, 0),
+            "entry {i}"
+        );
+    }
+    let mut got: HashMap<String, Vec<(String, i64)>> = HashMap::new();
+    for _ in 0..3 * ROUNDS {
+        let (channel, msg) = listener.expect_message().await;
+        let n = msg.get("n").and_then(Value::as_i64).unwrap();
+        got.entry(channel)
+            .or_default()
+            .push((msg.msg_type().unwrap().to_owned(), n));
+    }
+    listener.expect_silence().await;
+    let rounds = 0..ROUNDS as i64;
+    let want_both: Vec<(String, i64)> = (rounds.clone())
+        .flat_map(|n| [("all".to_owned(), n), ("solo".to_owned(), n)])
+        .collect();
+    let want_one: Vec<(String, i64)> = rounds.map(|n| ("all".to_owned(), n)).collect();
+    assert_eq!(got.remove(&both).unwrap(), want_both);
+    assert_eq!(got.remove(&one).unwrap(), want_one);
+}
+
 /// Python sends the value zoo to Rust; Rust sends what it got back to Python; both sides see
 /// exactly the original.
 async fn values_round_trip(setup: Setup) {
@@ -1407,6 +1463,12 @@ macro_rules! interop_suite {
             async fn mixed_group_delivers_exactly_once() {
                 let servers = servers($hosts);
                 super::mixed_group_delivers_exactly_once(setup(&servers)).await;
+            }
+
+            #[tokio::test]
+            async fn send_many_reaches_python_in_order() {
+                let servers = servers($hosts);
+                super::send_many_reaches_python_in_order(setup(&servers)).await;
             }
 
             #[tokio::test]

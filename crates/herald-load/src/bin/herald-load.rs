@@ -18,8 +18,8 @@ use clap::{Parser, Subcommand};
 use herald_core::ChannelLayer;
 use herald_core::capacity::CapacityRule;
 use herald_load::{
-    FlakyConfig, Fleet, LoadConfig, SendPlan, Shape, Swarm, raise_nofile_limit, require_loopback,
-    run_sender,
+    DEFAULT_SEND_BATCH, FlakyConfig, Fleet, LoadConfig, SendPlan, Shape, Swarm, raise_nofile_limit,
+    require_loopback, run_sender,
 };
 use herald_redis::{HostSpec, RedisChannelLayer, RedisLayerConfig};
 use serde_json::{Value, json};
@@ -80,6 +80,10 @@ enum PlanArgs {
         /// Messages per user.
         #[arg(long, default_value_t = 10)]
         per_user: u64,
+        /// Messages per pipelined `group_send_many` call (1 = one `group_send` round trip per
+        /// message, the path before pipelining).
+        #[arg(long, default_value_t = DEFAULT_SEND_BATCH)]
+        batch: NonZeroUsize,
         #[command(flatten)]
         common: SendCommon,
     },
@@ -460,11 +464,13 @@ async fn send(plan: PlanArgs) -> anyhow::Result<()> {
         PlanArgs::PerUser {
             users_file,
             per_user,
+            batch,
             common,
         } => (
             SendPlan::PerUser {
                 users: read_lines(&users_file)?,
                 per_user,
+                batch,
             },
             common,
         ),
