@@ -759,31 +759,26 @@ if [[ ${BENCH_NO_DOC:-0} == 1 ]]; then
   BENCH_KEEP=1
   exit 0
 fi
-if [[ -s $RECONNECT_RESULTS ]]; then
-  RECONNECT_RAW=benches/fanout/results/reconnect-$(date -u +%Y%m%dT%H%M)-${COMMIT%%+*}.jsonl
+# Copies a named-only scenario's lines to results/KIND-<time>-<commit>.jsonl, after a first
+# line with the run's commit, machine and load average; prints the path.
+save_raw() { # $1 = kind, $2 = lines
+  local raw
+  raw=benches/fanout/results/$1-$(date -u +%Y%m%dT%H%M)-${COMMIT%%+*}.jsonl
   {
     printf '{"meta": true, "commit": "%s", "machine": "%s", "load_avg_start": "%s", "load_avg_end": "%s"}\n' \
       "$COMMIT" "$(nproc) CPUs, $(uname -r)" "$LOAD_AT_START" "$(cut -d' ' -f1-3 /proc/loadavg)"
-    cat "$RECONNECT_RESULTS"
-  } >"$ROOT/$RECONNECT_RAW"
-  log "reconnect results: $RECONNECT_RAW (docs/benchmarks.md, section \"Reconnect\", is written from them by hand)"
+    cat "$2"
+  } >"$ROOT/$raw"
+  printf '%s\n' "$raw"
+}
+if [[ -s $RECONNECT_RESULTS ]]; then
+  log "reconnect results: $(save_raw reconnect "$RECONNECT_RESULTS") (docs/benchmarks.md, section \"Reconnect\", is written from them by hand)"
 fi
 if [[ -s $SCALE_RESULTS ]]; then
-  SCALE_RAW=benches/fanout/results/scale-$(date -u +%Y%m%dT%H%M)-${COMMIT%%+*}.jsonl
-  {
-    printf '{"meta": true, "commit": "%s", "machine": "%s", "load_avg_start": "%s", "load_avg_end": "%s"}\n' \
-      "$COMMIT" "$(nproc) CPUs, $(uname -r)" "$LOAD_AT_START" "$(cut -d' ' -f1-3 /proc/loadavg)"
-    cat "$SCALE_RESULTS"
-  } >"$ROOT/$SCALE_RAW"
-  log "scale results: $SCALE_RAW (docs/scaling.md quotes them)"
+  log "scale results: $(save_raw scale "$SCALE_RESULTS") (docs/scaling.md quotes them)"
 fi
 if [[ -s $DEFLATE_RESULTS ]]; then
-  DEFLATE_RAW=benches/fanout/results/deflate-$(date -u +%Y%m%dT%H%M)-${COMMIT%%+*}.jsonl
-  {
-    printf '{"meta": true, "commit": "%s", "machine": "%s", "load_avg_start": "%s", "load_avg_end": "%s"}\n' \
-      "$COMMIT" "$(nproc) CPUs, $(uname -r)" "$LOAD_AT_START" "$(cut -d' ' -f1-3 /proc/loadavg)"
-    cat "$DEFLATE_RESULTS"
-  } >"$ROOT/$DEFLATE_RAW"
+  DEFLATE_RAW=$(save_raw deflate "$DEFLATE_RESULTS")
   "$PY" "$HERE/report.py" deflate-table "$ROOT/$DEFLATE_RAW"
   log "deflate results: $DEFLATE_RAW (the table above goes to docs/benchmarks.md, section \"Compression\", by hand)"
 fi
