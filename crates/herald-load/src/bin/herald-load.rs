@@ -381,17 +381,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             // Still running after the grace period: dropping the handle's child kills it.
             _ => None,
         };
-        let text = tokio::time::timeout(SENDER_GRACE, output)
-            .await
-            .ok()
-            .and_then(|r| r.ok())
-            .unwrap_or_default();
-        let last = text
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        let parsed: Value = serde_json::from_str(last).unwrap_or_else(|_| json!(last));
+        let parsed = sender_report(output).await;
         (
             report,
             json!({
@@ -572,22 +562,12 @@ async fn flaky(args: FlakyArgs) -> anyhow::Result<()> {
             None
         }
     };
-    let text = tokio::time::timeout(SENDER_GRACE, output)
-        .await
-        .ok()
-        .and_then(|r| r.ok())
-        .unwrap_or_default();
-    let last = text
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    let parsed: Value = serde_json::from_str(last).unwrap_or_else(|_| json!(last));
+    let parsed = sender_report(output).await;
     let per_user = parsed.get("per_user_each").and_then(Value::as_u64);
     let broadcast = parsed.get("broadcast_count").and_then(Value::as_u64);
     let (per_user, broadcast) = match (per_user, broadcast) {
         (Some(p), Some(b)) => (p, b),
-        _ => bail!("the sender's last line has no per_user_each/broadcast_count: {last:?}"),
+        _ => bail!("the sender's last line has no per_user_each/broadcast_count: {parsed}"),
     };
     eprintln!("herald-load: sender exited ({exit_code:?}); waiting for the last messages");
     fleet.expect(per_user, broadcast);
@@ -637,6 +617,22 @@ fn spawn_sender(
         buf
     });
     Ok((child, output))
+}
+
+/// The sender's report: the last non-empty line of its stdout, as JSON if it is JSON, else as
+/// a string (waits at most [`SENDER_GRACE`] for the output to end).
+async fn sender_report(output: tokio::task::JoinHandle<String>) -> Value {
+    let text = tokio::time::timeout(SENDER_GRACE, output)
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .unwrap_or_default();
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    serde_json::from_str(last).unwrap_or_else(|_| json!(last))
 }
 
 fn require_loopback_redis(url: &str) -> anyhow::Result<()> {
