@@ -71,7 +71,13 @@ async fn the_client_falls_back_to_server_sent_events_when_websockets_keep_failin
     browser
         .eval("(taskNotifications.subscribeTask('sse-1'), true)")
         .await;
-    browser.wait(SSE_OPEN).await;
+    // The new stream, not the one it replaces (still open for a moment): its URL names the task
+    // (as `task=` or, when recovering, among the positions).
+    browser
+        .wait(&format!(
+            "{SSE_OPEN} && taskNotifications.ws.url.includes('sse-1')"
+        ))
+        .await;
     herald_cli(
         &url,
         &[
