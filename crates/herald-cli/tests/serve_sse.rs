@@ -260,6 +260,9 @@ async fn last_event_id_resumes_every_group_without_gap_or_duplicate() {
     )
     .await;
     group_send(&redis.url(), "user_alice", numbered(5)).await;
+    // All six are in the history before the reconnect, so all three missed ones are replayed
+    // (one recorded after the replay read would come live, after `herald.resumed`).
+    eventually_metric(&herald, "herald_history_recorded_total", 6).await;
 
     // EventSource reconnects to the same URL with the id it saw last.
     let last = last_id.clone().unwrap();
