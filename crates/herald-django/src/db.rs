@@ -188,17 +188,11 @@ impl Database {
     /// [`POSTGRES_BATCH`] / [`SQLITE_BATCH`] keys.
     pub(crate) async fn sessions_data(&self, keys: &[&str]) -> Result<HashMap<String, String>> {
         let mut found = HashMap::with_capacity(keys.len());
-        match self {
-            Database::Postgres(pg) => {
-                for batch in keys.chunks(POSTGRES_BATCH) {
-                    found.extend(pg.sessions_data(batch).await?);
-                }
-            }
-            Database::Sqlite(sq) => {
-                for batch in keys.chunks(SQLITE_BATCH) {
-                    found.extend(sq.sessions_data(batch).await?);
-                }
-            }
+        for batch in keys.chunks(self.batch_size()) {
+            found.extend(match self {
+                Database::Postgres(pg) => pg.sessions_data(batch).await?,
+                Database::Sqlite(sq) => sq.sessions_data(batch).await?,
+            });
         }
         Ok(found)
     }
@@ -208,19 +202,21 @@ impl Database {
     /// own with [`Database::user`], as the handshake did.
     pub(crate) async fn users(&self, ids: &[&str]) -> Result<HashMap<String, UserRow>> {
         let mut found = HashMap::with_capacity(ids.len());
-        match self {
-            Database::Postgres(pg) => {
-                for batch in ids.chunks(POSTGRES_BATCH) {
-                    found.extend(pg.users(batch).await?);
-                }
-            }
-            Database::Sqlite(sq) => {
-                for batch in ids.chunks(SQLITE_BATCH) {
-                    found.extend(sq.users(batch).await?);
-                }
-            }
+        for batch in ids.chunks(self.batch_size()) {
+            found.extend(match self {
+                Database::Postgres(pg) => pg.users(batch).await?,
+                Database::Sqlite(sq) => sq.users(batch).await?,
+            });
         }
         Ok(found)
+    }
+
+    /// Keys per batched query: [`POSTGRES_BATCH`] or [`SQLITE_BATCH`] (the parameter limits).
+    fn batch_size(&self) -> usize {
+        match self {
+            Database::Postgres(_) => POSTGRES_BATCH,
+            Database::Sqlite(_) => SQLITE_BATCH,
+        }
     }
 
     /// Connects (if needed) and runs a trivial query.
