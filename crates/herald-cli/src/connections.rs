@@ -1,7 +1,6 @@
 //! `herald connections [USER]`: the fleet's connections, from the presence records in Redis (or
 //! from a herald's `GET /api/connections` without `--redis`).
 
-use anyhow::bail;
 use clap::Args;
 use herald_core::presence::connections_report;
 use serde_json::Value as Json;
@@ -29,10 +28,7 @@ pub(crate) async fn run(args: ConnectionsArgs) -> anyhow::Result<()> {
     let report = if args.layer.backend() == Backend::Memory {
         args.api.connections(args.user.as_deref()).await?
     } else {
-        let built = layer::build(&args.layer, false)?;
-        let Some(redis) = built.redis else {
-            bail!("connections need the core Redis backend (or --server)");
-        };
+        let redis = layer::redis_layer(&args.layer, "connections need")?;
         connections_report(&*redis, args.user.as_deref()).await?
     };
     if args.json {

@@ -20,6 +20,15 @@ pub(crate) struct BuiltLayer {
     pub(crate) redis: Option<Arc<RedisChannelLayer>>,
 }
 
+/// The Redis layer of `opts`, for the commands that read presence records from Redis itself;
+/// an error naming the command (`needs`, e.g. "connections need") on any other backend.
+pub(crate) fn redis_layer(opts: &LayerOpts, needs: &str) -> anyhow::Result<Arc<RedisChannelLayer>> {
+    match build(opts, false)?.redis {
+        Some(redis) => Ok(redis),
+        None => anyhow::bail!("{needs} the core Redis backend (or --server)"),
+    }
+}
+
 /// Parses one `--redis` value into a host spec.
 ///
 /// `redis://`, `rediss://` and `unix://` URLs pass through to redis-rs. Sentinel masters are

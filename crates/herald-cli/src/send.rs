@@ -421,10 +421,7 @@ pub(crate) async fn online(args: OnlineArgs) -> anyhow::Result<()> {
     let answer = if args.layer.backend() == Backend::Memory {
         args.api.presence(args.user.as_deref()).await?
     } else {
-        let built = layer::build(&args.layer, false)?;
-        let Some(redis) = built.redis else {
-            bail!("presence needs the core Redis backend (or --server)");
-        };
+        let redis = layer::redis_layer(&args.layer, "presence needs")?;
         match &args.user {
             Some(u) => {
                 let n = redis.connections(u).await?;
