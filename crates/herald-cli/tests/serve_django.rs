@@ -78,11 +78,7 @@ async fn django_sqlite_session_user_receives_guide_messages() {
     let Some(python) = compat_python() else {
         return;
     };
-    let redis = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let db_url = format!("sqlite:///{}", dir.path().join("db.sqlite3").display());
-    let django = Django::new(python, &db_url, &redis.url());
-    guide_helpers_reach_the_socket(&django, &db_url, &redis).await;
+    support::django::on_sqlite(python, guide_helpers_reach_the_socket).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -90,13 +86,7 @@ async fn django_postgres_session_user_receives_guide_messages() {
     let Some(python) = compat_python() else {
         return;
     };
-    let Some(db) = support::postgres::Database::create().await else {
-        return;
-    };
-    let redis = RedisServer::start();
-    let django = Django::new(python, &db.url(), &redis.url());
-    guide_helpers_reach_the_socket(&django, &db.url(), &redis).await;
-    db.drop().await;
+    support::django::on_postgres(python, guide_helpers_reach_the_socket).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -123,11 +123,7 @@ async fn sqlite_logout_password_change_and_deactivation_close_sockets_with_4401(
     let Some(python) = compat_python() else {
         return;
     };
-    let redis = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let db_url = format!("sqlite:///{}", dir.path().join("db.sqlite3").display());
-    let django = Django::new(python, &db_url, &redis.url());
-    ended_sessions_close_and_valid_ones_stay(&django, &db_url, &redis).await;
+    support::django::on_sqlite(python, ended_sessions_close_and_valid_ones_stay).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -135,13 +131,7 @@ async fn postgres_logout_password_change_and_deactivation_close_sockets_with_440
     let Some(python) = compat_python() else {
         return;
     };
-    let Some(db) = support::postgres::Database::create().await else {
-        return;
-    };
-    let redis = RedisServer::start();
-    let django = Django::new(python, &db.url(), &redis.url());
-    ended_sessions_close_and_valid_ones_stay(&django, &db.url(), &redis).await;
-    db.drop().await;
+    support::django::on_postgres(python, ended_sessions_close_and_valid_ones_stay).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -112,6 +112,34 @@ impl Django {
     }
 }
 
+/// Runs `scenario` with the Django project on a fresh SQLite file and its own Redis: the
+/// SQLite half of a test that runs on both databases.
+pub async fn on_sqlite(
+    python: PathBuf,
+    scenario: impl AsyncFnOnce(&Django, &str, &herald_test_support::RedisServer),
+) {
+    let redis = herald_test_support::RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite:///{}", dir.path().join("db.sqlite3").display());
+    let django = Django::new(python, &db_url, &redis.url());
+    scenario(&django, &db_url, &redis).await;
+}
+
+/// The same on a fresh PostgreSQL database, dropped afterwards (see
+/// [`Database::create`](super::postgres::Database::create) for a server that is not there).
+pub async fn on_postgres(
+    python: PathBuf,
+    scenario: impl AsyncFnOnce(&Django, &str, &herald_test_support::RedisServer),
+) {
+    let Some(db) = super::postgres::Database::create().await else {
+        return;
+    };
+    let redis = herald_test_support::RedisServer::start();
+    let django = Django::new(python, &db.url(), &redis.url());
+    scenario(&django, &db.url(), &redis).await;
+    db.drop().await;
+}
+
 /// A test site without herald: its Redis and the Django project on SQLite with one logged-in
 /// user.
 #[derive(Debug)]
