@@ -377,36 +377,36 @@ impl Postgres {
                     "postgres did not answer in time",
                 ));
             }
-            Ok(Err(err))
-                if matches!(
-                    err.code(),
-                    Some(&SqlState::INVALID_TEXT_REPRESENTATION)
-                        | Some(&SqlState::NUMERIC_VALUE_OUT_OF_RANGE)
-                ) =>
-            {
+            Ok(Err(err)) if not_of_key_type(&err) => {
                 // An id that is not of the key's type spoils the whole array: the batch finds
                 // nobody and each id is looked up on its own (see `Database::users`).
                 return Ok(Vec::new());
             }
             Ok(result) => result.map_err(|e| db_error("postgres users query", e))?,
         };
-        let bad = |e| db_error("unexpected user column type", e);
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            out.push((
-                row.try_get(0).map_err(bad)?,
-                UserRow {
-                    username: row.try_get(1).map_err(bad)?,
-                    password: row.try_get(2).map_err(bad)?,
-                    is_active: if self.queries.has_is_active {
-                        Some(row.try_get(3).map_err(bad)?)
-                    } else {
-                        None
-                    },
-                },
-            ));
+            let id = row
+                .try_get(0)
+                .map_err(|e| db_error("unexpected user column type", e))?;
+            out.push((id, self.user_row(&row, 1)?));
         }
         Ok(out)
+    }
+
+    /// The user columns of `row` from column `first` on: username, password, `is_active` when
+    /// the table has it.
+    fn user_row(&self, row: &tokio_postgres::Row, first: usize) -> Result<UserRow> {
+        let bad = |e| db_error("unexpected user column type", e);
+        Ok(UserRow {
+            username: row.try_get(first).map_err(bad)?,
+            password: row.try_get(first + 1).map_err(bad)?,
+            is_active: if self.queries.has_is_active {
+                Some(row.try_get(first + 2).map_err(bad)?)
+            } else {
+                None
+            },
+        })
     }
 
     async fn user(&self, user_id: &str) -> Result<Option<UserRow>> {
@@ -421,30 +421,22 @@ impl Postgres {
                     "postgres did not answer in time",
                 ));
             }
-            Ok(Err(err))
-                if matches!(
-                    err.code(),
-                    Some(&SqlState::INVALID_TEXT_REPRESENTATION)
-                        | Some(&SqlState::NUMERIC_VALUE_OUT_OF_RANGE)
-                ) =>
-            {
+            Ok(Err(err)) if not_of_key_type(&err) => {
                 // "abc" for an integer key: no such user.
                 return Ok(None);
             }
             Ok(result) => result.map_err(|e| db_error("postgres user query", e))?,
         };
-        let Some(row) = row else { return Ok(None) };
-        let bad = |e| db_error("unexpected user column type", e);
-        Ok(Some(UserRow {
-            username: row.try_get(0).map_err(bad)?,
-            password: row.try_get(1).map_err(bad)?,
-            is_active: if self.queries.has_is_active {
-                Some(row.try_get(2).map_err(bad)?)
-            } else {
-                None
-            },
-        }))
+        row.map(|row| self.user_row(&row, 0)).transpose()
     }
+}
+
+/// A user id PostgreSQL could not read as the key's type ("abc" for an integer key).
+fn not_of_key_type(err: &tokio_postgres::Error) -> bool {
+    matches!(
+        err.code(),
+        Some(&SqlState::INVALID_TEXT_REPRESENTATION) | Some(&SqlState::NUMERIC_VALUE_OUT_OF_RANGE)
+    )
 }
 
 /// One lazily opened read-only SQLite connection, used from the blocking pool.
