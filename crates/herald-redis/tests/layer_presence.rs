@@ -219,3 +219,43 @@ async fn a_reload_within_the_debounce_and_a_lapse_are_told_apart() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(t(live.take_offline()).await.unwrap(), ["ghost"]);
 }
+
+#[tokio::test]
+async fn a_refresh_of_thousands_of_users_indexes_every_one_of_them() {
+    // More users than one write of the users index takes: every one is indexed with the
+    // record's deadline, and the index key gets its TTL once the last slice is written.
+    let server = RedisServer::start();
+    let layer = layer(&[server.url()]);
+    let entries: Vec<(String, String)> = (0..2_345)
+        .map(|i| e(&format!("user{i:05}"), &format!("specific.c!{i}")))
+        .collect();
+    t(layer.touch(&entries, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let online = t(layer.online_users()).await.unwrap();
+    let mut expected: Vec<String> = entries.iter().map(|(u, _)| u.clone()).collect();
+    expected.sort();
+    assert_eq!(online, expected);
+    assert_eq!(t(layer.connections("user02344")).await.unwrap(), 1);
+
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = t(client.get_multiplexed_async_connection()).await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let fresh: i64 = t(redis::cmd("ZCOUNT")
+        .arg("asgi:presence:users")
+        .arg(now + 20.0)
+        .arg(now + 40.0)
+        .query_async(&mut conn))
+    .await
+    .unwrap();
+    assert_eq!(fresh, 2_345);
+    let ttl: i64 = t(redis::cmd("TTL")
+        .arg("asgi:presence:users")
+        .query_async(&mut conn))
+    .await
+    .unwrap();
+    assert!((1..=60).contains(&ttl), "{ttl}");
+}

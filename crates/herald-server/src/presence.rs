@@ -205,10 +205,17 @@ impl PresenceRegistry {
         self.wake.notify_one();
     }
 
-    fn snapshot(&self) -> Vec<(String, String)> {
-        self.live()
+    /// The live sockets' channel names: one allocation, whatever their number.
+    fn channels(&self) -> Vec<Arc<str>> {
+        self.live().keys().cloned().collect()
+    }
+
+    /// (user, channel) of those of `channels` still live.
+    fn entries(&self, channels: &[Arc<str>]) -> Vec<(String, String)> {
+        let live = self.live();
+        channels
             .iter()
-            .map(|(c, l)| (l.username.clone(), c.to_string()))
+            .filter_map(|c| live.get(c).map(|l| (l.username.clone(), c.to_string())))
             .collect()
     }
 
@@ -233,22 +240,33 @@ impl PresenceRegistry {
     /// Touches every live socket (announcing: and announces who came back online, e.g. after
     /// Redis lost its data).
     async fn refresh(&self) {
-        let entries = self.snapshot();
-        if entries.is_empty() {
+        let channels = self.channels();
+        if channels.is_empty() {
             return;
         }
-        let result = match &self.announcer {
-            Some(a) => self
-                .store
-                .touch_announcing(&entries, self.ttl)
-                .await
-                .map(|online| a.fire(&online, PresenceChange::Online)),
-            None => self.store.touch(&entries, self.ttl).await,
-        };
-        match result {
-            Ok(()) => debug!(sockets = entries.len(), "presence refreshed"),
-            Err(err) => warn!(error = %err, "presence refresh failed"),
+        // In slices: the entries of 10,000 sockets at once were megabytes of small strings
+        // every third of the TTL, memory the allocator kept. A slice's are reused by the next.
+        let mut sockets = 0;
+        for slice in channels.chunks(REFRESH_SLICE) {
+            let entries = self.entries(slice);
+            if entries.is_empty() {
+                continue;
+            }
+            let result = match &self.announcer {
+                Some(a) => self
+                    .store
+                    .touch_announcing(&entries, self.ttl)
+                    .await
+                    .map(|online| a.fire(&online, PresenceChange::Online)),
+                None => self.store.touch(&entries, self.ttl).await,
+            };
+            if let Err(err) = result {
+                warn!(error = %err, "presence refresh failed");
+                return;
+            }
+            sockets += entries.len();
         }
+        debug!(sockets, "presence refreshed");
     }
 
     /// Announces the users whose offline fell due, fleet-wide.
@@ -282,6 +300,9 @@ impl PresenceRegistry {
         self.live().remove(channel).map(|l| l.username)
     }
 }
+
+/// Sockets touched per store call in a refresh.
+const REFRESH_SLICE: usize = 1000;
 
 /// The shortest refresh period, whatever the TTL: a tiny TTL must not turn the refresher into
 /// a busy loop against the store.
@@ -375,5 +396,39 @@ impl Drop for PresenceGuard {
                 PresenceRegistry::remove(&store, debounce, &user, &channel).await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_core::presence::InMemoryPresence;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn refreshes_keep_every_socket_of_several_slices_online() {
+        // A TTL that lapses several times over while the test waits: only the refreshes,
+        // slice after slice, keep the sockets past the first slice online.
+        let store: Arc<dyn Presence> = Arc::new(InMemoryPresence::default());
+        let registry = PresenceRegistry::new(
+            Arc::clone(&store),
+            Duration::from_millis(300),
+            "test".to_owned(),
+            None,
+        );
+        let sockets = REFRESH_SLICE * 2 + 345;
+        let guards: Vec<PresenceGuard> = (0..sockets)
+            .map(|i| registry.open(Arc::from(format!("c!{i}")), &format!("u{i}"), None, &[]))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(store.online_users().await.unwrap().len(), sockets);
+        assert_eq!(
+            store
+                .connections(&format!("u{}", sockets - 1))
+                .await
+                .unwrap(),
+            1
+        );
+        drop(guards);
     }
 }
