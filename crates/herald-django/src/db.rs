@@ -439,6 +439,9 @@ fn not_of_key_type(err: &tokio_postgres::Error) -> bool {
     )
 }
 
+/// The page cache of herald's SQLite connection, in KiB.
+const SQLITE_CACHE_KIB: i64 = 256;
+
 /// One lazily opened read-only SQLite connection, used from the blocking pool.
 #[derive(Debug)]
 pub(crate) struct Sqlite {
@@ -467,6 +470,10 @@ impl Sqlite {
                     | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
                 let opened = rusqlite::Connection::open_with_flags(&path, flags)?;
                 opened.busy_timeout(busy)?;
+                // SQLite's default page cache is 2 MiB; herald reads a few rows per
+                // handshake and per re-validation batch, by key, and the file is in the
+                // kernel's cache anyway.
+                opened.pragma_update(None, "cache_size", SQLITE_CACHE_KIB.wrapping_neg())?;
                 *slot = Some(opened);
             }
             let result = match slot.as_ref() {

@@ -301,8 +301,9 @@ impl PresenceRegistry {
     }
 }
 
-/// Sockets touched per store call in a refresh.
-const REFRESH_SLICE: usize = 1000;
+/// Sockets touched per store call in a refresh: what one call builds (its entries, the
+/// store's request) stays small enough that the next call reuses the same memory.
+const REFRESH_SLICE: usize = 250;
 
 /// The shortest refresh period, whatever the TTL: a tiny TTL must not turn the refresher into
 /// a busy loop against the store.

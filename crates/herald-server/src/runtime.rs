@@ -131,6 +131,9 @@ struct LoopState {
     forced: Option<CloseReason>,
     /// Frames went into the sink since its last flush.
     needs_flush: bool,
+    /// The keep-alive asked for a ping. A flag, not a queued frame: an idle socket's first
+    /// ping would otherwise allocate its outbound queue, for good.
+    ping_due: bool,
     /// The inbound rate limit, if configured.
     bucket: Option<TokenBucket>,
     keepalive: KeepAlive,
@@ -206,12 +209,13 @@ impl KeepAlive {
     }
 }
 
-/// Write step: hands queued frames to the sink, `poll_ready` before taking each from the queue,
-/// so a frame leaves the queue only when the sink has room for it (nothing is lost if this
-/// future is dropped); flushes after every [`WRITE_BATCH`] frames and at the end.
+/// Write step: a due ping, then queued frames to the sink, `poll_ready` before taking each
+/// from the queue, so a frame leaves the queue only when the sink has room for it (nothing is
+/// lost if this future is dropped); flushes after every [`WRITE_BATCH`] frames and at the end.
 fn poll_write<Si>(
     sink: &mut Si,
     queue: &mut std::collections::VecDeque<WsMessage>,
+    ping_due: &mut bool,
     needs_flush: &mut bool,
     metrics: &Metrics,
     cx: &mut TaskContext<'_>,
@@ -219,6 +223,12 @@ fn poll_write<Si>(
 where
     Si: Sink<WsMessage, Error = WsError> + Unpin,
 {
+    if *ping_due {
+        ready!(Pin::new(&mut *sink).poll_ready(cx))?;
+        Pin::new(&mut *sink).start_send(WsMessage::Ping(Default::default()))?;
+        *ping_due = false;
+        *needs_flush = true;
+    }
     let mut batch = 0;
     while !queue.is_empty() {
         if batch == WRITE_BATCH {
@@ -413,6 +423,7 @@ impl Connection {
         let mut state = LoopState {
             forced: None,
             needs_flush: false,
+            ping_due: false,
             bucket: config.rate_limit.map(|l| TokenBucket::new(l, start)),
             keepalive: KeepAlive::new(start, config),
         };
@@ -433,9 +444,10 @@ impl Connection {
             if let Some(ending) = self.closing(state.forced, metrics) {
                 break ending;
             }
-            let has_output = !self.ctx.outbound.is_empty() || state.needs_flush;
+            let has_output = !self.ctx.outbound.is_empty() || state.needs_flush || state.ping_due;
             let outbound = &mut self.ctx.outbound;
             let needs_flush = &mut state.needs_flush;
+            let ping_due = &mut state.ping_due;
 
             // Branch order matters (biased):
             // 1. shutdown first, so a draining server starts no new work on this socket;
@@ -455,7 +467,7 @@ impl Connection {
                     self.force(&mut state, CloseReason::Shutdown, CLOSE_GOING_AWAY);
                 }
 
-                res = std::future::poll_fn(|cx| poll_write(&mut sink, outbound, needs_flush, metrics, cx)),
+                res = std::future::poll_fn(|cx| poll_write(&mut sink, outbound, ping_due, needs_flush, metrics, cx)),
                     if has_output =>
                 {
                     if let Err(err) = res {
@@ -697,10 +709,7 @@ impl Connection {
                 debug!("ping timeout");
                 return Some(Ending::Dropped(CloseReason::PingTimeout));
             }
-            Tick::Ping => self
-                .ctx
-                .outbound
-                .push_back(WsMessage::Ping(Default::default())),
+            Tick::Ping => state.ping_due = true,
             Tick::Wait => {}
         }
         None
@@ -730,7 +739,8 @@ impl Connection {
                 let outbound = &mut self.ctx.outbound;
                 let flush_and_wait = async {
                     let flushed = std::future::poll_fn(|cx| {
-                        poll_write(&mut *sink, outbound, needs_flush, metrics, cx)
+                        // A ping still due is moot once the close frame goes out.
+                        poll_write(&mut *sink, outbound, &mut false, needs_flush, metrics, cx)
                     })
                     .await;
                     if flushed.is_ok() && read_reply {

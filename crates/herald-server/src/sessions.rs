@@ -35,8 +35,9 @@ use crate::close::CLOSE_UNAUTHORIZED;
 use crate::groups::InboxSender;
 
 /// Distinct credentials per [`Authenticator::revalidate`] call: large enough that a round of
-/// 10,000 sessions is ten calls, small enough that one call's queries stay short.
-pub(crate) const BATCH: usize = 1000;
+/// 10,000 sessions is forty calls, small enough that one call's queries stay short and what
+/// it decodes (rows, sessions, users) stays a few hundred KiB the next call reuses.
+pub(crate) const BATCH: usize = 250;
 
 /// How long one batch may take before the round gives up on it (and on the rest of the round):
 /// a backend that hangs must not pile rounds up.
