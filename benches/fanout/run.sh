@@ -44,7 +44,10 @@
 #                     ~0.1-0.3 s; 100 gives a window long enough that the connects do not count)
 #   BENCH_PERUSER_SEND_ARGS  extra `herald-load send per-user` arguments for peruser_rust and
 #                     peruser_batch, split on spaces: "--batch 50" (peruser_batch's pipeline
-#                     size instead of 200), "--capacity 1000" (the sender's channels_redis capacity)
+#                     size instead of 200), "--capacity 1000" (peruser_rust's channels_redis
+#                     capacity)
+#   BENCH_BATCH_PER_USER / BENCH_BATCH_CAPACITY  peruser_batch's messages per user (default 100)
+#                     and the sender's channels_redis capacity (default 1000)
 #   HERALD_LOAD_BIN / HERALD_BIN  prebuilt binaries instead of `cargo build --profile profiling`
 #                     (the release build with debug info kept, so `perf record -p PID` on the
 #                     running server resolves symbols; same code as the stripped release)
@@ -85,6 +88,10 @@ BCAST_SENDS=100       # group_sends in the broadcast scenario
 BCAST_RATE=300        # group_sends/s in the paced broadcast (x 1,000 sockets = 300k frames/s)
 BCAST_PACED_SECS=3
 PER_USER=${BENCH_PER_USER:-10}  # messages per user in the per-user scenarios
+# peruser_batch: 100 per user (100,000 frames, long enough that the handshakes weigh little),
+# with 1,000 of channels_redis capacity for the sender (see the scenario).
+BATCH_PER_USER=${BENCH_BATCH_PER_USER:-100}
+BATCH_CAPACITY=${BENCH_BATCH_CAPACITY:-1000}
 PACED_RATE=1000       # msgs/s in the paced scenario
 PACED_SECS=10
 IDLE_SMALL=10000
@@ -120,6 +127,7 @@ RECONNECT_HISTORY='user_*=100/300,task_bcast=100/300'
 RECONNECT_SENDER_CAPACITY='herald.history.*=2000'
 if [[ $QUICK == 1 ]]; then
   RECONNECT_CLIENTS=${BENCH_RECONNECT_CLIENTS:-200} RECONNECT_SECS=${BENCH_RECONNECT_SECS:-20}
+  BATCH_PER_USER=${BENCH_BATCH_PER_USER:-10}
   SOCKETS=200 BCAST_SENDS=20 BCAST_RATE=100 BCAST_PACED_SECS=1 PER_USER=5 PACED_RATE=200 PACED_SECS=3 IDLE_SMALL=1000
   IDLE_HOLD_SECS=10
   IDLE_WANTED=2000 BURST=1000 BIG_SOCKETS=1000 BIG_BURST_SENDS=20 BIG_STEADY_SECS=5
@@ -679,13 +687,17 @@ for server in $SERVERS; do
       --batch 1 "${PERUSER_SEND_EXTRA[@]}"
   fi
   if want peruser_batch && ((RUST_SENDER)); then
-    # The same sends through group_send_many, pipelines of 200 (100 messages per script call):
-    # the sender's rate goes up, and the whole burst then waits in Redis for herald's readers.
+    # Per-user sends through group_send_many, pipelines of 200 (100 messages per script call),
+    # BATCH_PER_USER per user: the sender's rate goes up, and what it sent then waits in
+    # Redis for the server's readers. Every socket of one server process shares one Redis key
+    # (channels_redis's process-local channels), so the sender gets BATCH_CAPACITY of headroom
+    # there: at channels_redis's default of 100 a sender this fast drops what the readers
+    # have not yet taken, whoever the server is.
     scenario "$server" peruser_batch "${common[@]}" --connections "$SOCKETS" \
-      --cookies-file "$WORK/u.cookies" --expect-frames $((SOCKETS * PER_USER)) \
+      --cookies-file "$WORK/u.cookies" --expect-frames $((SOCKETS * BATCH_PER_USER)) \
       --deadline 120 --quiet-stop 10 \
-      -- "$HERALD_LOAD_BIN" send per-user --redis-url "$REDIS_URL" --users-file "$WORK/u.users" --per-user "$PER_USER" \
-      "${PERUSER_SEND_EXTRA[@]}"
+      -- "$HERALD_LOAD_BIN" send per-user --redis-url "$REDIS_URL" --users-file "$WORK/u.users" \
+      --per-user "$BATCH_PER_USER" --capacity "$BATCH_CAPACITY" "${PERUSER_SEND_EXTRA[@]}"
   fi
   if want paced; then
     scenario "$server" paced "${common[@]}" --connections "$SOCKETS" \
