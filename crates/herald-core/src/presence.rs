@@ -175,8 +175,9 @@ pub async fn connections_report(store: &dyn Presence, user: Option<&str>) -> Res
 /// A store of live connections per user.
 #[async_trait]
 pub trait Presence: Send + Sync + std::fmt::Debug + 'static {
-    /// Records (or refreshes) each `(username, connection)` as live for `ttl`.
-    async fn touch(&self, entries: &[(String, String)], ttl: Duration) -> Result<()>;
+    /// Records (or refreshes) each `(username, connection)` as live for `ttl`. Borrowed pairs:
+    /// a refresh of every socket of a server must not copy every name first.
+    async fn touch(&self, entries: &[(&str, &str)], ttl: Duration) -> Result<()>;
 
     /// Forgets one connection (its socket closed cleanly).
     async fn remove(&self, username: &str, connection: &str) -> Result<()>;
@@ -204,7 +205,7 @@ pub trait Presence: Send + Sync + std::fmt::Debug + 'static {
     /// returns those users. Each announcement is returned to one caller only, fleet-wide.
     async fn touch_announcing(
         &self,
-        entries: &[(String, String)],
+        entries: &[(&str, &str)],
         ttl: Duration,
     ) -> Result<Vec<String>>;
 
@@ -292,12 +293,7 @@ impl InMemoryPresence {
         crate::sync::lock(&self.state)
     }
 
-    fn touch_all(
-        &self,
-        entries: &[(String, String)],
-        ttl: Duration,
-        announce: bool,
-    ) -> Vec<String> {
+    fn touch_all(&self, entries: &[(&str, &str)], ttl: Duration, announce: bool) -> Vec<String> {
         let until = Instant::now() + ttl;
         let mut state = self.state();
         let mut online = Vec::new();
@@ -327,7 +323,7 @@ impl InMemoryPresence {
 
 #[async_trait]
 impl Presence for InMemoryPresence {
-    async fn touch(&self, entries: &[(String, String)], ttl: Duration) -> Result<()> {
+    async fn touch(&self, entries: &[(&str, &str)], ttl: Duration) -> Result<()> {
         self.touch_all(entries, ttl, false);
         Ok(())
     }
@@ -391,7 +387,7 @@ impl Presence for InMemoryPresence {
 
     async fn touch_announcing(
         &self,
-        entries: &[(String, String)],
+        entries: &[(&str, &str)],
         ttl: Duration,
     ) -> Result<Vec<String>> {
         Ok(self.touch_all(entries, ttl, true))
@@ -457,8 +453,8 @@ impl Presence for InMemoryPresence {
 mod tests {
     use super::*;
 
-    fn entry(u: &str, c: &str) -> (String, String) {
-        (u.to_owned(), c.to_owned())
+    fn entry<'a>(u: &'a str, c: &'a str) -> (&'a str, &'a str) {
+        (u, c)
     }
 
     #[tokio::test(start_paused = true)]

@@ -235,7 +235,7 @@ impl RedisChannelLayer {
 
 #[async_trait]
 impl Presence for RedisChannelLayer {
-    async fn touch(&self, entries: &[(String, String)], ttl: Duration) -> Result<()> {
+    async fn touch(&self, entries: &[(&str, &str)], ttl: Duration) -> Result<()> {
         self.touch_announcing_if(entries, ttl, false)
             .await
             .map(drop)
@@ -295,7 +295,7 @@ impl Presence for RedisChannelLayer {
 
     async fn touch_announcing(
         &self,
-        entries: &[(String, String)],
+        entries: &[(&str, &str)],
         ttl: Duration,
     ) -> Result<Vec<String>> {
         self.touch_announcing_if(entries, ttl, true).await
@@ -380,7 +380,7 @@ impl Presence for RedisChannelLayer {
 impl RedisChannelLayer {
     async fn touch_announcing_if(
         &self,
-        entries: &[(String, String)],
+        entries: &[(&str, &str)],
         ttl: Duration,
         announce: bool,
     ) -> Result<Vec<String>> {

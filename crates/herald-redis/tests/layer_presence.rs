@@ -12,8 +12,8 @@ fn layer(urls: &[String]) -> RedisChannelLayer {
     RedisChannelLayer::new(RedisLayerConfig::default().with_hosts(urls.to_vec())).unwrap()
 }
 
-fn e(u: &str, c: &str) -> (String, String) {
-    (u.to_owned(), c.to_owned())
+fn e<'a>(u: &'a str, c: &'a str) -> (&'a str, &'a str) {
+    (u, c)
 }
 
 async fn t<F: std::future::Future>(f: F) -> F::Output {
@@ -226,14 +226,15 @@ async fn a_refresh_of_thousands_of_users_indexes_every_one_of_them() {
     // record's deadline, and the index key gets its TTL once the last slice is written.
     let server = RedisServer::start();
     let layer = layer(&[server.url()]);
-    let entries: Vec<(String, String)> = (0..2_345)
-        .map(|i| e(&format!("user{i:05}"), &format!("specific.c!{i}")))
+    let names: Vec<(String, String)> = (0..2_345)
+        .map(|i| (format!("user{i:05}"), format!("specific.c!{i}")))
         .collect();
+    let entries: Vec<(&str, &str)> = names.iter().map(|(u, c)| e(u, c)).collect();
     t(layer.touch(&entries, Duration::from_secs(30)))
         .await
         .unwrap();
     let online = t(layer.online_users()).await.unwrap();
-    let mut expected: Vec<String> = entries.iter().map(|(u, _)| u.clone()).collect();
+    let mut expected: Vec<String> = names.iter().map(|(u, _)| u.clone()).collect();
     expected.sort();
     assert_eq!(online, expected);
     assert_eq!(t(layer.connections("user02344")).await.unwrap(), 1);

@@ -73,7 +73,7 @@ impl Announcer {
 /// One live socket.
 #[derive(Debug)]
 struct Live {
-    username: String,
+    username: Arc<str>,
     since: f64,
     address: Option<SocketAddr>,
 }
@@ -139,7 +139,7 @@ impl PresenceRegistry {
     }
 
     fn info(&self, channel: &str, live: &Live, groups: Vec<String>) -> ConnectionInfo {
-        ConnectionInfo::new(live.username.as_str(), channel)
+        ConnectionInfo::new(&*live.username, channel)
             .with_instance(self.instance.as_str())
             .with_address(live.address.map(|a| a.to_string()))
             .with_since(live.since)
@@ -155,7 +155,7 @@ impl PresenceRegistry {
         groups: &[String],
     ) -> PresenceGuard {
         let live = Live {
-            username: username.to_owned(),
+            username: Arc::from(username),
             since: unix_now(),
             address,
         };
@@ -205,17 +205,12 @@ impl PresenceRegistry {
         self.wake.notify_one();
     }
 
-    /// The live sockets' channel names: one allocation, whatever their number.
-    fn channels(&self) -> Vec<Arc<str>> {
-        self.live().keys().cloned().collect()
-    }
-
-    /// (user, channel) of those of `channels` still live.
-    fn entries(&self, channels: &[Arc<str>]) -> Vec<(String, String)> {
-        let live = self.live();
-        channels
+    /// The live sockets as (user, channel): one allocation, whatever their number (the names
+    /// are shared, not copied).
+    fn snapshot(&self) -> Vec<(Arc<str>, Arc<str>)> {
+        self.live()
             .iter()
-            .filter_map(|c| live.get(c).map(|l| (l.username.clone(), c.to_string())))
+            .map(|(c, l)| (Arc::clone(&l.username), Arc::clone(c)))
             .collect()
     }
 
@@ -240,18 +235,12 @@ impl PresenceRegistry {
     /// Touches every live socket (announcing: and announces who came back online, e.g. after
     /// Redis lost its data).
     async fn refresh(&self) {
-        let channels = self.channels();
-        if channels.is_empty() {
-            return;
-        }
-        // In slices: the entries of 10,000 sockets at once were megabytes of small strings
-        // every third of the TTL, memory the allocator kept. A slice's are reused by the next.
-        let mut sockets = 0;
-        for slice in channels.chunks(REFRESH_SLICE) {
-            let entries = self.entries(slice);
-            if entries.is_empty() {
-                continue;
-            }
+        let sockets = self.snapshot();
+        // In slices: what the store builds for 10,000 sockets at once was megabytes of small
+        // blocks every third of the TTL, memory the allocator kept. A slice's are reused by
+        // the next.
+        for slice in sockets.chunks(REFRESH_SLICE) {
+            let entries: Vec<(&str, &str)> = slice.iter().map(|(u, c)| (&**u, &**c)).collect();
             let result = match &self.announcer {
                 Some(a) => self
                     .store
@@ -264,9 +253,10 @@ impl PresenceRegistry {
                 warn!(error = %err, "presence refresh failed");
                 return;
             }
-            sockets += entries.len();
         }
-        debug!(sockets, "presence refreshed");
+        if !sockets.is_empty() {
+            debug!(sockets = sockets.len(), "presence refreshed");
+        }
     }
 
     /// Announces the users whose offline fell due, fleet-wide.
@@ -297,7 +287,7 @@ impl PresenceRegistry {
     /// Takes a socket out of `live`: its user, if it was there.
     fn take(&self, channel: &str) -> Option<String> {
         self.dirty().remove(channel);
-        self.live().remove(channel).map(|l| l.username)
+        self.live().remove(channel).map(|l| l.username.to_string())
     }
 }
 
