@@ -6,7 +6,7 @@
 # of that file is left alone). Loopback only; every step is bounded in time.
 #
 # Run with:
-#   benches/fanout/run.sh                      # both servers, full sizes (~10-15 min)
+#   benches/fanout/run.sh                      # both servers, full sizes (~25 min on 2 CPUs)
 #   BENCH_QUICK=1 benches/fanout/run.sh        # small sizes, a smoke run (~2-3 min)
 #   BENCH_SERVERS=daphne benches/fanout/run.sh # one server only
 #   BENCH_SCENARIOS="flaky deploy" benches/fanout/run.sh  # the reconnect scenarios (~8 min)
@@ -32,7 +32,9 @@
 #   BENCH_LAYER_BACKEND  the Python senders' CHANNEL_LAYERS backend (default
 #                     channels_redis.core.RedisChannelLayer; herald.layers.RedisChannelLayer for
 #                     the package in python/, built into the venv with `maturin develop --release`)
-#   BENCH_TIME_LIMIT  seconds; scenarios that would start after this are skipped (default 1080)
+#   BENCH_TIME_LIMIT  seconds; scenarios that would start after this are skipped (default 2400:
+#                     a full run, Daphne's big broadcasts to their deadlines included, starts its
+#                     last scenario at ~1,300 s here)
 #   BENCH_NO_DOC=1    do not touch docs/benchmarks.md (results stay in the work directory)
 #   BENCH_KEEP=1      keep the work directory (logs, databases)
 #   HERALD_EXTRA_ARGS extra `herald serve` arguments, split on spaces (e.g. "--history none")
@@ -60,8 +62,8 @@ SITE=$HERE/site
 PY=${BENCH_PYTHON:-$ROOT/tests/compat/.venv/bin/python}
 DAPHNE_BIN=$(dirname "$PY")/daphne
 SERVERS=${BENCH_SERVERS:-daphne herald}
-SCENARIOS=${BENCH_SCENARIOS:-broadcast_py broadcast_rust bcast_paced_py bcast_paced_rust peruser_py peruser_rust paced paced_rust burst_1m burst_1m_py steady_10k idle_10k idle_max idle_50k burst_10k}
-TIME_LIMIT=${BENCH_TIME_LIMIT:-1080}
+SCENARIOS=${BENCH_SCENARIOS:-broadcast_py broadcast_rust bcast_paced_py bcast_paced_rust peruser_py peruser_rust peruser_batch paced paced_rust burst_1m burst_1m_py steady_10k idle_10k idle_max idle_50k burst_10k}
+TIME_LIMIT=${BENCH_TIME_LIMIT:-2400}
 QUICK=${BENCH_QUICK:-0}
 read -r -a HERALD_EXTRA <<<"${HERALD_EXTRA_ARGS:-}"
 read -r -a LOAD_EXTRA <<<"${BENCH_LOAD_EXTRA_ARGS:-}"
