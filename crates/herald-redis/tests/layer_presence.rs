@@ -75,26 +75,37 @@ async fn python_can_read_the_documented_layout() {
         .await
         .unwrap();
     // The documented key and a raw ZCOUNT from "now" — what a Python reader would do.
+    let (live, ttl) = raw_count_and_ttl(&server, "asgi:presence:user:amadmin", 0.0, None).await;
+    assert_eq!(live, 1);
+    assert!((1..=60).contains(&ttl), "{ttl}");
+}
+
+/// With a plain Redis client: how many members of `key` score between now + `from` and now +
+/// `to` seconds (`None`: no upper bound), and the key's TTL.
+async fn raw_count_and_ttl(
+    server: &RedisServer,
+    key: &str,
+    from: f64,
+    to: Option<f64>,
+) -> (i64, i64) {
     let client = redis::Client::open(server.url()).unwrap();
     let mut conn = t(client.get_multiplexed_async_connection()).await.unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    let live: i64 = t(redis::cmd("ZCOUNT")
-        .arg("asgi:presence:user:amadmin")
-        .arg(now)
-        .arg("+inf")
+    let max = to.map_or_else(|| "+inf".to_owned(), |to| (now + to).to_string());
+    let count: i64 = t(redis::cmd("ZCOUNT")
+        .arg(key)
+        .arg(now + from)
+        .arg(max)
         .query_async(&mut conn))
     .await
     .unwrap();
-    assert_eq!(live, 1);
-    let ttl: i64 = t(redis::cmd("TTL")
-        .arg("asgi:presence:user:amadmin")
-        .query_async(&mut conn))
-    .await
-    .unwrap();
-    assert!((1..=60).contains(&ttl), "{ttl}");
+    let ttl: i64 = t(redis::cmd("TTL").arg(key).query_async(&mut conn))
+        .await
+        .unwrap();
+    (count, ttl)
 }
 
 #[tokio::test]
@@ -239,24 +250,7 @@ async fn a_refresh_of_thousands_of_users_indexes_every_one_of_them() {
     assert_eq!(online, expected);
     assert_eq!(t(layer.connections("user02344")).await.unwrap(), 1);
 
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut conn = t(client.get_multiplexed_async_connection()).await.unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
-    let fresh: i64 = t(redis::cmd("ZCOUNT")
-        .arg("asgi:presence:users")
-        .arg(now + 20.0)
-        .arg(now + 40.0)
-        .query_async(&mut conn))
-    .await
-    .unwrap();
+    let (fresh, ttl) = raw_count_and_ttl(&server, "asgi:presence:users", 20.0, Some(40.0)).await;
     assert_eq!(fresh, 2_345);
-    let ttl: i64 = t(redis::cmd("TTL")
-        .arg("asgi:presence:users")
-        .query_async(&mut conn))
-    .await
-    .unwrap();
     assert!((1..=60).contains(&ttl), "{ttl}");
 }
