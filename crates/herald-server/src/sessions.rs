@@ -159,20 +159,20 @@ impl Sessions {
                 })
                 .collect()
         };
-        sockets.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-        // Each distinct credential with the range of its sockets.
-        let mut distinct: Vec<(Credential, std::ops::Range<usize>)> = Vec::new();
+        sockets.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // The range of sockets of each distinct credential.
+        let mut distinct: Vec<std::ops::Range<usize>> = Vec::new();
         for (i, (credential, ..)) in sockets.iter().enumerate() {
             match distinct.last_mut() {
-                Some((last, range)) if last == credential => range.end = i + 1,
-                _ => distinct.push((credential.clone(), i..i + 1)),
+                Some(range) if sockets[range.start].0 == *credential => range.end = i + 1,
+                _ => distinct.push(i..i + 1),
             }
         }
         let mut round = Round::default();
         let mut failure: Option<AuthError> = None;
         let mut closed_ids = Vec::new();
         for slice in distinct.chunks(BATCH) {
-            let batch: Vec<Credential> = slice.iter().map(|(c, _)| c.clone()).collect();
+            let batch: Vec<Credential> = slice.iter().map(|r| sockets[r.start].0.clone()).collect();
             let answer = tokio::time::timeout(BATCH_TIMEOUT, self.authenticator.revalidate(&batch))
                 .await
                 .unwrap_or_else(|_| Err(AuthError::new("session re-validation timed out")))
@@ -192,7 +192,7 @@ impl Sessions {
                     break;
                 }
             };
-            for ((_, range), state) in slice.iter().zip(states) {
+            for (range, state) in slice.iter().zip(states) {
                 for (_, id, user_id, inbox) in &sockets[range.clone()] {
                     let valid = match &state {
                         SessionState::User(now) => now.as_str() == &**user_id,
