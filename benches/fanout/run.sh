@@ -6,7 +6,7 @@
 # of that file is left alone). Loopback only; every step is bounded in time.
 #
 # Run with:
-#   benches/fanout/run.sh                      # both servers, full sizes (~25 min on 2 CPUs)
+#   benches/fanout/run.sh                      # both servers, full sizes (~20 min on 2 CPUs)
 #   BENCH_QUICK=1 benches/fanout/run.sh        # small sizes, a smoke run (~2-3 min)
 #   BENCH_SERVERS=daphne benches/fanout/run.sh # one server only
 #   BENCH_SCENARIOS="flaky deploy" benches/fanout/run.sh  # the reconnect scenarios (~8 min)
@@ -34,7 +34,7 @@
 #                     the package in python/, built into the venv with `maturin develop --release`)
 #   BENCH_TIME_LIMIT  seconds; scenarios that would start after this are skipped (default 2400:
 #                     a full run, Daphne's big broadcasts to their deadlines included, starts its
-#                     last scenario at ~1,300 s here)
+#                     last scenario at ~1,220 s here)
 #   BENCH_NO_DOC=1    do not touch docs/benchmarks.md (results stay in the work directory)
 #   BENCH_KEEP=1      keep the work directory (logs, databases)
 #   HERALD_EXTRA_ARGS extra `herald serve` arguments, split on spaces (e.g. "--history none")
