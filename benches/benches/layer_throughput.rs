@@ -34,6 +34,15 @@ fn redis_url() -> (Option<RedisServer>, String) {
     }
 }
 
+/// The runtime of the sending benchmarks: two workers, as on the benchmark machine's 2 CPUs.
+fn two_worker_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 fn layer(url: &str) -> RedisChannelLayer {
     RedisChannelLayer::new(
         RedisLayerConfig::default()
@@ -109,11 +118,7 @@ fn receive_drain(c: &mut Criterion) {
 
 fn group_send(c: &mut Criterion) {
     let (_server, url) = redis_url();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = two_worker_runtime();
     let layer = layer(&url);
     rt.block_on(async {
         let ch = layer.new_channel("specific").await.unwrap();
@@ -149,11 +154,7 @@ const PER_USER_GROUPS: usize = 1_000;
 fn per_user(c: &mut Criterion) {
     use futures_util::StreamExt as _;
     let (_server, url) = redis_url();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = two_worker_runtime();
     // Every delivery goes to the one process key: its capacity holds an iteration's worth.
     let sender = RedisChannelLayer::new(
         RedisLayerConfig::default()

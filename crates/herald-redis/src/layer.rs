@@ -44,6 +44,18 @@ const REFRESH_PIPELINE_GROUPS: usize = 500;
 /// one pipeline, ~10 ms) stays short.
 const SEND_PIPELINE_MESSAGES: usize = 1000;
 
+/// The one-trip calls a `group_send_many` has gathered but not sent yet.
+#[derive(Default)]
+struct SendPipeline {
+    /// Each call with its group.
+    calls: Vec<(String, OneTripCall)>,
+    /// The index in the `group_send_many` of each of `calls`.
+    at: Vec<usize>,
+    /// The lowest score the next call may have: scores only grow within one
+    /// `group_send_many`, even if it outruns the clock.
+    next_score: f64,
+}
+
 /// Messages per call of the one-trip script in [`ChannelLayer::group_send_many`]: a channel
 /// key shared by many of them (herald's group keys) is trimmed, counted and given its
 /// `EXPIRE` once per call: Redis's CPU per message fell from 13-14 to 6-6.5 us against
@@ -752,26 +764,22 @@ impl RedisChannelLayer {
         results
     }
 
-    /// Sends the pending pipeline calls (if any) and puts their results where they belong.
-    /// `next_score` is the lowest score the next call may have (scores only grow within one
-    /// `group_send_many`, even if it outruns the clock).
+    /// Sends the pipeline's calls (if any) and puts their results where they belong.
     async fn flush_pipeline(
         &self,
-        pending: &mut Vec<(String, OneTripCall)>,
-        pending_at: &mut Vec<usize>,
+        pipeline: &mut SendPipeline,
         results: &mut [Option<Result<GroupSendReport>>],
-        next_score: &mut f64,
     ) {
-        if pending.is_empty() {
+        if pipeline.calls.is_empty() {
             return;
         }
-        let first = now_f64().max(*next_score);
-        *next_score = first + pending.len() as f64 * SEND_MANY_SCORE_STEP;
-        let sent = self.group_send_pipelined(pending, first).await;
-        for (index, result) in pending_at.drain(..).zip(sent) {
+        let first = now_f64().max(pipeline.next_score);
+        pipeline.next_score = first + pipeline.calls.len() as f64 * SEND_MANY_SCORE_STEP;
+        let sent = self.group_send_pipelined(&pipeline.calls, first).await;
+        for (index, result) in pipeline.at.drain(..).zip(sent) {
             results[index] = Some(result);
         }
-        pending.clear();
+        pipeline.calls.clear();
     }
 
     fn check_message(message: &Message) -> Result<()> {
@@ -1127,43 +1135,28 @@ impl ChannelLayer for RedisChannelLayer {
                     results[index] = Some(self.group_send(&group, message).await);
                 }
             } else {
-                let mut pending: Vec<(String, OneTripCall)> = Vec::new();
-                let mut pending_at: Vec<usize> = Vec::new();
-                let mut next_score = 0.0;
+                let mut pipeline = SendPipeline::default();
                 for (index, (group, message)) in sends.into_iter().enumerate() {
                     let call = require_valid_group_name(&group)
                         .and(Self::check_message(&message))
                         .and_then(|()| self.one_trip_call(&group, &message));
                     match call {
                         Ok(Some(call)) => {
-                            pending.push((group, call));
-                            pending_at.push(index);
+                            pipeline.calls.push((group, call));
+                            pipeline.at.push(index);
                         }
                         Ok(None) => {
                             // A message the script cannot take: after what came before it.
-                            self.flush_pipeline(
-                                &mut pending,
-                                &mut pending_at,
-                                &mut results,
-                                &mut next_score,
-                            )
-                            .await;
+                            self.flush_pipeline(&mut pipeline, &mut results).await;
                             results[index] = Some(self.group_send(&group, message).await);
                         }
                         Err(err) => results[index] = Some(Err(err)),
                     }
-                    if pending.len() == SEND_PIPELINE_MESSAGES {
-                        self.flush_pipeline(
-                            &mut pending,
-                            &mut pending_at,
-                            &mut results,
-                            &mut next_score,
-                        )
-                        .await;
+                    if pipeline.calls.len() == SEND_PIPELINE_MESSAGES {
+                        self.flush_pipeline(&mut pipeline, &mut results).await;
                     }
                 }
-                self.flush_pipeline(&mut pending, &mut pending_at, &mut results, &mut next_score)
-                    .await;
+                self.flush_pipeline(&mut pipeline, &mut results).await;
             }
             results
                 .into_iter()
